@@ -1,0 +1,101 @@
+//! Engine errors. They name what went wrong in protocol terms, never an HTTP status:
+//! `ds-http` maps each variant to a response in one place.
+
+use std::fmt;
+
+use crate::offset::Offset;
+
+/// Everything an engine operation can refuse or fail with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// No stream by that name (or it expired).
+    NotFound,
+    /// `create` found a stream with a different configuration.
+    ConfigMismatch,
+    /// The stream is closed; nothing more can be appended. Carries the final tail.
+    StreamClosed {
+        /// The closed stream's final offset.
+        tail: Offset,
+    },
+    /// The request's content type differs from the stream's.
+    ContentTypeMismatch,
+    /// An append with a body carried no content type.
+    MissingContentType,
+    /// `Stream-Seq` did not increase.
+    SeqRegression,
+    /// A producer's epoch is older than the one on record.
+    StaleEpoch {
+        /// The epoch on record.
+        current: u64,
+    },
+    /// A producer raised its epoch without starting at sequence 0.
+    EpochStartNotZero,
+    /// A producer skipped sequence numbers.
+    SeqGap {
+        /// The next sequence number the stream expects.
+        expected: u64,
+        /// The sequence number the request carried.
+        received: u64,
+    },
+    /// The body is not valid JSON for a JSON stream (message says why).
+    InvalidJson(String),
+    /// An append to a JSON stream carried an empty array.
+    EmptyJsonArray,
+    /// An append without `Stream-Closed` carried no data.
+    EmptyBody,
+    /// The append would take the stream past its size limit.
+    StreamTooLarge {
+        /// The per-stream limit in bytes.
+        limit_bytes: u64,
+    },
+    /// The append would take the server past its memory limit.
+    MemoryFull {
+        /// The server-wide limit in bytes.
+        limit_bytes: u64,
+    },
+    /// The read offset lies beyond the stream's tail.
+    OffsetBeyondTail,
+    /// The read offset does not fall on a message boundary of a JSON stream.
+    OffsetMisaligned,
+}
+
+/// Shorthand for engine results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound => f.write_str("stream not found"),
+            Error::ConfigMismatch => {
+                f.write_str("stream already exists with a different configuration")
+            }
+            Error::StreamClosed { .. } => f.write_str("stream is closed"),
+            Error::ContentTypeMismatch => {
+                f.write_str("content type does not match the stream's content type")
+            }
+            Error::MissingContentType => f.write_str("an append with a body needs a Content-Type"),
+            Error::SeqRegression => f.write_str("Stream-Seq must increase"),
+            Error::StaleEpoch { current } => {
+                write!(f, "producer epoch is stale; current epoch is {current}")
+            }
+            Error::EpochStartNotZero => f.write_str("a new producer epoch must start at seq 0"),
+            Error::SeqGap { expected, received } => {
+                write!(f, "producer sequence gap: expected {expected}, received {received}")
+            }
+            Error::InvalidJson(why) => write!(f, "invalid JSON: {why}"),
+            Error::EmptyJsonArray => f.write_str("an append cannot be an empty JSON array"),
+            Error::EmptyBody => f.write_str("an append needs a body unless it closes the stream"),
+            Error::StreamTooLarge { limit_bytes } => {
+                write!(f, "stream would exceed its limit of {limit_bytes} bytes")
+            }
+            Error::MemoryFull { limit_bytes } => {
+                write!(f, "server memory limit of {limit_bytes} bytes reached")
+            }
+            Error::OffsetBeyondTail => f.write_str("offset is beyond the stream's tail"),
+            Error::OffsetMisaligned => f.write_str("offset is not a message boundary"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,511 @@
+//! The memory store: the `memory` storage mode, and the reference model that the persistent
+//! stores are tested against.
+//!
+//! Streams live in a sharded map of `Arc<MemStream>`. Each stream has its own mutex around
+//! its data and writer state, so appends to different streams never contend, and readers hold
+//! the lock only long enough to clone a few reference-counted buffers.
+//!
+//! Data is kept as sealed, immutable blocks (shared with readers without copying) plus one
+//! growing block at the tail; a block is sealed once it reaches [`SEAL_BYTES`].
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+
+use crate::clock::UnixMs;
+use crate::config::Limits;
+use crate::error::{Error, Result};
+use crate::notify::{Tail, TailSignal, TailWatch};
+use crate::offset::{Offset, ReadFrom};
+use crate::payload::Payload;
+use crate::rules::{self, Plan, WriterState};
+use crate::store::{
+    AppendKind, AppendRequest, Appended, ContentType, CreateRequest, Created, Expiry, ExpiryCheck,
+    ReadChunk, Store, StreamInfo,
+};
+
+/// The tail block is sealed (made immutable and shareable) once it holds this many bytes.
+pub const SEAL_BYTES: usize = 256 * 1024;
+/// Number of map shards; a power of two.
+const MAP_SHARDS: usize = 32;
+
+type Shard = RwLock<HashMap<Arc<str>, Arc<MemStream>>>;
+
+/// The in-memory store.
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Box<[Shard]>,
+    limits: Limits,
+    used_bytes: AtomicU64,
+    next_incarnation: AtomicU64,
+}
+
+#[derive(Debug)]
+struct MemStream {
+    incarnation: u64,
+    content_type: ContentType,
+    expiry: Expiry,
+    /// For sliding TTLs: the last read or write. Atomic so reads need no write lock.
+    last_access_ms: AtomicU64,
+    inner: Mutex<Inner>,
+    signal: TailSignal,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    log: MemLog,
+    writer: WriterState,
+    /// Set under the lock when the stream is deleted or expired, so that nothing is
+    /// appended to a stream after it left the map.
+    removed: bool,
+}
+
+/// The bytes of one stream and its record boundaries.
+#[derive(Debug, Default)]
+struct MemLog {
+    /// Sealed blocks with the position of their first byte, ascending and contiguous.
+    blocks: Vec<(u64, Bytes)>,
+    active_start: u64,
+    active: Vec<u8>,
+    /// Absolute position of the end of every record, ascending.
+    record_ends: Vec<u64>,
+}
+
+impl MemLog {
+    fn tail(&self) -> u64 {
+        self.active_start + self.active.len() as u64
+    }
+
+    fn append(&mut self, payload: Payload) {
+        let base = self.tail();
+        self.record_ends.extend(payload.record_ends().iter().map(|e| base + e));
+        let bytes = payload.bytes();
+        if bytes.len() >= SEAL_BYTES {
+            self.seal();
+            self.blocks.push((base, bytes.clone()));
+            self.active_start = base + bytes.len() as u64;
+        } else {
+            self.active.extend_from_slice(bytes);
+            if self.active.len() >= SEAL_BYTES {
+                self.seal();
+            }
+        }
+        debug_assert_eq!(self.tail(), base + payload.len());
+    }
+
+    fn seal(&mut self) {
+        if self.active.is_empty() {
+            return;
+        }
+        let block = Bytes::from(std::mem::take(&mut self.active));
+        let start = self.active_start;
+        self.active_start += block.len() as u64;
+        self.blocks.push((start, block));
+    }
+
+    fn is_record_boundary(&self, pos: u64) -> bool {
+        pos == 0 || self.record_ends.binary_search(&pos).is_ok()
+    }
+
+    /// The end of a chunk starting at `from` holding at most `max` bytes, on a record boundary
+    /// where possible. A record larger than `max` is returned whole if `whole_records`, and
+    /// otherwise split at `max`.
+    fn chunk_end(&self, from: u64, max: usize, whole_records: bool) -> u64 {
+        let tail = self.tail();
+        if from >= tail {
+            return from;
+        }
+        let first = self.record_ends.partition_point(|&e| e <= from);
+        let limit = from.saturating_add(max.max(1) as u64);
+        let fits = self.record_ends.partition_point(|&e| e <= limit);
+        let next_end = self.record_ends.get(first).copied().unwrap_or(tail);
+        if fits > first {
+            self.record_ends[fits - 1]
+        } else if whole_records {
+            next_end
+        } else {
+            limit.min(next_end)
+        }
+    }
+
+    /// The stored bytes of `from..end`, sharing sealed blocks and copying from the tail block.
+    fn slice(&self, from: u64, end: u64) -> Vec<Bytes> {
+        let mut parts = Vec::new();
+        let first = self.blocks.partition_point(|(start, b)| start + b.len() as u64 <= from);
+        for (start, block) in &self.blocks[first..] {
+            if *start >= end {
+                break;
+            }
+            let lo = from.max(*start) - start;
+            let hi = end.min(start + block.len() as u64) - start;
+            parts.push(block.slice(to_usize(lo)..to_usize(hi)));
+        }
+        if end > self.active_start {
+            let lo = to_usize(from.max(self.active_start) - self.active_start);
+            let hi = to_usize(end - self.active_start);
+            parts.push(Bytes::copy_from_slice(&self.active[lo..hi]));
+        }
+        parts
+    }
+}
+
+/// Positions inside one in-memory block always fit in `usize`.
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+impl MemStream {
+    fn deadline(&self) -> Option<UnixMs> {
+        match self.expiry {
+            Expiry::Never => None,
+            Expiry::IdleTtl { secs } => Some(
+                self.last_access_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_add(secs.saturating_mul(1000)),
+            ),
+            Expiry::At { unix_ms } => Some(unix_ms),
+        }
+    }
+
+    fn expired(&self, now: UnixMs) -> bool {
+        self.deadline().is_some_and(|d| now >= d)
+    }
+
+    fn touch(&self, now: UnixMs) {
+        if matches!(self.expiry, Expiry::IdleTtl { .. }) {
+            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied append: the log and the
+        // writer state are updated after every check has passed. So a poisoned lock is safe.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn info(&self, inner: &Inner) -> StreamInfo {
+        StreamInfo {
+            incarnation: self.incarnation,
+            content_type: self.content_type.clone(),
+            expiry: self.expiry,
+            tail: Offset::at(inner.log.tail()),
+            closed: inner.writer.closed,
+        }
+    }
+
+    fn publish(&self, inner: &Inner) {
+        self.signal.publish(Tail {
+            next: Offset::at(inner.log.tail()),
+            closed: inner.writer.closed,
+            gone: inner.removed,
+        });
+    }
+}
+
+impl MemoryStore {
+    /// An empty store. `incarnation_seed` should differ between runs (the engine uses the
+    /// start time) so that ETags from a previous run never match a new stream's.
+    #[must_use]
+    pub fn new(limits: Limits, incarnation_seed: u64) -> MemoryStore {
+        MemoryStore {
+            shards: (0..MAP_SHARDS).map(|_| Shard::default()).collect(),
+            limits,
+            used_bytes: AtomicU64::new(0),
+            next_incarnation: AtomicU64::new(incarnation_seed.max(1)),
+        }
+    }
+
+    /// Bytes of stream data held, for the memory limit.
+    #[must_use]
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, name: &str) -> &Shard {
+        let hash = BuildHasherDefault::<seahash::SeaHasher>::default().hash_one(name.as_bytes());
+        &self.shards[to_usize(hash) & (MAP_SHARDS - 1)]
+    }
+
+    /// The live stream by that name, removing it first if it has expired.
+    fn live(&self, name: &str, now: UnixMs) -> Result<Arc<MemStream>> {
+        let stream = {
+            let map = self.shard(name).read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.get(name).cloned()
+        };
+        let stream = stream.ok_or(Error::NotFound)?;
+        if stream.expired(now) {
+            self.remove(name, stream.incarnation);
+            return Err(Error::NotFound);
+        }
+        Ok(stream)
+    }
+
+    /// Removes the stream if it is still the given incarnation; true if it did.
+    fn remove(&self, name: &str, incarnation: u64) -> bool {
+        let removed = {
+            let mut map =
+                self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match map.get(name) {
+                Some(s) if s.incarnation == incarnation => map.remove(name),
+                _ => None,
+            }
+        };
+        let Some(stream) = removed else { return false };
+        self.retire(&stream);
+        true
+    }
+
+    /// Marks a stream that left the map as removed, frees its bytes and wakes its readers.
+    fn retire(&self, stream: &MemStream) {
+        let mut inner = stream.lock();
+        if inner.removed {
+            return;
+        }
+        inner.removed = true;
+        self.used_bytes.fetch_sub(inner.log.tail(), Ordering::Relaxed);
+        inner.log = MemLog::default();
+        drop(inner);
+        stream.signal.publish_gone();
+    }
+
+    /// Reserves room for `len` more bytes in a stream currently `tail` bytes long.
+    fn reserve(&self, tail: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if tail.saturating_add(len) > self.limits.max_stream_bytes {
+            return Err(Error::StreamTooLarge { limit_bytes: self.limits.max_stream_bytes });
+        }
+        let before = self.used_bytes.fetch_add(len, Ordering::Relaxed);
+        if before.saturating_add(len) > self.limits.max_memory_bytes {
+            self.used_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(Error::MemoryFull { limit_bytes: self.limits.max_memory_bytes });
+        }
+        Ok(())
+    }
+}
+
+impl Store for MemoryStore {
+    fn create(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        now: UnixMs,
+    ) -> Result<Created> {
+        let mut map = self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = map.get(name).cloned() {
+            if existing.expired(now) {
+                map.remove(name);
+                self.retire(&existing);
+            } else {
+                let inner = existing.lock();
+                let same = rules::same_config(
+                    &existing.content_type,
+                    existing.expiry,
+                    inner.writer.closed,
+                    req,
+                );
+                return if same {
+                    Ok(Created::Existing(existing.info(&inner)))
+                } else {
+                    Err(Error::ConfigMismatch)
+                };
+            }
+        }
+        self.reserve(0, payload.len())?;
+        let mut inner = Inner::default();
+        inner.log.append(payload);
+        inner.writer.closed = req.closed;
+        let tail = Tail { next: Offset::at(inner.log.tail()), closed: req.closed, gone: false };
+        let stream = Arc::new(MemStream {
+            incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
+            content_type: req.content_type.clone(),
+            expiry: req.expiry,
+            last_access_ms: AtomicU64::new(now),
+            signal: TailSignal::new(tail),
+            inner: Mutex::new(inner),
+        });
+        let info = stream.info(&stream.lock());
+        map.insert(Arc::from(name), stream);
+        Ok(Created::New(info))
+    }
+
+    fn append(
+        &self,
+        name: &str,
+        req: &AppendRequest,
+        payload: Result<Payload>,
+        now: UnixMs,
+    ) -> Result<Appended> {
+        let stream = self.live(name, now)?;
+        let mut inner = stream.lock();
+        if inner.removed {
+            return Err(Error::NotFound);
+        }
+        let tail = Offset::at(inner.log.tail());
+        let plan = rules::plan_append(&inner.writer, &stream.content_type, tail, req, &payload)?;
+        let close = match plan {
+            Plan::Duplicate { producer } => {
+                return Ok(Appended {
+                    kind: AppendKind::Duplicate,
+                    tail,
+                    closed: inner.writer.closed,
+                    producer,
+                });
+            }
+            Plan::Write { close } => close,
+        };
+        // plan_append returned any payload error already.
+        let payload = payload.unwrap_or_default();
+        self.reserve(inner.log.tail(), payload.len())?;
+        let wrote_data = !payload.is_empty();
+        inner.log.append(payload);
+        let kind = inner.writer.apply(req, close, wrote_data);
+        stream.touch(now);
+        stream.publish(&inner);
+        Ok(Appended {
+            kind,
+            tail: Offset::at(inner.log.tail()),
+            closed: inner.writer.closed,
+            producer: req.producer.as_ref().map(|p| p.claim),
+        })
+    }
+
+    fn read(&self, name: &str, from: ReadFrom, max_bytes: usize, now: UnixMs) -> Result<ReadChunk> {
+        let stream = self.live(name, now)?;
+        stream.touch(now);
+        let inner = stream.lock();
+        if inner.removed {
+            return Err(Error::NotFound);
+        }
+        let tail = inner.log.tail();
+        let start = match from {
+            ReadFrom::Start => 0,
+            ReadFrom::Tail => tail,
+            ReadFrom::At(offset) => {
+                if offset.sub() != 0 || offset.pos() > tail {
+                    return Err(Error::OffsetBeyondTail);
+                }
+                offset.pos()
+            }
+        };
+        let json = stream.content_type.is_json();
+        if json && !inner.log.is_record_boundary(start) {
+            return Err(Error::OffsetMisaligned);
+        }
+        let end = inner.log.chunk_end(start, max_bytes, json);
+        let parts = inner.log.slice(start, end);
+        Ok(ReadChunk {
+            info: stream.info(&inner),
+            start: Offset::at(start),
+            next: Offset::at(end),
+            parts,
+            up_to_date: end == tail,
+        })
+    }
+
+    fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
+        let stream = self.live(name, now)?;
+        let inner = stream.lock();
+        if inner.removed {
+            return Err(Error::NotFound);
+        }
+        Ok(stream.info(&inner))
+    }
+
+    fn delete(&self, name: &str, now: UnixMs) -> Result<()> {
+        let stream = self.live(name, now)?;
+        if self.remove(name, stream.incarnation) { Ok(()) } else { Err(Error::NotFound) }
+    }
+
+    fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
+        let stream = self.live(name, now)?;
+        let watch = stream.signal.subscribe();
+        let inner = stream.lock();
+        if inner.removed {
+            return Err(Error::NotFound);
+        }
+        Ok((stream.info(&inner), watch))
+    }
+
+    fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
+        let stream = {
+            let map = self.shard(name).read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.get(name).cloned()
+        };
+        match stream {
+            Some(s) if s.incarnation == incarnation => match s.deadline() {
+                Some(deadline) if now < deadline => ExpiryCheck::Later(deadline),
+                Some(_) => {
+                    if self.remove(name, incarnation) {
+                        ExpiryCheck::Removed
+                    } else {
+                        ExpiryCheck::Missing
+                    }
+                }
+                None => ExpiryCheck::Missing,
+            },
+            _ => ExpiryCheck::Missing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(records: &[&[u8]]) -> MemLog {
+        let mut log = MemLog::default();
+        for r in records {
+            log.append(Payload::opaque(Bytes::copy_from_slice(r)));
+        }
+        log
+    }
+
+    fn read(log: &MemLog, from: u64, max: usize, whole: bool) -> Vec<u8> {
+        let end = log.chunk_end(from, max, whole);
+        log.slice(from, end).concat()
+    }
+
+    #[test]
+    fn chunks_end_on_record_boundaries() {
+        let log = log_with(&[b"aaa", b"bb", b"cccc"]);
+        assert_eq!(read(&log, 0, 100, false), b"aaabbcccc");
+        assert_eq!(read(&log, 0, 5, false), b"aaabb");
+        assert_eq!(read(&log, 0, 6, false), b"aaabb");
+        assert_eq!(read(&log, 3, 2, false), b"bb");
+        assert_eq!(read(&log, 9, 2, false), b"");
+    }
+
+    #[test]
+    fn oversized_records_split_for_bytes_and_stay_whole_for_json() {
+        let log = log_with(&[b"0123456789", b"ab"]);
+        assert_eq!(read(&log, 0, 4, false), b"0123");
+        assert_eq!(read(&log, 4, 4, false), b"4567");
+        assert_eq!(read(&log, 8, 4, false), b"89ab");
+        assert_eq!(read(&log, 0, 4, true), b"0123456789");
+    }
+
+    #[test]
+    fn sealed_blocks_and_tail_read_back_seamlessly() {
+        let big = vec![7u8; SEAL_BYTES + 3];
+        let small = vec![1u8; SEAL_BYTES - 1];
+        let log = log_with(&[b"xy", &small, b"z", &big, b"tail"]);
+        assert!(log.blocks.len() >= 2, "blocks were sealed");
+        let all = read(&log, 0, usize::MAX, false);
+        let mut expected = b"xy".to_vec();
+        expected.extend_from_slice(&small);
+        expected.push(b'z');
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"tail");
+        assert_eq!(all, expected);
+        for from in [0, 1, 2, 100, SEAL_BYTES as u64, SEAL_BYTES as u64 + 2] {
+            let end = log.tail();
+            assert_eq!(log.slice(from, end).concat(), expected[from as usize..]);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The storage backend contract, and the request and result types that cross it.
+//!
+//! Every mutation is one call that either fully happens or does not: a store validates the
+//! request against the stream's state and applies it under that stream's write lock, so a
+//! refused request leaves no trace and an accepted one is complete (and, in the persistent
+//! modes, as durable as the mode promises) before the call returns.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::clock::UnixMs;
+use crate::error::Result;
+use crate::notify::TailWatch;
+use crate::offset::{Offset, ReadFrom};
+use crate::payload::Payload;
+use crate::producer::ProducerClaim;
+
+/// How a stream expires (§5.1). `Stream-TTL` and `Stream-Expires-At` are exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Expiry {
+    /// Never expires.
+    #[default]
+    Never,
+    /// Expires after this many seconds without a read or a write (HEAD does not count).
+    IdleTtl {
+        /// The sliding window in seconds.
+        secs: u64,
+    },
+    /// Expires at a fixed instant.
+    At {
+        /// Milliseconds since the Unix epoch.
+        unix_ms: UnixMs,
+    },
+}
+
+/// A content type and whether it selects JSON mode (§9.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentType {
+    raw: Arc<str>,
+}
+
+impl ContentType {
+    /// Wraps a client's `Content-Type` value as given.
+    #[must_use]
+    pub fn new(raw: &str) -> ContentType {
+        ContentType { raw: Arc::from(raw.trim()) }
+    }
+
+    /// The value as the client set it at creation.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The media type without parameters, e.g. `application/json` for
+    /// `Application/JSON; charset=utf-8`. Compare with [`ContentType::matches`].
+    #[must_use]
+    pub fn essence(&self) -> &str {
+        self.raw.split(';').next().unwrap_or("").trim()
+    }
+
+    /// Whether two content types name the same media type: case-insensitive, parameters
+    /// ignored (a `charset` on an append does not make it a different stream type).
+    #[must_use]
+    pub fn matches(&self, other: &ContentType) -> bool {
+        self.essence().eq_ignore_ascii_case(other.essence())
+    }
+
+    /// `application/json` streams store messages and read back as arrays.
+    #[must_use]
+    pub fn is_json(&self) -> bool {
+        self.essence().eq_ignore_ascii_case("application/json")
+    }
+
+    /// Text types are sent over SSE as UTF-8; everything else as base64 (§5.8).
+    #[must_use]
+    pub fn is_text(&self) -> bool {
+        let essence = self.essence();
+        self.is_json() || essence.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("text/"))
+    }
+}
+
+/// The idempotent-producer headers of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerRequest {
+    /// `Producer-Id`, non-empty.
+    pub id: Arc<str>,
+    /// `Producer-Epoch` and `Producer-Seq`.
+    pub claim: ProducerClaim,
+}
+
+/// `PUT`: create a stream, or confirm an identical one exists.
+#[derive(Clone, Debug)]
+pub struct CreateRequest {
+    /// The stream's content type.
+    pub content_type: ContentType,
+    /// TTL or absolute expiry.
+    pub expiry: Expiry,
+    /// Create the stream already closed (`Stream-Closed: true`).
+    pub closed: bool,
+    /// Initial content; for JSON streams a JSON value or array (`[]` for none).
+    pub body: Bytes,
+}
+
+/// `POST`: append, optionally closing the stream in the same step.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    /// The request's `Content-Type`; required when `body` is not empty.
+    pub content_type: Option<ContentType>,
+    /// The data; empty only for a close.
+    pub body: Bytes,
+    /// `Stream-Seq`, compared byte-wise with the stream's last one.
+    pub stream_seq: Option<Bytes>,
+    /// Idempotent-producer headers.
+    pub producer: Option<ProducerRequest>,
+    /// `Stream-Closed: true`.
+    pub close: bool,
+}
+
+/// A stream's metadata, as `HEAD` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Distinguishes this stream from any earlier one of the same name.
+    pub incarnation: u64,
+    /// Content type as set at creation.
+    pub content_type: ContentType,
+    /// TTL or absolute expiry.
+    pub expiry: Expiry,
+    /// The offset after the last byte.
+    pub tail: Offset,
+    /// Whether the stream is closed.
+    pub closed: bool,
+}
+
+/// The result of a create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// A new stream (201).
+    New(StreamInfo),
+    /// An identical stream already existed (200).
+    Existing(StreamInfo),
+}
+
+/// What an accepted append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendKind {
+    /// Data was appended (and the stream closed, if asked).
+    Appended,
+    /// Nothing to append; the stream was closed by this request.
+    Closed,
+    /// The request repeats one already applied (a producer retry, or a close of a closed
+    /// stream); nothing changed.
+    Duplicate,
+}
+
+/// The acknowledgement of an accepted append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// What happened.
+    pub kind: AppendKind,
+    /// The stream's tail after the request.
+    pub tail: Offset,
+    /// Whether the stream is now closed.
+    pub closed: bool,
+    /// For producer requests: the producer's epoch and highest accepted sequence.
+    pub producer: Option<ProducerClaim>,
+}
+
+/// One bounded chunk of a stream.
+#[derive(Clone, Debug)]
+pub struct ReadChunk {
+    /// The stream read from.
+    pub info: StreamInfo,
+    /// Where the chunk starts.
+    pub start: Offset,
+    /// Where the next read should start; the chunk holds exactly `start..next`.
+    pub next: Offset,
+    /// The stored bytes of `start..next`, in order. For JSON streams these are messages each
+    /// followed by `,`; see [`crate::json::wrap_array`].
+    pub parts: Vec<Bytes>,
+    /// `next` was the tail when the chunk was read.
+    pub up_to_date: bool,
+}
+
+impl ReadChunk {
+    /// Whether the chunk holds no data.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.start == self.next
+    }
+
+    /// The stream is closed and this chunk reaches its final offset: EOF.
+    #[must_use]
+    pub fn reaches_eof(&self) -> bool {
+        self.up_to_date && self.info.closed
+    }
+
+    /// The protocol body: bytes as stored, or for JSON streams one JSON array.
+    #[must_use]
+    pub fn into_body(self) -> Vec<Bytes> {
+        if self.info.content_type.is_json() {
+            crate::json::wrap_array(self.parts)
+        } else {
+            self.parts
+        }
+    }
+}
+
+/// What the expiry sweeper found for one stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryCheck {
+    /// The stream had expired and is now removed.
+    Removed,
+    /// Not yet expired: check again at this time.
+    Later(UnixMs),
+    /// No such stream (or a different incarnation): nothing to do.
+    Missing,
+}
+
+/// A storage backend. Implementations are `memory` today; `file-*` and `acid` fit the same
+/// calls. `now` is passed in so that the engine's clock is the only source of time.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a stream, or confirms an identical one.
+    ///
+    /// # Errors
+    /// [`crate::Error::ConfigMismatch`], payload and limit errors.
+    fn create(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        now: UnixMs,
+    ) -> Result<Created>;
+
+    /// Appends (and/or closes). `payload` is the parsed body, or the reason it is invalid, so
+    /// that the store can report errors in the protocol's order of precedence.
+    ///
+    /// # Errors
+    /// Every append refusal in [`crate::Error`].
+    fn append(
+        &self,
+        name: &str,
+        req: &AppendRequest,
+        payload: Result<Payload>,
+        now: UnixMs,
+    ) -> Result<Appended>;
+
+    /// Reads at most `max_bytes` from `from` (always at least one whole JSON message).
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`], [`crate::Error::OffsetBeyondTail`],
+    /// [`crate::Error::OffsetMisaligned`].
+    fn read(&self, name: &str, from: ReadFrom, max_bytes: usize, now: UnixMs) -> Result<ReadChunk>;
+
+    /// Metadata, without renewing a sliding TTL.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`].
+    fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo>;
+
+    /// Deletes a stream and wakes its live readers.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`].
+    fn delete(&self, name: &str, now: UnixMs) -> Result<()>;
+
+    /// Watches the stream's tail, for live reads.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`].
+    fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)>;
+
+    /// Removes the stream if it has expired by `now`; `incarnation` guards against removing
+    /// a newer stream of the same name.
+    fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck;
+}
