@@ -1,1 +1,81 @@
-fn main() {}
+//! `ds-server`: load the configuration, set up logging, serve until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+fn main() -> ExitCode {
+    let config = match ds_server::config::load(std::env::args().skip(1), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ds-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = std::env::var("DS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ds-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match ds_server::start(&config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("ds-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = server.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = shutdown.send(true);
+        });
+        match server.wait().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ds-server: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

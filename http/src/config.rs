@@ -1,0 +1,112 @@
+//! HTTP-side settings. The binary fills these from TOML files and `DS_*` variables.
+
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+
+/// Which origins may read responses from a browser (`DS_HTTP__CORS_ORIGINS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin.
+    Any,
+    /// Only these exact origins, echoed back with `Vary: Origin`.
+    List(Vec<HeaderValue>),
+}
+
+impl CorsOrigins {
+    /// Parses `*` or a comma-separated list of origins.
+    #[must_use]
+    pub fn parse(value: &str) -> CorsOrigins {
+        let list: Vec<HeaderValue> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| HeaderValue::from_str(s).ok())
+            .collect();
+        if list.is_empty() || list.iter().any(|o| o == "*") {
+            CorsOrigins::Any
+        } else {
+            CorsOrigins::List(list)
+        }
+    }
+}
+
+/// `Cache-Control` on reads that a shared cache may keep (`DS_HTTP__CACHE_CONTROL`): catch-up
+/// chunks holding data and long-poll 200s. Everything else is always `no-store`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CachePolicy {
+    /// Nothing is cached (the default: the server cannot know whether data is per-user).
+    #[default]
+    NoStore,
+    /// `private, max-age=60, stale-while-revalidate=300`.
+    Private,
+    /// `public, max-age=60, stale-while-revalidate=300`, for deployments behind a CDN.
+    Public,
+}
+
+impl CachePolicy {
+    /// Parses `no-store`, `private` or `public`.
+    #[must_use]
+    pub fn parse(value: &str) -> Option<CachePolicy> {
+        match value {
+            "no-store" => Some(CachePolicy::NoStore),
+            "private" => Some(CachePolicy::Private),
+            "public" => Some(CachePolicy::Public),
+            _ => None,
+        }
+    }
+
+    /// The header value for a cacheable read.
+    #[must_use]
+    pub fn cacheable_value(self) -> HeaderValue {
+        match self {
+            CachePolicy::NoStore => HeaderValue::from_static("no-store"),
+            CachePolicy::Private => {
+                HeaderValue::from_static("private, max-age=60, stale-while-revalidate=300")
+            }
+            CachePolicy::Public => {
+                HeaderValue::from_static("public, max-age=60, stale-while-revalidate=300")
+            }
+        }
+    }
+}
+
+/// Everything `ds-http` needs to know besides the engine.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// How long a long-poll waits for data before a 204.
+    pub long_poll_timeout: Duration,
+    /// SSE responses end after this long, so clients reconnect (and CDNs can collapse them);
+    /// `None` keeps them open.
+    pub sse_reconnect_interval: Option<Duration>,
+    /// An idle SSE response gets a comment line this often, to keep proxies from timing out.
+    pub sse_keepalive_interval: Duration,
+    /// Allowed browser origins.
+    pub cors_origins: CorsOrigins,
+    /// Cache policy for cacheable reads.
+    pub cache_control: CachePolicy,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// A request body must arrive within this long.
+    pub body_read_timeout: Duration,
+    /// Request headers must arrive within this long.
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; further clients wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            long_poll_timeout: Duration::from_secs(30),
+            sse_reconnect_interval: Some(Duration::from_secs(60)),
+            sse_keepalive_interval: Duration::from_secs(15),
+            cors_origins: CorsOrigins::Any,
+            cache_control: CachePolicy::NoStore,
+            max_body_bytes: 10 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}

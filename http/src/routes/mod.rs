@@ -1,0 +1,31 @@
+//! One handler per protocol operation. Each parses the request, calls the engine once and
+//! renders the result; the rules live in the engine.
+
+pub mod append;
+pub mod create;
+pub mod delete;
+pub mod head;
+pub mod read;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+
+/// `GET /healthz`: the process is up and serving.
+pub async fn health() -> Response {
+    let mut resp = "ok".into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+/// Any path outside the protocol.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; streams live under /v1/stream/")
+}
+
+/// A method the stream URL does not support.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

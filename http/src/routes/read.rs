@@ -1,0 +1,148 @@
+//! `GET /v1/stream/{name}`: catch-up (§5.6), long-poll (§5.7) and SSE (§5.8, in `sse`).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use ds_engine::{ReadChunk, ReadFrom, Tail};
+
+use crate::error::ApiError;
+use crate::query::{self, Live, ReadQuery};
+use crate::state::AppState;
+use crate::{cursor, headers, name, respond, sse};
+
+/// Reads from `offset`, in the mode `live` asks for.
+///
+/// # Errors
+/// 400 for a malformed name or query, 404.
+pub async fn read(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let name = name::parse(req.uri().path())?;
+    let q = query::parse(req.uri().query())?;
+    match q.live {
+        Live::No => catch_up(&app, &name, &q, req.headers().get(header::IF_NONE_MATCH)).await,
+        Live::LongPoll => long_poll(&app, &name, &q).await,
+        Live::Sse => sse::respond(app, name, q).await,
+    }
+}
+
+async fn catch_up(
+    app: &AppState,
+    name: &str,
+    q: &ReadQuery,
+    if_none_match: Option<&HeaderValue>,
+) -> Result<Response, ApiError> {
+    let chunk = app.engine.read(name, q.from).await?;
+    if q.from == ReadFrom::Tail {
+        // `offset=now`: never cached and no ETag (§8), the body is empty (`[]` for JSON).
+        return Ok(chunk_response(app, chunk, None, false));
+    }
+    let etag = respond::etag(&chunk);
+    if respond::etag_matches(if_none_match, &etag) {
+        let mut resp = respond::empty(StatusCode::NOT_MODIFIED);
+        let cacheable = !chunk.is_empty();
+        read_headers(app, &mut resp, &chunk, None, cacheable);
+        resp.headers_mut().insert(header::ETAG, etag);
+        return Ok(resp);
+    }
+    let mut resp = chunk_response(app, chunk, None, true);
+    resp.headers_mut().insert(header::ETAG, etag);
+    Ok(resp)
+}
+
+async fn long_poll(app: &AppState, name: &str, q: &ReadQuery) -> Result<Response, ApiError> {
+    // Subscribe before reading, so an append between the two still wakes us.
+    let (_, mut watch) = app.engine.subscribe(name).await?;
+    let first = app.engine.read(name, q.from).await?;
+    let cursor = cursor::next(now_ms(), q.cursor);
+    if !first.is_empty() {
+        return Ok(live_chunk(app, first, cursor));
+    }
+    if first.reaches_eof() {
+        return Ok(no_content(first.next, true, None));
+    }
+    let at = first.next;
+    let woke = tokio::select! {
+        tail = watch.wait_beyond(at) => Some(tail),
+        () = tokio::time::sleep(app.config.long_poll_timeout) => None,
+        () = app.shutting_down() => None,
+    };
+    match woke {
+        None => Ok(no_content(at, false, Some(cursor))),
+        Some(Tail { gone: true, .. }) => Err(ApiError::not_found("stream was deleted")),
+        Some(_) => {
+            let chunk = app.engine.read(name, ReadFrom::At(at)).await?;
+            if chunk.is_empty() {
+                let closed = chunk.reaches_eof();
+                return Ok(no_content(chunk.next, closed, (!closed).then_some(cursor)));
+            }
+            Ok(live_chunk(app, chunk, cursor))
+        }
+    }
+}
+
+/// A long-poll 200: the chunk with a cursor and an ETag.
+fn live_chunk(app: &AppState, chunk: ReadChunk, cursor: u64) -> Response {
+    let etag = respond::etag(&chunk);
+    let mut resp = chunk_response(app, chunk, Some(cursor), true);
+    resp.headers_mut().insert(header::ETAG, etag);
+    resp
+}
+
+/// 200 with the chunk. `cacheable` says whether a chunk with data may be cached under the
+/// configured policy; empty chunks and `offset=now` never are.
+fn chunk_response(
+    app: &AppState,
+    chunk: ReadChunk,
+    cursor: Option<u64>,
+    cacheable: bool,
+) -> Response {
+    let mut resp = respond::empty(StatusCode::OK);
+    let cacheable = cacheable && !chunk.is_empty();
+    read_headers(app, &mut resp, &chunk, cursor, cacheable);
+    *resp.body_mut() = respond::body_from_parts(chunk.into_body());
+    resp
+}
+
+fn read_headers(
+    app: &AppState,
+    resp: &mut Response,
+    chunk: &ReadChunk,
+    cursor: Option<u64>,
+    cacheable: bool,
+) {
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, respond::content_type(&chunk.info));
+    h.insert(headers::STREAM_NEXT_OFFSET, headers::offset(chunk.next));
+    if chunk.up_to_date {
+        h.insert(headers::STREAM_UP_TO_DATE, headers::TRUE);
+    }
+    if chunk.reaches_eof() {
+        h.insert(headers::STREAM_CLOSED, headers::TRUE);
+    } else if let Some(c) = cursor {
+        h.insert(headers::STREAM_CURSOR, headers::number(c));
+    }
+    if cacheable {
+        h.insert(header::CACHE_CONTROL, app.config.cache_control.cacheable_value());
+    }
+}
+
+/// A long-poll 204: caught up at `next` (and at EOF if `closed`).
+fn no_content(next: ds_engine::Offset, closed: bool, cursor: Option<u64>) -> Response {
+    let mut resp = respond::empty(StatusCode::NO_CONTENT);
+    let h = resp.headers_mut();
+    h.insert(headers::STREAM_NEXT_OFFSET, headers::offset(next));
+    h.insert(headers::STREAM_UP_TO_DATE, headers::TRUE);
+    if closed {
+        h.insert(headers::STREAM_CLOSED, headers::TRUE);
+    }
+    if let Some(c) = cursor {
+        h.insert(headers::STREAM_CURSOR, headers::number(c));
+    }
+    resp
+}
+
+/// Wall-clock milliseconds, for cursors.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,290 @@
+//! SSE reads (§5.8): catch-up data, then live data as the tail moves, as paired `data` and
+//! `control` events.
+//!
+//! Framing, byte for byte (what the official suite's parsers expect):
+//! - `event: data\n`, one `data:<line>\n` per line of the payload, `\n`. Lines split on CR,
+//!   LF and CRLF, so payload bytes can never end an event or start a new one. A line that
+//!   starts with a space gets one extra space, which SSE parsers strip.
+//! - binary streams (neither `text/*` nor JSON): one `data:<base64>\n` line.
+//! - `event: control\ndata:{...}\n\n` with `streamNextOffset`, `streamCursor` (while open),
+//!   `upToDate` and `streamClosed`.
+//!
+//! A data event and its control event go out in one frame. The response ends after the
+//! closing control event, when the stream is deleted, at shutdown, and after the reconnect
+//! interval even while data flows (§10.2).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use ds_engine::{Offset, ReadChunk, ReadFrom, TailWatch};
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use crate::query::ReadQuery;
+use crate::routes::read::now_ms;
+use crate::state::AppState;
+use crate::{cursor, headers};
+
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const BASE64: HeaderValue = HeaderValue::from_static("base64");
+const KEEPALIVE: &[u8] = b": keepalive\n\n";
+
+/// Starts an SSE response. Errors found before the first event (unknown stream, bad offset)
+/// are ordinary error responses.
+///
+/// # Errors
+/// 404, or 400 for an offset the stream does not have.
+pub async fn respond(app: AppState, name: String, q: ReadQuery) -> Result<Response, ApiError> {
+    let (info, watch) = app.engine.subscribe(&name).await?;
+    let first = app.engine.read(&name, q.from).await?;
+    let binary = !info.content_type.is_text();
+    let now = Instant::now();
+    let state = SseState {
+        reconnect_at: app.config.sse_reconnect_interval.map(|d| now + d),
+        keepalive_every: app.config.sse_keepalive_interval,
+        app,
+        name,
+        incarnation: info.incarnation,
+        next: first.next,
+        pending: Some(first),
+        announced: None,
+        watch,
+        binary,
+        client_cursor: q.cursor,
+        cursor: 0,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, SseState::step);
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, EVENT_STREAM);
+    h.insert(header::CACHE_CONTROL, NO_CACHE);
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if binary {
+        h.insert(headers::STREAM_SSE_DATA_ENCODING, BASE64);
+    }
+    Ok(resp)
+}
+
+struct SseState {
+    app: AppState,
+    name: String,
+    incarnation: u64,
+    /// Where the next read starts.
+    next: Offset,
+    /// A chunk read before the response started.
+    pending: Option<ReadChunk>,
+    /// The offset the last `upToDate` control event reported.
+    announced: Option<Offset>,
+    watch: TailWatch,
+    binary: bool,
+    client_cursor: Option<u64>,
+    /// Highest cursor sent, so cursors never go backwards within a response.
+    cursor: u64,
+    reconnect_at: Option<Instant>,
+    keepalive_every: Duration,
+    done: bool,
+}
+
+enum Wake {
+    Tail(ds_engine::Tail),
+    KeepAlive,
+    End,
+}
+
+impl SseState {
+    async fn step(mut self) -> Option<(Result<Bytes, Infallible>, SseState)> {
+        if self.done || self.reconnect_at.is_some_and(|at| Instant::now() >= at) {
+            return None;
+        }
+        loop {
+            let chunk = match self.pending.take() {
+                Some(chunk) => chunk,
+                None => self.app.engine.read(&self.name, ReadFrom::At(self.next)).await.ok()?,
+            };
+            if chunk.info.incarnation != self.incarnation {
+                return None;
+            }
+            if !chunk.is_empty() || chunk.reaches_eof() || self.announced != Some(chunk.next) {
+                let frame = self.events(chunk);
+                return Some((Ok(frame), self));
+            }
+            match self.wait().await {
+                Wake::Tail(tail) if tail.gone => return None,
+                Wake::Tail(_) => {}
+                Wake::KeepAlive => return Some((Ok(Bytes::from_static(KEEPALIVE)), self)),
+                Wake::End => return None,
+            }
+        }
+    }
+
+    /// Waits for the tail to move, a keep-alive tick, the reconnect deadline or shutdown.
+    async fn wait(&mut self) -> Wake {
+        let keepalive = tokio::time::sleep(self.keepalive_every);
+        let reconnect = async {
+            match self.reconnect_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            tail = self.watch.wait_beyond(self.next) => Wake::Tail(tail),
+            () = keepalive => Wake::KeepAlive,
+            () = reconnect => Wake::End,
+            () = self.app.shutting_down() => Wake::End,
+        }
+    }
+
+    /// The data event (if the chunk has data) and its control event, as one frame.
+    fn events(&mut self, chunk: ReadChunk) -> Bytes {
+        let eof = chunk.reaches_eof();
+        let up_to_date = chunk.up_to_date;
+        let next = chunk.next;
+        let mut out =
+            BytesMut::with_capacity(chunk.parts.iter().map(Bytes::len).sum::<usize>() + 160);
+        if !chunk.is_empty() {
+            let body = chunk.into_body();
+            data_event(&mut out, &body, self.binary);
+        }
+        self.next = next;
+        if up_to_date {
+            self.announced = Some(next);
+        }
+        self.cursor = self.cursor.max(cursor::next(now_ms(), self.client_cursor));
+        control_event(&mut out, next, (!eof).then_some(self.cursor), up_to_date, eof);
+        self.done = eof;
+        out.freeze()
+    }
+}
+
+/// Writes one `data` event.
+fn data_event(out: &mut BytesMut, parts: &[Bytes], binary: bool) {
+    out.put_slice(b"event: data\n");
+    let joined;
+    let payload: &[u8] = if let [one] = parts {
+        one
+    } else {
+        joined = parts.concat();
+        &joined
+    };
+    if binary {
+        out.put_slice(b"data:");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+        out.put_slice(encoded.as_bytes());
+        out.put_u8(b'\n');
+    } else {
+        for line in lines(payload) {
+            out.put_slice(b"data:");
+            if line.first() == Some(&b' ') {
+                out.put_u8(b' ');
+            }
+            out.put_slice(line);
+            out.put_u8(b'\n');
+        }
+    }
+    out.put_u8(b'\n');
+}
+
+/// Writes one `control` event.
+fn control_event(
+    out: &mut BytesMut,
+    next: Offset,
+    cursor: Option<u64>,
+    up_to_date: bool,
+    closed: bool,
+) {
+    out.put_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
+    out.put_slice(&next.encode());
+    out.put_u8(b'"');
+    if let Some(c) = cursor {
+        out.put_slice(b",\"streamCursor\":\"");
+        out.put_slice(c.to_string().as_bytes());
+        out.put_u8(b'"');
+    }
+    if up_to_date {
+        out.put_slice(b",\"upToDate\":true");
+    }
+    if closed {
+        out.put_slice(b",\"streamClosed\":true");
+    }
+    out.put_slice(b"}\n\n");
+}
+
+/// Splits on CRLF, CR and LF; an empty payload is one empty line.
+fn lines(payload: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < payload.len() {
+        match payload[i] {
+            b'\n' => {
+                out.push(&payload[start..i]);
+                start = i + 1;
+            }
+            b'\r' => {
+                out.push(&payload[start..i]);
+                if payload.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(&payload[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_event(payload: &str) -> String {
+        let mut out = BytesMut::new();
+        data_event(&mut out, &[Bytes::from(payload.to_owned())], false);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn payload_lines_cannot_inject_events() {
+        let e = text_event("safe\r\n\r\nevent: control\rdata: {\"x\":1}\n\nend");
+        assert_eq!(
+            e,
+            "event: data\ndata:safe\ndata:\ndata:event: control\ndata:data: {\"x\":1}\ndata:\ndata:end\n\n"
+        );
+        assert_eq!(e.matches("\n\n").count(), 1, "only the event terminator is a blank line");
+    }
+
+    #[test]
+    fn leading_space_survives_sse_parsing() {
+        assert_eq!(text_event(" x"), "event: data\ndata:  x\n\n");
+    }
+
+    #[test]
+    fn binary_is_one_base64_line() {
+        let mut out = BytesMut::new();
+        data_event(&mut out, &[Bytes::from_static(b"Hel"), Bytes::from_static(b"lo")], true);
+        assert_eq!(&out[..], b"event: data\ndata:SGVsbG8=\n\n");
+    }
+
+    #[test]
+    fn control_fields() {
+        let mut out = BytesMut::new();
+        control_event(&mut out, Offset::at(255), Some(7), true, false);
+        assert_eq!(
+            &out[..],
+            b"event: control\ndata:{\"streamNextOffset\":\"00000000000000ff_00000000\",\"streamCursor\":\"7\",\"upToDate\":true}\n\n"
+        );
+        out.clear();
+        control_event(&mut out, Offset::at(1), None, true, true);
+        assert!(String::from_utf8_lossy(&out).contains("\"upToDate\":true,\"streamClosed\":true}"));
+    }
+}

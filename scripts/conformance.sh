@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs the official conformance suite (npm @durable-streams/server-conformance-tests, pinned in
+# tests/conformance/package-lock.json) against a freshly started release server.
+#
+#   scripts/conformance.sh [MODE]        MODE defaults to memory
+#
+# Installs the pinned npm packages if needed, builds the release binary, starts it on a free
+# loopback port with a 1 s long-poll timeout, runs the suite, stops the server by its PID, and
+# exits non-zero if any test failed. Extra vitest arguments can be passed in VITEST_ARGS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+mode=${1:-memory}
+
+conf="$root/tests/conformance"
+if [ ! -d "$conf/node_modules/@durable-streams/server-conformance-tests" ]; then
+  echo "==> installing the pinned conformance suite"
+  cp "$conf/package-lock.json" "$conf/.package-lock.before"
+  # `npm ci` refuses this lock on Linux (a Windows-only optional dependency of vite is
+  # missing from it); `npm install --no-save` installs the same versions from the same lock.
+  (cd "$conf" && npm install --no-save --no-audit --no-fund --loglevel=error)
+  if ! cmp -s "$conf/package-lock.json" "$conf/.package-lock.before"; then
+    echo "error: npm changed tests/conformance/package-lock.json" >&2
+    mv "$conf/.package-lock.before" "$conf/package-lock.json"
+    exit 1
+  fi
+  rm -f "$conf/.package-lock.before"
+fi
+
+cargo build --release --bin ds-server --quiet
+
+work=$(mktemp -d)
+log="$work/server.log"
+DS_SERVER__HOST=127.0.0.1 DS_SERVER__PORT=0 DS_SERVER__LONG_POLL_TIMEOUT_MS=1000 \
+  DS_STORAGE__MODE="$mode" DS_STORAGE__DATA_DIR="$work/data" \
+  "$root/target/release/ds-server" 2>"$log" &
+pid=$!
+cleanup() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+addr=""
+for _ in $(seq 1 100); do
+  addr=$(sed -n 's/.*listening addr=\([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n 1)
+  [ -n "$addr" ] && break
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "error: ds-server exited during start-up:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+if [ -z "$addr" ]; then
+  echo "error: ds-server did not report its address" >&2
+  cat "$log" >&2
+  exit 1
+fi
+
+echo "==> conformance suite against $mode mode at http://$addr"
+cd "$conf"
+status=0
+DS_CONFORMANCE_URL="http://$addr" npx vitest run ${VITEST_ARGS:-} || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "--- server log (last 50 lines) ---" >&2
+  tail -n 50 "$log" >&2
+fi
+exit "$status"

@@ -1,0 +1,382 @@
+//! Configuration: built-in defaults, then TOML files, then `DS_*` environment variables,
+//! each layer overriding the one before. `DS_SECTION__KEY` sets `key` in `[section]`, so
+//! `DS_SERVER__PORT=8080` is `[server] port = 8080`. Unknown keys are errors, so a typo
+//! never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ds_engine::{EngineConfig, Limits, StorageMode};
+use ds_http::{CachePolicy, CorsOrigins, HttpConfig};
+use serde::{Deserialize, Serialize};
+
+/// The file read from the working directory when it exists.
+pub const LOCAL_CONFIG_FILE: &str = "ds-server.toml";
+
+/// Every setting, in the layout of the TOML file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerSection,
+    /// `[http]`
+    pub http: HttpSection,
+    /// `[storage]`
+    pub storage: StorageSection,
+    /// `[limits]`
+    pub limits: LimitsSection,
+}
+
+/// `[server]`: listening and timing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to bind.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    pub port: u16,
+    /// Long-poll wait before a 204, in seconds.
+    pub long_poll_timeout_secs: u64,
+    /// Long-poll wait in milliseconds; overrides `long_poll_timeout_secs` when set.
+    pub long_poll_timeout_ms: Option<u64>,
+    /// SSE responses end after this many seconds; 0 keeps them open.
+    pub sse_reconnect_interval_secs: u64,
+    /// Idle SSE responses get a keep-alive comment this often.
+    pub sse_keepalive_secs: u64,
+    /// Request headers must arrive within this many seconds.
+    pub header_read_timeout_secs: u64,
+    /// A request body must arrive within this many seconds.
+    pub body_read_timeout_secs: u64,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
+
+/// `[http]`: browser and cache behaviour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// `*` or a comma-separated list of origins.
+    pub cors_origins: String,
+    /// `no-store`, `private` or `public`: `Cache-Control` of cacheable reads.
+    pub cache_control: String,
+}
+
+/// `[storage]`: the backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `memory`, `file-fast`, `file-durable` or `acid`.
+    pub mode: String,
+    /// Root of the persistent backends.
+    pub data_dir: PathBuf,
+}
+
+/// `[limits]`: sizes, in bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// All streams together (memory mode).
+    pub max_memory_bytes: u64,
+    /// One stream.
+    pub max_stream_bytes: u64,
+    /// One request body.
+    pub max_body_bytes: u64,
+    /// One read response (a larger JSON message is still returned whole).
+    pub read_chunk_bytes: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> ServerSection {
+        ServerSection {
+            host: "0.0.0.0".into(),
+            port: 4437,
+            long_poll_timeout_secs: 30,
+            long_poll_timeout_ms: None,
+            sse_reconnect_interval_secs: 60,
+            sse_keepalive_secs: 15,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> HttpSection {
+        HttpSection { cors_origins: "*".into(), cache_control: "no-store".into() }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> StorageSection {
+        StorageSection { mode: "memory".into(), data_dir: PathBuf::from("./data/streams") }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> LimitsSection {
+        let limits = Limits::default();
+        LimitsSection {
+            max_memory_bytes: limits.max_memory_bytes,
+            max_stream_bytes: limits.max_stream_bytes,
+            max_body_bytes: limits.max_stream_bytes,
+            read_chunk_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Why the configuration could not be loaded. The message names the file or variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Loads the configuration: defaults, `./ds-server.toml` if present, each `--config FILE` in
+/// order, then every `DS_*__*` variable in `env`.
+///
+/// # Errors
+/// An unreadable or malformed file, an unknown key, a value of the wrong type, or an
+/// invalid setting (an unknown storage mode, a zero chunk size...).
+pub fn load(
+    args: impl IntoIterator<Item = String>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut files = Vec::new();
+    if Path::new(LOCAL_CONFIG_FILE).is_file() {
+        files.push(PathBuf::from(LOCAL_CONFIG_FILE));
+    }
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => {
+                files.push(PathBuf::from(args.next().ok_or_else(|| err("--config needs a file"))?));
+            }
+            other => return Err(err(format!("unknown argument `{other}` (try --config FILE)"))),
+        }
+    }
+    let defaults = toml::Value::try_from(Config::default())
+        .map_err(|e| err(format!("internal: defaults do not serialise: {e}")))?;
+    let mut merged = defaults.clone();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| err(format!("cannot read {}: {e}", file.display())))?;
+        let layer: toml::Table =
+            toml::from_str(&text).map_err(|e| err(format!("{}: {e}", file.display())))?;
+        merge(&mut merged, toml::Value::Table(layer));
+    }
+    for (key, value) in env {
+        apply_env(&mut merged, &defaults, &key, &value)?;
+    }
+    let config: Config =
+        merged.try_into().map_err(|e: toml::de::Error| err(format!("configuration: {e}")))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn merge(base: &mut toml::Value, layer: toml::Value) {
+    match (base, layer) {
+        (toml::Value::Table(base), toml::Value::Table(layer)) => {
+            for (k, v) in layer {
+                match base.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+}
+
+/// Sets one `DS_SECTION__KEY` variable, typed after the default at that path.
+fn apply_env(
+    merged: &mut toml::Value,
+    defaults: &toml::Value,
+    key: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let Some(rest) = key.strip_prefix("DS_") else { return Ok(()) };
+    let Some((section, field)) = rest.split_once("__") else { return Ok(()) };
+    let (section, field) = (section.to_ascii_lowercase(), field.to_ascii_lowercase());
+    let known_section = defaults.get(&section).is_some();
+    let slot = merged
+        .get_mut(&section)
+        .and_then(toml::Value::as_table_mut)
+        .filter(|_| known_section)
+        .ok_or_else(|| err(format!("{key}: unknown section `{section}`")))?;
+    let typed = match defaults.get(&section).and_then(|s| s.get(&field)) {
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            value.trim().parse().map_err(|_| err(format!("{key}: `{value}` is not an integer")))?,
+        ),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            value.trim().parse().map_err(|_| err(format!("{key}: `{value}` is not true/false")))?,
+        ),
+        Some(_) => toml::Value::String(value.to_owned()),
+        // Optional settings have no default to copy the type from; they are all integers.
+        None => match value.trim().parse::<i64>() {
+            Ok(n) => toml::Value::Integer(n),
+            Err(_) => toml::Value::String(value.to_owned()),
+        },
+    };
+    slot.insert(field, typed);
+    Ok(())
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.storage_mode()?;
+        self.cache_policy()?;
+        if self.limits.read_chunk_bytes == 0 {
+            return Err(err("limits.read_chunk_bytes must be at least 1"));
+        }
+        if self.limits.max_body_bytes == 0 {
+            return Err(err("limits.max_body_bytes must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn storage_mode(&self) -> Result<StorageMode, ConfigError> {
+        StorageMode::parse(&self.storage.mode).ok_or_else(|| {
+            err(format!(
+                "storage.mode `{}` is not one of memory, file-fast, file-durable, acid",
+                self.storage.mode
+            ))
+        })
+    }
+
+    fn cache_policy(&self) -> Result<CachePolicy, ConfigError> {
+        CachePolicy::parse(&self.http.cache_control).ok_or_else(|| {
+            err(format!(
+                "http.cache_control `{}` is not one of no-store, private, public",
+                self.http.cache_control
+            ))
+        })
+    }
+
+    /// The engine's part of the configuration.
+    #[must_use]
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            mode: self.storage_mode().unwrap_or_default(),
+            data_dir: self.storage.data_dir.clone(),
+            limits: Limits {
+                max_stream_bytes: self.limits.max_stream_bytes,
+                max_memory_bytes: self.limits.max_memory_bytes,
+            },
+            read_chunk_bytes: usize::try_from(self.limits.read_chunk_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The HTTP layer's part of the configuration.
+    #[must_use]
+    pub fn http(&self) -> HttpConfig {
+        let s = &self.server;
+        let long_poll = s
+            .long_poll_timeout_ms
+            .map_or(Duration::from_secs(s.long_poll_timeout_secs), Duration::from_millis);
+        HttpConfig {
+            long_poll_timeout: long_poll,
+            sse_reconnect_interval: (s.sse_reconnect_interval_secs > 0)
+                .then(|| Duration::from_secs(s.sse_reconnect_interval_secs)),
+            sse_keepalive_interval: Duration::from_secs(s.sse_keepalive_secs.max(1)),
+            cors_origins: CorsOrigins::parse(&self.http.cors_origins),
+            cache_control: self.cache_policy().unwrap_or_default(),
+            max_body_bytes: usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX),
+            body_read_timeout: Duration::from_secs(s.body_read_timeout_secs.max(1)),
+            header_read_timeout: Duration::from_secs(s.header_read_timeout_secs.max(1)),
+            max_connections: s.max_connections,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_brief() {
+        let c = load(Vec::new(), Vec::new()).unwrap();
+        assert_eq!(c.server.port, 4437);
+        assert_eq!(c.server.long_poll_timeout_secs, 30);
+        assert_eq!(c.server.sse_reconnect_interval_secs, 60);
+        assert_eq!(c.http.cors_origins, "*");
+        assert_eq!(c.http.cache_control, "no-store");
+        assert_eq!(c.storage.mode, "memory");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./data/streams"));
+        assert_eq!(c.limits.max_memory_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.limits.max_stream_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn env_overrides_with_types() {
+        let c = load(
+            Vec::new(),
+            env(&[
+                ("DS_SERVER__PORT", "8080"),
+                ("DS_SERVER__LONG_POLL_TIMEOUT_MS", "250"),
+                ("DS_HTTP__CORS_ORIGINS", "https://a.example, https://b.example"),
+                ("DS_STORAGE__DATA_DIR", "/tmp/x"),
+                ("DS_LIMITS__MAX_STREAM_BYTES", "123"),
+                ("PATH", "/usr/bin"),
+                ("DS_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.http().long_poll_timeout, Duration::from_millis(250));
+        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.engine().limits.max_stream_bytes, 123);
+        assert!(matches!(c.http().cors_origins, CorsOrigins::List(ref l) if l.len() == 2));
+    }
+
+    #[test]
+    fn mistakes_are_reported_not_ignored() {
+        for bad in [
+            ("DS_SERVER__PORT", "eighty"),
+            ("DS_SERVER__PORT", "70000"),
+            ("DS_SERVER__PROT", "1"),
+            ("DS_NOPE__X", "1"),
+            ("DS_STORAGE__MODE", "disk"),
+            ("DS_HTTP__CACHE_CONTROL", "forever"),
+            ("DS_LIMITS__READ_CHUNK_BYTES", "0"),
+        ] {
+            assert!(load(Vec::new(), env(&[bad])).is_err(), "{bad:?}");
+        }
+        assert!(load(vec!["--bogus".into()], Vec::new()).is_err());
+        assert!(load(vec!["--config".into()], Vec::new()).is_err());
+        assert!(load(vec!["--config".into(), "/nonexistent.toml".into()], Vec::new()).is_err());
+    }
+
+    #[test]
+    fn files_layer_under_env() {
+        let dir = std::env::temp_dir().join(format!("ds-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        std::fs::write(&file, "[server]\nport = 9000\nsse_reconnect_interval_secs = 0\n").unwrap();
+        let args = vec!["--config".to_owned(), file.display().to_string()];
+        let c = load(args.clone(), Vec::new()).unwrap();
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.http().sse_reconnect_interval, None);
+        let c = load(args, env(&[("DS_SERVER__PORT", "9001")])).unwrap();
+        assert_eq!(c.server.port, 9001);
+        std::fs::write(&file, "[server]\nportt = 1\n").unwrap();
+        let args = vec!["--config".to_owned(), file.display().to_string()];
+        assert!(load(args, Vec::new()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

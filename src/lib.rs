@@ -1,0 +1,75 @@
+//! # ds-server
+//!
+//! Wires configuration, logging, the engine and the HTTP server together. The binaries
+//! (`ds-server`, `engine-inspect`) are thin `main`s over this library.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ds_engine::Engine;
+use ds_http::AppState;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Config, ConfigError};
+
+/// A server running in this process.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<std::io::Result<()>>,
+    sweeper: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that starts the shutdown when sent `true`.
+    #[must_use]
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, ends live reads, lets in-flight requests finish, and waits.
+    ///
+    /// # Errors
+    /// If the server task failed.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server has shut down (after [`RunningServer::shutdown_handle`]).
+    ///
+    /// # Errors
+    /// If the server task failed.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.serve.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.sweeper.abort();
+        result
+    }
+}
+
+/// Opens the engine, binds, and starts serving in the background.
+///
+/// # Errors
+/// The engine cannot open (an unavailable mode) or the address cannot be bound.
+pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error::Error>> {
+    let engine = Arc::new(Engine::open(config.engine())?);
+    let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    let state = AppState::new(engine.clone(), config.http(), rx);
+    let sweeper = tokio::spawn(engine.run_sweeper());
+    let serve = tokio::spawn(ds_http::server::serve(listener, state));
+    tracing::info!(%addr, mode = config.storage.mode, "ds-server listening");
+    Ok(RunningServer { addr, shutdown: tx, serve, sweeper })
+}
