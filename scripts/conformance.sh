@@ -6,7 +6,14 @@
 #
 # Installs the pinned npm packages if needed, builds the release binary, starts it on a free
 # loopback port with a 1 s long-poll timeout, runs the suite, stops the server by its PID, and
-# exits non-zero if any test failed. Extra vitest arguments can be passed in VITEST_ARGS.
+# exits non-zero if any test failed or fewer tests passed than expected (so a test that stops
+# running is noticed too). Extra vitest arguments can be passed in VITEST_ARGS.
+#
+# Scope: the `Fork - ...` groups are left out until forking lands (issue 5); the reserved
+# subscription tests only run when the suite is asked for them, which we do not. That leaves
+# 250 tests, all of which must pass.
+FORK_EXCLUDED_PATTERN='^(?!.*Fork - )'
+EXPECTED_PASSED=${DS_CONFORMANCE_EXPECT_PASSED:-250}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -62,9 +69,18 @@ fi
 echo "==> conformance suite against $mode mode at http://$addr"
 cd "$conf"
 status=0
-DS_CONFORMANCE_URL="http://$addr" npx vitest run ${VITEST_ARGS:-} || status=$?
+report="$work/report.json"
+DS_CONFORMANCE_URL="http://$addr" npx vitest run --testNamePattern "$FORK_EXCLUDED_PATTERN" \
+  --reporter=default --reporter=json --outputFile.json="$report" ${VITEST_ARGS:-} || status=$?
 if [ "$status" -ne 0 ]; then
   echo "--- server log (last 50 lines) ---" >&2
   tail -n 50 "$log" >&2
+  exit "$status"
 fi
-exit "$status"
+passed=$(node -e 'const r = require(process.argv[1]); console.log(r.numPassedTests)' "$report")
+failed=$(node -e 'const r = require(process.argv[1]); console.log(r.numFailedTests)' "$report")
+echo "==> conformance ($mode): $passed passed, $failed failed (expected $EXPECTED_PASSED passed)"
+if [ "$failed" -ne 0 ] || [ "$passed" -lt "$EXPECTED_PASSED" ]; then
+  echo "error: conformance suite is not fully green" >&2
+  exit 1
+fi

@@ -56,8 +56,8 @@ pub enum Error {
     },
     /// The read offset lies beyond the stream's tail.
     OffsetBeyondTail,
-    /// The read offset does not fall on a message boundary of a JSON stream.
-    OffsetMisaligned,
+    /// The read offset names no position of this stream (inside a JSON message, say).
+    OffsetUnknown,
 }
 
 /// Shorthand for engine results.
@@ -93,7 +93,7 @@ impl fmt::Display for Error {
                 write!(f, "server memory limit of {limit_bytes} bytes reached")
             }
             Error::OffsetBeyondTail => f.write_str("offset is beyond the stream's tail"),
-            Error::OffsetMisaligned => f.write_str("offset is not a message boundary"),
+            Error::OffsetUnknown => f.write_str("offset does not name a position in this stream"),
         }
     }
 }

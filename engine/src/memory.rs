@@ -387,7 +387,10 @@ impl Store for MemoryStore {
             ReadFrom::Start => 0,
             ReadFrom::Tail => tail,
             ReadFrom::At(offset) => {
-                if offset.sub() != 0 || offset.pos() > tail {
+                if offset.sub() != 0 {
+                    return Err(Error::OffsetUnknown);
+                }
+                if offset.pos() > tail {
                     return Err(Error::OffsetBeyondTail);
                 }
                 offset.pos()
@@ -395,7 +398,7 @@ impl Store for MemoryStore {
         };
         let json = stream.content_type.is_json();
         if json && !inner.log.is_record_boundary(start) {
-            return Err(Error::OffsetMisaligned);
+            return Err(Error::OffsetUnknown);
         }
         let end = inner.log.chunk_end(start, max_bytes, json);
         let parts = inner.log.slice(start, end);

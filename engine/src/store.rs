@@ -250,7 +250,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`crate::Error::NotFound`], [`crate::Error::OffsetBeyondTail`],
-    /// [`crate::Error::OffsetMisaligned`].
+    /// [`crate::Error::OffsetUnknown`].
     fn read(&self, name: &str, from: ReadFrom, max_bytes: usize, now: UnixMs) -> Result<ReadChunk>;
 
     /// Metadata, without renewing a sliding TTL.

@@ -115,7 +115,7 @@ impl From<Error> for ApiError {
             Error::StreamTooLarge { .. } | Error::MemoryFull { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", detail)
             }
-            Error::OffsetBeyondTail | Error::OffsetMisaligned => {
+            Error::OffsetBeyondTail | Error::OffsetUnknown => {
                 ApiError::new(StatusCode::BAD_REQUEST, "INVALID_OFFSET", detail)
             }
             // The engine may grow variants; none of them may become a panic or leak detail.

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). Installs what it needs: Rust crates
+# through cargo, the pinned npm conformance suite through npm.
+#
+#   scripts/test.sh            everything
+#   SKIP_LINT=1 scripts/test.sh   skip fmt and clippy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+if [ -z "${SKIP_LINT:-}" ]; then
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+  step "cargo clippy (all targets, warnings are errors)"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+step "unit, property and integration tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked
+  step "doc tests"
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked
+fi
+
+step "official conformance suite, memory mode"
+scripts/conformance.sh memory
+
+printf '\n==> all green in %ss\n' "$(( $(date +%s) - started ))"

@@ -1,0 +1,147 @@
+//! Protocol stories the official suite does not tell: ETags across closure, producer and
+//! Stream-Seq scoping, recreated streams, CORS origin lists, health.
+
+use crate::support::{TestServer, assert_problem, stream};
+
+const TEXT: (&str, &str) = ("content-type", "text/plain");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etag_changes_when_the_stream_closes_without_new_data() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("e"), &[TEXT], b"data").await;
+    let open = server.req("GET", &stream("e"), &[], b"").await;
+    let etag = open.header("etag").unwrap().to_owned();
+    let same = server.req("GET", &stream("e"), &[("if-none-match", &etag)], b"").await;
+    assert_eq!(same.status, 304);
+    assert!(same.body.is_empty());
+    assert_eq!(same.header("etag"), Some(etag.as_str()));
+    server.req("POST", &stream("e"), &[("stream-closed", "true")], b"").await;
+    let closed = server.req("GET", &stream("e"), &[("if-none-match", &etag)], b"").await;
+    assert_eq!(closed.status, 200, "a cached copy must not hide the closure");
+    assert_eq!(closed.header("stream-closed"), Some("true"));
+    assert_ne!(closed.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_stream_never_matches_an_old_etag() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("r"), &[TEXT], b"same").await;
+    let old = server.req("GET", &stream("r"), &[], b"").await;
+    let etag = old.header("etag").unwrap().to_owned();
+    assert_eq!(server.req("DELETE", &stream("r"), &[], b"").await.status, 204);
+    assert_eq!(server.req("PUT", &stream("r"), &[TEXT], b"same").await.status, 201);
+    let new = server.req("GET", &stream("r"), &[("if-none-match", &etag)], b"").await;
+    assert_eq!(new.status, 200);
+    assert_ne!(new.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_responses_carry_their_state() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("p"), &[TEXT], b"").await;
+    let post = |epoch: &'static str, seq: &'static str, body: &'static [u8]| {
+        let s = &server;
+        async move {
+            let h = [TEXT, ("producer-id", "w"), ("producer-epoch", epoch), ("producer-seq", seq)];
+            s.req("POST", &stream("p"), &h, body).await
+        }
+    };
+    let first = post("0", "0", b"a").await;
+    assert_eq!((first.status, first.header("producer-seq")), (200, Some("0")));
+    let gap = post("0", "5", b"b").await;
+    assert_problem(&gap, 409);
+    assert_eq!(gap.header("producer-expected-seq"), Some("1"));
+    assert_eq!(gap.header("producer-received-seq"), Some("5"));
+    let bump = post("3", "0", b"c").await;
+    assert_eq!((bump.status, bump.header("producer-epoch")), (200, Some("3")));
+    let zombie = post("2", "9", b"d").await;
+    assert_problem(&zombie, 403);
+    assert_eq!(zombie.header("producer-epoch"), Some("3"));
+    let bad_start = post("4", "1", b"e").await;
+    assert_problem(&bad_start, 400);
+    let dup = post("3", "0", b"again").await;
+    assert_eq!((dup.status, dup.header("producer-seq")), (204, Some("0")));
+    assert_eq!(server.req("GET", &stream("p"), &[], b"").await.text(), "ac");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_conflict_reports_the_final_offset() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("c"), &[TEXT, ("stream-closed", "true")], b"final").await;
+    let resp =
+        server.req("POST", &stream("c"), &[("content-type", "application/json")], b"1").await;
+    assert_problem(&resp, 409);
+    assert_eq!(resp.header("stream-closed"), Some("true"));
+    let head = server.req("HEAD", &stream("c"), &[], b"").await;
+    assert_eq!(resp.header("stream-next-offset"), head.header("stream-next-offset"));
+    // Values other than `true` are ignored, not errors (§4.1).
+    let ignored = server.req("PUT", &stream("o"), &[TEXT, ("stream-closed", "yes")], b"").await;
+    assert_eq!(ignored.status, 201);
+    assert_eq!(ignored.header("stream-closed"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_reports_expiry_in_rfc3339() {
+    let server = TestServer::start().await;
+    let at = ("stream-expires-at", "2099-01-02T03:04:05.678+01:00");
+    assert_eq!(server.req("PUT", &stream("x"), &[TEXT, at], b"").await.status, 201);
+    let head = server.req("HEAD", &stream("x"), &[], b"").await;
+    assert_eq!(head.header("stream-expires-at"), Some("2099-01-02T02:04:05.678Z"));
+    assert_eq!(head.header("cache-control"), Some("no-store"));
+    let same_instant = ("stream-expires-at", "2099-01-02T02:04:05.678Z");
+    assert_eq!(server.req("PUT", &stream("x"), &[TEXT, same_instant], b"").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_origin_list_echoes_only_listed_origins() {
+    let server = TestServer::with(|c| c.http.cors_origins = "https://app.example".into()).await;
+    let ok = server.req("GET", "/healthz", &[("origin", "https://app.example")], b"").await;
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
+    assert!(ok.header("access-control-expose-headers").unwrap().contains("Stream-Next-Offset"));
+    assert_eq!(ok.header("vary"), Some("Origin"));
+    let other = server.req("GET", "/healthz", &[("origin", "https://evil.example")], b"").await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let preflight = server
+        .req(
+            "OPTIONS",
+            &stream("any"),
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "producer-id, if-none-match"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("producer-id, if-none-match")
+    );
+    assert!(preflight.header("access-control-allow-methods").unwrap().contains("POST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_cors_allows_any_origin_and_health_is_ok() {
+    let server = TestServer::start().await;
+    let health = server.req("GET", "/healthz", &[], b"").await;
+    assert_eq!((health.status, health.text().as_str()), (200, "ok"));
+    assert_eq!(health.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(health.header("cross-origin-resource-policy"), Some("cross-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connection_serves_many_requests() {
+    let server = TestServer::start().await;
+    let mut conn = server.conn().await;
+    conn.request("PUT", &stream("k"), &[TEXT], b"").await.unwrap();
+    for i in 0..100u32 {
+        let resp =
+            conn.request("POST", &stream("k"), &[TEXT], i.to_string().as_bytes()).await.unwrap();
+        assert_eq!(resp.status, 204);
+    }
+    let all = conn.request("GET", &stream("k"), &[], b"").await.unwrap();
+    let expected: String = (0..100u32).map(|i| i.to_string()).collect();
+    assert_eq!(all.text(), expected);
+    server.stop().await;
+}
