@@ -203,3 +203,13 @@ async fn malformed_reads_and_methods() {
     assert_problem(&server.req("PUT", &stream("f"), &fork, b"").await, 501);
     assert_eq!(server.req("HEAD", &stream("f"), &[], b"").await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_could_never_be_seen_are_not_created() {
+    let server = TestServer::start().await;
+    let zero_ttl = server.req("PUT", &stream("z"), &[TEXT, ("stream-ttl", "0")], b"").await;
+    assert_problem(&zero_ttl, 400);
+    let past = [TEXT, ("stream-expires-at", "2001-01-01T00:00:00Z")];
+    assert_problem(&server.req("PUT", &stream("z"), &past, b"").await, 400);
+    assert_eq!(server.req("HEAD", &stream("z"), &[], b"").await.status, 404);
+}

@@ -13,7 +13,9 @@ use crate::memory::MemoryStore;
 use crate::notify::TailWatch;
 use crate::offset::ReadFrom;
 use crate::payload::Payload;
-use crate::store::{AppendRequest, Appended, CreateRequest, Created, ReadChunk, Store, StreamInfo};
+use crate::store::{
+    AppendRequest, Appended, CreateRequest, Created, Expiry, ReadChunk, Store, StreamInfo,
+};
 use crate::ttl::{self, ExpiryIndex};
 
 /// Longest the sweeper sleeps without looking at the clock again.
@@ -89,7 +91,8 @@ impl Engine {
     /// Creates a stream, or confirms an identical one (§5.1).
     ///
     /// # Errors
-    /// [`crate::Error::ConfigMismatch`], invalid JSON, size limits.
+    /// [`crate::Error::ConfigMismatch`], [`crate::Error::ExpiryInPast`], invalid JSON, size
+    /// limits.
     pub async fn create(&self, name: &str, req: CreateRequest) -> Result<Created> {
         let payload = if req.content_type.is_json() && !req.body.is_empty() {
             json::split_messages(&req.body, JsonUse::Create)?
@@ -97,6 +100,9 @@ impl Engine {
             Payload::opaque(req.body.clone())
         };
         let now = self.clock.now_ms();
+        if matches!(req.expiry, Expiry::At { unix_ms } if unix_ms <= now) {
+            return Err(crate::Error::ExpiryInPast);
+        }
         let created = self.store.create(name, &req, payload, now)?;
         if let Created::New(info) = &created {
             if let Some(at) = ttl::deadline(info.expiry, now) {

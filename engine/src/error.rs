@@ -54,6 +54,8 @@ pub enum Error {
         /// The server-wide limit in bytes.
         limit_bytes: u64,
     },
+    /// `Stream-Expires-At` names an instant that has already passed.
+    ExpiryInPast,
     /// The read offset lies beyond the stream's tail.
     OffsetBeyondTail,
     /// The read offset names no position of this stream (inside a JSON message, say).
@@ -92,6 +94,7 @@ impl fmt::Display for Error {
             Error::MemoryFull { limit_bytes } => {
                 write!(f, "server memory limit of {limit_bytes} bytes reached")
             }
+            Error::ExpiryInPast => f.write_str("Stream-Expires-At is in the past"),
             Error::OffsetBeyondTail => f.write_str("offset is beyond the stream's tail"),
             Error::OffsetUnknown => f.write_str("offset does not name a position in this stream"),
         }

@@ -220,6 +220,15 @@ async fn sweeper_removes_expired_streams_and_frees_memory() {
 }
 
 #[tokio::test]
+async fn expires_at_in_the_past_is_refused() {
+    let (engine, _) = engine_with(1 << 20, Limits::default());
+    let past = Expiry::At { unix_ms: 1_700_000_000_000 };
+    let err = engine.create("p", create("text/plain", past, b"")).await.unwrap_err();
+    assert_eq!(err, Error::ExpiryInPast);
+    assert_eq!(engine.head("p").await.unwrap_err(), Error::NotFound);
+}
+
+#[tokio::test]
 async fn limits_refuse_whole_appends() {
     let limits = Limits { max_stream_bytes: 10, max_memory_bytes: 15 };
     let (engine, _) = engine_with(1 << 20, limits);

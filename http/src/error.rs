@@ -115,6 +115,7 @@ impl From<Error> for ApiError {
             Error::StreamTooLarge { .. } | Error::MemoryFull { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", detail)
             }
+            Error::ExpiryInPast => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", detail),
             Error::OffsetBeyondTail | Error::OffsetUnknown => {
                 ApiError::new(StatusCode::BAD_REQUEST, "INVALID_OFFSET", detail)
             }

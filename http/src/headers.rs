@@ -122,13 +122,17 @@ pub fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
         (Some(_), Some(_)) => {
             Err(ApiError::bad_request("send Stream-TTL or Stream-Expires-At, not both"))
         }
-        (Some(ttl), None) => {
-            strict_uint(ttl, MAX_TTL_SECS).map(|secs| Expiry::IdleTtl { secs }).ok_or_else(|| {
+        // A TTL of 0 would expire the stream as it is created: refuse it rather than create
+        // a stream no request could ever see.
+        (Some(ttl), None) => strict_uint(ttl, MAX_TTL_SECS)
+            .filter(|secs| *secs > 0)
+            .map(|secs| Expiry::IdleTtl { secs })
+            .ok_or_else(|| {
                 ApiError::bad_request(
-                    "Stream-TTL must be a whole number of seconds without sign or leading zeros",
+                    "Stream-TTL must be whole seconds from 1 to 3153600000, \
+                     without sign or leading zeros",
                 )
-            })
-        }
+            }),
         (None, Some(at)) => {
             rfc3339::parse_ms(at).map(|unix_ms| Expiry::At { unix_ms }).ok_or_else(|| {
                 ApiError::bad_request("Stream-Expires-At must be an RFC 3339 timestamp")
@@ -229,8 +233,8 @@ mod tests {
             expiry(&map(&[("stream-ttl", "3600")])).unwrap(),
             Expiry::IdleTtl { secs: 3600 }
         );
-        assert_eq!(expiry(&map(&[("stream-ttl", "0")])).unwrap(), Expiry::IdleTtl { secs: 0 });
         for bad in [
+            "0",
             "",
             "abc",
             "-1",
