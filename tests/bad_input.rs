@@ -161,9 +161,15 @@ async fn slow_headers_and_slow_bodies_time_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_answer_413_and_store_nothing() {
+    use ds_engine::memory::{RECORD_INDEX_BYTES, STREAM_OVERHEAD_BYTES};
+    let cost =
+        |data: u64, records: u64| STREAM_OVERHEAD_BYTES + 1 + data + records * RECORD_INDEX_BYTES;
+    // Room for stream a (100 bytes in 2 appends) and b (50 bytes), with less to spare than
+    // one more byte costs.
+    let room = cost(100, 2) + cost(50, 1) + 4;
     let server = TestServer::with(|c| {
         c.limits.max_stream_bytes = 100;
-        c.limits.max_memory_bytes = 150;
+        c.limits.max_memory_bytes = room;
     })
     .await;
     server.req("PUT", &stream("a"), &[TEXT], &[b'a'; 90]).await;

@@ -162,7 +162,9 @@ impl Engine {
     /// # Errors
     /// [`crate::Error::NotFound`].
     pub async fn delete(&self, name: &str) -> Result<()> {
-        self.store.delete(name, self.clock.now_ms())
+        let incarnation = self.store.delete(name, self.clock.now_ms())?;
+        self.expiry.unschedule(incarnation);
+        Ok(())
     }
 
     /// Watches a stream's tail, for long-poll and SSE.

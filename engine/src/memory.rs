@@ -7,6 +7,10 @@
 //!
 //! Data is kept as sealed, immutable blocks (shared with readers without copying) plus one
 //! growing block at the tail; a block is sealed once it reaches [`SEAL_BYTES`].
+//!
+//! Memory is accounted against `max_memory_bytes`: each stream is charged its data, its
+//! record index, a fixed overhead plus its name, and each producer it has seen, so neither
+//! many empty streams nor many producer ids can grow memory past the limit.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault};
@@ -31,6 +35,12 @@ use crate::store::{
 pub const SEAL_BYTES: usize = 256 * 1024;
 /// Number of map shards; a power of two.
 const MAP_SHARDS: usize = 32;
+/// Memory charged for a stream beyond its data and name: map entry, lock, signal, state.
+pub const STREAM_OVERHEAD_BYTES: u64 = 512;
+/// Memory charged per record boundary (one `u64` in the record index).
+pub const RECORD_INDEX_BYTES: u64 = 8;
+/// Memory charged for each producer a stream has seen, beyond the id's length.
+pub const PRODUCER_OVERHEAD_BYTES: u64 = 64;
 
 type Shard = RwLock<HashMap<Arc<str>, Arc<MemStream>>>;
 
@@ -61,6 +71,8 @@ struct Inner {
     /// Set under the lock when the stream is deleted or expired, so that nothing is
     /// appended to a stream after it left the map.
     removed: bool,
+    /// Bytes charged to the store's memory account for this stream, returned on removal.
+    charged: u64,
 }
 
 /// The bytes of one stream and its record boundaries.
@@ -100,6 +112,9 @@ impl MemLog {
         if self.active.is_empty() {
             return;
         }
+        // The growing block may have up to twice its length in capacity; a sealed block
+        // lives long, so give the spare capacity back (one copy per sealed block at most).
+        self.active.shrink_to_fit();
         let block = Bytes::from(std::mem::take(&mut self.active));
         let start = self.active_start;
         self.active_start += block.len() as u64;
@@ -152,26 +167,36 @@ impl MemLog {
     }
 }
 
+/// Memory a payload costs: its bytes and its record index entries.
+fn data_cost(payload: &Payload) -> u64 {
+    payload.len() + RECORD_INDEX_BYTES * payload.record_count() as u64
+}
+
 /// Positions inside one in-memory block always fit in `usize`.
 fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 impl MemStream {
-    fn deadline(&self) -> Option<UnixMs> {
+    /// When the stream expires if nothing touches it after `now`. A stream with live readers
+    /// watching it is in use, not idle (§5.1): every check while they watch counts as a
+    /// touch, so the idle clock starts again no earlier than the last check they were seen.
+    fn deadline(&self, now: UnixMs) -> Option<UnixMs> {
         match self.expiry {
             Expiry::Never => None,
-            Expiry::IdleTtl { secs } => Some(
-                self.last_access_ms
-                    .load(Ordering::Relaxed)
-                    .saturating_add(secs.saturating_mul(1000)),
-            ),
+            Expiry::IdleTtl { secs } => {
+                if self.signal.has_watchers() {
+                    self.last_access_ms.fetch_max(now, Ordering::Relaxed);
+                }
+                let last = self.last_access_ms.load(Ordering::Relaxed);
+                Some(last.saturating_add(secs.saturating_mul(1000)))
+            }
             Expiry::At { unix_ms } => Some(unix_ms),
         }
     }
 
     fn expired(&self, now: UnixMs) -> bool {
-        self.deadline().is_some_and(|d| now >= d)
+        self.deadline(now).is_some_and(|d| now >= d)
     }
 
     fn touch(&self, now: UnixMs) {
@@ -265,23 +290,30 @@ impl MemoryStore {
             return;
         }
         inner.removed = true;
-        self.used_bytes.fetch_sub(inner.log.tail(), Ordering::Relaxed);
+        self.used_bytes.fetch_sub(inner.charged, Ordering::Relaxed);
+        inner.charged = 0;
         inner.log = MemLog::default();
+        inner.writer = WriterState::default();
         drop(inner);
         stream.signal.publish_gone();
     }
 
-    /// Reserves room for `len` more bytes in a stream currently `tail` bytes long.
-    fn reserve(&self, tail: u64, len: u64) -> Result<()> {
-        if len == 0 {
-            return Ok(());
-        }
+    /// Checks that a stream `tail` bytes long may grow by `len` bytes.
+    fn check_stream_size(&self, tail: u64, len: u64) -> Result<()> {
         if tail.saturating_add(len) > self.limits.max_stream_bytes {
             return Err(Error::StreamTooLarge { limit_bytes: self.limits.max_stream_bytes });
         }
-        let before = self.used_bytes.fetch_add(len, Ordering::Relaxed);
-        if before.saturating_add(len) > self.limits.max_memory_bytes {
-            self.used_bytes.fetch_sub(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes `bytes` from the memory account, or refuses if that would pass the limit.
+    fn charge(&self, bytes: u64) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let before = self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.limits.max_memory_bytes {
+            self.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
             return Err(Error::MemoryFull { limit_bytes: self.limits.max_memory_bytes });
         }
         Ok(())
@@ -316,8 +348,10 @@ impl Store for MemoryStore {
                 };
             }
         }
-        self.reserve(0, payload.len())?;
-        let mut inner = Inner::default();
+        self.check_stream_size(0, payload.len())?;
+        let charged = STREAM_OVERHEAD_BYTES + name.len() as u64 + data_cost(&payload);
+        self.charge(charged)?;
+        let mut inner = Inner { charged, ..Inner::default() };
         inner.log.append(payload);
         inner.writer.closed = req.closed;
         let tail = Tail { next: Offset::at(inner.log.tail()), closed: req.closed, gone: false };
@@ -361,7 +395,15 @@ impl Store for MemoryStore {
         };
         // plan_append returned any payload error already.
         let payload = payload.unwrap_or_default();
-        self.reserve(inner.log.tail(), payload.len())?;
+        self.check_stream_size(inner.log.tail(), payload.len())?;
+        let new_producer = req
+            .producer
+            .as_ref()
+            .filter(|p| !inner.writer.producers.contains_key(&p.id))
+            .map_or(0, |p| PRODUCER_OVERHEAD_BYTES + p.id.len() as u64);
+        let cost = data_cost(&payload) + new_producer;
+        self.charge(cost)?;
+        inner.charged += cost;
         let wrote_data = !payload.is_empty();
         inner.log.append(payload);
         let kind = inner.writer.apply(req, close, wrote_data);
@@ -420,15 +462,19 @@ impl Store for MemoryStore {
         Ok(stream.info(&inner))
     }
 
-    fn delete(&self, name: &str, now: UnixMs) -> Result<()> {
+    fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
         let stream = self.live(name, now)?;
-        if self.remove(name, stream.incarnation) { Ok(()) } else { Err(Error::NotFound) }
+        if self.remove(name, stream.incarnation) {
+            Ok(stream.incarnation)
+        } else {
+            Err(Error::NotFound)
+        }
     }
 
     fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
         let stream = self.live(name, now)?;
-        let watch = stream.signal.subscribe();
         let inner = stream.lock();
+        let watch = stream.signal.subscribe();
         if inner.removed {
             return Err(Error::NotFound);
         }
@@ -441,7 +487,7 @@ impl Store for MemoryStore {
             map.get(name).cloned()
         };
         match stream {
-            Some(s) if s.incarnation == incarnation => match s.deadline() {
+            Some(s) if s.incarnation == incarnation => match s.deadline(now) {
                 Some(deadline) if now < deadline => ExpiryCheck::Later(deadline),
                 Some(_) => {
                     if self.remove(name, incarnation) {

@@ -38,6 +38,12 @@ impl TailSignal {
         self.0.send_modify(|t| t.gone = true);
     }
 
+    /// Whether any live reader is watching (a watched stream is not idle).
+    #[must_use]
+    pub fn has_watchers(&self) -> bool {
+        self.0.receiver_count() > 0
+    }
+
     /// A receiver for one live reader.
     #[must_use]
     pub fn subscribe(&self) -> TailWatch {

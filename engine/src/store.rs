@@ -259,11 +259,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`crate::Error::NotFound`].
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo>;
 
-    /// Deletes a stream and wakes its live readers.
+    /// Deletes a stream and wakes its live readers; returns the deleted incarnation.
     ///
     /// # Errors
     /// [`crate::Error::NotFound`].
-    fn delete(&self, name: &str, now: UnixMs) -> Result<()>;
+    fn delete(&self, name: &str, now: UnixMs) -> Result<u64>;
 
     /// Watches the stream's tail, for live reads.
     ///

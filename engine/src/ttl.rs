@@ -4,9 +4,10 @@
 //! this index. An entry's deadline is therefore a lower bound: when it comes due the sweeper
 //! asks the store, which either removes the stream or answers with the real deadline, and the
 //! entry is put back for then. Streams are also expired lazily on access, so the sweeper only
-//! frees memory; it never decides what a client sees.
+//! frees memory; it never decides what a client sees. A deleted stream's entry is removed at
+//! once, so the index holds one entry per live stream with an expiry, and no more.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -14,12 +15,18 @@ use tokio::sync::Notify;
 use crate::clock::UnixMs;
 use crate::store::{Expiry, ExpiryCheck, Store};
 
-/// Candidate deadlines, earliest first.
+/// Candidate deadlines, earliest first, one per stream incarnation.
 #[derive(Debug, Default)]
 pub struct ExpiryIndex {
-    entries: Mutex<BTreeSet<(UnixMs, Arc<str>, u64)>>,
+    inner: Mutex<Entries>,
     /// Woken when an entry earlier than every other arrives.
     sooner: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_time: BTreeSet<(UnixMs, u64)>,
+    by_incarnation: HashMap<u64, (UnixMs, Arc<str>)>,
 }
 
 /// The first deadline of a stream with `expiry`, created or last touched at `now`.
@@ -33,28 +40,43 @@ pub fn deadline(expiry: Expiry, now: UnixMs) -> Option<UnixMs> {
 }
 
 impl ExpiryIndex {
-    /// Schedules a check of `(name, incarnation)` at `at`.
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Schedules a check of `(name, incarnation)` at `at`, replacing any earlier schedule.
     pub fn schedule(&self, at: UnixMs, name: &str, incarnation: u64) {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let sooner = entries.first().is_none_or(|(first, _, _)| at < *first);
-        entries.insert((at, Arc::from(name), incarnation));
-        drop(entries);
+        let mut e = self.entries();
+        if let Some((old, _)) = e.by_incarnation.remove(&incarnation) {
+            e.by_time.remove(&(old, incarnation));
+        }
+        let sooner = e.by_time.first().is_none_or(|(first, _)| at < *first);
+        e.by_time.insert((at, incarnation));
+        e.by_incarnation.insert(incarnation, (at, Arc::from(name)));
+        drop(e);
         if sooner {
             self.sooner.notify_one();
+        }
+    }
+
+    /// Forgets a stream that was deleted.
+    pub fn unschedule(&self, incarnation: u64) {
+        let mut e = self.entries();
+        if let Some((at, _)) = e.by_incarnation.remove(&incarnation) {
+            e.by_time.remove(&(at, incarnation));
         }
     }
 
     /// The earliest scheduled check.
     #[must_use]
     pub fn next_due(&self) -> Option<UnixMs> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.first().map(|(at, _, _)| *at)
+        self.entries().by_time.first().map(|(at, _)| *at)
     }
 
     /// Number of scheduled checks.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.entries().by_time.len()
     }
 
     /// Whether nothing is scheduled.
@@ -65,14 +87,16 @@ impl ExpiryIndex {
 
     /// Checks every entry due by `now` against the store; returns how many streams it removed.
     pub fn sweep(&self, store: &dyn Store, now: UnixMs) -> usize {
-        let due: Vec<(UnixMs, Arc<str>, u64)> = {
-            let mut entries =
-                self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let later = entries.split_off(&(now.saturating_add(1), Arc::from(""), 0));
-            std::mem::replace(&mut *entries, later).into_iter().collect()
+        let due: Vec<(u64, Arc<str>)> = {
+            let mut e = self.entries();
+            let later = e.by_time.split_off(&(now.saturating_add(1), 0));
+            let due = std::mem::replace(&mut e.by_time, later);
+            due.into_iter()
+                .filter_map(|(_, inc)| e.by_incarnation.remove(&inc).map(|(_, name)| (inc, name)))
+                .collect()
         };
         let mut removed = 0;
-        for (_, name, incarnation) in due {
+        for (incarnation, name) in due {
             match store.expire(&name, incarnation, now) {
                 ExpiryCheck::Removed => removed += 1,
                 ExpiryCheck::Later(at) => self.schedule(at, &name, incarnation),

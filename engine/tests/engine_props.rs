@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ds_engine::config::MIB;
+use ds_engine::memory::{PRODUCER_OVERHEAD_BYTES, RECORD_INDEX_BYTES, STREAM_OVERHEAD_BYTES};
 use ds_engine::{
     AppendKind, AppendRequest, ContentType, CreateRequest, Created, Engine, EngineConfig, Error,
     Expiry, Limits, ManualClock, Offset, ProducerClaim, ProducerRequest, ReadFrom,
@@ -176,6 +177,24 @@ async fn sliding_ttl_is_renewed_by_reads_and_writes_not_head() {
     assert_eq!(engine.head("t").await.unwrap_err(), Error::NotFound, "HEAD did not renew");
 }
 
+/// §5.1: "a stream with active live readers will not expire". An SSE reader that waits
+/// longer than the TTL for new data keeps the stream alive; once it leaves, the idle clock
+/// runs from the last time the stream was checked while watched.
+#[tokio::test]
+async fn live_readers_keep_a_sliding_ttl_alive() {
+    let (engine, clock) = engine_with(1 << 20, Limits::default());
+    engine.create("l", create("text/plain", Expiry::IdleTtl { secs: 1 }, b"")).await.unwrap();
+    let (_, watch) = engine.subscribe("l").await.unwrap();
+    clock.advance_ms(5000);
+    assert!(engine.head("l").await.is_ok());
+    assert_eq!(engine.sweep_expired(), 0);
+    drop(watch);
+    clock.advance_ms(999);
+    assert!(engine.head("l").await.is_ok(), "idle time counts from the last watched check");
+    clock.advance_ms(1);
+    assert_eq!(engine.sweep_expired(), 1);
+}
+
 #[tokio::test]
 async fn expires_at_is_not_renewed_and_frees_the_name() {
     let (engine, clock) = engine_with(1 << 20, Limits::default());
@@ -189,9 +208,16 @@ async fn expires_at_is_not_renewed_and_frees_the_name() {
     assert!(matches!(again, Ok(Created::New(_))), "an expired name is free again");
 }
 
+/// What the memory store charges for a stream of one name byte holding `records` records.
+fn stream_cost(data_bytes: u64, records: u64) -> u64 {
+    STREAM_OVERHEAD_BYTES + 1 + data_bytes + RECORD_INDEX_BYTES * records
+}
+
 #[tokio::test]
 async fn sweeper_removes_expired_streams_and_frees_memory() {
-    let limits = Limits { max_stream_bytes: MIB, max_memory_bytes: 1000 };
+    // Room for a, b and c, or for b, c and d, but not for all four.
+    let room = stream_cost(600, 1) + 2 * stream_cost(1, 1) + 100;
+    let limits = Limits { max_stream_bytes: MIB, max_memory_bytes: room };
     let (engine, clock) = engine_with(1 << 20, limits);
     engine
         .create("a", create("text/plain", Expiry::IdleTtl { secs: 1 }, &[b'a'; 600]))
@@ -230,7 +256,10 @@ async fn expires_at_in_the_past_is_refused() {
 
 #[tokio::test]
 async fn limits_refuse_whole_appends() {
-    let limits = Limits { max_stream_bytes: 10, max_memory_bytes: 15 };
+    // Room for a (10 bytes in 2 records) and b (5 bytes), and 8 bytes to spare: one more
+    // byte (plus its index entry) does not fit.
+    let room = stream_cost(10, 2) + stream_cost(5, 1) + 8;
+    let limits = Limits { max_stream_bytes: 10, max_memory_bytes: room };
     let (engine, _) = engine_with(1 << 20, limits);
     engine.create("a", create("text/plain", Expiry::Never, b"12345")).await.unwrap();
     let err = engine.append("a", append("text/plain", b"123456")).await.unwrap_err();
@@ -238,11 +267,34 @@ async fn limits_refuse_whole_appends() {
     engine.append("a", append("text/plain", b"12345")).await.unwrap();
     engine.create("b", create("text/plain", Expiry::Never, b"12345")).await.unwrap();
     let err = engine.append("b", append("text/plain", b"1")).await.unwrap_err();
-    assert_eq!(err, Error::MemoryFull { limit_bytes: 15 });
+    assert_eq!(err, Error::MemoryFull { limit_bytes: room });
     let (all, _) = read_all(&engine, "b", ReadFrom::Start).await;
     assert_eq!(all, b"12345", "nothing of a refused append is stored");
     engine.delete("a").await.unwrap();
     engine.append("b", append("text/plain", b"1")).await.unwrap();
+}
+
+/// Regression: producer ids and empty streams used to cost nothing, so a client could grow
+/// memory without bound by inventing them. Both are now charged to the memory limit.
+#[tokio::test]
+async fn producer_ids_and_empty_streams_count_against_memory() {
+    let room = 3 * stream_cost(0, 0) + 2 * (PRODUCER_OVERHEAD_BYTES + 2 + 1 + RECORD_INDEX_BYTES);
+    let limits = Limits { max_stream_bytes: MIB, max_memory_bytes: room };
+    let (engine, _) = engine_with(1 << 20, limits);
+    for name in ["a", "b", "c"] {
+        engine.create(name, create("text/plain", Expiry::Never, b"")).await.unwrap();
+    }
+    let err = engine.create("d", create("text/plain", Expiry::Never, b"")).await.unwrap_err();
+    assert!(matches!(err, Error::MemoryFull { .. }));
+    for (i, id) in ["p0", "p1"].into_iter().enumerate() {
+        let req = with_producer(append("text/plain", b"x"), id, 0, 0);
+        assert!(engine.append("a", req).await.is_ok(), "producer {i}");
+    }
+    let req = with_producer(append("text/plain", b"x"), "p2", 0, 0);
+    assert!(matches!(engine.append("a", req).await, Err(Error::MemoryFull { .. })));
+    engine.delete("b").await.unwrap();
+    let req = with_producer(append("text/plain", b"x"), "p2", 0, 0);
+    assert!(engine.append("a", req).await.is_ok(), "deleting b freed room");
 }
 
 #[tokio::test]
