@@ -47,6 +47,8 @@ pub struct ServerSection {
     pub header_read_timeout_secs: u64,
     /// A request body must arrive within this many seconds.
     pub body_read_timeout_secs: u64,
+    /// A response that makes no write progress for this many seconds is dropped.
+    pub write_timeout_secs: u64,
     /// Most connections served at once.
     pub max_connections: usize,
 }
@@ -81,6 +83,8 @@ pub struct LimitsSection {
     pub max_stream_bytes: u64,
     /// One request body.
     pub max_body_bytes: u64,
+    /// Request bodies held at once across all connections.
+    pub max_pending_body_bytes: u64,
     /// One read response (a larger JSON message is still returned whole).
     pub read_chunk_bytes: u64,
 }
@@ -96,6 +100,7 @@ impl Default for ServerSection {
             sse_keepalive_secs: 15,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
+            write_timeout_secs: 30,
             max_connections: 10_000,
         }
     }
@@ -120,6 +125,7 @@ impl Default for LimitsSection {
             max_memory_bytes: limits.max_memory_bytes,
             max_stream_bytes: limits.max_stream_bytes,
             max_body_bytes: limits.max_stream_bytes,
+            max_pending_body_bytes: 256 * 1024 * 1024,
             read_chunk_bytes: 1024 * 1024,
         }
     }
@@ -237,13 +243,48 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.storage_mode()?;
         self.cache_policy()?;
-        if self.limits.read_chunk_bytes == 0 {
-            return Err(err("limits.read_chunk_bytes must be at least 1"));
+        self.cors_origins()?;
+        let s = &self.server;
+        let day = 86_400;
+        for (name, secs) in [
+            ("server.long_poll_timeout_secs", s.long_poll_timeout_secs),
+            ("server.sse_reconnect_interval_secs", s.sse_reconnect_interval_secs),
+            ("server.sse_keepalive_secs", s.sse_keepalive_secs),
+            ("server.header_read_timeout_secs", s.header_read_timeout_secs),
+            ("server.body_read_timeout_secs", s.body_read_timeout_secs),
+            ("server.write_timeout_secs", s.write_timeout_secs),
+            ("server.long_poll_timeout_ms / 1000", s.long_poll_timeout_ms.unwrap_or(0) / 1000),
+        ] {
+            if secs > day {
+                return Err(err(format!("{name} must be at most {day} (one day)")));
+            }
         }
-        if self.limits.max_body_bytes == 0 {
-            return Err(err("limits.max_body_bytes must be at least 1"));
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            return Err(err("server.max_connections must be from 1 to 1000000"));
+        }
+        let l = &self.limits;
+        let gib = 1u64 << 30;
+        if l.read_chunk_bytes == 0 || l.read_chunk_bytes > gib {
+            return Err(err("limits.read_chunk_bytes must be from 1 to 1 GiB"));
+        }
+        if l.max_body_bytes == 0 || l.max_body_bytes > gib {
+            return Err(err("limits.max_body_bytes must be from 1 to 1 GiB"));
+        }
+        if l.max_pending_body_bytes < l.max_body_bytes || l.max_pending_body_bytes > 1 << 40 {
+            return Err(err(
+                "limits.max_pending_body_bytes must be at least limits.max_body_bytes, at most 1 TiB",
+            ));
         }
         Ok(())
+    }
+
+    fn cors_origins(&self) -> Result<CorsOrigins, ConfigError> {
+        CorsOrigins::parse(&self.http.cors_origins).ok_or_else(|| {
+            err(format!(
+                "http.cors_origins `{}` must be `*` or a comma-separated list of origins",
+                self.http.cors_origins
+            ))
+        })
     }
 
     fn storage_mode(&self) -> Result<StorageMode, ConfigError> {
@@ -290,10 +331,13 @@ impl Config {
             sse_reconnect_interval: (s.sse_reconnect_interval_secs > 0)
                 .then(|| Duration::from_secs(s.sse_reconnect_interval_secs)),
             sse_keepalive_interval: Duration::from_secs(s.sse_keepalive_secs.max(1)),
-            cors_origins: CorsOrigins::parse(&self.http.cors_origins),
+            cors_origins: self.cors_origins().unwrap_or(CorsOrigins::Any),
             cache_control: self.cache_policy().unwrap_or_default(),
             max_body_bytes: usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX),
             body_read_timeout: Duration::from_secs(s.body_read_timeout_secs.max(1)),
+            write_timeout: Duration::from_secs(s.write_timeout_secs.max(1)),
+            max_pending_body_bytes: usize::try_from(self.limits.max_pending_body_bytes)
+                .unwrap_or(usize::MAX),
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs.max(1)),
             max_connections: s.max_connections,
         }
@@ -354,6 +398,12 @@ mod tests {
             ("DS_STORAGE__MODE", "disk"),
             ("DS_HTTP__CACHE_CONTROL", "forever"),
             ("DS_LIMITS__READ_CHUNK_BYTES", "0"),
+            ("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", "18446744073709551615"),
+            ("DS_SERVER__WRITE_TIMEOUT_SECS", "100000"),
+            ("DS_SERVER__MAX_CONNECTIONS", "0"),
+            ("DS_LIMITS__MAX_PENDING_BODY_BYTES", "1"),
+            ("DS_HTTP__CORS_ORIGINS", " , "),
+            ("DS_HTTP__CORS_ORIGINS", "https://ok.example, bad\u{7f}origin"),
         ] {
             assert!(load(Vec::new(), env(&[bad])).is_err(), "{bad:?}");
         }

@@ -1,7 +1,7 @@
 //! # ds-server
 //!
-//! Wires configuration, logging, the engine and the HTTP server together. The binaries
-//! (`ds-server`, `engine-inspect`) are thin `main`s over this library.
+//! Wires configuration, the engine and the HTTP server together. The `ds-server` binary is a
+//! thin `main` over this library (it adds logging and signal handling).
 
 pub mod config;
 

@@ -219,3 +219,81 @@ async fn streams_that_could_never_be_seen_are_not_created() {
     assert_problem(&server.req("PUT", &stream("z"), &past, b"").await, 400);
     assert_eq!(server.req("HEAD", &stream("z"), &[], b"").await.status, 404);
 }
+
+/// A client that stops reading must not hold its connection forever: with one connection
+/// allowed, the next client is served only once the stalled response is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped() {
+    let server = TestServer::with(|c| {
+        c.server.write_timeout_secs = 1;
+        c.server.max_connections = 1;
+        c.limits.max_stream_bytes = 64 << 20;
+        c.limits.max_body_bytes = 16 << 20;
+        c.limits.read_chunk_bytes = 64 << 20;
+    })
+    .await;
+    let mut setup = server.conn().await;
+    setup.request("PUT", &stream("big"), &[TEXT], b"").await.unwrap();
+    let block = vec![b'z'; 16 << 20];
+    for _ in 0..4 {
+        assert_eq!(
+            setup.request("POST", &stream("big"), &[TEXT], &block).await.unwrap().status,
+            204
+        );
+    }
+    drop(setup);
+    let mut stalled = server.conn().await;
+    let get = crate::support::http1::encode_request("GET", &stream("big"), &[], b"");
+    stalled.send_raw(&get).await.unwrap();
+    // 64 MiB is more than the socket buffers hold: the server's writes stall.
+    let started = std::time::Instant::now();
+    let health =
+        tokio::time::timeout(Duration::from_secs(10), server.req("GET", "/healthz", &[], b""))
+            .await
+            .expect("the stalled connection was dropped and its slot reused");
+    assert_eq!(health.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+}
+
+/// Bodies in flight share one budget: a second upload waits for room instead of adding to
+/// memory, and proceeds as soon as the first one is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_flight_share_one_budget() {
+    let server = TestServer::with(|c| {
+        c.limits.max_body_bytes = 1000;
+        c.limits.max_pending_body_bytes = 1000;
+    })
+    .await;
+    server.req("PUT", &stream("b"), &[TEXT], b"").await;
+    let mut first = server.conn().await;
+    first
+        .send_raw(b"POST /v1/stream/b HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = server.addr();
+    let second = tokio::spawn(async move {
+        let mut conn = crate::support::Conn::connect(addr).await.unwrap();
+        conn.request("POST", "/v1/stream/b", &[TEXT], b"second").await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second body waits while the first holds the budget");
+    first.send_raw(&[b'1'; 1000]).await.unwrap();
+    assert_eq!(first.read_response(false).await.unwrap().status, 204);
+    let second = tokio::time::timeout(Duration::from_secs(2), second).await.unwrap().unwrap();
+    assert_eq!(second.status, 204);
+    assert!(read_text(&server, "b").await.ends_with("second"));
+}
+
+/// §5.2: a close-only request must not be refused because of its Content-Type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_only_ignores_a_malformed_content_type() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("c"), &[TEXT], b"x").await;
+    let headers = [("content-type", "nonsense"), ("stream-closed", "true")];
+    let resp = server.req("POST", &stream("c"), &headers, b"").await;
+    assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("stream-closed"), Some("true"));
+    let with_body = server.req("POST", &stream("c"), &[("content-type", "nonsense")], b"x").await;
+    assert_problem(&with_body, 400);
+}

@@ -197,3 +197,17 @@ async fn live_readers_see_every_record_exactly_once() {
     }
     assert_eq!(sse_reader.await.unwrap(), fin.body, "SSE reader saw the stream exactly once");
 }
+
+/// A stream with a reader waiting on it is in use (§5.1): its idle time starts when the
+/// long-poll ends, not when it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_reader_keeps_a_ttl_stream_alive() {
+    let server = TestServer::with(|c| c.server.long_poll_timeout_ms = Some(2500)).await;
+    let created = server.req("PUT", &stream("t"), &[TEXT, ("stream-ttl", "1")], b"").await;
+    let tail = created.header("stream-next-offset").unwrap().to_owned();
+    let path = format!("{}?offset={tail}&live=long-poll", stream("t"));
+    assert_eq!(server.req("GET", &path, &[], b"").await.status, 204);
+    assert_eq!(server.req("HEAD", &stream("t"), &[], b"").await.status, 200, "alive after 2.5 s");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(server.req("HEAD", &stream("t"), &[], b"").await.status, 404, "idle since");
+}

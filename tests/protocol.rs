@@ -101,6 +101,7 @@ async fn cors_origin_list_echoes_only_listed_origins() {
     assert_eq!(ok.header("vary"), Some("Origin"));
     let other = server.req("GET", "/healthz", &[("origin", "https://evil.example")], b"").await;
     assert_eq!(other.header("access-control-allow-origin"), None);
+    assert_eq!(other.header("vary"), Some("Origin"), "caches must key on Origin either way");
     let preflight = server
         .req(
             "OPTIONS",
@@ -144,4 +145,28 @@ async fn keep_alive_connection_serves_many_requests() {
     let expected: String = (0..100u32).map(|i| i.to_string()).collect();
     assert_eq!(all.text(), expected);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_producer_on_a_closed_stream_learns_both() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("f"), &[TEXT], b"").await;
+    let h = |epoch: &'static str| {
+        [TEXT, ("producer-id", "w"), ("producer-epoch", epoch), ("producer-seq", "0")]
+    };
+    assert_eq!(server.req("POST", &stream("f"), &h("1"), b"a").await.status, 200);
+    server.req("POST", &stream("f"), &[("stream-closed", "true")], b"").await;
+    let zombie = server.req("POST", &stream("f"), &h("0"), b"b").await;
+    assert_problem(&zombie, 403);
+    assert_eq!(zombie.header("producer-epoch"), Some("1"));
+    assert_eq!(zombie.header("stream-closed"), Some("true"));
+    assert!(zombie.header("stream-next-offset").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_not_allowed_lists_the_allowed_ones() {
+    let server = TestServer::start().await;
+    let resp = server.req("PATCH", &stream("m"), &[], b"").await;
+    assert_problem(&resp, 405);
+    assert!(resp.header("allow").is_some_and(|a| a.contains("POST")));
 }

@@ -107,6 +107,13 @@ impl Engine {
         if let Created::New(info) = &created {
             if let Some(at) = ttl::deadline(info.expiry, now) {
                 self.expiry.schedule(at, name, info.incarnation);
+                // A delete may have run between the create and the line above, and found
+                // nothing to unschedule: check, so no entry outlives its stream.
+                let alive =
+                    self.store.head(name, now).is_ok_and(|s| s.incarnation == info.incarnation);
+                if !alive {
+                    self.expiry.unschedule(info.incarnation);
+                }
             }
         }
         Ok(created)
@@ -134,6 +141,20 @@ impl Engine {
         self.store.read(name, from, self.config.read_chunk_bytes, self.clock.now_ms())
     }
 
+    /// Like [`Engine::read`], with a smaller chunk if `max_bytes` is below the configured one.
+    ///
+    /// # Errors
+    /// As [`Engine::read`].
+    pub async fn read_at_most(
+        &self,
+        name: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+    ) -> Result<ReadChunk> {
+        let max = max_bytes.min(self.config.read_chunk_bytes);
+        self.store.read(name, from, max, self.clock.now_ms())
+    }
+
     /// Metadata (§5.5). Does not renew a sliding TTL.
     ///
     /// # Errors
@@ -155,6 +176,12 @@ impl Engine {
             close: true,
         };
         self.append(name, req).await
+    }
+
+    /// Renews a sliding TTL because a live read (long-poll, SSE) just ended: the idle time
+    /// of a stream counts from its last reader leaving, not from when that reader arrived.
+    pub fn touch(&self, name: &str) {
+        self.store.touch(name, self.clock.now_ms());
     }
 
     /// Deletes a stream (§5.4); its live readers are woken and see it gone.

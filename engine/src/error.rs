@@ -28,6 +28,9 @@ pub enum Error {
     StaleEpoch {
         /// The epoch on record.
         current: u64,
+        /// Set when the stream is also closed: its final offset. A fenced-off producer learns
+        /// both that it is fenced and that the stream has ended.
+        closed_tail: Option<Offset>,
     },
     /// A producer raised its epoch without starting at sequence 0.
     EpochStartNotZero,
@@ -78,7 +81,7 @@ impl fmt::Display for Error {
             }
             Error::MissingContentType => f.write_str("an append with a body needs a Content-Type"),
             Error::SeqRegression => f.write_str("Stream-Seq must increase"),
-            Error::StaleEpoch { current } => {
+            Error::StaleEpoch { current, .. } => {
                 write!(f, "producer epoch is stale; current epoch is {current}")
             }
             Error::EpochStartNotZero => f.write_str("a new producer epoch must start at seq 0"),

@@ -75,6 +75,17 @@ struct Inner {
     charged: u64,
 }
 
+/// How a record larger than a read's chunk may be cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    /// Never: JSON messages are returned whole.
+    Never,
+    /// Anywhere: opaque bytes.
+    Bytes,
+    /// Only between UTF-8 characters: text.
+    Utf8,
+}
+
 /// The bytes of one stream and its record boundaries.
 #[derive(Debug, Default)]
 struct MemLog {
@@ -126,9 +137,10 @@ impl MemLog {
     }
 
     /// The end of a chunk starting at `from` holding at most `max` bytes, on a record boundary
-    /// where possible. A record larger than `max` is returned whole if `whole_records`, and
-    /// otherwise split at `max`.
-    fn chunk_end(&self, from: u64, max: usize, whole_records: bool) -> u64 {
+    /// where possible. A record larger than `max` is returned whole for [`Split::Never`];
+    /// otherwise it is split at `max`, for [`Split::Utf8`] moved back to the start of a UTF-8
+    /// sequence so that text read in chunks (SSE events) never has a character cut in two.
+    fn chunk_end(&self, from: u64, max: usize, split: Split) -> u64 {
         let tail = self.tail();
         if from >= tail {
             return from;
@@ -138,12 +150,33 @@ impl MemLog {
         let fits = self.record_ends.partition_point(|&e| e <= limit);
         let next_end = self.record_ends.get(first).copied().unwrap_or(tail);
         if fits > first {
-            self.record_ends[fits - 1]
-        } else if whole_records {
-            next_end
-        } else {
-            limit.min(next_end)
+            return self.record_ends[fits - 1];
         }
+        let end = limit.min(next_end);
+        match split {
+            Split::Never => next_end,
+            Split::Bytes => end,
+            Split::Utf8 if end == next_end => end,
+            Split::Utf8 => {
+                let is_continuation = |pos| self.byte_at(pos).is_some_and(|b| b & 0xC0 == 0x80);
+                let mut back = end;
+                while back > from + 1 && end - back < 3 && is_continuation(back) {
+                    back -= 1;
+                }
+                // Not valid UTF-8 here anyway (or a tiny chunk): split where asked.
+                if is_continuation(back) { end } else { back }
+            }
+        }
+    }
+
+    /// The stored byte at `pos` (below the tail).
+    fn byte_at(&self, pos: u64) -> Option<u8> {
+        if pos >= self.active_start {
+            return self.active.get(to_usize(pos - self.active_start)).copied();
+        }
+        let i = self.blocks.partition_point(|(start, b)| start + b.len() as u64 <= pos);
+        let (start, block) = self.blocks.get(i)?;
+        block.get(to_usize(pos - start)).copied()
     }
 
     /// The stored bytes of `from..end`, sharing sealed blocks and copying from the tail block.
@@ -262,39 +295,47 @@ impl MemoryStore {
         };
         let stream = stream.ok_or(Error::NotFound)?;
         if stream.expired(now) {
-            self.remove(name, stream.incarnation);
+            // Decided again under the locks: a write may have renewed the TTL meanwhile.
+            self.remove_if(name, stream.incarnation, |s| s.expired(now));
             return Err(Error::NotFound);
         }
         Ok(stream)
     }
 
-    /// Removes the stream if it is still the given incarnation; true if it did.
-    fn remove(&self, name: &str, incarnation: u64) -> bool {
-        let removed = {
-            let mut map =
-                self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match map.get(name) {
-                Some(s) if s.incarnation == incarnation => map.remove(name),
-                _ => None,
-            }
+    /// Removes the stream if it is still the given incarnation and `condition` holds under its
+    /// lock; true if it did. Deciding under the lock matters for expiry: an append that
+    /// renewed a sliding TTL holds the lock while it does, so it either lands before the
+    /// check (and the stream stays) or after the removal (and is refused, never acknowledged
+    /// and then lost).
+    fn remove_if(
+        &self,
+        name: &str,
+        incarnation: u64,
+        condition: impl Fn(&MemStream) -> bool,
+    ) -> bool {
+        let mut map = self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(stream) = map.get(name).filter(|s| s.incarnation == incarnation).cloned() else {
+            return false;
         };
-        let Some(stream) = removed else { return false };
-        self.retire(&stream);
+        let mut inner = stream.lock();
+        if inner.removed || !condition(&stream) {
+            return false;
+        }
+        map.remove(name);
+        drop(map);
+        self.retire(&stream, &mut inner);
         true
     }
 
     /// Marks a stream that left the map as removed, frees its bytes and wakes its readers.
-    fn retire(&self, stream: &MemStream) {
-        let mut inner = stream.lock();
-        if inner.removed {
-            return;
-        }
+    /// The caller holds the stream's lock and has taken it out of the map.
+    fn retire(&self, stream: &MemStream, inner: &mut Inner) {
+        debug_assert!(!inner.removed);
         inner.removed = true;
         self.used_bytes.fetch_sub(inner.charged, Ordering::Relaxed);
         inner.charged = 0;
         inner.log = MemLog::default();
         inner.writer = WriterState::default();
-        drop(inner);
         stream.signal.publish_gone();
     }
 
@@ -306,17 +347,27 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Takes `bytes` from the memory account, or refuses if that would pass the limit.
+    /// Takes `bytes` from the memory account, or refuses if that would pass the limit. A
+    /// compare-and-swap loop, so concurrent writers near the limit never see a 413 caused
+    /// only by each other's tentative charges.
     fn charge(&self, bytes: u64) -> Result<()> {
-        if bytes == 0 {
-            return Ok(());
+        let limit = self.limits.max_memory_bytes;
+        let mut used = self.used_bytes.load(Ordering::Relaxed);
+        loop {
+            let after = used.saturating_add(bytes);
+            if after > limit {
+                return Err(Error::MemoryFull { limit_bytes: limit });
+            }
+            match self.used_bytes.compare_exchange_weak(
+                used,
+                after,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => used = actual,
+            }
         }
-        let before = self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if before.saturating_add(bytes) > self.limits.max_memory_bytes {
-            self.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(Error::MemoryFull { limit_bytes: self.limits.max_memory_bytes });
-        }
-        Ok(())
     }
 }
 
@@ -330,11 +381,11 @@ impl Store for MemoryStore {
     ) -> Result<Created> {
         let mut map = self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = map.get(name).cloned() {
+            let mut inner = existing.lock();
             if existing.expired(now) {
                 map.remove(name);
-                self.retire(&existing);
+                self.retire(&existing, &mut inner);
             } else {
-                let inner = existing.lock();
                 let same = rules::same_config(
                     &existing.content_type,
                     existing.expiry,
@@ -442,7 +493,14 @@ impl Store for MemoryStore {
         if json && !inner.log.is_record_boundary(start) {
             return Err(Error::OffsetUnknown);
         }
-        let end = inner.log.chunk_end(start, max_bytes, json);
+        let split = if json {
+            Split::Never
+        } else if stream.content_type.is_text() {
+            Split::Utf8
+        } else {
+            Split::Bytes
+        };
+        let end = inner.log.chunk_end(start, max_bytes, split);
         let parts = inner.log.slice(start, end);
         Ok(ReadChunk {
             info: stream.info(&inner),
@@ -464,7 +522,7 @@ impl Store for MemoryStore {
 
     fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
         let stream = self.live(name, now)?;
-        if self.remove(name, stream.incarnation) {
+        if self.remove_if(name, stream.incarnation, |_| true) {
             Ok(stream.incarnation)
         } else {
             Err(Error::NotFound)
@@ -484,21 +542,24 @@ impl Store for MemoryStore {
     fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
         let stream = {
             let map = self.shard(name).read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.get(name).cloned()
+            map.get(name).filter(|s| s.incarnation == incarnation).cloned()
         };
-        match stream {
-            Some(s) if s.incarnation == incarnation => match s.deadline(now) {
-                Some(deadline) if now < deadline => ExpiryCheck::Later(deadline),
-                Some(_) => {
-                    if self.remove(name, incarnation) {
-                        ExpiryCheck::Removed
-                    } else {
-                        ExpiryCheck::Missing
-                    }
-                }
-                None => ExpiryCheck::Missing,
-            },
-            _ => ExpiryCheck::Missing,
+        let Some(stream) = stream else { return ExpiryCheck::Missing };
+        match stream.deadline(now) {
+            None => ExpiryCheck::Missing,
+            Some(deadline) if now < deadline => ExpiryCheck::Later(deadline),
+            Some(_) if self.remove_if(name, incarnation, |s| s.expired(now)) => {
+                ExpiryCheck::Removed
+            }
+            // Renewed in the meantime (or gone): look again later.
+            Some(_) => stream.deadline(now).map_or(ExpiryCheck::Missing, ExpiryCheck::Later),
+        }
+    }
+
+    fn touch(&self, name: &str, now: UnixMs) {
+        let map = self.shard(name).read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(stream) = map.get(name) {
+            stream.touch(now);
         }
     }
 }
@@ -516,7 +577,7 @@ mod tests {
     }
 
     fn read(log: &MemLog, from: u64, max: usize, whole: bool) -> Vec<u8> {
-        let end = log.chunk_end(from, max, whole);
+        let end = log.chunk_end(from, max, if whole { Split::Never } else { Split::Bytes });
         log.slice(from, end).concat()
     }
 
@@ -537,6 +598,32 @@ mod tests {
         assert_eq!(read(&log, 4, 4, false), b"4567");
         assert_eq!(read(&log, 8, 4, false), b"89ab");
         assert_eq!(read(&log, 0, 4, true), b"0123456789");
+    }
+
+    /// Regression: a text record larger than a chunk was cut at a byte count, which could
+    /// split a UTF-8 character between two SSE events (each decoded on its own).
+    #[test]
+    fn text_chunks_never_split_a_character() {
+        let text = "aé€😀b".repeat(50);
+        let mut log = log_with(&[text.as_bytes()]);
+        log.seal();
+        let tail = log.tail();
+        for max in 1..12 {
+            let mut from = 0;
+            let mut out = String::new();
+            while from < tail {
+                let end = log.chunk_end(from, max, Split::Utf8);
+                assert!(end > from, "progress");
+                let piece = log.slice(from, end).concat();
+                if max >= 4 {
+                    out.push_str(std::str::from_utf8(&piece).expect("whole characters"));
+                }
+                from = end;
+            }
+            if max >= 4 {
+                assert_eq!(out, text);
+            }
+        }
     }
 
     #[test]

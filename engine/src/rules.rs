@@ -61,10 +61,11 @@ pub fn plan_append(
             if state.closed_by.as_ref().is_some_and(|(id, c)| *id == p.id && *c == p.claim) {
                 return Ok(Plan::Duplicate { producer: Some(p.claim) });
             }
-            // A fenced-off producer learns it is fenced before it learns of the closure.
+            // A fenced-off producer is told it is fenced (403, as the suite expects) and,
+            // through `closed_tail`, that the stream is closed (§5.2.1 asks for the latter).
             if let Some(s) = state.producers.get(&p.id) {
                 if p.claim.epoch < s.epoch {
-                    return Err(Error::StaleEpoch { current: s.epoch });
+                    return Err(Error::StaleEpoch { current: s.epoch, closed_tail: Some(tail) });
                 }
             }
         }
@@ -92,7 +93,9 @@ pub fn plan_append(
                 let claim = ProducerClaim { epoch: p.claim.epoch, seq: last_seq };
                 return Ok(Plan::Duplicate { producer: Some(claim) });
             }
-            Verdict::StaleEpoch { current } => return Err(Error::StaleEpoch { current }),
+            Verdict::StaleEpoch { current } => {
+                return Err(Error::StaleEpoch { current, closed_tail: None });
+            }
             Verdict::EpochStartNotZero => return Err(Error::EpochStartNotZero),
             Verdict::SeqGap { expected, received } => {
                 return Err(Error::SeqGap { expected, received });
@@ -208,7 +211,8 @@ mod tests {
         let mut state = closed_by("p", 2, 0);
         state.producers.insert("p".into(), ProducerState { epoch: 2, last_seq: 0 });
         let zombie = with_producer(append("x"), "p", 1, 5);
-        assert_eq!(plan(&state, &zombie), Err(Error::StaleEpoch { current: 2 }));
+        let fenced = Error::StaleEpoch { current: 2, closed_tail: Some(Offset::at(7)) };
+        assert_eq!(plan(&state, &zombie), Err(fenced));
     }
 
     #[test]

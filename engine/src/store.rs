@@ -274,4 +274,7 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the stream if it has expired by `now`; `incarnation` guards against removing
     /// a newer stream of the same name.
     fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck;
+
+    /// Renews a sliding TTL as of `now` (a live read just ended); no-op for a missing stream.
+    fn touch(&self, name: &str, now: UnixMs);
 }

@@ -5,7 +5,8 @@
 //! asks the store, which either removes the stream or answers with the real deadline, and the
 //! entry is put back for then. Streams are also expired lazily on access, so the sweeper only
 //! frees memory; it never decides what a client sees. A deleted stream's entry is removed at
-//! once, so the index holds one entry per live stream with an expiry, and no more.
+//! once (and a create that races a delete re-checks), so the index holds at most one entry per
+//! stream with an expiry, plus, briefly, entries of streams deleted during a sweep.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

@@ -14,20 +14,20 @@ pub enum CorsOrigins {
 }
 
 impl CorsOrigins {
-    /// Parses `*` or a comma-separated list of origins.
+    /// Parses `*` or a comma-separated list of origins. `None` if the list is empty or an
+    /// origin is not a valid header value: a typo must not silently open CORS to everyone.
     #[must_use]
-    pub fn parse(value: &str) -> CorsOrigins {
-        let list: Vec<HeaderValue> = value
+    pub fn parse(value: &str) -> Option<CorsOrigins> {
+        if value.trim() == "*" {
+            return Some(CorsOrigins::Any);
+        }
+        let list = value
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .filter_map(|s| HeaderValue::from_str(s).ok())
-            .collect();
-        if list.is_empty() || list.iter().any(|o| o == "*") {
-            CorsOrigins::Any
-        } else {
-            CorsOrigins::List(list)
-        }
+            .map(|s| if s == "*" { None } else { HeaderValue::from_str(s).ok() })
+            .collect::<Option<Vec<HeaderValue>>>()?;
+        (!list.is_empty()).then_some(CorsOrigins::List(list))
     }
 }
 
@@ -87,6 +87,12 @@ pub struct HttpConfig {
     pub cache_control: CachePolicy,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once across all connections (received or being
+    /// received, not yet handled); further bodies wait for room. At least `max_body_bytes`.
+    pub max_pending_body_bytes: usize,
+    /// A response that makes no write progress for this long (a client that stopped
+    /// reading) has its connection closed.
+    pub write_timeout: Duration,
     /// A request body must arrive within this long.
     pub body_read_timeout: Duration,
     /// Request headers must arrive within this long.
@@ -104,6 +110,8 @@ impl Default for HttpConfig {
             cors_origins: CorsOrigins::Any,
             cache_control: CachePolicy::NoStore,
             max_body_bytes: 10 * 1024 * 1024,
+            max_pending_body_bytes: 256 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,

@@ -10,13 +10,16 @@ pub const CURSOR_EPOCH_MS: u64 = 1_728_432_000_000;
 pub const CURSOR_INTERVAL_MS: u64 = 20_000;
 /// Jitter added on a collision: 1 to 3600 seconds.
 const JITTER_SECS_MAX: u64 = 3600;
+/// An echoed cursor further ahead of the current interval than this was not minted by any
+/// server clock and is ignored (a day of intervals: plenty for jitter and clock skew).
+const CURSOR_AHEAD_MAX: u64 = 86_400_000 / CURSOR_INTERVAL_MS;
 
 /// The cursor for a live response at `now_ms`, given the client's `cursor` parameter.
 #[must_use]
 pub fn next(now_ms: u64, client: Option<u64>) -> u64 {
     let current = now_ms.saturating_sub(CURSOR_EPOCH_MS) / CURSOR_INTERVAL_MS;
     match client {
-        Some(c) if c >= current => {
+        Some(c) if c >= current && c - current <= CURSOR_AHEAD_MAX => {
             let jitter_secs = 1 + random() % JITTER_SECS_MAX;
             // At least one whole interval, so the cursor always moves.
             c.saturating_add((jitter_secs * 1000 / CURSOR_INTERVAL_MS).max(1))
@@ -70,6 +73,7 @@ mod tests {
             }
         }
         assert_eq!(next(now, Some(3)), 1000, "an old cursor gets the current interval");
-        assert_eq!(next(now, Some(u64::MAX)), u64::MAX);
+        assert_eq!(next(now, Some(u64::MAX)), 1000, "a forged cursor is ignored");
+        assert!(next(now, Some(1000 + CURSOR_AHEAD_MAX)) > 1000 + CURSOR_AHEAD_MAX);
     }
 }

@@ -95,9 +95,15 @@ impl From<Error> for ApiError {
             }
             Error::MissingContentType => ApiError::bad_request(detail),
             Error::SeqRegression => ApiError::new(StatusCode::CONFLICT, "SEQ_CONFLICT", detail),
-            Error::StaleEpoch { current } => {
-                ApiError::new(StatusCode::FORBIDDEN, "STALE_EPOCH", detail)
-                    .with(headers::PRODUCER_EPOCH, headers::number(current))
+            Error::StaleEpoch { current, closed_tail } => {
+                let e = ApiError::new(StatusCode::FORBIDDEN, "STALE_EPOCH", detail)
+                    .with(headers::PRODUCER_EPOCH, headers::number(current));
+                match closed_tail {
+                    Some(tail) => e
+                        .with(headers::STREAM_CLOSED, headers::TRUE)
+                        .with(headers::STREAM_NEXT_OFFSET, headers::offset(tail)),
+                    None => e,
+                }
             }
             Error::EpochStartNotZero => {
                 ApiError::new(StatusCode::BAD_REQUEST, "INVALID_EPOCH_SEQ", detail)

@@ -17,6 +17,7 @@ pub mod config;
 pub mod cursor;
 pub mod error;
 pub mod headers;
+pub mod io;
 pub mod middleware;
 pub mod name;
 pub mod query;

@@ -72,12 +72,13 @@ fn decorate(resp: &mut Response, allow_origin: Option<HeaderValue>, echo: bool) 
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, NO_STORE);
     }
+    if echo {
+        // The answer depends on the Origin, allowed or not: a shared cache must key on it.
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
     if let Some(origin) = allow_origin {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE);
-        if echo {
-            h.append(header::VARY, HeaderValue::from_static("Origin"));
-        }
     }
 }
 

@@ -10,6 +10,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::io::WriteTimeout;
 use crate::state::AppState;
 
 /// How long in-flight requests get to finish after shutdown begins.
@@ -49,7 +50,8 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
             () = state.shutting_down() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let io = TokioIo::new(WriteTimeout::new(tcp, state.config.write_timeout));
+        let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             // A client that disconnects or times out is not an error worth logging.

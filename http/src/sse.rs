@@ -34,6 +34,9 @@ const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const BASE64: HeaderValue = HeaderValue::from_static("base64");
 const KEEPALIVE: &[u8] = b": keepalive\n\n";
+/// Most stream bytes in one SSE event (a larger JSON message still goes whole). Each reader
+/// formats its own events, so this bounds what one SSE connection holds at a time.
+pub const SSE_EVENT_BYTES_MAX: usize = 64 * 1024;
 
 /// Starts an SSE response. Errors found before the first event (unknown stream, bad offset)
 /// are ordinary error responses.
@@ -42,7 +45,7 @@ const KEEPALIVE: &[u8] = b": keepalive\n\n";
 /// 404, or 400 for an offset the stream does not have.
 pub async fn respond(app: AppState, name: String, q: ReadQuery) -> Result<Response, ApiError> {
     let (info, watch) = app.engine.subscribe(&name).await?;
-    let first = app.engine.read(&name, q.from).await?;
+    let first = app.engine.read_at_most(&name, q.from, SSE_EVENT_BYTES_MAX).await?;
     let binary = !info.content_type.is_text();
     let now = Instant::now();
     let state = SseState {
@@ -93,6 +96,13 @@ struct SseState {
     done: bool,
 }
 
+impl Drop for SseState {
+    /// The reader is leaving: its stream's idle time starts now (§5.1).
+    fn drop(&mut self) {
+        self.app.engine.touch(&self.name);
+    }
+}
+
 enum Wake {
     Tail(ds_engine::Tail),
     KeepAlive,
@@ -107,7 +117,14 @@ impl SseState {
         loop {
             let chunk = match self.pending.take() {
                 Some(chunk) => chunk,
-                None => self.app.engine.read(&self.name, ReadFrom::At(self.next)).await.ok()?,
+                None => {
+                    let from = ReadFrom::At(self.next);
+                    self.app
+                        .engine
+                        .read_at_most(&self.name, from, SSE_EVENT_BYTES_MAX)
+                        .await
+                        .ok()?
+                }
             };
             if chunk.info.incarnation != self.incarnation {
                 return None;
@@ -180,14 +197,14 @@ fn data_event(out: &mut BytesMut, parts: &[Bytes], binary: bool) {
         out.put_slice(encoded.as_bytes());
         out.put_u8(b'\n');
     } else {
-        for line in lines(payload) {
+        for_each_line(payload, |line| {
             out.put_slice(b"data:");
             if line.first() == Some(&b' ') {
                 out.put_u8(b' ');
             }
             out.put_slice(line);
             out.put_u8(b'\n');
-        }
+        });
     }
     out.put_u8(b'\n');
 }
@@ -217,19 +234,18 @@ fn control_event(
     out.put_slice(b"}\n\n");
 }
 
-/// Splits on CRLF, CR and LF; an empty payload is one empty line.
-fn lines(payload: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
+/// Calls `f` for each line, splitting on CRLF, CR and LF; an empty payload is one empty line.
+fn for_each_line<'a>(payload: &'a [u8], mut f: impl FnMut(&'a [u8])) {
     let mut start = 0;
     let mut i = 0;
     while i < payload.len() {
         match payload[i] {
             b'\n' => {
-                out.push(&payload[start..i]);
+                f(&payload[start..i]);
                 start = i + 1;
             }
             b'\r' => {
-                out.push(&payload[start..i]);
+                f(&payload[start..i]);
                 if payload.get(i + 1) == Some(&b'\n') {
                     i += 1;
                 }
@@ -239,8 +255,7 @@ fn lines(payload: &[u8]) -> Vec<&[u8]> {
         }
         i += 1;
     }
-    out.push(&payload[start..]);
-    out
+    f(&payload[start..]);
 }
 
 #[cfg(test)]

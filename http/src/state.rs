@@ -5,15 +5,18 @@ use std::sync::Arc;
 use ds_engine::Engine;
 use tokio::sync::watch;
 
+use crate::body::{BodyLimits, ByteBudget};
 use crate::config::HttpConfig;
 
-/// Shared by all handlers; cloning it clones three pointers.
+/// Shared by all handlers; cloning it clones a few pointers.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The storage engine.
     pub engine: Arc<Engine>,
     /// HTTP settings.
     pub config: Arc<HttpConfig>,
+    /// Body size limit, deadline and the server-wide budget of body bytes in flight.
+    pub body_limits: BodyLimits,
     /// Becomes `true` when the server shuts down, so live reads end cleanly.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -26,7 +29,12 @@ impl AppState {
         config: HttpConfig,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
-        AppState { engine, config: Arc::new(config), shutdown }
+        let body_limits = BodyLimits {
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_read_timeout,
+            budget: Arc::new(ByteBudget::new(config.max_pending_body_bytes)),
+        };
+        AppState { engine, config: Arc::new(config), body_limits, shutdown }
     }
 
     /// Resolves when the server starts shutting down.

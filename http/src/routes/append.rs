@@ -17,15 +17,18 @@ use crate::{body, headers, name, respond};
 pub async fn append(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let name = name::parse(parts.uri.path())?;
-    let content_type = headers::content_type(&parts.headers)?;
+    // §5.2: with an empty body the Content-Type MUST NOT cause a rejection, so its parse
+    // error only counts once the body turns out to hold data.
+    let content_type = headers::content_type(&parts.headers);
     let stream_seq = headers::stream_seq(&parts.headers)?;
     let producer = headers::producer(&parts.headers)?;
     let close = headers::stream_closed(&parts.headers);
-    let cfg = &app.config;
-    let body =
-        body::collect(&parts.headers, body, cfg.max_body_bytes, cfg.body_read_timeout).await?;
-    let req = AppendRequest { content_type, body, stream_seq, producer, close };
+    let body = body::collect(&parts.headers, body, &app.body_limits).await?;
+    let content_type =
+        if body.bytes.is_empty() { content_type.ok().flatten() } else { content_type? };
+    let req = AppendRequest { content_type, body: body.bytes.clone(), stream_seq, producer, close };
     let done = app.engine.append(&name, req).await?;
+    drop(body);
     let status = match (done.producer.is_some(), done.kind) {
         (true, AppendKind::Appended) => StatusCode::OK,
         _ => StatusCode::NO_CONTENT,

@@ -23,11 +23,11 @@ pub async fn create(State(app): State<AppState>, req: Request) -> Result<Respons
         .unwrap_or_else(|| ContentType::new(headers::DEFAULT_CONTENT_TYPE));
     let expiry = headers::expiry(&parts.headers)?;
     let closed = headers::stream_closed(&parts.headers);
-    let cfg = &app.config;
-    let body =
-        body::collect(&parts.headers, body, cfg.max_body_bytes, cfg.body_read_timeout).await?;
-    let req = CreateRequest { content_type, expiry, closed, body };
-    let (status, info) = match app.engine.create(&name, req).await? {
+    let body = body::collect(&parts.headers, body, &app.body_limits).await?;
+    let req = CreateRequest { content_type, expiry, closed, body: body.bytes.clone() };
+    let created = app.engine.create(&name, req).await?;
+    drop(body);
+    let (status, info) = match created {
         Created::New(info) => (StatusCode::CREATED, info),
         Created::Existing(info) => (StatusCode::OK, info),
     };

@@ -25,7 +25,10 @@ pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route; streams live under /v1/stream/")
 }
 
-/// A method the stream URL does not support.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::method_not_allowed()
+/// A method the stream URL does not support; `Allow` lists those it does (RFC 9110 §15.5.6).
+pub async fn method_not_allowed() -> Response {
+    let mut resp = ApiError::method_not_allowed().into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"));
+    resp
 }

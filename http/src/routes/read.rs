@@ -49,9 +49,18 @@ async fn catch_up(
 }
 
 async fn long_poll(app: &AppState, name: &str, q: &ReadQuery) -> Result<Response, ApiError> {
-    // Subscribe before reading, so an append between the two still wakes us.
-    let (_, mut watch) = app.engine.subscribe(name).await?;
-    let first = app.engine.read(name, q.from).await?;
+    let _renew_when_done = TouchOnDrop { app, name };
+    // Subscribe before reading, so an append between the two still wakes us; if the stream
+    // was replaced in between, the watch belongs to the wrong stream: take both again.
+    let mut attempts = 0;
+    let (mut watch, first) = loop {
+        let (info, watch) = app.engine.subscribe(name).await?;
+        let first = app.engine.read(name, q.from).await?;
+        attempts += 1;
+        if first.info.incarnation == info.incarnation || attempts == 3 {
+            break (watch, first);
+        }
+    };
     let cursor = cursor::next(now_ms(), q.cursor);
     if !first.is_empty() {
         return Ok(live_chunk(app, first, cursor));
@@ -76,6 +85,19 @@ async fn long_poll(app: &AppState, name: &str, q: &ReadQuery) -> Result<Response
             }
             Ok(live_chunk(app, chunk, cursor))
         }
+    }
+}
+
+/// Renews the stream's sliding TTL when a long-poll ends, however it ends: a stream with a
+/// reader waiting on it is in use (§5.1), and its idle time starts when the reader leaves.
+struct TouchOnDrop<'a> {
+    app: &'a AppState,
+    name: &'a str,
+}
+
+impl Drop for TouchOnDrop<'_> {
+    fn drop(&mut self) {
+        self.app.engine.touch(self.name);
     }
 }
 
