@@ -168,14 +168,7 @@ impl Engine {
     /// # Errors
     /// As [`Engine::append`].
     pub async fn close(&self, name: &str) -> Result<Appended> {
-        let req = AppendRequest {
-            content_type: None,
-            body: bytes::Bytes::new(),
-            stream_seq: None,
-            producer: None,
-            close: true,
-        };
-        self.append(name, req).await
+        self.append(name, AppendRequest { close: true, ..AppendRequest::default() }).await
     }
 
     /// Renews a sliding TTL because a live read (long-poll, SSE) just ended: the idle time

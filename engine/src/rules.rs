@@ -143,25 +143,17 @@ pub fn same_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ProducerRequest;
 
     fn ct(s: &str) -> ContentType {
         ContentType::new(s)
     }
 
     fn append(body: &str) -> AppendRequest {
-        AppendRequest {
-            content_type: Some(ct("text/plain")),
-            body: Bytes::from(body.to_owned()),
-            stream_seq: None,
-            producer: None,
-            close: false,
-        }
+        AppendRequest::data("text/plain", body.to_owned())
     }
 
-    fn with_producer(mut req: AppendRequest, id: &str, epoch: u64, seq: u64) -> AppendRequest {
-        req.producer = Some(ProducerRequest { id: id.into(), claim: ProducerClaim { epoch, seq } });
-        req
+    fn with_producer(req: AppendRequest, id: &str, epoch: u64, seq: u64) -> AppendRequest {
+        req.with_producer(id, epoch, seq)
     }
 
     fn plan(state: &WriterState, req: &AppendRequest) -> Result<Plan> {

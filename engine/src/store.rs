@@ -104,7 +104,7 @@ pub struct CreateRequest {
 }
 
 /// `POST`: append, optionally closing the stream in the same step.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AppendRequest {
     /// The request's `Content-Type`; required when `body` is not empty.
     pub content_type: Option<ContentType>,
@@ -116,6 +116,26 @@ pub struct AppendRequest {
     pub producer: Option<ProducerRequest>,
     /// `Stream-Closed: true`.
     pub close: bool,
+}
+
+impl AppendRequest {
+    /// A plain append of `body` with `content_type`: no sequence, no producer, no close.
+    #[must_use]
+    pub fn data(content_type: &str, body: impl Into<Bytes>) -> AppendRequest {
+        AppendRequest {
+            content_type: Some(ContentType::new(content_type)),
+            body: body.into(),
+            ..AppendRequest::default()
+        }
+    }
+
+    /// The same request with idempotent-producer headers.
+    #[must_use]
+    pub fn with_producer(mut self, id: &str, epoch: u64, seq: u64) -> AppendRequest {
+        self.producer =
+            Some(ProducerRequest { id: id.into(), claim: ProducerClaim { epoch, seq } });
+        self
+    }
 }
 
 /// A stream's metadata, as `HEAD` reports it.

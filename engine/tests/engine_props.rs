@@ -10,7 +10,7 @@ use ds_engine::config::MIB;
 use ds_engine::memory::{PRODUCER_OVERHEAD_BYTES, RECORD_INDEX_BYTES, STREAM_OVERHEAD_BYTES};
 use ds_engine::{
     AppendKind, AppendRequest, ContentType, CreateRequest, Created, Engine, EngineConfig, Error,
-    Expiry, Limits, ManualClock, Offset, ProducerClaim, ProducerRequest, ReadFrom,
+    Expiry, Limits, ManualClock, Offset, ReadFrom,
 };
 use proptest::prelude::*;
 
@@ -34,18 +34,11 @@ fn create(ct: &str, expiry: Expiry, body: &[u8]) -> CreateRequest {
 }
 
 fn append(ct: &str, body: &[u8]) -> AppendRequest {
-    AppendRequest {
-        content_type: Some(ContentType::new(ct)),
-        body: Bytes::copy_from_slice(body),
-        stream_seq: None,
-        producer: None,
-        close: false,
-    }
+    AppendRequest::data(ct, Bytes::copy_from_slice(body))
 }
 
-fn with_producer(mut req: AppendRequest, id: &str, epoch: u64, seq: u64) -> AppendRequest {
-    req.producer = Some(ProducerRequest { id: id.into(), claim: ProducerClaim { epoch, seq } });
-    req
+fn with_producer(req: AppendRequest, id: &str, epoch: u64, seq: u64) -> AppendRequest {
+    req.with_producer(id, epoch, seq)
 }
 
 /// Reads everything from `from`, chunk by chunk, checking the chunk invariants on the way.

@@ -29,12 +29,18 @@ impl<T> WriteTimeout<T> {
         WriteTimeout { inner, timeout, stalled: None }
     }
 
-    fn on_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+    /// Passes a write's result through: progress disarms the timer, `Pending` arms it (or
+    /// fails once it has run out).
+    fn timed<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
         let timeout = self.timeout;
         let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -58,13 +64,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Pending => this.on_pending(cx).map(Err),
-            ready => {
-                this.stalled = None;
-                ready
-            }
-        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.timed(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -73,13 +74,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.on_pending(cx).map(Err),
-            ready => {
-                this.stalled = None;
-                ready
-            }
-        }
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.timed(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -88,13 +84,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => this.on_pending(cx).map(Err),
-            ready => {
-                this.stalled = None;
-                ready
-            }
-        }
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.timed(cx, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
