@@ -1,0 +1,157 @@
+//! All file I/O of the persistent stores goes through [`Fs`] and [`FsFile`], so that tests can
+//! swap the real file system ([`StdFs`]) for a simulated one ([`sim::SimFs`]) that models what
+//! survives a power cut.
+//!
+//! The contract the stores rely on, and the simulation enforces:
+//! - `write_at` makes bytes visible to later reads at once, durable only after `sync_data`.
+//! - Creating, renaming and removing a file changes the directory at once, durably only after
+//!   `sync_dir` of the directory that holds it.
+//! - An error from `sync_data` means nothing about what reached the disk; the caller must not
+//!   retry it (the engine poisons itself instead).
+
+pub mod sim;
+mod std_fs;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use std_fs::StdFs;
+
+/// How to open a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, read only.
+    Read,
+    /// Existing file, read and write.
+    ReadWrite,
+    /// A new file, read and write; fails if it exists.
+    CreateNew,
+}
+
+/// A directory tree of files.
+pub trait Fs: Send + Sync + 'static {
+    /// Creates `dir` and its parents.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Names of the files directly in `dir`.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+
+    /// Opens a file.
+    ///
+    /// # Errors
+    /// `NotFound`, `AlreadyExists` (for `CreateNew`), and other OS errors.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FsFile>>;
+
+    /// Renames `from` to `to`, replacing `to`.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes a file.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// One open file. Reads and writes are positional, so one handle serves concurrent readers
+/// and the stream's single writer.
+#[expect(clippy::len_without_is_empty, reason = "a file's length is an I/O call, not a size")]
+pub trait FsFile: Send + Sync {
+    /// Reads into `buf` from `pos`; returns how many bytes were read (0 at the end).
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+
+    /// Writes all of `buf` at `pos`.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+
+    /// Current length.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn len(&self) -> io::Result<u64>;
+
+    /// Truncates or extends to `len`.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Makes the file's data durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// As the operating system reports; never retry after an error.
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// Last modification time, in Unix milliseconds.
+    ///
+    /// # Errors
+    /// As the operating system reports.
+    fn modified_ms(&self) -> io::Result<u64>;
+}
+
+/// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
+///
+/// # Errors
+/// `UnexpectedEof` if the file ends first; OS errors.
+pub fn read_exact_at(file: &dyn FsFile, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, pos)? {
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended")),
+            n => {
+                buf = &mut buf[n..];
+                pos += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` durably and atomically: a temporary file, `sync_data`, rename over
+/// `path`, then `sync_dir`. After a crash the path holds either the old or the new content.
+///
+/// # Errors
+/// As the file system reports; the temporary file may be left behind (recovery removes it).
+pub fn write_atomic(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durable: bool,
+) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let _ = fs.remove(&tmp);
+    let file = fs.open(&tmp, OpenMode::CreateNew)?;
+    file.write_all_at(bytes, 0)?;
+    if durable {
+        file.sync_data()?;
+    }
+    drop(file);
+    fs.rename(&tmp, &dir.join(name))?;
+    if durable {
+        fs.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Suffix of temporary files; recovery removes any it finds.
+pub const TMP_SUFFIX: &str = ".tmp";
