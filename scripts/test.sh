@@ -26,7 +26,9 @@ else
   cargo test --workspace --locked
 fi
 
-step "official conformance suite, memory mode"
-scripts/conformance.sh memory
+for mode in memory file-fast file-durable; do
+  step "official conformance suite, $mode mode"
+  scripts/conformance.sh "$mode"
+done
 
 printf '\n==> all green in %ss\n' "$(( $(date +%s) - started ))"

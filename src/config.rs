@@ -71,6 +71,8 @@ pub struct StorageSection {
     pub mode: String,
     /// Root of the persistent backends.
     pub data_dir: PathBuf,
+    /// Most log files held open at once (file modes).
+    pub max_open_files: usize,
 }
 
 /// `[limits]`: sizes, in bytes.
@@ -114,7 +116,11 @@ impl Default for HttpSection {
 
 impl Default for StorageSection {
     fn default() -> StorageSection {
-        StorageSection { mode: "memory".into(), data_dir: PathBuf::from("./data/streams") }
+        StorageSection {
+            mode: "memory".into(),
+            data_dir: PathBuf::from("./data/streams"),
+            max_open_files: 1024,
+        }
     }
 }
 
@@ -259,6 +265,9 @@ impl Config {
                 return Err(err(format!("{name} must be at most {day} (one day)")));
             }
         }
+        if !(1..=1_000_000).contains(&self.storage.max_open_files) {
+            return Err(err("storage.max_open_files must be from 1 to 1000000"));
+        }
         if !(1..=1_000_000).contains(&s.max_connections) {
             return Err(err("server.max_connections must be from 1 to 1000000"));
         }
@@ -316,6 +325,7 @@ impl Config {
                 max_memory_bytes: self.limits.max_memory_bytes,
             },
             read_chunk_bytes: usize::try_from(self.limits.read_chunk_bytes).unwrap_or(usize::MAX),
+            max_open_files: self.storage.max_open_files,
         }
     }
 

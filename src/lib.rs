@@ -23,6 +23,8 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    engine: Arc<Engine>,
+    engine_failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl RunningServer {
@@ -47,14 +49,19 @@ impl RunningServer {
         self.wait().await
     }
 
-    /// Waits until the server has shut down (after [`RunningServer::shutdown_handle`]).
+    /// Waits until the server has shut down (after [`RunningServer::shutdown_handle`]), then
+    /// checkpoints and syncs the persistent stores and releases the data directory.
     ///
     /// # Errors
-    /// If the server task failed.
+    /// If the server task failed, recovery failed, or the final sync did.
     pub async fn wait(self) -> std::io::Result<()> {
-        let result = self.serve.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let served = self.serve.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         self.sweeper.abort();
-        result
+        let stopped = self.engine.shutdown().await.map_err(std::io::Error::other);
+        if let Some(why) = self.engine_failed.lock().ok().and_then(|mut f| f.take()) {
+            return Err(std::io::Error::other(format!("recovery failed: {why}")));
+        }
+        served.and(stopped)
     }
 }
 
@@ -68,8 +75,22 @@ pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error:
     let addr = listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let state = AppState::new(engine.clone(), config.http(), rx);
-    let sweeper = tokio::spawn(engine.run_sweeper());
+    let sweeper = tokio::spawn(engine.clone().run_sweeper());
     let serve = tokio::spawn(ds_http::server::serve(listener, state));
     tracing::info!(%addr, mode = config.storage.mode, "ds-server listening");
-    Ok(RunningServer { addr, shutdown: tx, serve, sweeper })
+    // Recovery runs in the background (/readyz says when it is done); if it fails, the
+    // server stops rather than answer 503 forever.
+    let engine_failed = Arc::new(std::sync::Mutex::new(None));
+    {
+        let (engine, failed, tx) = (engine.clone(), engine_failed.clone(), tx.clone());
+        tokio::spawn(async move {
+            if let Err(why) = engine.ready().await {
+                if let Ok(mut f) = failed.lock() {
+                    *f = Some(why);
+                }
+                let _ = tx.send(true);
+            }
+        });
+    }
+    Ok(RunningServer { addr, shutdown: tx, serve, sweeper, engine, engine_failed })
 }

@@ -68,6 +68,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Most bytes one read returns (a JSON message larger than this is returned whole).
     pub read_chunk_bytes: usize,
+    /// Most log files the persistent modes keep open at once.
+    pub max_open_files: usize,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +79,7 @@ impl Default for EngineConfig {
             data_dir: std::path::PathBuf::from("./data/streams"),
             limits: Limits::default(),
             read_chunk_bytes: 1024 * 1024,
+            max_open_files: 1024,
         }
     }
 }

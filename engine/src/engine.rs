@@ -1,20 +1,27 @@
 //! The [`Engine`] façade: the one entry point of the HTTP layer. It turns request bodies into
 //! payloads (JSON validation and flattening), reads the clock, calls the store once per
-//! operation, and keeps the expiry index in step with creations.
+//! operation, and keeps the expiry index in step with creations and deletions.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{EngineConfig, StorageMode};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::fs::{Fs, StdFs};
 use crate::json::{self, JsonUse};
+use crate::log::recovery::{self, Expiring, Report};
+use crate::log::{Durability, FileStore};
 use crate::memory::MemoryStore;
 use crate::notify::TailWatch;
 use crate::offset::ReadFrom;
 use crate::payload::Payload;
 use crate::store::{
-    AppendRequest, Appended, CreateRequest, Created, Expiry, ReadChunk, Store, StreamInfo,
+    AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ReadChunk, Store,
+    StreamInfo,
 };
 use crate::ttl::{self, ExpiryIndex};
 
@@ -26,26 +33,65 @@ const SWEEP_IDLE_MAX: Duration = Duration::from_secs(60);
 pub enum OpenError {
     /// The storage mode is not available in this build.
     ModeUnavailable(StorageMode),
+    /// The data directory cannot be created or locked.
+    DataDir(String),
+    /// Another process holds the data directory's lock.
+    Locked(String),
 }
 
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenError::ModeUnavailable(mode) => {
-                write!(f, "storage mode `{}` is not available yet; use `memory`", mode.as_str())
+                write!(f, "storage mode `{}` is not available yet", mode.as_str())
             }
+            OpenError::DataDir(why) => write!(f, "data directory: {why}"),
+            OpenError::Locked(dir) => write!(
+                f,
+                "data directory {dir} is in use by another ds-server (its LOCK file is held); \
+                 stop that server or choose another DS_STORAGE__DATA_DIR"
+            ),
         }
     }
 }
 
+/// The lock file that keeps a second server off a data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
 impl std::error::Error for OpenError {}
+
+/// The backends, dispatched statically.
+enum Backend {
+    Memory(MemoryStore),
+    File(FileStore),
+}
+
+/// Runs `$body` with `$store` bound to whichever backend is open.
+macro_rules! with_store {
+    ($backend:expr, $store:ident => $body:expr) => {
+        match $backend {
+            Backend::Memory($store) => $body,
+            Backend::File($store) => $body,
+        }
+    };
+}
+
+/// Set once the backend is open (at once in memory mode, after recovery otherwise).
+#[derive(Default)]
+struct Readiness {
+    backend: OnceLock<Backend>,
+    failed: OnceLock<String>,
+    changed: Notify,
+}
 
 /// The storage engine.
 pub struct Engine {
-    store: Arc<dyn Store>,
+    ready: Arc<Readiness>,
     clock: Arc<dyn Clock>,
-    expiry: ExpiryIndex,
+    expiry: Arc<ExpiryIndex>,
     config: EngineConfig,
+    /// Held while the engine lives: the data directory's exclusive lock.
+    _lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -63,7 +109,8 @@ impl Engine {
         Engine::open_with_clock(config, Arc::new(SystemClock))
     }
 
-    /// Opens the engine with an injected clock (tests use [`crate::ManualClock`]).
+    /// Opens the engine with an injected clock (tests use [`crate::ManualClock`]) on the real
+    /// file system.
     ///
     /// # Errors
     /// As [`Engine::open`].
@@ -71,15 +118,121 @@ impl Engine {
         config: EngineConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, OpenError> {
-        let store: Arc<dyn Store> = match config.mode {
+        let lock = match config.mode {
+            StorageMode::Memory => None,
+            _ => Some(lock_data_dir(&config.data_dir)?),
+        };
+        let mut engine = Engine::open_on(config, clock, Arc::new(StdFs))?;
+        engine._lock = lock;
+        Ok(engine)
+    }
+
+    /// Opens the engine on any [`Fs`] (tests use [`crate::fs::sim::SimFs`]); the caller is
+    /// responsible for exclusive use of the directory. In the persistent modes recovery runs
+    /// on a blocking thread when a Tokio runtime is present (see [`Engine::ready`]), inline
+    /// otherwise.
+    ///
+    /// # Errors
+    /// As [`Engine::open`].
+    pub fn open_on(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        fs: Arc<dyn Fs>,
+    ) -> Result<Engine, OpenError> {
+        let engine = Engine {
+            ready: Arc::new(Readiness::default()),
+            clock,
+            expiry: Arc::new(ExpiryIndex::default()),
+            config,
+            _lock: None,
+        };
+        let durability = match engine.config.mode {
             StorageMode::Memory => {
                 // Incarnations start from the clock, so a restarted memory server never
                 // reuses an ETag a client may hold from before.
-                Arc::new(MemoryStore::new(config.limits, clock.now_ms().saturating_mul(1024)))
+                let seed = engine.clock.now_ms().saturating_mul(1024);
+                let store = MemoryStore::new(engine.config.limits, seed);
+                let _ = engine.ready.backend.set(Backend::Memory(store));
+                return Ok(engine);
             }
+            StorageMode::FileFast => Durability::ProcessCrash,
+            StorageMode::FileDurable => Durability::PowerLoss,
             other => return Err(OpenError::ModeUnavailable(other)),
         };
-        Ok(Engine { store, clock, expiry: ExpiryIndex::default(), config })
+        let recover = {
+            let (ready, expiry, config) =
+                (engine.ready.clone(), engine.expiry.clone(), engine.config.clone());
+            let now = engine.clock.now_ms();
+            move || {
+                let opened = recovery::open(
+                    fs,
+                    &config.data_dir,
+                    durability,
+                    config.limits,
+                    config.max_open_files,
+                    now,
+                );
+                match opened {
+                    Ok((store, expiring, report)) => {
+                        log_report(&config.data_dir, &report);
+                        schedule_recovered(&expiry, &expiring);
+                        let _ = ready.backend.set(Backend::File(store));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, dir = %config.data_dir.display(), "recovery failed");
+                        let _ = ready.failed.set(e.to_string());
+                    }
+                }
+                ready.changed.notify_waiters();
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(recover)),
+            Err(_) => recover(),
+        }
+        Ok(engine)
+    }
+
+    /// Waits until the engine can serve: at once in memory mode, after recovery otherwise.
+    ///
+    /// # Errors
+    /// Recovery failed (the message says why; the engine will never serve).
+    pub async fn ready(&self) -> std::result::Result<(), String> {
+        loop {
+            let changed = self.ready.changed.notified();
+            if self.ready.backend.get().is_some() {
+                return Ok(());
+            }
+            if let Some(why) = self.ready.failed.get() {
+                return Err(why.clone());
+            }
+            changed.await;
+        }
+    }
+
+    /// Whether the engine can serve (for `/readyz`).
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.ready.backend.get().is_some()
+    }
+
+    fn backend(&self) -> Result<&Backend> {
+        self.ready
+            .backend
+            .get()
+            .ok_or(Error::Unavailable("the server is still recovering its data"))
+    }
+
+    /// Stops cleanly: in the persistent modes, checkpoints every stream and syncs, so the
+    /// next start reads no log. Call after the last request.
+    ///
+    /// # Errors
+    /// A storage error while doing so (the data is safe either way: recovery redoes it).
+    pub async fn shutdown(&self) -> Result<()> {
+        match self.ready.backend.get() {
+            Some(Backend::File(store)) => store.shutdown().await,
+            _ => Ok(()),
+        }
     }
 
     /// The configuration the engine was opened with.
@@ -91,8 +244,7 @@ impl Engine {
     /// Creates a stream, or confirms an identical one (§5.1).
     ///
     /// # Errors
-    /// [`crate::Error::ConfigMismatch`], [`crate::Error::ExpiryInPast`], invalid JSON, size
-    /// limits.
+    /// [`Error::ConfigMismatch`], [`Error::ExpiryInPast`], invalid JSON, size limits.
     pub async fn create(&self, name: &str, req: CreateRequest) -> Result<Created> {
         let payload = if req.content_type.is_json() && !req.body.is_empty() {
             json::split_messages(&req.body, JsonUse::Create)?
@@ -101,16 +253,16 @@ impl Engine {
         };
         let now = self.clock.now_ms();
         if matches!(req.expiry, Expiry::At { unix_ms } if unix_ms <= now) {
-            return Err(crate::Error::ExpiryInPast);
+            return Err(Error::ExpiryInPast);
         }
-        let created = self.store.create(name, &req, payload, now)?;
+        let created = with_store!(self.backend()?, s => s.create(name, &req, payload, now).await)?;
         if let Created::New(info) = &created {
             if let Some(at) = ttl::deadline(info.expiry, now) {
                 self.expiry.schedule(at, name, info.incarnation);
                 // A delete may have run between the create and the line above, and found
                 // nothing to unschedule: check, so no entry outlives its stream.
-                let alive =
-                    self.store.head(name, now).is_ok_and(|s| s.incarnation == info.incarnation);
+                let alive = with_store!(self.backend()?, s => s.head(name, now))
+                    .is_ok_and(|s| s.incarnation == info.incarnation);
                 if !alive {
                     self.expiry.unschedule(info.incarnation);
                 }
@@ -119,10 +271,11 @@ impl Engine {
         Ok(created)
     }
 
-    /// Appends, closes, or both (§5.2, §5.3).
+    /// Appends, closes, or both (§5.2, §5.3); resolves once the append is as durable as the
+    /// storage mode promises.
     ///
     /// # Errors
-    /// Every append refusal in [`crate::Error`].
+    /// Every append refusal in [`Error`].
     pub async fn append(&self, name: &str, req: AppendRequest) -> Result<Appended> {
         let json_body = req.content_type.as_ref().is_some_and(|ct| ct.is_json());
         let payload = if json_body && !req.body.is_empty() {
@@ -130,15 +283,16 @@ impl Engine {
         } else {
             Ok(Payload::opaque(req.body.clone()))
         };
-        self.store.append(name, &req, payload, self.clock.now_ms())
+        let now = self.clock.now_ms();
+        with_store!(self.backend()?, s => s.append(name, &req, payload, now).await)
     }
 
     /// Reads one chunk of at most the configured size (§5.6). Renews a sliding TTL.
     ///
     /// # Errors
-    /// [`crate::Error::NotFound`] and offset errors.
+    /// [`Error::NotFound`] and offset errors.
     pub async fn read(&self, name: &str, from: ReadFrom) -> Result<ReadChunk> {
-        self.store.read(name, from, self.config.read_chunk_bytes, self.clock.now_ms())
+        self.read_at_most(name, from, usize::MAX).await
     }
 
     /// Like [`Engine::read`], with a smaller chunk if `max_bytes` is below the configured one.
@@ -152,15 +306,16 @@ impl Engine {
         max_bytes: usize,
     ) -> Result<ReadChunk> {
         let max = max_bytes.min(self.config.read_chunk_bytes);
-        self.store.read(name, from, max, self.clock.now_ms())
+        let now = self.clock.now_ms();
+        with_store!(self.backend()?, s => s.read(name, from, max, now).await)
     }
 
     /// Metadata (§5.5). Does not renew a sliding TTL.
     ///
     /// # Errors
-    /// [`crate::Error::NotFound`].
+    /// [`Error::NotFound`].
     pub async fn head(&self, name: &str) -> Result<StreamInfo> {
-        self.store.head(name, self.clock.now_ms())
+        with_store!(self.backend()?, s => s.head(name, self.clock.now_ms()))
     }
 
     /// Closes without appending (§5.3): an append with no body and `Stream-Closed: true`.
@@ -174,15 +329,18 @@ impl Engine {
     /// Renews a sliding TTL because a live read (long-poll, SSE) just ended: the idle time
     /// of a stream counts from its last reader leaving, not from when that reader arrived.
     pub fn touch(&self, name: &str) {
-        self.store.touch(name, self.clock.now_ms());
+        if let Ok(backend) = self.backend() {
+            with_store!(backend, s => s.touch(name, self.clock.now_ms()));
+        }
     }
 
     /// Deletes a stream (§5.4); its live readers are woken and see it gone.
     ///
     /// # Errors
-    /// [`crate::Error::NotFound`].
+    /// [`Error::NotFound`].
     pub async fn delete(&self, name: &str) -> Result<()> {
-        let incarnation = self.store.delete(name, self.clock.now_ms())?;
+        let now = self.clock.now_ms();
+        let incarnation = with_store!(self.backend()?, s => s.delete(name, now).await)?;
         self.expiry.unschedule(incarnation);
         Ok(())
     }
@@ -190,15 +348,26 @@ impl Engine {
     /// Watches a stream's tail, for long-poll and SSE.
     ///
     /// # Errors
-    /// [`crate::Error::NotFound`].
+    /// [`Error::NotFound`].
     pub async fn subscribe(&self, name: &str) -> Result<(StreamInfo, TailWatch)> {
-        self.store.subscribe(name, self.clock.now_ms())
+        with_store!(self.backend()?, s => s.subscribe(name, self.clock.now_ms()))
     }
 
     /// Removes every stream whose expiry is due; returns how many. The sweeper task calls
     /// this; tests call it directly with a manual clock.
-    pub fn sweep_expired(&self) -> usize {
-        self.expiry.sweep(self.store.as_ref(), self.clock.now_ms())
+    pub async fn sweep_expired(&self) -> usize {
+        let Ok(backend) = self.backend() else { return 0 };
+        let now = self.clock.now_ms();
+        let mut removed = 0;
+        for (incarnation, name) in self.expiry.take_due(now) {
+            let check = with_store!(backend, s => s.expire(&name, incarnation, now).await);
+            match check {
+                ExpiryCheck::Removed => removed += 1,
+                ExpiryCheck::Later(at) => self.expiry.schedule(at, &name, incarnation),
+                ExpiryCheck::Missing => {}
+            }
+        }
+        removed
     }
 
     /// Number of scheduled expiry checks (for tests and metrics).
@@ -211,7 +380,7 @@ impl Engine {
     /// earliest deadline, or until a sooner one is scheduled.
     pub async fn run_sweeper(self: Arc<Self>) {
         loop {
-            self.sweep_expired();
+            self.sweep_expired().await;
             let now = self.clock.now_ms();
             let sleep = self
                 .expiry
@@ -224,4 +393,41 @@ impl Engine {
             }
         }
     }
+}
+
+/// Creates the data directory and takes its exclusive lock.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
+    use fs2::FileExt;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| OpenError::DataDir(format!("{}: {e}", dir.display())))?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| OpenError::DataDir(format!("{}: {e}", path.display())))?;
+    file.try_lock_exclusive().map_err(|_| OpenError::Locked(dir.display().to_string()))?;
+    Ok(file)
+}
+
+fn schedule_recovered(expiry: &ExpiryIndex, expiring: &[Expiring]) {
+    for e in expiring {
+        if let Some(at) = ttl::deadline(e.expiry, e.last_access_ms) {
+            expiry.schedule(at, &e.name, e.incarnation);
+        }
+    }
+}
+
+fn log_report(dir: &Path, report: &Report) {
+    tracing::info!(
+        dir = %dir.display(),
+        streams = report.streams,
+        records_scanned = report.records_scanned,
+        torn_tails_cut = report.torn.len(),
+        damaged = report.damaged.len(),
+        skipped = report.skipped.len(),
+        leftovers_removed = report.removed.len(),
+        "recovered data directory"
+    );
 }

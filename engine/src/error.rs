@@ -63,6 +63,10 @@ pub enum Error {
     OffsetBeyondTail,
     /// The read offset names no position of this stream (inside a JSON message, say).
     OffsetUnknown,
+    /// The engine cannot take writes now: still recovering, or stopped after a failed sync.
+    Unavailable(&'static str),
+    /// The storage failed or holds damaged data; the message is for the server log.
+    Storage(String),
 }
 
 /// Shorthand for engine results.
@@ -100,6 +104,8 @@ impl fmt::Display for Error {
             Error::ExpiryInPast => f.write_str("Stream-Expires-At is in the past"),
             Error::OffsetBeyondTail => f.write_str("offset is beyond the stream's tail"),
             Error::OffsetUnknown => f.write_str("offset does not name a position in this stream"),
+            Error::Unavailable(why) => f.write_str(why),
+            Error::Storage(why) => write!(f, "storage failure: {why}"),
         }
     }
 }

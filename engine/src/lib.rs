@@ -33,6 +33,7 @@
 //! - [`ttl`]: the expiry index and sweeper.
 //! - [`clock`], [`config`], [`error`], [`payload`].
 
+pub mod chunk;
 pub mod clock;
 pub mod config;
 pub mod engine;

@@ -371,8 +371,9 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn create(
+/// The operations, synchronous: nothing here waits for I/O.
+impl MemoryStore {
+    pub(crate) fn create_now(
         &self,
         name: &str,
         req: &CreateRequest,
@@ -419,7 +420,7 @@ impl Store for MemoryStore {
         Ok(Created::New(info))
     }
 
-    fn append(
+    pub(crate) fn append_now(
         &self,
         name: &str,
         req: &AppendRequest,
@@ -468,7 +469,13 @@ impl Store for MemoryStore {
         })
     }
 
-    fn read(&self, name: &str, from: ReadFrom, max_bytes: usize, now: UnixMs) -> Result<ReadChunk> {
+    pub(crate) fn read_now(
+        &self,
+        name: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+        now: UnixMs,
+    ) -> Result<ReadChunk> {
         let stream = self.live(name, now)?;
         stream.touch(now);
         let inner = stream.lock();
@@ -511,7 +518,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
+    pub(crate) fn head_now(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
         let stream = self.live(name, now)?;
         let inner = stream.lock();
         if inner.removed {
@@ -520,7 +527,7 @@ impl Store for MemoryStore {
         Ok(stream.info(&inner))
     }
 
-    fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
+    pub(crate) fn delete_now(&self, name: &str, now: UnixMs) -> Result<u64> {
         let stream = self.live(name, now)?;
         if self.remove_if(name, stream.incarnation, |_| true) {
             Ok(stream.incarnation)
@@ -529,7 +536,7 @@ impl Store for MemoryStore {
         }
     }
 
-    fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
+    pub(crate) fn subscribe_now(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
         let stream = self.live(name, now)?;
         let inner = stream.lock();
         let watch = stream.signal.subscribe();
@@ -539,7 +546,7 @@ impl Store for MemoryStore {
         Ok((stream.info(&inner), watch))
     }
 
-    fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
+    pub(crate) fn expire_now(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
         let stream = {
             let map = self.shard(name).read().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.get(name).filter(|s| s.incarnation == incarnation).cloned()
@@ -556,11 +563,68 @@ impl Store for MemoryStore {
         }
     }
 
-    fn touch(&self, name: &str, now: UnixMs) {
+    pub(crate) fn touch_now(&self, name: &str, now: UnixMs) {
         let map = self.shard(name).read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(stream) = map.get(name) {
             stream.touch(now);
         }
+    }
+}
+
+impl Store for MemoryStore {
+    fn create(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<Created>> + Send {
+        std::future::ready(self.create_now(name, req, payload, now))
+    }
+
+    fn append(
+        &self,
+        name: &str,
+        req: &AppendRequest,
+        payload: Result<Payload>,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<Appended>> + Send {
+        std::future::ready(self.append_now(name, req, payload, now))
+    }
+
+    fn read(
+        &self,
+        name: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<ReadChunk>> + Send {
+        std::future::ready(self.read_now(name, from, max_bytes, now))
+    }
+
+    fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
+        self.head_now(name, now)
+    }
+
+    fn delete(&self, name: &str, now: UnixMs) -> impl Future<Output = Result<u64>> + Send {
+        std::future::ready(self.delete_now(name, now))
+    }
+
+    fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
+        self.subscribe_now(name, now)
+    }
+
+    fn expire(
+        &self,
+        name: &str,
+        incarnation: u64,
+        now: UnixMs,
+    ) -> impl Future<Output = ExpiryCheck> + Send {
+        std::future::ready(self.expire_now(name, incarnation, now))
+    }
+
+    fn touch(&self, name: &str, now: UnixMs) {
+        self.touch_now(name, now);
     }
 }
 

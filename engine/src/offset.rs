@@ -44,6 +44,13 @@ impl Offset {
         Offset { pos, sub: 0 }
     }
 
+    /// A position inside the record that starts at `pos`: `sub` bytes into it, or for a JSON
+    /// stream's record `sub` messages into it.
+    #[must_use]
+    pub const fn with_sub(pos: u64, sub: u32) -> Offset {
+        Offset { pos, sub }
+    }
+
     /// The position field.
     #[must_use]
     pub const fn pos(self) -> u64 {

@@ -238,23 +238,26 @@ pub enum ExpiryCheck {
     Missing,
 }
 
-/// A storage backend. Implementations are `memory` today; `file-*` and `acid` fit the same
-/// calls. `now` is passed in so that the engine's clock is the only source of time.
+/// A storage backend: `memory` and the file log today, `acid` later. Operations that may
+/// wait for I/O return futures; `head`, `subscribe` and `touch` only read or bump state every
+/// store keeps in memory. `now` is passed in so that the engine's clock is the only source of
+/// time.
 pub trait Store: Send + Sync + 'static {
     /// Creates a stream, or confirms an identical one.
     ///
     /// # Errors
-    /// [`crate::Error::ConfigMismatch`], payload and limit errors.
+    /// [`crate::Error::ConfigMismatch`], payload and limit errors, storage errors.
     fn create(
         &self,
         name: &str,
         req: &CreateRequest,
         payload: Payload,
         now: UnixMs,
-    ) -> Result<Created>;
+    ) -> impl Future<Output = Result<Created>> + Send;
 
     /// Appends (and/or closes). `payload` is the parsed body, or the reason it is invalid, so
-    /// that the store can report errors in the protocol's order of precedence.
+    /// that the store can report errors in the protocol's order of precedence. Resolves once
+    /// the append is as durable as the store promises.
     ///
     /// # Errors
     /// Every append refusal in [`crate::Error`].
@@ -264,14 +267,20 @@ pub trait Store: Send + Sync + 'static {
         req: &AppendRequest,
         payload: Result<Payload>,
         now: UnixMs,
-    ) -> Result<Appended>;
+    ) -> impl Future<Output = Result<Appended>> + Send;
 
     /// Reads at most `max_bytes` from `from` (always at least one whole JSON message).
     ///
     /// # Errors
     /// [`crate::Error::NotFound`], [`crate::Error::OffsetBeyondTail`],
-    /// [`crate::Error::OffsetUnknown`].
-    fn read(&self, name: &str, from: ReadFrom, max_bytes: usize, now: UnixMs) -> Result<ReadChunk>;
+    /// [`crate::Error::OffsetUnknown`], storage errors.
+    fn read(
+        &self,
+        name: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<ReadChunk>> + Send;
 
     /// Metadata, without renewing a sliding TTL.
     ///
@@ -282,8 +291,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a stream and wakes its live readers; returns the deleted incarnation.
     ///
     /// # Errors
-    /// [`crate::Error::NotFound`].
-    fn delete(&self, name: &str, now: UnixMs) -> Result<u64>;
+    /// [`crate::Error::NotFound`], storage errors.
+    fn delete(&self, name: &str, now: UnixMs) -> impl Future<Output = Result<u64>> + Send;
 
     /// Watches the stream's tail, for live reads.
     ///
@@ -293,7 +302,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the stream if it has expired by `now`; `incarnation` guards against removing
     /// a newer stream of the same name.
-    fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck;
+    fn expire(
+        &self,
+        name: &str,
+        incarnation: u64,
+        now: UnixMs,
+    ) -> impl Future<Output = ExpiryCheck> + Send;
 
     /// Renews a sliding TTL as of `now` (a live read just ended); no-op for a missing stream.
     fn touch(&self, name: &str, now: UnixMs);

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::clock::UnixMs;
-use crate::store::{Expiry, ExpiryCheck, Store};
+use crate::store::Expiry;
 
 /// Candidate deadlines, earliest first, one per stream incarnation.
 #[derive(Debug, Default)]
@@ -86,25 +86,15 @@ impl ExpiryIndex {
         self.len() == 0
     }
 
-    /// Checks every entry due by `now` against the store; returns how many streams it removed.
-    pub fn sweep(&self, store: &dyn Store, now: UnixMs) -> usize {
-        let due: Vec<(u64, Arc<str>)> = {
-            let mut e = self.entries();
-            let later = e.by_time.split_off(&(now.saturating_add(1), 0));
-            let due = std::mem::replace(&mut e.by_time, later);
-            due.into_iter()
-                .filter_map(|(_, inc)| e.by_incarnation.remove(&inc).map(|(_, name)| (inc, name)))
-                .collect()
-        };
-        let mut removed = 0;
-        for (incarnation, name) in due {
-            match store.expire(&name, incarnation, now) {
-                ExpiryCheck::Removed => removed += 1,
-                ExpiryCheck::Later(at) => self.schedule(at, &name, incarnation),
-                ExpiryCheck::Missing => {}
-            }
-        }
-        removed
+    /// Takes every entry due by `now` out of the index. The caller asks the store about each
+    /// and reschedules those that are not yet expired.
+    pub fn take_due(&self, now: UnixMs) -> Vec<(u64, Arc<str>)> {
+        let mut e = self.entries();
+        let later = e.by_time.split_off(&(now.saturating_add(1), 0));
+        let due = std::mem::replace(&mut e.by_time, later);
+        due.into_iter()
+            .filter_map(|(_, inc)| e.by_incarnation.remove(&inc).map(|(_, name)| (inc, name)))
+            .collect()
     }
 
     /// Waits until an entry sooner than all others is scheduled.

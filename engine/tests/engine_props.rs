@@ -180,12 +180,12 @@ async fn live_readers_keep_a_sliding_ttl_alive() {
     let (_, watch) = engine.subscribe("l").await.unwrap();
     clock.advance_ms(5000);
     assert!(engine.head("l").await.is_ok());
-    assert_eq!(engine.sweep_expired(), 0);
+    assert_eq!(engine.sweep_expired().await, 0);
     drop(watch);
     clock.advance_ms(999);
     assert!(engine.head("l").await.is_ok(), "idle time counts from the last watched check");
     clock.advance_ms(1);
-    assert_eq!(engine.sweep_expired(), 1);
+    assert_eq!(engine.sweep_expired().await, 1);
 }
 
 #[tokio::test]
@@ -222,18 +222,18 @@ async fn sweeper_removes_expired_streams_and_frees_memory() {
     let full = engine.create("d", create("text/plain", Expiry::Never, &[b'd'; 600])).await;
     assert!(matches!(full, Err(Error::MemoryFull { .. })));
     clock.advance_ms(999);
-    assert_eq!(engine.sweep_expired(), 0);
+    assert_eq!(engine.sweep_expired().await, 0);
     clock.advance_ms(1);
-    assert_eq!(engine.sweep_expired(), 1, "a expired");
+    assert_eq!(engine.sweep_expired().await, 1, "a expired");
     assert!(engine.create("d", create("text/plain", Expiry::Never, &[b'd'; 600])).await.is_ok());
     // b was read just before its deadline: the sweeper finds the new deadline and waits.
     clock.advance_ms(3999);
     engine.read("b", ReadFrom::Start).await.unwrap();
     clock.advance_ms(1);
-    assert_eq!(engine.sweep_expired(), 0);
+    assert_eq!(engine.sweep_expired().await, 0);
     assert_eq!(engine.scheduled_expiries(), 1);
     clock.advance_ms(5000);
-    assert_eq!(engine.sweep_expired(), 1);
+    assert_eq!(engine.sweep_expired().await, 1);
     assert_eq!(engine.scheduled_expiries(), 0);
     assert!(engine.head("c").await.is_ok());
 }

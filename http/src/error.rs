@@ -122,6 +122,15 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", detail)
             }
             Error::ExpiryInPast => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", detail),
+            Error::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", detail)
+                    .with(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
+            Error::Storage(why) => {
+                // The detail may name files: log it, answer generically.
+                tracing::error!(error = %why, "storage failure");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE", "storage failure")
+            }
             Error::OffsetBeyondTail | Error::OffsetUnknown => {
                 ApiError::new(StatusCode::BAD_REQUEST, "INVALID_OFFSET", detail)
             }

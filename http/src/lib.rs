@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::method_not_allowed);
     Router::new()
         .route("/healthz", get(routes::health))
+        .route("/readyz", get(routes::ready))
         .route("/v1/stream/{*name}", stream)
         .fallback(routes::not_found)
         .with_state(state)

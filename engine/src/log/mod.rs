@@ -1,9 +1,17 @@
 //! The append-log storage of the `file-fast` and `file-durable` modes.
 //!
+//! - [`store`]: the [`FileStore`]: group commit, reads, deletes, expiry.
+//! - [`recovery`]: opening a data directory after a clean stop or a crash.
 //! - [`frame`]: the byte format of log files, with a total decoder.
 //! - [`meta`]: metadata and checkpoint side files.
 //! - [`scan`]: reading a log forward, stopping at damage.
+//! - [`handles`]: the bounded pool of open files.
 
 pub mod frame;
+pub mod handles;
 pub mod meta;
+pub mod recovery;
 pub mod scan;
+pub mod store;
+
+pub use store::{Durability, FileStore};

@@ -20,6 +20,21 @@ pub async fn health() -> Response {
     resp
 }
 
+/// `GET /readyz`: 200 once the engine can serve (recovery of the persistent modes is done),
+/// 503 until then.
+pub async fn ready(axum::extract::State(app): axum::extract::State<crate::AppState>) -> Response {
+    let ready = app.engine.is_ready();
+    let (status, body) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "recovering")
+    };
+    let mut resp = body.into_response();
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
 /// Any path outside the protocol.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route; streams live under /v1/stream/")

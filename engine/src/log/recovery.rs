@@ -1,0 +1,285 @@
+//! Opening a data directory: rebuild every stream from its metadata, its checkpoint and the
+//! log after it, cut torn tails, report damage, and clear what interrupted operations left.
+//!
+//! Policy:
+//! - A torn tail (an interrupted write at the end of a log) is cut back to the last whole
+//!   record, and the cut is logged. Nothing acknowledged in `file-durable` is ever in it:
+//!   acknowledgements come after the sync.
+//! - Corruption before the end of a log is logged as an error; the stream is served up to the
+//!   damaged record and refuses writes. Nothing is deleted.
+//! - A metadata file that does not decode is logged, and its stream is not loaded; nothing
+//!   is deleted.
+//! - Temporary files, and logs or checkpoints without metadata (a create or delete cut
+//!   short), are removed.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::clock::UnixMs;
+use crate::config::Limits;
+use crate::fs::{self, Fs, FsFile, OpenMode};
+use crate::log::frame::{self, FILE_HEADER_LEN};
+use crate::log::handles::log_name;
+use crate::log::meta::{Checkpoint, Meta};
+use crate::log::scan::{self, ScanEnd};
+use crate::log::store::{Durability, Effect, FileStore, FileStream, StreamState, ckpt_name};
+use crate::rules::WriterState;
+use crate::store::Expiry;
+
+/// Name of the file that marks a directory as a ds-server file-log data directory.
+pub const LAYOUT_FILE: &str = "LAYOUT";
+/// Its content for this format.
+pub const LAYOUT_V1: &[u8] = b"ds-server file-log 1\n";
+
+/// What recovery found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Streams loaded.
+    pub streams: usize,
+    /// Records read from logs (after checkpoints).
+    pub records_scanned: u64,
+    /// Torn tails cut: stream, file position, bytes cut.
+    pub torn: Vec<(String, u64, u64)>,
+    /// Streams loaded read-only, with why.
+    pub damaged: Vec<(String, String)>,
+    /// Files that could not be loaded at all, with why.
+    pub skipped: Vec<(String, String)>,
+    /// Leftover files removed.
+    pub removed: Vec<String>,
+}
+
+/// A recovered stream that needs an expiry check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    /// Stream name.
+    pub name: Arc<str>,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// Its expiry.
+    pub expiry: Expiry,
+    /// Its last read or write, as far as the disk knows.
+    pub last_access_ms: UnixMs,
+}
+
+/// Opens (creating if needed) the data directory `dir`.
+///
+/// # Errors
+/// An I/O error on the directory itself, or a directory that belongs to something else.
+pub fn open(
+    fs: Arc<dyn Fs>,
+    dir: &Path,
+    durability: Durability,
+    limits: Limits,
+    max_open_files: usize,
+    now: UnixMs,
+) -> io::Result<(FileStore, Vec<Expiring>, Report)> {
+    fs.create_dir_all(dir)?;
+    check_layout(fs.as_ref(), dir)?;
+    let mut report = Report::default();
+    let mut metas = Vec::new();
+    let mut files: HashMap<u64, Vec<String>> = HashMap::new();
+    for name in fs.list(dir)? {
+        if name.ends_with(fs::TMP_SUFFIX) {
+            fs.remove(&dir.join(&name))?;
+            report.removed.push(name);
+            continue;
+        }
+        let Some((stem, ext)) = name.split_once('.') else { continue };
+        let Ok(incarnation) = u64::from_str_radix(stem, 16) else { continue };
+        match ext {
+            "meta" => metas.push((incarnation, name)),
+            "log" | "ckpt" => files.entry(incarnation).or_default().push(name),
+            _ => {}
+        }
+    }
+    metas.sort_unstable();
+    let mut streams: Vec<Arc<FileStream>> = Vec::new();
+    let mut expiring = Vec::new();
+    let mut known: HashSet<u64> = HashSet::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut max_incarnation = 0;
+    for (incarnation, file_name) in metas {
+        known.insert(incarnation);
+        max_incarnation = max_incarnation.max(incarnation);
+        let meta = match read_small(fs.as_ref(), &dir.join(&file_name)).map(|b| Meta::decode(&b)) {
+            Ok(Some(meta)) if meta.incarnation == incarnation => meta,
+            Ok(_) => {
+                tracing::error!(file = %file_name, "metadata file is damaged; stream not loaded");
+                report.skipped.push((file_name, "damaged metadata".into()));
+                continue;
+            }
+            Err(e) => {
+                report.skipped.push((file_name, format!("unreadable metadata: {e}")));
+                continue;
+            }
+        };
+        let stream = match recover_stream(fs.as_ref(), dir, &meta, durability, &mut report) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::error!(stream = %meta.name, error = %e, "stream log cannot be opened; not loaded");
+                report.skipped.push((meta.name.clone(), e.to_string()));
+                continue;
+            }
+        };
+        if let Some(previous) = by_name.get(&meta.name) {
+            // Only a damaged directory holds two streams of one name: keep the newer.
+            tracing::error!(stream = %meta.name, "two streams with one name; loading the newer");
+            report.skipped.push((meta.name.clone(), "older duplicate".into()));
+            streams[*previous] = stream.clone();
+        } else {
+            by_name.insert(meta.name.clone(), streams.len());
+            streams.push(stream.clone());
+        }
+        if meta.expiry != Expiry::Never {
+            expiring.push(Expiring {
+                name: stream.name.clone(),
+                incarnation,
+                expiry: meta.expiry,
+                last_access_ms: stream.last_access_ms(),
+            });
+        }
+    }
+    for (incarnation, names) in files {
+        max_incarnation = max_incarnation.max(incarnation);
+        if known.contains(&incarnation) {
+            continue;
+        }
+        for name in names {
+            fs.remove(&dir.join(&name))?;
+            tracing::info!(file = %name, "removed a file left by an interrupted create or delete");
+            report.removed.push(name);
+        }
+    }
+    if !report.removed.is_empty() || !report.torn.is_empty() {
+        fs.sync_dir(dir)?;
+    }
+    report.streams = streams.len();
+    let next = (max_incarnation + 1).max(now.saturating_mul(1024));
+    let store = FileStore::from_parts(
+        fs,
+        dir.to_path_buf(),
+        durability,
+        limits,
+        max_open_files,
+        streams,
+        next,
+    );
+    Ok((store, expiring, report))
+}
+
+fn check_layout(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
+    match read_small(fs, &dir.join(LAYOUT_FILE)) {
+        Ok(found) if found == LAYOUT_V1 => Ok(()),
+        Ok(found) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} holds {:?}, not a ds-server file-log directory of this version",
+                dir.join(LAYOUT_FILE).display(),
+                String::from_utf8_lossy(&found)
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::write_atomic(fs, dir, LAYOUT_FILE, LAYOUT_V1, true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn read_small(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read)?;
+    let len = file.len()?;
+    if len > 1 << 24 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "side file too large"));
+    }
+    let mut buf = vec![0u8; len as usize];
+    fs::read_exact_at(file.as_ref(), &mut buf, 0)?;
+    Ok(buf)
+}
+
+fn recover_stream(
+    fs: &dyn Fs,
+    dir: &Path,
+    meta: &Meta,
+    durability: Durability,
+    report: &mut Report,
+) -> io::Result<Arc<FileStream>> {
+    let log = fs.open(&dir.join(log_name(meta.incarnation)), OpenMode::ReadWrite)?;
+    let mut head = [0u8; FILE_HEADER_LEN];
+    fs::read_exact_at(log.as_ref(), &mut head, 0)?;
+    let header = frame::decode_header(&head)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("log header: {e:?}")))?;
+    if header.incarnation != meta.incarnation {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "log belongs to another stream"));
+    }
+    let base = header.base;
+    let file_len = log.len()?;
+    let checkpoint = read_small(fs, &dir.join(ckpt_name(meta.incarnation)))
+        .ok()
+        .and_then(|b| Checkpoint::decode(&b))
+        .filter(|c| c.incarnation == meta.incarnation && c.position >= base)
+        .filter(|c| c.position - base + FILE_HEADER_LEN as u64 <= file_len);
+    let (mut scanned, mut writer, mut records, mut ckpt_position) =
+        replay(log.as_ref(), base, checkpoint.as_ref())?;
+    if checkpoint.is_some()
+        && scanned.records == 0
+        && matches!(scanned.stop, ScanEnd::Corrupt { .. })
+    {
+        // The checkpoint points at no record boundary: read the whole log instead.
+        (scanned, writer, records, ckpt_position) = replay(log.as_ref(), base, None)?;
+    }
+    report.records_scanned += scanned.records;
+    let end = scanned.end - FILE_HEADER_LEN as u64 + base;
+    let mut damaged = None;
+    match scanned.stop {
+        ScanEnd::Clean => {}
+        ScanEnd::TornTail { at, bytes } => {
+            log.set_len(at)?;
+            if durability == Durability::PowerLoss {
+                log.sync_data()?;
+            }
+            tracing::warn!(
+                stream = %meta.name, file_position = at, bytes,
+                "cut a torn tail (an interrupted write) from the log"
+            );
+            report.torn.push((meta.name.clone(), at, bytes));
+        }
+        ScanEnd::Corrupt { at } => {
+            let why =
+                format!("corrupt record at file position {at} of {}", log_name(meta.incarnation));
+            tracing::error!(
+                stream = %meta.name, file_position = at,
+                "log is corrupt before its end: serving the records before it, refusing writes"
+            );
+            report.damaged.push((meta.name.clone(), why.clone()));
+            damaged = Some(why);
+        }
+    }
+    let modified = log.modified_ms().unwrap_or(0);
+    let last_access =
+        checkpoint.as_ref().map_or(0, |c| c.last_access_ms).max(modified).max(meta.created_ms);
+    let mut state = StreamState::recovered(end, writer, records, ckpt_position);
+    if let Some(why) = damaged {
+        state.mark_damaged(&why);
+    }
+    Ok(Arc::new(FileStream::new(meta.clone(), base, state, last_access)))
+}
+
+/// Rebuilds the writer state from a checkpoint (if any) and the records after it.
+fn replay(
+    log: &dyn FsFile,
+    base: u64,
+    checkpoint: Option<&Checkpoint>,
+) -> io::Result<(scan::Scanned, WriterState, u64, u64)> {
+    let (mut writer, mut records, from) = match checkpoint {
+        Some(c) => (c.writer.clone(), c.record_count, c.position),
+        None => (WriterState::default(), 0, base),
+    };
+    let ckpt_position = from;
+    let scanned = scan::scan(log, from - base + FILE_HEADER_LEN as u64, |_, record, _| {
+        Effect::of(record).replay(&mut writer);
+        records += 1;
+    })?;
+    Ok((scanned, writer, records, ckpt_position))
+}

@@ -1,0 +1,1089 @@
+//! [`FileStore`]: the `file-fast` and `file-durable` modes. One append log per stream, plus its
+//! metadata and checkpoint side files, all in the data directory (layout in `FORMAT.md`).
+//!
+//! Write path (group commit). An append validates against the stream's *accepted* state
+//! under the stream's lock, encodes its record into the stream's pending batch, and waits.
+//! The first appender to find no commit running becomes the committer: on a blocking thread
+//! it takes the batch, writes it with one `pwrite` and, in `file-durable`, one `fdatasync`,
+//! then makes it *visible* (readers, live subscribers) and acknowledges every append in it.
+//! Appends arriving meanwhile form the next batch and share the next sync. Different streams
+//! have different locks and committers, so their syncs run in parallel.
+//!
+//! A failed write or sync poisons the store: every later write gets
+//! [`Error::Unavailable`] until restart (recovery then cuts whatever was torn). A sync is
+//! never retried, since after a failed `fsync` the kernel may have dropped the dirty pages.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::chunk::{Split, utf8_cut};
+use crate::clock::UnixMs;
+use crate::config::Limits;
+use crate::error::{Error, Result};
+use crate::fs::{self, Fs, FsFile, OpenMode};
+use crate::log::frame::{self, Decoded, FILE_HEADER_LEN, FileHeader, Kind, Record};
+use crate::log::handles::{Handles, log_name};
+use crate::log::meta::{Checkpoint, Meta};
+use crate::notify::{Tail, TailSignal, TailWatch};
+use crate::offset::{Offset, ReadFrom};
+use crate::payload::Payload;
+use crate::producer::ProducerClaim;
+use crate::rules::{self, Plan, WriterState};
+use crate::store::{
+    AppendKind, AppendRequest, Appended, CreateRequest, Created, ExpiryCheck, ReadChunk, Store,
+    StreamInfo,
+};
+
+/// What an acknowledged write survives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `file-fast`: written to the page cache before the acknowledgement; survives the death
+    /// of the process, not of the machine.
+    ProcessCrash,
+    /// `file-durable`: covered by an `fdatasync` before the acknowledgement; survives power
+    /// loss.
+    PowerLoss,
+}
+
+impl Durability {
+    fn syncs(self) -> bool {
+        self == Durability::PowerLoss
+    }
+}
+
+/// A checkpoint is written once the log has grown this much since the last one, so that
+/// recovery never reads more than this much of any log.
+pub const CHECKPOINT_EVERY_BYTES: u64 = 4 << 20;
+/// Most recently committed records kept in memory per stream while live readers watch it.
+const RECENT_BYTES_MAX: usize = 256 * 1024;
+/// Extra bytes read past a chunk's size, so that the frames around it decode in one read.
+const READ_SLACK_BYTES: u64 = 64 * 1024;
+const MAP_SHARDS: usize = 64;
+
+/// File name of a stream's metadata.
+#[must_use]
+pub fn meta_name(incarnation: u64) -> String {
+    format!("{incarnation:016x}.meta")
+}
+
+/// File name of a stream's checkpoint.
+#[must_use]
+pub fn ckpt_name(incarnation: u64) -> String {
+    format!("{incarnation:016x}.ckpt")
+}
+
+/// The file store. Cloning shares it.
+#[derive(Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore")
+            .field("dir", &self.inner.dir)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) dir: PathBuf,
+    pub(crate) durability: Durability,
+    limits: Limits,
+    shards: Box<[Shard]>,
+    pub(crate) handles: Handles,
+    next_incarnation: AtomicU64,
+    poisoned: AtomicBool,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: RwLock<HashMap<Arc<str>, Arc<FileStream>>>,
+    /// Serialises creates, deletes and expiry removals of the shard's names.
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// One stream.
+pub(crate) struct FileStream {
+    pub(crate) name: Arc<str>,
+    pub(crate) meta: Meta,
+    /// Offset-space position of the first record.
+    pub(crate) base: u64,
+    last_access_ms: AtomicU64,
+    state: Mutex<StreamState>,
+    signal: TailSignal,
+}
+
+/// A stream's state; see the module docs for *accepted* and *visible*.
+#[derive(Default)]
+pub(crate) struct StreamState {
+    /// Deleted or expired: refuse everything.
+    removed: bool,
+    /// Mid-file corruption found at recovery: serve what is before it, refuse writes.
+    damaged: Option<Arc<str>>,
+    accepted: WriterState,
+    accepted_end: u64,
+    pub(crate) visible_end: u64,
+    pub(crate) durable: WriterState,
+    pub(crate) visible_records: u64,
+    ckpt_position: u64,
+    batch: Batch,
+    committing: bool,
+    recent: VecDeque<Piece>,
+    recent_bytes: usize,
+}
+
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    records: Vec<BatchRecord>,
+    waiters: Vec<oneshot::Sender<Result<()>>>,
+}
+
+struct BatchRecord {
+    pos: u64,
+    end: u64,
+    payload: Range<usize>,
+    lens: Option<Arc<[u32]>>,
+    effect: Effect,
+}
+
+/// What a record changes in the writer state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Effect {
+    pub(crate) producer: Option<(Arc<str>, ProducerClaim)>,
+    pub(crate) stream_seq: Option<Bytes>,
+    pub(crate) closes: bool,
+}
+
+impl Effect {
+    pub(crate) fn of(record: &Record<'_>) -> Effect {
+        Effect {
+            producer: record.producer.as_ref().map(|(id, epoch, seq)| {
+                (Arc::from(id.as_ref()), ProducerClaim { epoch: *epoch, seq: *seq })
+            }),
+            stream_seq: record.stream_seq.map(Bytes::copy_from_slice),
+            closes: record.closes,
+        }
+    }
+
+    /// Applies the record to a writer state, as `WriterState::apply` did when it was accepted.
+    pub(crate) fn replay(&self, writer: &mut WriterState) {
+        if let Some((id, claim)) = &self.producer {
+            writer.producers.insert(id.clone(), crate::producer::ProducerState::accept(*claim));
+        }
+        if let Some(seq) = &self.stream_seq {
+            writer.last_stream_seq = Some(seq.clone());
+        }
+        if self.closes {
+            writer.closed = true;
+            writer.closed_by = self.producer.clone();
+        }
+    }
+}
+
+/// A record's data, for reads.
+#[derive(Clone, Debug)]
+struct Piece {
+    pos: u64,
+    end: u64,
+    payload: Bytes,
+    lens: Option<Arc<[u32]>>,
+}
+
+fn io_error(context: &str, e: &io::Error) -> Error {
+    Error::Storage(format!("{context}: {e}"))
+}
+
+fn lock(state: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
+    // Every check runs before any change, and changes only add; a panic mid-way leaves a
+    // consistent state, so a poisoned lock is safe to take.
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl FileStream {
+    pub(crate) fn new(
+        meta: Meta,
+        base: u64,
+        state: StreamState,
+        last_access_ms: UnixMs,
+    ) -> FileStream {
+        let tail =
+            Tail { next: Offset::at(state.visible_end), closed: state.durable.closed, gone: false };
+        FileStream {
+            name: Arc::from(meta.name.as_str()),
+            meta,
+            base,
+            last_access_ms: AtomicU64::new(last_access_ms),
+            state: Mutex::new(state),
+            signal: TailSignal::new(tail),
+        }
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.meta.incarnation
+    }
+
+    /// File position of an offset-space position.
+    fn file_pos(&self, pos: u64) -> u64 {
+        pos - self.base + FILE_HEADER_LEN as u64
+    }
+
+    fn deadline(&self, now: UnixMs) -> Option<UnixMs> {
+        match self.meta.expiry {
+            crate::store::Expiry::Never => None,
+            crate::store::Expiry::IdleTtl { secs } => {
+                if self.signal.has_watchers() {
+                    self.last_access_ms.fetch_max(now, Ordering::Relaxed);
+                }
+                let last = self.last_access_ms.load(Ordering::Relaxed);
+                Some(last.saturating_add(secs.saturating_mul(1000)))
+            }
+            crate::store::Expiry::At { unix_ms } => Some(unix_ms),
+        }
+    }
+
+    fn expired(&self, now: UnixMs) -> bool {
+        self.deadline(now).is_some_and(|d| now >= d)
+    }
+
+    fn touch(&self, now: UnixMs) {
+        if matches!(self.meta.expiry, crate::store::Expiry::IdleTtl { .. }) {
+            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn last_access_ms(&self) -> UnixMs {
+        self.last_access_ms.load(Ordering::Relaxed)
+    }
+
+    fn info(&self, st: &StreamState) -> StreamInfo {
+        StreamInfo {
+            incarnation: self.incarnation(),
+            content_type: self.meta.content_type.clone(),
+            expiry: self.meta.expiry,
+            tail: Offset::at(st.visible_end),
+            closed: st.durable.closed,
+        }
+    }
+
+    fn publish(&self, st: &StreamState) {
+        self.signal.publish(Tail {
+            next: Offset::at(st.visible_end),
+            closed: st.durable.closed,
+            gone: st.removed,
+        });
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, StreamState> {
+        lock(&self.state)
+    }
+}
+
+impl StreamState {
+    /// A stream whose log ends at `end`, with `writer` as its state there.
+    pub(crate) fn recovered(
+        end: u64,
+        writer: WriterState,
+        records: u64,
+        ckpt_position: u64,
+    ) -> StreamState {
+        StreamState {
+            accepted: writer.clone(),
+            accepted_end: end,
+            visible_end: end,
+            durable: writer,
+            visible_records: records,
+            ckpt_position,
+            ..StreamState::default()
+        }
+    }
+
+    pub(crate) fn mark_damaged(&mut self, why: &str) {
+        self.damaged = Some(Arc::from(why));
+    }
+}
+
+impl FileStore {
+    pub(crate) fn from_parts(
+        fs: Arc<dyn Fs>,
+        dir: PathBuf,
+        durability: Durability,
+        limits: Limits,
+        max_open_files: usize,
+        streams: Vec<Arc<FileStream>>,
+        next_incarnation: u64,
+    ) -> FileStore {
+        let inner = Inner {
+            handles: Handles::new(fs.clone(), dir.clone(), max_open_files),
+            fs,
+            dir,
+            durability,
+            limits,
+            shards: (0..MAP_SHARDS).map(|_| Shard::default()).collect(),
+            next_incarnation: AtomicU64::new(next_incarnation),
+            poisoned: AtomicBool::new(false),
+        };
+        for stream in streams {
+            let shard = inner.shard(&stream.name);
+            let mut map = shard.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.insert(stream.name.clone(), stream);
+        }
+        FileStore { inner: Arc::new(inner) }
+    }
+
+    /// Whether a failed write or sync has stopped all writes.
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Relaxed)
+    }
+
+    /// The data directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Writes a checkpoint of every stream that changed since its last one (position or last
+    /// access), and in `file-fast` syncs every log, so that a clean restart reads no log and
+    /// loses nothing even to a power cut right after. Waits for running commits first.
+    ///
+    /// # Errors
+    /// The first I/O error; the rest is still attempted.
+    pub async fn shutdown(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.checkpoint_all())
+            .await
+            .map_err(|e| Error::Storage(format!("shutdown task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn shard(&self, name: &str) -> &Shard {
+        let hash = seahash::hash(name.as_bytes());
+        &self.shards[(hash as usize) & (MAP_SHARDS - 1)]
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<FileStream>> {
+        let map = self.shard(name).map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(name).cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<FileStream>> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                let map = s.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                map.values().cloned().collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The stream by that name, unless it is gone or expired (an expired one is removed in
+    /// the background).
+    fn live(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<Arc<FileStream>> {
+        let stream = self.get(name).ok_or(Error::NotFound)?;
+        if stream.expired(now) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (inner, name, inc) = (self.clone(), stream.name.clone(), stream.incarnation());
+                rt.spawn(async move { inner.expire(&name, inc, now).await });
+            }
+            return Err(Error::NotFound);
+        }
+        Ok(stream)
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            Err(Error::Unavailable(
+                "writes are stopped after a storage failure; see the server log",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn poison(&self, context: &str, e: &io::Error) {
+        if !self.poisoned.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                error = %e,
+                context,
+                dir = %self.dir.display(),
+                "storage write failed: refusing all writes until restart (a failed sync is \
+                 never retried; recovery will cut what was not written whole)"
+            );
+        }
+    }
+
+    async fn expire(self: &Arc<Self>, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
+        let Some(stream) = self.get(name).filter(|s| s.incarnation() == incarnation) else {
+            return ExpiryCheck::Missing;
+        };
+        match stream.deadline(now) {
+            None => return ExpiryCheck::Missing,
+            Some(deadline) if now < deadline => return ExpiryCheck::Later(deadline),
+            Some(_) => {}
+        }
+        let _writes = self.shard(name).writes.lock().await;
+        {
+            let mut st = stream.lock();
+            if st.removed {
+                return ExpiryCheck::Missing;
+            }
+            // Decided under the lock: an append that renewed the TTL holds it while it does.
+            if !stream.expired(now) {
+                return stream.deadline(now).map_or(ExpiryCheck::Missing, ExpiryCheck::Later);
+            }
+            st.removed = true;
+        }
+        match self.clone().remove_files(stream.clone()).await {
+            Ok(()) => ExpiryCheck::Removed,
+            Err(e) => {
+                tracing::error!(stream = %name, error = %e, "could not remove expired stream");
+                ExpiryCheck::Missing
+            }
+        }
+    }
+
+    /// Deletes a stream already marked removed: metadata first (the stream no longer exists
+    /// once that removal is durable), then the log and checkpoint. Then forgets it.
+    async fn remove_files(self: Arc<Self>, stream: Arc<FileStream>) -> Result<()> {
+        let inner = self.clone();
+        let inc = stream.incarnation();
+        let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            inner.fs.remove(&inner.dir.join(meta_name(inc)))?;
+            // Durable before the 204, in both modes: a deleted stream must not come back.
+            inner.fs.sync_dir(&inner.dir)?;
+            for name in [log_name(inc), ckpt_name(inc)] {
+                match inner.fs.remove(&inner.dir.join(name)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
+        {
+            let shard = self.shard(&stream.name);
+            let mut map = shard.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map.get(&stream.name).is_some_and(|s| s.incarnation() == inc) {
+                map.remove(&stream.name);
+            }
+        }
+        self.handles.forget(inc);
+        let st = stream.lock();
+        stream.publish(&st);
+        drop(st);
+        result.map_err(|e| io_error("deleting stream files", &e))
+    }
+
+    fn check_size(&self, stream: &FileStream, end_after: u64) -> Result<()> {
+        if end_after - stream.base > self.limits.max_stream_bytes {
+            return Err(Error::StreamTooLarge { limit_bytes: self.limits.max_stream_bytes });
+        }
+        Ok(())
+    }
+
+    /// Writes batches of `stream` until none is pending. Runs on a blocking thread.
+    fn commit_loop(&self, stream: &FileStream) {
+        loop {
+            let batch = {
+                let mut st = stream.lock();
+                if st.batch.waiters.is_empty() && st.batch.records.is_empty() {
+                    st.committing = false;
+                    return;
+                }
+                std::mem::take(&mut st.batch)
+            };
+            let written = if batch.records.is_empty() {
+                Ok(())
+            } else if self.poisoned.load(Ordering::Relaxed) {
+                Err(io::Error::other("store is poisoned"))
+            } else {
+                self.write_batch(stream, &batch)
+            };
+            match written {
+                Ok(()) => self.make_visible(stream, batch),
+                Err(e) => {
+                    self.poison("appending to a stream log", &e);
+                    for w in batch.waiters {
+                        let _ = w.send(Err(Error::Unavailable(
+                            "writes are stopped after a storage failure; see the server log",
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_batch(&self, stream: &FileStream, batch: &Batch) -> io::Result<()> {
+        let file = self.handles.get(stream.incarnation())?;
+        let start = batch.records.first().map_or(0, |r| r.pos);
+        file.write_all_at(&batch.bytes, stream.file_pos(start))?;
+        if self.durability.syncs() {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn make_visible(&self, stream: &FileStream, batch: Batch) {
+        let bytes = Bytes::from(batch.bytes);
+        let checkpoint = {
+            let mut st = stream.lock();
+            let keep_recent = stream.signal.has_watchers();
+            if !keep_recent {
+                st.recent.clear();
+                st.recent_bytes = 0;
+            }
+            for r in &batch.records {
+                r.effect.replay(&mut st.durable);
+                st.visible_end = r.end;
+                st.visible_records += 1;
+                if keep_recent {
+                    let piece = Piece {
+                        pos: r.pos,
+                        end: r.end,
+                        payload: bytes.slice(r.payload.clone()),
+                        lens: r.lens.clone(),
+                    };
+                    st.recent_bytes += piece.payload.len();
+                    st.recent.push_back(piece);
+                }
+            }
+            while st.recent_bytes > RECENT_BYTES_MAX && st.recent.len() > 1 {
+                if let Some(old) = st.recent.pop_front() {
+                    st.recent_bytes -= old.payload.len();
+                }
+            }
+            stream.publish(&st);
+            let due = st.visible_end - st.ckpt_position >= CHECKPOINT_EVERY_BYTES;
+            due.then(|| {
+                st.ckpt_position = st.visible_end;
+                checkpoint_of(stream, &st)
+            })
+        };
+        for w in batch.waiters {
+            let _ = w.send(Ok(()));
+        }
+        if let Some(ckpt) = checkpoint {
+            if let Err(e) = self.write_checkpoint(&ckpt) {
+                // A checkpoint only shortens recovery; without it recovery reads more log.
+                tracing::warn!(stream = %stream.name, error = %e, "could not write checkpoint");
+            }
+        }
+    }
+
+    fn write_checkpoint(&self, ckpt: &Checkpoint) -> io::Result<()> {
+        let name = ckpt_name(ckpt.incarnation);
+        fs::write_atomic(
+            self.fs.as_ref(),
+            &self.dir,
+            &name,
+            &ckpt.encode(),
+            self.durability.syncs(),
+        )
+    }
+
+    fn checkpoint_all(&self) -> Result<()> {
+        let mut first_error = None;
+        for stream in self.all() {
+            // Let a running commit finish; shutdown comes after the last request.
+            for _ in 0..1000 {
+                if !stream.lock().committing {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let ckpt = {
+                let st = stream.lock();
+                if st.removed || st.damaged.is_some() {
+                    continue;
+                }
+                checkpoint_of(&stream, &st)
+            };
+            let synced = if self.durability.syncs() || self.poisoned.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                self.handles.get(stream.incarnation()).and_then(|f| f.sync_data())
+            };
+            if let Err(e) = synced.and_then(|()| self.write_checkpoint(&ckpt)) {
+                first_error.get_or_insert(io_error(&format!("checkpoint of {}", stream.name), &e));
+            }
+        }
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            first_error.get_or_insert(io_error("syncing the data directory", &e));
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Reads whole records from the file, starting at `start` (a record boundary), until
+    /// `end` or until they hold `max` bytes of payload. Runs on a blocking thread.
+    fn read_pieces(
+        &self,
+        stream: &FileStream,
+        start: u64,
+        end: u64,
+        max: usize,
+    ) -> Result<Vec<Piece>> {
+        let file =
+            self.handles.get(stream.incarnation()).map_err(|e| io_error("opening log", &e))?;
+        let end_file = stream.file_pos(end);
+        let at = stream.file_pos(start);
+        let mut want = (end_file - at).min(max as u64 + READ_SLACK_BYTES);
+        let mut pieces = Vec::new();
+        let mut taken = 0usize;
+        'windows: loop {
+            let mut buf = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
+            fs::read_exact_at(file.as_ref(), &mut buf, at)
+                .map_err(|e| io_error("reading log", &e))?;
+            let buf = Bytes::from(buf);
+            let mut off = 0usize;
+            loop {
+                let remaining = end_file - at - off as u64;
+                match frame::decode(&buf[off..], remaining) {
+                    Decoded::Record { record, frame_len } => {
+                        let payload_at = record.payload.as_ptr() as usize - buf.as_ptr() as usize;
+                        let pos = start_of(stream, at + off as u64);
+                        let piece = Piece {
+                            pos,
+                            end: pos + frame_len as u64,
+                            payload: buf.slice(payload_at..payload_at + record.payload.len()),
+                            lens: record.message_lens.map(Arc::from),
+                        };
+                        taken += piece.payload.len();
+                        pieces.push(piece);
+                        off += frame_len;
+                        if taken >= max {
+                            return Ok(pieces);
+                        }
+                    }
+                    Decoded::CleanEnd => return Ok(pieces),
+                    Decoded::NeedMore(needed) if pieces.is_empty() => {
+                        want = (needed as u64).min(remaining);
+                        continue 'windows;
+                    }
+                    Decoded::NeedMore(_) => return Ok(pieces),
+                    Decoded::TornTail | Decoded::Corrupt if pieces.is_empty() => {
+                        // Not a record boundary (a made-up offset), or damage right there.
+                        return Err(Error::OffsetUnknown);
+                    }
+                    Decoded::TornTail | Decoded::Corrupt => {
+                        let pos = start_of(stream, at + off as u64);
+                        return Err(Error::Storage(format!(
+                            "stream {}: damaged record at offset {pos}",
+                            stream.name
+                        )));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Offset-space position of a file position.
+fn start_of(stream: &FileStream, file_pos: u64) -> u64 {
+    file_pos - FILE_HEADER_LEN as u64 + stream.base
+}
+
+fn checkpoint_of(stream: &FileStream, st: &StreamState) -> Checkpoint {
+    Checkpoint {
+        incarnation: stream.incarnation(),
+        position: st.visible_end,
+        last_access_ms: stream.last_access_ms(),
+        record_count: st.visible_records,
+        writer: st.durable.clone(),
+    }
+}
+
+/// Builds a chunk from whole records starting at `start`: records while they fit in `max`
+/// bytes; a first record larger than that is cut by `split` (at a byte count, a character
+/// boundary, or a message boundary for JSON, where the offset's `sub` counts messages).
+fn assemble(
+    pieces: &[Piece],
+    start: Offset,
+    max: usize,
+    split: Split,
+) -> Result<(Vec<Bytes>, Offset)> {
+    let mut parts = Vec::new();
+    let mut next = start;
+    let mut total = 0usize;
+    for (i, piece) in pieces.iter().enumerate() {
+        let skip = if i == 0 { sub_to_bytes(piece, start.sub())? } else { 0 };
+        let sub_base = if i == 0 { start.sub() } else { 0 };
+        let rest = piece.payload.len() - skip;
+        if total + rest <= max {
+            parts.push(piece.payload.slice(skip..));
+            total += rest;
+            next = Offset::at(piece.end);
+            continue;
+        }
+        if total > 0 {
+            break;
+        }
+        let (take, sub_taken) = match (&piece.lens, split) {
+            (Some(lens), _) => {
+                let mut bytes = 0usize;
+                let mut count = 0usize;
+                for len in &lens[sub_base as usize..] {
+                    let len = *len as usize;
+                    if count > 0 && bytes + len > max {
+                        break;
+                    }
+                    bytes += len;
+                    count += 1;
+                }
+                (bytes, count as u64)
+            }
+            (None, Split::Utf8) => {
+                let take = utf8_cut(&piece.payload[skip..], max.max(1));
+                (take, take as u64)
+            }
+            (None, _) => {
+                let take = max.max(1);
+                (take, take as u64)
+            }
+        };
+        parts.push(piece.payload.slice(skip..skip + take));
+        next = if skip + take == piece.payload.len() {
+            Offset::at(piece.end)
+        } else {
+            let sub = u64::from(start.sub()) + sub_taken;
+            Offset::with_sub(piece.pos, u32::try_from(sub).map_err(|_| Error::OffsetUnknown)?)
+        };
+        break;
+    }
+    Ok((parts, next))
+}
+
+/// Bytes of a record's payload before sub-position `sub`.
+fn sub_to_bytes(piece: &Piece, sub: u32) -> Result<usize> {
+    let sub = sub as usize;
+    match &piece.lens {
+        Some(lens) if sub < lens.len().max(1) => Ok(lens[..sub].iter().map(|l| *l as usize).sum()),
+        None if sub < piece.payload.len().max(1) => Ok(sub),
+        _ => Err(Error::OffsetUnknown),
+    }
+}
+
+impl Store for FileStore {
+    async fn create(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        now: UnixMs,
+    ) -> Result<Created> {
+        let inner = &self.inner;
+        let _writes = inner.shard(name).writes.lock().await;
+        if let Some(existing) = inner.get(name) {
+            let expired = {
+                let mut st = existing.lock();
+                if st.removed {
+                    false
+                } else if existing.expired(now) {
+                    st.removed = true;
+                    true
+                } else {
+                    let same = rules::same_config(
+                        &existing.meta.content_type,
+                        existing.meta.expiry,
+                        st.accepted.closed,
+                        req,
+                    );
+                    return if same {
+                        Ok(Created::Existing(existing.info(&st)))
+                    } else {
+                        Err(Error::ConfigMismatch)
+                    };
+                }
+            };
+            if expired {
+                inner.clone().remove_files(existing).await?;
+            }
+        }
+        inner.writable()?;
+        let incarnation = inner.next_incarnation.fetch_add(1, Ordering::Relaxed);
+        let meta = Meta {
+            incarnation,
+            created_ms: now,
+            expiry: req.expiry,
+            content_type: req.content_type.clone(),
+            name: name.to_owned(),
+        };
+        let mut bytes = frame::encode_header(FileHeader { incarnation, base: 0 }).to_vec();
+        let mut writer = WriterState::default();
+        let mut records = 0;
+        if !payload.is_empty() || req.closed {
+            let record = Record {
+                kind: if payload.is_empty() { Kind::Close } else { Kind::Append },
+                closes: req.closed,
+                producer: None,
+                stream_seq: None,
+                message_lens: message_lens(&payload, req.content_type.is_json()),
+                payload: payload.bytes(),
+            };
+            frame::encode(&record, &mut bytes);
+            records = 1;
+            writer.closed = req.closed;
+        }
+        let end = (bytes.len() - FILE_HEADER_LEN) as u64;
+        if end > inner.limits.max_stream_bytes {
+            return Err(Error::StreamTooLarge { limit_bytes: inner.limits.max_stream_bytes });
+        }
+        let task_inner = inner.clone();
+        let meta_bytes = meta.encode();
+        let file = tokio::task::spawn_blocking(move || -> io::Result<Arc<dyn FsFile>> {
+            let i = &task_inner;
+            let file = i.fs.open(&i.dir.join(log_name(incarnation)), OpenMode::CreateNew)?;
+            file.write_all_at(&bytes, 0)?;
+            if i.durability.syncs() {
+                file.sync_data()?;
+            }
+            fs::write_atomic(
+                i.fs.as_ref(),
+                &i.dir,
+                &meta_name(incarnation),
+                &meta_bytes,
+                i.durability.syncs(),
+            )?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("create task failed: {e}")))?
+        .map_err(|e| {
+            inner.poison("creating a stream", &e);
+            io_error("creating stream files", &e)
+        })?;
+        inner.handles.insert(incarnation, file);
+        let state = StreamState::recovered(end, writer, records, 0);
+        let stream = Arc::new(FileStream::new(meta, 0, state, now));
+        let info = stream.info(&stream.lock());
+        let shard = inner.shard(name);
+        shard
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stream.name.clone(), stream);
+        Ok(Created::New(info))
+    }
+
+    async fn append(
+        &self,
+        name: &str,
+        req: &AppendRequest,
+        payload: Result<Payload>,
+        now: UnixMs,
+    ) -> Result<Appended> {
+        let inner = &self.inner;
+        let stream = inner.live(name, now)?;
+        let (waiter, ack, lead) = {
+            let mut st = stream.lock();
+            if st.removed {
+                return Err(Error::NotFound);
+            }
+            if let Some(why) = &st.damaged {
+                return Err(Error::Storage(format!(
+                    "stream {name} is damaged ({why}); it is read-only"
+                )));
+            }
+            inner.writable()?;
+            let tail = Offset::at(st.accepted_end);
+            let plan =
+                rules::plan_append(&st.accepted, &stream.meta.content_type, tail, req, &payload)?;
+            let ack = match plan {
+                Plan::Duplicate { producer } => Appended {
+                    kind: AppendKind::Duplicate,
+                    tail,
+                    closed: st.accepted.closed,
+                    producer,
+                },
+                Plan::Write { close } => {
+                    let payload = payload.unwrap_or_default();
+                    let json = stream.meta.content_type.is_json();
+                    let record = Record {
+                        kind: if payload.is_empty() { Kind::Close } else { Kind::Append },
+                        closes: close,
+                        producer: req.producer.as_ref().map(|p| {
+                            (std::borrow::Cow::Borrowed(p.id.as_ref()), p.claim.epoch, p.claim.seq)
+                        }),
+                        stream_seq: req.stream_seq.as_deref(),
+                        message_lens: message_lens(&payload, json),
+                        payload: payload.bytes(),
+                    };
+                    let before = st.batch.bytes.len();
+                    let frame_len = frame::encode(&record, &mut st.batch.bytes) as u64;
+                    let pos = st.accepted_end;
+                    if let Err(e) = inner.check_size(&stream, pos + frame_len) {
+                        st.batch.bytes.truncate(before);
+                        return Err(e);
+                    }
+                    let payload_len = payload.bytes().len();
+                    let payload_range =
+                        before + frame_len as usize - payload_len..before + frame_len as usize;
+                    let effect = Effect::of(&record);
+                    st.batch.records.push(BatchRecord {
+                        pos,
+                        end: pos + frame_len,
+                        payload: payload_range,
+                        lens: record.message_lens.map(Arc::from),
+                        effect,
+                    });
+                    st.accepted_end += frame_len;
+                    let kind = st.accepted.apply(req, close, !payload.is_empty());
+                    stream.touch(now);
+                    Appended {
+                        kind,
+                        tail: Offset::at(st.accepted_end),
+                        closed: st.accepted.closed,
+                        producer: req.producer.as_ref().map(|p| p.claim),
+                    }
+                }
+            };
+            // A duplicate is acknowledged once what it duplicates is as durable as promised.
+            if !st.committing && st.batch.records.is_empty() && st.visible_end == st.accepted_end {
+                return Ok(ack);
+            }
+            let (tx, rx) = oneshot::channel();
+            st.batch.waiters.push(tx);
+            let lead = !st.committing;
+            st.committing = true;
+            (rx, ack, lead)
+        };
+        if lead {
+            let (inner, stream) = (inner.clone(), stream.clone());
+            tokio::task::spawn_blocking(move || inner.commit_loop(&stream));
+        }
+        match waiter.await {
+            Ok(Ok(())) => Ok(ack),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Storage("commit task ended without an answer".into())),
+        }
+    }
+
+    async fn read(
+        &self,
+        name: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+        now: UnixMs,
+    ) -> Result<ReadChunk> {
+        let inner = &self.inner;
+        let stream = inner.live(name, now)?;
+        stream.touch(now);
+        let split = Split::for_type(&stream.meta.content_type);
+        let (info, start, cached) = {
+            let st = stream.lock();
+            if st.removed {
+                return Err(Error::NotFound);
+            }
+            let end = st.visible_end;
+            let start = match from {
+                ReadFrom::Start => Offset::at(stream.base),
+                ReadFrom::Tail => Offset::at(end),
+                ReadFrom::At(o) if o.pos() < stream.base => return Err(Error::OffsetUnknown),
+                ReadFrom::At(o) if o.pos() > end || (o.pos() == end && o.sub() > 0) => {
+                    return Err(Error::OffsetBeyondTail);
+                }
+                ReadFrom::At(o) => o,
+            };
+            let cached: Option<Vec<Piece>> = st
+                .recent
+                .iter()
+                .position(|p| p.pos == start.pos())
+                .map(|i| st.recent.iter().skip(i).cloned().collect());
+            (stream.info(&st), start, cached)
+        };
+        let end = info.tail.pos();
+        if start.pos() == end {
+            return Ok(ReadChunk { info, start, next: start, parts: Vec::new(), up_to_date: true });
+        }
+        let pieces = match cached {
+            Some(pieces) => pieces,
+            None => {
+                let (task_inner, task_stream) = (inner.clone(), stream.clone());
+                let from = start.pos();
+                tokio::task::spawn_blocking(move || {
+                    task_inner.read_pieces(&task_stream, from, end, max_bytes)
+                })
+                .await
+                .map_err(|e| Error::Storage(format!("read task failed: {e}")))??
+            }
+        };
+        let (parts, next) = assemble(&pieces, start, max_bytes, split)?;
+        Ok(ReadChunk { info, start, next, parts, up_to_date: next == Offset::at(end) })
+    }
+
+    fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
+        let stream = self.inner.live(name, now)?;
+        let st = stream.lock();
+        if st.removed {
+            return Err(Error::NotFound);
+        }
+        Ok(stream.info(&st))
+    }
+
+    async fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
+        let inner = &self.inner;
+        let _writes = inner.shard(name).writes.lock().await;
+        let stream = inner.live(name, now)?;
+        {
+            let mut st = stream.lock();
+            if st.removed {
+                return Err(Error::NotFound);
+            }
+            st.removed = true;
+        }
+        let inc = stream.incarnation();
+        inner.clone().remove_files(stream).await?;
+        Ok(inc)
+    }
+
+    fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
+        let stream = self.inner.live(name, now)?;
+        let st = stream.lock();
+        if st.removed {
+            return Err(Error::NotFound);
+        }
+        let watch = stream.signal.subscribe();
+        Ok((stream.info(&st), watch))
+    }
+
+    async fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
+        self.inner.expire(name, incarnation, now).await
+    }
+
+    fn touch(&self, name: &str, now: UnixMs) {
+        if let Some(stream) = self.inner.get(name) {
+            stream.touch(now);
+        }
+    }
+}
+
+/// The message lengths a JSON record carries, so that reads can cut between messages.
+fn message_lens(payload: &Payload, json: bool) -> Option<Vec<u32>> {
+    if !json || payload.is_empty() {
+        return None;
+    }
+    let mut prev = 0u64;
+    Some(
+        payload
+            .record_ends()
+            .iter()
+            .map(|end| {
+                let len = end - prev;
+                prev = *end;
+                u32::try_from(len).unwrap_or(u32::MAX)
+            })
+            .collect(),
+    )
+}
