@@ -31,4 +31,7 @@ for mode in memory file-fast file-durable; do
   scripts/conformance.sh "$mode"
 done
 
+step "crash test: SIGKILL the release server mid-stream (file-fast, file-durable)"
+cargo test --release --locked --test crash_kill
+
 printf '\n==> all green in %ss\n' "$(( $(date +%s) - started ))"

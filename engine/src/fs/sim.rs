@@ -7,8 +7,8 @@
 //!   `remove` change the live table; `sync_dir(d)` makes the live entries of `d` durable.
 //! - [`SimFs::power_loss`] builds the file system a restart would find: the durable table,
 //!   each file at its durable image, plus (if asked) a torn tail: a prefix of the bytes
-//!   written past the durable image, or garbage, as a disk that wrote part of a request would
-//!   leave.
+//!   written past the durable image (a disk that wrote part of a request), or zeros (a file
+//!   whose new size reached the disk before its data did).
 //! - [`SimFs::process_crash`] is the death of the process alone: the page cache survives, so
 //!   the live images and table do.
 //! - [`SimFs::fail_at_sync`] makes the n-th sync (of either kind) fail and the file system stop
@@ -53,8 +53,9 @@ pub enum Torn {
     Clean,
     /// Each file keeps a pseudo-random prefix of its unsynced appended bytes.
     Prefix(u64),
-    /// Each file gets up to 64 pseudo-random garbage bytes after its durable image.
-    Garbage(u64),
+    /// Each file that had unsynced writes grows by a pseudo-random number of zero bytes
+    /// (at most as many as were written).
+    Zeros(u64),
 }
 
 fn failed() -> io::Error {
@@ -105,7 +106,7 @@ impl SimFs {
         let s = self.lock();
         let mut seed = match torn {
             Torn::Clean => 0,
-            Torn::Prefix(seed) | Torn::Garbage(seed) => seed,
+            Torn::Prefix(seed) | Torn::Zeros(seed) => seed,
         };
         let mut out = State { now_ms: s.now_ms, next_id: s.next_id, ..State::default() };
         for (path, id) in &s.durable {
@@ -121,9 +122,12 @@ impl SimFs {
                         bytes.extend_from_slice(&data.live[data.durable.len()..end]);
                     }
                 }
-                Torn::Garbage(_) => {
-                    let n = next_random(&mut seed) % 65;
-                    bytes.extend((0..n).map(|_| next_random(&mut seed) as u8));
+                Torn::Zeros(_) => {
+                    if data.live.len() > bytes.len() {
+                        let unsynced = (data.live.len() - bytes.len()) as u64;
+                        let n = next_random(&mut seed) % (unsynced + 1);
+                        bytes.resize(bytes.len() + n as usize, 0);
+                    }
                 }
             }
             let image = Data { live: bytes.clone(), durable: bytes, modified_ms: data.modified_ms };

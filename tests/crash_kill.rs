@@ -1,0 +1,287 @@
+//! Kill the real server mid-stream, restart it, and check that every acknowledged append is
+//! there exactly once, in order (sled's crash tests, with SIGKILL instead of `exit(9)`).
+//!
+//! For `file-fast` and `file-durable`: start the server binary on a fresh data directory; run
+//! writers on binary and JSON streams, half of them idempotent producers; SIGKILL the server
+//! at a random moment while they write; restart it on the same directory; retry each
+//! producer's unacknowledged request (which must now be a duplicate or a first success, never
+//! a second copy); read every stream back and check each writer's records. Several rounds.
+//!
+//! Run by `scripts/test.sh` as `cargo test --release --test crash_kill`, so it drives the
+//! release binary. Bounded: `DS_CRASH_ROUNDS` rounds (default 4) of at most ~1 s of writes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+#![allow(clippy::print_stdout, reason = "harness = false: the test reports on stdout")]
+
+#[path = "support/http1.rs"]
+mod http1;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http1::Conn;
+
+const STREAMS: usize = 6;
+
+/// What a writer appends: its stream, identity, and whether it is an idempotent producer.
+#[derive(Clone, Debug)]
+struct Writer {
+    stream: usize,
+    id: usize,
+    producer: bool,
+    /// Records acknowledged so far (their numbers are 0..acked).
+    acked: u64,
+    /// A request sent but not answered when the server died.
+    in_flight: Option<u64>,
+}
+
+fn json(stream: usize) -> bool {
+    stream % 2 == 1
+}
+
+fn content_type(stream: usize) -> &'static str {
+    if json(stream) { "application/json" } else { "text/plain" }
+}
+
+fn record(stream: usize, writer: usize, n: u64) -> String {
+    if json(stream) { format!("{{\"w\":{writer},\"n\":{n}}}") } else { format!("<{writer}:{n}>") }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn start(mode: &str, dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ds-server"))
+        .env("DS_SERVER__HOST", "127.0.0.1")
+        .env("DS_SERVER__PORT", "0")
+        .env("DS_STORAGE__MODE", mode)
+        .env("DS_STORAGE__DATA_DIR", dir)
+        .env("DS_LOG", "warn,ds_server=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start ds-server");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("WARN") || line.contains("ERROR") {
+                println!("    server: {line}");
+            }
+        }
+    });
+    Server { child, addr }
+}
+
+async fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = Conn::connect(addr).await {
+            if let Ok(r) = c.request("GET", "/readyz", &[], b"").await {
+                if r.status == 200 {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn path(stream: usize) -> String {
+    format!("/v1/stream/crash-{stream}")
+}
+
+/// Appends record `n` of `w`; `Ok(true)` if acknowledged.
+async fn append(conn: &mut Conn, w: &Writer, n: u64) -> std::io::Result<u16> {
+    let body = record(w.stream, w.id, n);
+    let seq = n.to_string();
+    let id = format!("writer-{}", w.id);
+    let mut headers = vec![("content-type", content_type(w.stream))];
+    if w.producer {
+        headers.extend([
+            ("producer-id", id.as_str()),
+            ("producer-epoch", "0"),
+            ("producer-seq", seq.as_str()),
+        ]);
+    }
+    Ok(conn.request("POST", &path(w.stream), &headers, body.as_bytes()).await?.status)
+}
+
+/// Writes until the connection fails (the server is killed) or `stop` passes.
+async fn write(addr: SocketAddr, mut w: Writer, stop: Instant) -> Writer {
+    let Ok(mut conn) = Conn::connect(addr).await else { return w };
+    while Instant::now() < stop {
+        let n = w.acked;
+        w.in_flight = Some(n);
+        match append(&mut conn, &w, n).await {
+            Ok(status) => {
+                assert!(status == 200 || status == 204, "append got {status}");
+                w.acked += 1;
+                w.in_flight = None;
+            }
+            Err(_) => break,
+        }
+    }
+    w
+}
+
+/// The records of one writer in a stream, in order.
+fn records_of(stream: usize, body: &[u8], writer: usize) -> Vec<u64> {
+    if json(stream) {
+        let values: Vec<serde_json::Value> =
+            serde_json::from_slice(body).expect("stream is a JSON array");
+        values.iter().filter(|v| v["w"] == writer).map(|v| v["n"].as_u64().unwrap()).collect()
+    } else {
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let prefix = format!("<{writer}:");
+        text.split('>')
+            .filter(|r| !r.is_empty())
+            .inspect(|r| assert!(r.starts_with('<'), "torn or foreign data in {text:?}"))
+            .filter(|r| r.starts_with(&prefix))
+            .map(|r| r[prefix.len()..].parse().unwrap())
+            .collect()
+    }
+}
+
+async fn read_all(addr: SocketAddr, stream: usize) -> Vec<u8> {
+    let mut conn = Conn::connect(addr).await.unwrap();
+    let mut offset = "-1".to_owned();
+    let mut parts: Vec<serde_json::Value> = Vec::new();
+    let mut bytes = Vec::new();
+    loop {
+        let resp = conn
+            .request("GET", &format!("{}?offset={offset}", path(stream)), &[], b"")
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        if json(stream) {
+            let values: Vec<serde_json::Value> = serde_json::from_slice(&resp.body).unwrap();
+            parts.extend(values);
+        } else {
+            bytes.extend_from_slice(&resp.body);
+        }
+        offset = resp.header("stream-next-offset").unwrap().to_owned();
+        if resp.header("stream-up-to-date").is_some() {
+            break;
+        }
+    }
+    if json(stream) { serde_json::to_vec(&parts).unwrap() } else { bytes }
+}
+
+async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
+    let mut writers: Vec<Writer> = (0..STREAMS * 2)
+        .map(|i| Writer {
+            stream: i % STREAMS,
+            id: i,
+            producer: i >= STREAMS,
+            acked: 0,
+            in_flight: None,
+        })
+        .collect();
+    let mut seed = u64::from(std::process::id()) | 1;
+    for round in 0..rounds {
+        let mut server = start(mode, dir);
+        wait_ready(server.addr).await;
+        let addr = server.addr;
+        let mut conn = Conn::connect(addr).await.unwrap();
+        for stream in 0..STREAMS {
+            let r = conn
+                .request("PUT", &path(stream), &[("content-type", content_type(stream))], b"")
+                .await
+                .unwrap();
+            assert!(r.status == 200 || r.status == 201, "create got {}", r.status);
+        }
+        // Check what the previous round left, and settle producers' in-flight requests.
+        verify(addr, &mut writers).await;
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let run_for = Duration::from_millis(200 + seed % 800);
+        let stop = Instant::now() + Duration::from_secs(5);
+        let tasks: Vec<_> =
+            writers.iter().cloned().map(|w| tokio::spawn(write(addr, w, stop))).collect();
+        tokio::time::sleep(run_for).await;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        let mut written = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            let w = t.await.unwrap();
+            written += w.acked - writers[i].acked;
+            writers[i] = w;
+        }
+        println!(
+            "  {mode} round {round}: killed after {run_for:?}, {written} appends acknowledged"
+        );
+    }
+    let server = start(mode, dir);
+    wait_ready(server.addr).await;
+    verify(server.addr, &mut writers).await;
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// Every acknowledged record is present once, in order; an unacknowledged one at most once,
+/// and for producers exactly once after its retry.
+async fn verify(addr: SocketAddr, writers: &mut [Writer]) {
+    let mut conn = Conn::connect(addr).await.unwrap();
+    for w in writers.iter_mut() {
+        if let (true, Some(n)) = (w.producer, w.in_flight) {
+            // The same (epoch, seq) again: 200 if it was lost, 204 if it was kept.
+            let status = append(&mut conn, w, n).await.unwrap();
+            assert!(status == 200 || status == 204, "retry of writer {} got {status}", w.id);
+            w.acked += 1;
+            w.in_flight = None;
+        }
+    }
+    for stream in 0..STREAMS {
+        let body = read_all(addr, stream).await;
+        for w in writers.iter_mut().filter(|w| w.stream == stream) {
+            let got = records_of(stream, &body, w.id);
+            let expected: Vec<u64> = (0..w.acked).collect();
+            match w.in_flight {
+                Some(n) if got.len() as u64 == w.acked + 1 => {
+                    assert_eq!(
+                        got[..w.acked as usize],
+                        expected[..],
+                        "writer {} in {}",
+                        w.id,
+                        path(stream)
+                    );
+                    assert_eq!(got[w.acked as usize], n);
+                    // It made it after all: count it, so that the next number follows it.
+                    w.acked += 1;
+                }
+                _ => assert_eq!(got, expected, "writer {} in {}", w.id, path(stream)),
+            }
+            w.in_flight = None;
+        }
+    }
+}
+
+fn main() {
+    let rounds = std::env::var("DS_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4);
+    let base = std::env::temp_dir().join(format!("ds-crash-kill-{}", std::process::id()));
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let started = Instant::now();
+    for mode in ["file-fast", "file-durable"] {
+        let dir: PathBuf = base.join(mode);
+        std::fs::create_dir_all(&dir).unwrap();
+        println!("crash_kill: {mode}, {rounds} rounds");
+        rt.block_on(round_trip(mode, &dir, rounds));
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    println!("crash_kill: ok in {:?}", started.elapsed());
+}
