@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod caching;
+mod fixtures;
 mod live;
 mod protocol;
 mod support;

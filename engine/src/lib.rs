@@ -39,6 +39,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod fs;
+pub mod inspect;
 pub mod json;
 pub mod log;
 pub mod memory;

@@ -28,7 +28,15 @@ impl TestServer {
         tweak(&mut config);
         let server = ds_server::start(&config).await.expect("server starts");
         let addr = server.addr();
-        TestServer { server: Some(server), addr }
+        let server = TestServer { server: Some(server), addr };
+        // The persistent modes recover in the background: wait until /readyz says so.
+        for _ in 0..500 {
+            if server.req("GET", "/readyz", &[], b"").await.status == 200 {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("server did not become ready");
     }
 
     /// The server's address.

@@ -24,7 +24,9 @@ use crate::log::frame::{self, FILE_HEADER_LEN};
 use crate::log::handles::log_name;
 use crate::log::meta::{Checkpoint, Meta};
 use crate::log::scan::{self, ScanEnd};
-use crate::log::store::{Durability, Effect, FileStore, FileStream, StreamState, ckpt_name};
+use crate::log::store::{
+    Durability, Effect, FileStore, FileStream, StreamState, ckpt_name, meta_name,
+};
 use crate::rules::WriterState;
 use crate::store::Expiry;
 
@@ -103,9 +105,9 @@ pub fn open(
     for (incarnation, file_name) in metas {
         known.insert(incarnation);
         max_incarnation = max_incarnation.max(incarnation);
-        let meta = match read_small(fs.as_ref(), &dir.join(&file_name)).map(|b| Meta::decode(&b)) {
-            Ok(Some(meta)) if meta.incarnation == incarnation => meta,
-            Ok(_) => {
+        let meta = match read_meta(fs.as_ref(), dir, incarnation) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => {
                 tracing::error!(file = %file_name, "metadata file is damaged; stream not loaded");
                 report.skipped.push((file_name, "damaged metadata".into()));
                 continue;
@@ -187,7 +189,11 @@ fn check_layout(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
     }
 }
 
-fn read_small(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
+/// Reads a small side file whole.
+///
+/// # Errors
+/// I/O errors, or a file over 16 MiB.
+pub fn read_small(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
     let file = fs.open(path, OpenMode::Read)?;
     let len = file.len()?;
     if len > 1 << 24 {
@@ -198,14 +204,49 @@ fn read_small(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn recover_stream(
+/// A stream's log as read from disk, before anything is changed.
+pub struct LogView {
+    /// The log file.
+    pub log: Arc<dyn FsFile>,
+    /// Offset-space position of the first record.
+    pub base: u64,
+    /// The log's length.
+    pub file_len: u64,
+    /// The checkpoint used, if any was valid.
+    pub checkpoint: Option<Checkpoint>,
+    /// What the scan after the checkpoint found.
+    pub scanned: scan::Scanned,
+    /// Writer state at the end of the scan.
+    pub writer: WriterState,
+    /// Records up to the end of the scan.
+    pub records: u64,
+    /// Where the scan started (the checkpoint's position, or the base).
+    pub scanned_from: u64,
+    /// Last read or write the disk knows of.
+    pub last_access_ms: UnixMs,
+}
+
+impl LogView {
+    /// Offset-space position after the last whole record.
+    #[must_use]
+    pub fn end(&self) -> u64 {
+        self.scanned.end - FILE_HEADER_LEN as u64 + self.base
+    }
+}
+
+/// Reads a stream's log: header, checkpoint (unless `whole` asks to read from the start), and
+/// the records after it. Changes nothing.
+///
+/// # Errors
+/// I/O errors, a missing log, a bad header or one of another stream.
+pub fn load_log(
     fs: &dyn Fs,
     dir: &Path,
     meta: &Meta,
-    durability: Durability,
-    report: &mut Report,
-) -> io::Result<Arc<FileStream>> {
-    let log = fs.open(&dir.join(log_name(meta.incarnation)), OpenMode::ReadWrite)?;
+    mode: OpenMode,
+    whole: bool,
+) -> io::Result<LogView> {
+    let log = fs.open(&dir.join(log_name(meta.incarnation)), mode)?;
     let mut head = [0u8; FILE_HEADER_LEN];
     fs::read_exact_at(log.as_ref(), &mut head, 0)?;
     let header = frame::decode_header(&head)
@@ -215,29 +256,67 @@ fn recover_stream(
     }
     let base = header.base;
     let file_len = log.len()?;
-    let checkpoint = read_small(fs, &dir.join(ckpt_name(meta.incarnation)))
-        .ok()
-        .and_then(|b| Checkpoint::decode(&b))
-        .filter(|c| c.incarnation == meta.incarnation && c.position >= base)
+    let checkpoint = read_checkpoint(fs, dir, meta.incarnation)
+        .filter(|c| c.position >= base)
         .filter(|c| c.position - base + FILE_HEADER_LEN as u64 <= file_len);
-    let (mut scanned, mut writer, mut records, mut ckpt_position) =
-        replay(log.as_ref(), base, checkpoint.as_ref())?;
-    if checkpoint.is_some()
-        && scanned.records == 0
-        && matches!(scanned.stop, ScanEnd::Corrupt { .. })
+    let use_ckpt = if whole { None } else { checkpoint.as_ref() };
+    let (mut scanned, mut writer, mut records, mut scanned_from) =
+        replay(log.as_ref(), base, use_ckpt)?;
+    if use_ckpt.is_some() && scanned.records == 0 && matches!(scanned.stop, ScanEnd::Corrupt { .. })
     {
         // The checkpoint points at no record boundary: read the whole log instead.
-        (scanned, writer, records, ckpt_position) = replay(log.as_ref(), base, None)?;
+        (scanned, writer, records, scanned_from) = replay(log.as_ref(), base, None)?;
     }
-    report.records_scanned += scanned.records;
-    let end = scanned.end - FILE_HEADER_LEN as u64 + base;
+    let modified = log.modified_ms().unwrap_or(0);
+    let last_access_ms =
+        checkpoint.as_ref().map_or(0, |c| c.last_access_ms).max(modified).max(meta.created_ms);
+    Ok(LogView {
+        log,
+        base,
+        file_len,
+        checkpoint,
+        scanned,
+        writer,
+        records,
+        scanned_from,
+        last_access_ms,
+    })
+}
+
+/// A stream's checkpoint, if it exists and decodes.
+#[must_use]
+pub fn read_checkpoint(fs: &dyn Fs, dir: &Path, incarnation: u64) -> Option<Checkpoint> {
+    read_small(fs, &dir.join(ckpt_name(incarnation)))
+        .ok()
+        .and_then(|b| Checkpoint::decode(&b))
+        .filter(|c| c.incarnation == incarnation)
+}
+
+/// A stream's metadata file, decoded; `None` if damaged.
+///
+/// # Errors
+/// I/O errors.
+pub fn read_meta(fs: &dyn Fs, dir: &Path, incarnation: u64) -> io::Result<Option<Meta>> {
+    let bytes = read_small(fs, &dir.join(meta_name(incarnation)))?;
+    Ok(Meta::decode(&bytes).filter(|m| m.incarnation == incarnation))
+}
+
+fn recover_stream(
+    fs: &dyn Fs,
+    dir: &Path,
+    meta: &Meta,
+    durability: Durability,
+    report: &mut Report,
+) -> io::Result<Arc<FileStream>> {
+    let view = load_log(fs, dir, meta, OpenMode::ReadWrite, false)?;
+    report.records_scanned += view.scanned.records;
     let mut damaged = None;
-    match scanned.stop {
+    match view.scanned.stop {
         ScanEnd::Clean => {}
         ScanEnd::TornTail { at, bytes } => {
-            log.set_len(at)?;
+            view.log.set_len(at)?;
             if durability == Durability::PowerLoss {
-                log.sync_data()?;
+                view.log.sync_data()?;
             }
             tracing::warn!(
                 stream = %meta.name, file_position = at, bytes,
@@ -256,14 +335,12 @@ fn recover_stream(
             damaged = Some(why);
         }
     }
-    let modified = log.modified_ms().unwrap_or(0);
-    let last_access =
-        checkpoint.as_ref().map_or(0, |c| c.last_access_ms).max(modified).max(meta.created_ms);
-    let mut state = StreamState::recovered(end, writer, records, ckpt_position);
+    let end = view.end();
+    let mut state = StreamState::recovered(end, view.writer, view.records, view.scanned_from);
     if let Some(why) = damaged {
         state.mark_damaged(&why);
     }
-    Ok(Arc::new(FileStream::new(meta.clone(), base, state, last_access)))
+    Ok(Arc::new(FileStream::new(meta.clone(), view.base, state, view.last_access_ms)))
 }
 
 /// Rebuilds the writer state from a checkpoint (if any) and the records after it.

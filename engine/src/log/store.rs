@@ -673,7 +673,9 @@ impl Inner {
                         continue 'windows;
                     }
                     Decoded::NeedMore(_) => return Ok(pieces),
-                    Decoded::TornTail | Decoded::Corrupt if pieces.is_empty() => {
+                    Decoded::TornTail | Decoded::Corrupt
+                        if pieces.is_empty() && start != stream.base =>
+                    {
                         // Not a record boundary (a made-up offset), or damage right there.
                         return Err(Error::OffsetUnknown);
                     }

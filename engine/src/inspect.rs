@@ -1,0 +1,339 @@
+//! Read-only views of a file-log data directory, for `engine-inspect`. Nothing here writes,
+//! takes the directory's lock or cuts a torn tail, so it is safe while the server runs (it
+//! then sees a moment's state) and after a crash (it shows what recovery will find).
+
+use std::io;
+use std::path::Path;
+
+use crate::clock::UnixMs;
+use crate::fs::{Fs, OpenMode};
+use crate::log::frame::{FILE_HEADER_LEN, Kind};
+use crate::log::meta::Meta;
+use crate::log::recovery::{self, LogView};
+use crate::log::scan::{self, ScanEnd};
+use crate::log::store::Effect;
+use crate::offset::Offset;
+use crate::rules::WriterState;
+use crate::store::Expiry;
+
+/// One stream, as `engine-inspect list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Stream name.
+    pub name: String,
+    /// Storage layout: `file-log` (the same for `file-fast` and `file-durable`).
+    pub mode: &'static str,
+    /// Incarnation (file names).
+    pub incarnation: u64,
+    /// Content type.
+    pub content_type: String,
+    /// Expiry.
+    pub expiry: Expiry,
+    /// Creation time.
+    pub created_ms: UnixMs,
+    /// Offset-space bytes up to the last whole record (framing included).
+    pub bytes: u64,
+    /// Whole records.
+    pub records: u64,
+    /// `open`, `closed` or `expired`.
+    pub state: &'static str,
+    /// `(id, epoch, last seq)` of each producer.
+    pub producers: Vec<(String, u64, u64)>,
+    /// A torn tail or corruption found at the end of the readable log.
+    pub problem: Option<String>,
+}
+
+/// What `engine-inspect verify` found for one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamCheck {
+    /// Stream name (or the file name when the metadata is unreadable).
+    pub name: String,
+    /// Whole records with a valid CRC.
+    pub records: u64,
+    /// `clean`, or what stopped the scan.
+    pub log: String,
+    /// `none`, `consistent`, or what is wrong with the checkpoint.
+    pub checkpoint: String,
+    /// Whether anything here needs attention.
+    pub ok: bool,
+}
+
+/// The result of `engine-inspect verify`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// One entry per metadata file.
+    pub streams: Vec<StreamCheck>,
+    /// Files left by an interrupted create or delete (recovery removes them).
+    pub leftovers: Vec<String>,
+}
+
+impl VerifyReport {
+    /// No torn tail, corruption or inconsistency anywhere.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.streams.iter().all(|s| s.ok)
+    }
+}
+
+/// One record, as `engine-inspect dump` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DumpRecord {
+    /// The record's offset token.
+    pub offset: String,
+    /// Its position in the file.
+    pub file_position: u64,
+    /// `append` or `close`.
+    pub kind: &'static str,
+    /// The stream is closed after it.
+    pub closes: bool,
+    /// `(id, epoch, seq)` of the producer request.
+    pub producer: Option<(String, u64, u64)>,
+    /// `Stream-Seq`, lossily as text.
+    pub stream_seq: Option<String>,
+    /// JSON messages in it.
+    pub messages: Option<usize>,
+    /// Payload bytes.
+    pub payload_bytes: usize,
+    /// The first bytes of the payload, lossily as text.
+    pub preview: String,
+}
+
+/// Each metadata file's incarnation and content (`Ok(None)` if damaged).
+type Metas = Vec<(u64, io::Result<Option<Meta>>)>;
+
+/// The directory's metadata files, and the log and checkpoint files that have none.
+fn metas(fs: &dyn Fs, dir: &Path) -> io::Result<(Metas, Vec<String>)> {
+    let mut metas = Vec::new();
+    let mut others: Vec<(u64, String)> = Vec::new();
+    for name in fs.list(dir)? {
+        let Some((stem, ext)) = name.split_once('.') else { continue };
+        let Ok(inc) = u64::from_str_radix(stem, 16) else { continue };
+        match ext {
+            "meta" => metas.push(inc),
+            "log" | "ckpt" => others.push((inc, name)),
+            _ => {}
+        }
+    }
+    metas.sort_unstable();
+    let leftovers = others
+        .into_iter()
+        .filter(|(inc, _)| metas.binary_search(inc).is_err())
+        .map(|(_, name)| name)
+        .collect();
+    let decoded = metas.into_iter().map(|inc| (inc, recovery::read_meta(fs, dir, inc))).collect();
+    Ok((decoded, leftovers))
+}
+
+fn problem_of(view: &LogView) -> Option<String> {
+    match view.scanned.stop {
+        ScanEnd::Clean => None,
+        ScanEnd::TornTail { at, bytes } => {
+            Some(format!("torn tail: {bytes} bytes at file position {at}"))
+        }
+        ScanEnd::Corrupt { at } => Some(format!("corrupt record at file position {at}")),
+    }
+}
+
+/// Every stream in the directory.
+///
+/// # Errors
+/// If the directory cannot be listed.
+pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummary>> {
+    let (metas, _) = metas(fs, dir)?;
+    let mut out = Vec::new();
+    for (inc, meta) in metas {
+        let Ok(Some(meta)) = meta else { continue };
+        let Ok(view) = recovery::load_log(fs, dir, &meta, OpenMode::Read, false) else { continue };
+        let expired = match meta.expiry {
+            Expiry::Never => false,
+            Expiry::IdleTtl { secs } => view.last_access_ms.saturating_add(secs * 1000) <= now,
+            Expiry::At { unix_ms } => unix_ms <= now,
+        };
+        let state = if expired {
+            "expired"
+        } else if view.writer.closed {
+            "closed"
+        } else {
+            "open"
+        };
+        let mut producers: Vec<(String, u64, u64)> = view
+            .writer
+            .producers
+            .iter()
+            .map(|(id, p)| (id.to_string(), p.epoch, p.last_seq))
+            .collect();
+        producers.sort();
+        out.push(StreamSummary {
+            name: meta.name.clone(),
+            mode: "file-log",
+            incarnation: inc,
+            content_type: meta.content_type.as_str().to_owned(),
+            expiry: meta.expiry,
+            created_ms: meta.created_ms,
+            bytes: view.end() - view.base,
+            records: view.records,
+            state,
+            problem: problem_of(&view),
+            producers,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Checks every record's CRC from the start of every log, and every checkpoint against the
+/// state the log gives at its position.
+///
+/// # Errors
+/// If the directory cannot be listed.
+pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
+    let (metas, leftovers) = metas(fs, dir)?;
+    let mut report = VerifyReport { leftovers, ..VerifyReport::default() };
+    for (inc, meta) in metas {
+        let meta = match meta {
+            Ok(Some(meta)) => meta,
+            Ok(None) | Err(_) => {
+                report.streams.push(StreamCheck {
+                    name: crate::log::store::meta_name(inc),
+                    records: 0,
+                    log: "metadata file is damaged or unreadable".into(),
+                    checkpoint: "-".into(),
+                    ok: false,
+                });
+                continue;
+            }
+        };
+        report.streams.push(check_stream(fs, dir, &meta));
+    }
+    Ok(report)
+}
+
+fn check_stream(fs: &dyn Fs, dir: &Path, meta: &Meta) -> StreamCheck {
+    let failed = |why: String| StreamCheck {
+        name: meta.name.clone(),
+        records: 0,
+        log: why,
+        checkpoint: "-".into(),
+        ok: false,
+    };
+    let log =
+        match fs.open(&dir.join(crate::log::handles::log_name(meta.incarnation)), OpenMode::Read) {
+            Ok(log) => log,
+            Err(e) => return failed(format!("log unreadable: {e}")),
+        };
+    let mut head = [0u8; FILE_HEADER_LEN];
+    let header = crate::fs::read_exact_at(log.as_ref(), &mut head, 0)
+        .map_err(|e| e.to_string())
+        .and_then(|()| crate::log::frame::decode_header(&head).map_err(|e| format!("{e:?}")));
+    let header = match header {
+        Ok(h) if h.incarnation == meta.incarnation => h,
+        Ok(_) => return failed("log header names another stream".into()),
+        Err(e) => return failed(format!("log header: {e}")),
+    };
+    let ckpt = recovery::read_checkpoint(fs, dir, meta.incarnation);
+    let mut writer = WriterState::default();
+    let mut records = 0u64;
+    let mut at_ckpt: Option<(WriterState, u64)> = None;
+    let ckpt_pos = ckpt.as_ref().map(|c| c.position);
+    let to_pos = |file_pos: u64| file_pos - FILE_HEADER_LEN as u64 + header.base;
+    let scanned = scan::scan(log.as_ref(), FILE_HEADER_LEN as u64, |file_pos, record, _| {
+        if ckpt_pos == Some(to_pos(file_pos)) {
+            at_ckpt = Some((writer.clone(), records));
+        }
+        Effect::of(record).replay(&mut writer);
+        records += 1;
+    });
+    let scanned = match scanned {
+        Ok(s) => s,
+        Err(e) => return failed(format!("log unreadable: {e}")),
+    };
+    if ckpt_pos == Some(to_pos(scanned.end)) {
+        at_ckpt = Some((writer.clone(), records));
+    }
+    let (log_state, mut ok) = match scanned.stop {
+        ScanEnd::Clean => ("clean".to_owned(), true),
+        ScanEnd::TornTail { at, bytes } => {
+            (format!("torn tail: {bytes} bytes at file position {at}"), false)
+        }
+        ScanEnd::Corrupt { at } => (format!("corrupt record at file position {at}"), false),
+    };
+    let checkpoint = match (&ckpt, at_ckpt) {
+        (None, _) => "none".to_owned(),
+        (Some(c), Some((state, count))) if state == c.writer && count == c.record_count => {
+            format!("consistent at offset {}", Offset::at(c.position))
+        }
+        (Some(c), Some(_)) => {
+            ok = false;
+            format!("state at offset {} differs from the log", Offset::at(c.position))
+        }
+        (Some(c), None) => {
+            ok = false;
+            format!("offset {} is not a record boundary of the log", Offset::at(c.position))
+        }
+    };
+    StreamCheck {
+        name: meta.name.clone(),
+        records: scanned.records,
+        log: log_state,
+        checkpoint,
+        ok,
+    }
+}
+
+/// The records of one stream, from `from` (a record boundary) or the start.
+///
+/// # Errors
+/// `NotFound` for an unknown stream; I/O errors; `InvalidData` if `from` is not a record
+/// boundary.
+pub fn dump(
+    fs: &dyn Fs,
+    dir: &Path,
+    stream: &str,
+    from: Option<Offset>,
+) -> io::Result<Vec<DumpRecord>> {
+    let (metas, _) = metas(fs, dir)?;
+    let meta = metas
+        .into_iter()
+        .filter_map(|(_, m)| m.ok().flatten())
+        .filter(|m| m.name == stream)
+        .max_by_key(|m| m.incarnation)
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no stream named {stream:?}"))
+        })?;
+    let log =
+        fs.open(&dir.join(crate::log::handles::log_name(meta.incarnation)), OpenMode::Read)?;
+    let mut head = [0u8; FILE_HEADER_LEN];
+    crate::fs::read_exact_at(log.as_ref(), &mut head, 0)?;
+    let header = crate::log::frame::decode_header(&head)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("log header: {e:?}")))?;
+    let start = from.map_or(header.base, Offset::pos);
+    if start < header.base {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "offset before the stream's start"));
+    }
+    let mut out = Vec::new();
+    let scanned = scan::scan(
+        log.as_ref(),
+        start - header.base + FILE_HEADER_LEN as u64,
+        |file_pos, r, _| {
+            let preview: String = String::from_utf8_lossy(&r.payload[..r.payload.len().min(64)])
+                .chars()
+                .map(|c| if c.is_control() { '.' } else { c })
+                .collect();
+            out.push(DumpRecord {
+                offset: Offset::at(file_pos - FILE_HEADER_LEN as u64 + header.base).to_string(),
+                file_position: file_pos,
+                kind: if r.kind == Kind::Close { "close" } else { "append" },
+                closes: r.closes,
+                producer: r.producer.as_ref().map(|(id, e, s)| (id.to_string(), *e, *s)),
+                stream_seq: r.stream_seq.map(|s| String::from_utf8_lossy(s).into_owned()),
+                messages: r.message_lens.as_ref().map(Vec::len),
+                payload_bytes: r.payload.len(),
+                preview,
+            });
+        },
+    )?;
+    if out.is_empty() && matches!(scanned.stop, ScanEnd::Corrupt { .. }) && from.is_some() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "offset is not a record boundary"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,204 @@
+//! `engine-inspect`: read-only views of a ds-server data directory (file-log modes).
+//!
+//! ```text
+//! engine-inspect list   DIR                         [--json]
+//! engine-inspect verify DIR                         [--json]   exit 0 clean, 1 problems
+//! engine-inspect dump   DIR STREAM [--from OFFSET] [--json]
+//! ```
+//! It never writes and takes no lock, so it runs beside a live server as well as after a
+//! crash. The logic lives in `ds_engine::inspect`.
+
+#![allow(clippy::print_stdout, reason = "a command-line tool prints its answer")]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ds_engine::fs::StdFs;
+use ds_engine::inspect;
+use ds_engine::{Expiry, ReadFrom};
+use serde_json::json;
+
+const USAGE: &str = "usage:
+  engine-inspect list   DIR                         [--json]
+  engine-inspect verify DIR                         [--json]
+  engine-inspect dump   DIR STREAM [--from OFFSET]  [--json]";
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let as_json = take_flag(&mut args, "--json");
+    let from = match take_value(&mut args, "--from") {
+        Ok(v) => v,
+        Err(e) => return usage(&e),
+    };
+    let (command, dir) = match (args.first(), args.get(1)) {
+        (Some(c), Some(d)) => (c.as_str(), PathBuf::from(d)),
+        _ => return usage("missing command or directory"),
+    };
+    let result = match (command, args.len()) {
+        ("list", 2) => list(&dir, as_json),
+        ("verify", 2) => verify(&dir, as_json),
+        ("dump", 3) => dump(&dir, &args[2], from.as_deref(), as_json),
+        _ => return usage("unknown command or wrong arguments"),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("engine-inspect: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn usage(why: &str) -> ExitCode {
+    eprintln!("engine-inspect: {why}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() != before
+}
+
+fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>, String> {
+    let Some(i) = args.iter().position(|a| a == flag) else { return Ok(None) };
+    if i + 1 >= args.len() {
+        return Err(format!("{flag} needs a value"));
+    }
+    let value = args.remove(i + 1);
+    args.remove(i);
+    Ok(Some(value))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn expiry_text(e: Expiry) -> String {
+    match e {
+        Expiry::Never => "-".into(),
+        Expiry::IdleTtl { secs } => format!("ttl {secs}s"),
+        Expiry::At { unix_ms } => format!("at {unix_ms} ms"),
+    }
+}
+
+fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
+    let streams = inspect::list(&StdFs, dir, now_ms())?;
+    if as_json {
+        let out: Vec<_> = streams
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name, "mode": s.mode, "incarnation": format!("{:016x}", s.incarnation),
+                    "content_type": s.content_type, "expiry": expiry_text(s.expiry),
+                    "created_ms": s.created_ms, "bytes": s.bytes, "records": s.records,
+                    "state": s.state, "problem": s.problem,
+                    "producers": s.producers.iter()
+                        .map(|(id, e, q)| json!({"id": id, "epoch": e, "seq": q}))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<32} {:<9} {:<24} {:>12} {:>9} {:<8} {:<12} PRODUCERS",
+        "STREAM", "MODE", "CONTENT-TYPE", "BYTES", "RECORDS", "STATE", "EXPIRY"
+    );
+    for s in &streams {
+        let producers: Vec<String> =
+            s.producers.iter().map(|(id, e, q)| format!("{id}@{e}:{q}")).collect();
+        println!(
+            "{:<32} {:<9} {:<24} {:>12} {:>9} {:<8} {:<12} {}{}",
+            s.name,
+            s.mode,
+            s.content_type,
+            s.bytes,
+            s.records,
+            s.state,
+            expiry_text(s.expiry),
+            if producers.is_empty() { "-".into() } else { producers.join(",") },
+            s.problem.as_ref().map(|p| format!("  [{p}]")).unwrap_or_default()
+        );
+    }
+    println!("{} streams", streams.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
+    let report = inspect::verify(&StdFs, dir)?;
+    if as_json {
+        let out = json!({
+            "clean": report.is_clean(),
+            "streams": report.streams.iter().map(|s| json!({
+                "name": s.name, "records": s.records, "log": s.log,
+                "checkpoint": s.checkpoint, "ok": s.ok,
+            })).collect::<Vec<_>>(),
+            "leftovers": report.leftovers,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!("{:<32} {:>9} {:<40} CHECKPOINT", "STREAM", "RECORDS", "LOG");
+        for s in &report.streams {
+            println!("{:<32} {:>9} {:<40} {}", s.name, s.records, s.log, s.checkpoint);
+        }
+        for l in &report.leftovers {
+            println!("leftover file (recovery removes it): {l}");
+        }
+        let bad = report.streams.iter().filter(|s| !s.ok).count();
+        println!("{} streams, {} with problems", report.streams.len(), bad);
+    }
+    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn dump(
+    dir: &std::path::Path,
+    stream: &str,
+    from: Option<&str>,
+    as_json: bool,
+) -> std::io::Result<ExitCode> {
+    let from = match from.map(ReadFrom::parse) {
+        None | Some(Some(ReadFrom::Start)) => None,
+        Some(Some(ReadFrom::At(o))) => Some(o),
+        Some(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "--from takes -1 or an offset token",
+            ));
+        }
+    };
+    let records = inspect::dump(&StdFs, dir, stream, from)?;
+    if as_json {
+        let out: Vec<_> = records
+            .iter()
+            .map(|r| {
+                json!({
+                    "offset": r.offset, "file_position": r.file_position, "kind": r.kind,
+                    "closes": r.closes, "stream_seq": r.stream_seq, "messages": r.messages,
+                    "payload_bytes": r.payload_bytes, "preview": r.preview,
+                    "producer": r.producer.as_ref().map(|(id, e, s)| json!({"id": id, "epoch": e, "seq": s})),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<26} {:<6} {:<6} {:<20} {:<10} {:>9} PREVIEW",
+        "OFFSET", "KIND", "CLOSES", "PRODUCER", "SEQ", "BYTES"
+    );
+    for r in &records {
+        let producer = r.producer.as_ref().map_or("-".into(), |(id, e, s)| format!("{id}@{e}:{s}"));
+        println!(
+            "{:<26} {:<6} {:<6} {:<20} {:<10} {:>9} {}",
+            r.offset,
+            r.kind,
+            if r.closes { "yes" } else { "-" },
+            producer,
+            r.stream_seq.as_deref().unwrap_or("-"),
+            r.payload_bytes,
+            r.preview
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

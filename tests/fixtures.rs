@@ -1,0 +1,133 @@
+//! The committed version-1 data directories open, read back as written, keep their producer
+//! and `Stream-Seq` state, and their damage is handled by the documented policy; and
+//! `engine-inspect` reports on them without changing them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{TestServer, stream};
+
+/// A scratch copy of a fixture (recovery may cut torn tails; the originals stay as they are).
+fn copy_fixture(name: &str) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let to = std::env::temp_dir().join(format!(
+        "ds-fixture-{name}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+async fn serve(dir: &Path) -> TestServer {
+    let dir = dir.to_path_buf();
+    TestServer::with(move |c| {
+        c.storage.mode = "file-durable".into();
+        c.storage.data_dir = dir;
+    })
+    .await
+}
+
+fn inspect(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_engine-inspect")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_directory_opens_with_its_state() {
+    let dir = copy_fixture("v1");
+    let server = serve(&dir).await;
+    let text = ("content-type", "text/plain");
+    assert_eq!(server.req("GET", &stream("text/greeting"), &[], b"").await.text(), "hello, world");
+    let stale =
+        server.req("POST", &stream("text/greeting"), &[text, ("stream-seq", "0001")], b"!").await;
+    assert_eq!(stale.status, 409, "Stream-Seq survived");
+    let json = server.req("GET", &stream("json/events"), &[], b"").await;
+    let values: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(values, serde_json::json!([{"n":1},{"n":2},{"n":3},{"n":4}]));
+    let retry = [
+        ("content-type", "application/json"),
+        ("producer-id", "p1"),
+        ("producer-epoch", "0"),
+        ("producer-seq", "1"),
+    ];
+    assert_eq!(server.req("POST", &stream("json/events"), &retry, b"{\"n\":4}").await.status, 204);
+    let closed = server.req("GET", &stream("bin/closed"), &[], b"").await;
+    assert_eq!(&closed.body[..], &[0, 1, 2, 0xff]);
+    assert_eq!(closed.header("stream-closed"), Some("true"));
+    let close_retry = [
+        ("stream-closed", "true"),
+        ("producer-id", "closer"),
+        ("producer-epoch", "2"),
+        ("producer-seq", "0"),
+    ];
+    assert_eq!(server.req("POST", &stream("bin/closed"), &close_retry, b"").await.status, 204);
+    let head = server.req("HEAD", &stream("text/expiring"), &[], b"").await;
+    assert_eq!(head.header("stream-expires-at"), Some("2999-01-01T00:00:00.000Z"));
+    server.stop().await;
+    assert_eq!(inspect(&["verify", dir.to_str().unwrap()]).0, 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_directory_cuts_torn_tails_and_keeps_corrupt_logs_read_only() {
+    let dir = copy_fixture("v1_corrupt");
+    let (code, out) = inspect(&["verify", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 1, "verify reports the damage: {out}");
+    assert!(out.contains("torn tail") && out.contains("corrupt record"), "{out}");
+    let server = serve(&dir).await;
+    // The torn tail was cut: the stream reads as it was and takes writes.
+    let text = ("content-type", "text/plain");
+    assert_eq!(server.req("GET", &stream("text/greeting"), &[], b"").await.text(), "hello, world");
+    assert_eq!(server.req("POST", &stream("text/greeting"), &[text], b"!").await.status, 204);
+    // The corrupt log serves what precedes the damage and refuses writes.
+    let json = server.req("GET", &stream("json/events"), &[], b"").await;
+    assert_eq!(json.status, 200);
+    let values: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(values, serde_json::json!([{"n":1},{"n":2}]));
+    let write = server
+        .req("POST", &stream("json/events"), &[("content-type", "application/json")], b"5")
+        .await;
+    assert_eq!(write.status, 500);
+    server.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_inspect_lists_and_dumps_without_writing() {
+    let dir = copy_fixture("v1");
+    let before: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let (code, out) = inspect(&["list", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let events = list.as_array().unwrap().iter().find(|s| s["name"] == "json/events").unwrap();
+    assert_eq!((events["records"].as_u64(), events["state"].as_str()), (Some(3), Some("open")));
+    assert_eq!(events["producers"][0]["id"], "p1");
+    let closed = list.as_array().unwrap().iter().find(|s| s["name"] == "bin/closed").unwrap();
+    assert_eq!(closed["state"], "closed");
+    let (code, out) = inspect(&["dump", dir.to_str().unwrap(), "json/events", "--json"]);
+    assert_eq!(code, 0);
+    let records: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(records.as_array().unwrap().len(), 3);
+    assert_eq!(records[1]["producer"]["seq"], 0);
+    let second = records[1]["offset"].as_str().unwrap().to_owned();
+    let (_, from) =
+        inspect(&["dump", dir.to_str().unwrap(), "json/events", "--from", &second, "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&from).unwrap().as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(inspect(&["dump", dir.to_str().unwrap(), "nope"]).0, 2);
+    assert_eq!(inspect(&["bogus"]).0, 2);
+    let after: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(before.len(), after.len(), "inspect created or removed nothing");
+    std::fs::remove_dir_all(dir).unwrap();
+}
