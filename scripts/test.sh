@@ -34,4 +34,7 @@ done
 step "crash test: SIGKILL the release server mid-stream (file-fast, file-durable)"
 cargo test --release --locked --test crash_kill
 
+step "fuzzing: each target briefly, from the committed corpus"
+scripts/fuzz.sh
+
 printf '\n==> all green in %ss\n' "$(( $(date +%s) - started ))"

@@ -6,7 +6,9 @@
 //! - [`meta`]: metadata and checkpoint side files.
 //! - [`scan`]: reading a log forward, stopping at damage.
 //! - [`handles`]: the bounded pool of open files.
+//! - [`checks`]: properties on arbitrary bytes, shared by the fuzz targets and tests.
 
+pub mod checks;
 pub mod frame;
 pub mod handles;
 pub mod meta;
