@@ -9,11 +9,15 @@
 //! Scenarios (each run `DS_BENCH_RUNS` times, default 3; the median run is reported):
 //! - `append-1`: 100-byte appends, one connection, one stream, one request at a time.
 //! - `append-64`: 100-byte appends, 64 connections, 64 streams.
+//! - `append-64-shared`: 100-byte appends, 64 connections, all to one stream.
 //! - `producer-pipelined`: 100-byte producer appends, one connection, 64 requests in flight
 //!   (HTTP/1.1 pipelining), each with the next `Producer-Seq`.
 //! - `read-64m`: catch-up reads of a 64 MiB stream, chunk by chunk, on one connection.
 //! - `sse`: 1,000 SSE readers of one stream while a writer appends every 10 ms; the latency
 //!   from the append being sent to each reader parsing it, p50 and p99.
+//!
+//! `DS_BENCH_MODE` picks the storage mode (`memory` by default; `file-fast`, `file-durable`
+//! use a fresh directory under the system temp dir).
 //!
 //! Server CPU per operation comes from `/proc/<pid>/stat` (user + system time) over the run.
 //! The load generator runs on the same machine and competes for the same cores.
@@ -40,7 +44,11 @@ fn main() {
     let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    println!("ds-server load benchmark: {} runs of {secs} s, machine: {}", runs, machine());
+    let mode = std::env::var("DS_BENCH_MODE").unwrap_or_else(|_| "memory".into());
+    println!(
+        "ds-server load benchmark: {mode} mode, {runs} runs of {secs} s, machine: {}",
+        machine()
+    );
     let duration = Duration::from_secs(secs);
     if want("append-1") {
         report_rate("append-1 (1 conn, 100 B)", runs, || rt.block_on(appends(1, duration)));
@@ -48,6 +56,11 @@ fn main() {
     if want("append-64") {
         report_rate("append-64 (64 conns/streams, 100 B)", runs, || {
             rt.block_on(appends(64, duration))
+        });
+    }
+    if want("append-64-shared") {
+        report_rate("append-64-shared (64 conns, 1 stream, 100 B)", runs, || {
+            rt.block_on(shared_appends(64, duration))
         });
     }
     if want("producer-pipelined") {
@@ -123,15 +136,21 @@ fn report_rate(name: &str, runs: usize, mut run: impl FnMut() -> Rate) {
     );
 }
 
-/// A release server started for one scenario, killed on drop.
+/// A release server started for one scenario, killed on drop (its data directory removed).
 struct Server {
     child: Child,
     addr: SocketAddr,
+    data_dir: std::path::PathBuf,
 }
 
 impl Server {
     fn start() -> Server {
+        let mode = std::env::var("DS_BENCH_MODE").unwrap_or_else(|_| "memory".into());
+        let data_dir =
+            std::env::temp_dir().join(format!("ds-bench-{}-{}", std::process::id(), unique()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_ds-server"))
+            .env("DS_STORAGE__MODE", &mode)
+            .env("DS_STORAGE__DATA_DIR", &data_dir)
             .env("DS_SERVER__HOST", "127.0.0.1")
             .env("DS_SERVER__PORT", "0")
             .env("DS_LIMITS__MAX_MEMORY_BYTES", (8u64 << 30).to_string())
@@ -152,7 +171,26 @@ impl Server {
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        let server = Server { child, addr, data_dir };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..500 {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
+                use std::io::{Read, Write};
+                let _ =
+                    s.write_all(b"GET /readyz HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not become ready");
     }
 
     /// User + system CPU time of the server so far, in microseconds.
@@ -169,7 +207,13 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A connection with the least client work per request: prebuilt requests, and a response
@@ -274,6 +318,39 @@ async fn appends(connections: usize, duration: Duration) -> Rate {
             let req = request(
                 "POST",
                 &format!("/v1/stream/{name}"),
+                &[("content-type", "application/octet-stream")],
+                &[b'x'; PAYLOAD_BYTES],
+            );
+            ready.wait().await;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                conn.send(&req).await;
+                assert_eq!(conn.response(None).await.0, 204);
+                n += 1;
+            }
+            done.fetch_add(n, Ordering::Relaxed);
+        }));
+    }
+    ready.wait().await;
+    measure(&server, duration, stop, done, tasks).await
+}
+
+async fn shared_appends(connections: usize, duration: Duration) -> Rate {
+    let server = Server::start();
+    let addr = server.addr;
+    let mut setup = Fast::connect(addr).await;
+    create(&mut setup, "shared", "application/octet-stream").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (stop, done, ready) = (stop.clone(), done.clone(), ready.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Fast::connect(addr).await;
+            let req = request(
+                "POST",
+                "/v1/stream/shared",
                 &[("content-type", "application/octet-stream")],
                 &[b'x'; PAYLOAD_BYTES],
             );

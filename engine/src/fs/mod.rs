@@ -6,7 +6,8 @@
 //! - `write_at` makes bytes visible to later reads at once, durable only after `sync_data`.
 //! - Creating, renaming and removing a file changes the directory at once, durably only after
 //!   `sync_dir` of the directory that holds it.
-//! - An error from `sync_data` means nothing about what reached the disk; the caller must not
+//! - `sync_all_files` does what `sync_data` does, for every file at once.
+//! - An error from a sync means nothing about what reached the disk; the caller must not
 //!   retry it (the engine poisons itself instead).
 
 pub mod sim;
@@ -66,6 +67,15 @@ pub trait Fs: Send + Sync + 'static {
     /// # Errors
     /// As the operating system reports.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Makes the written data of every file on the file system that holds `dir` durable, in
+    /// one call (Linux `syncfs`): a group commit over many files costs one sync instead of
+    /// one per file. Directory entries are synced separately ([`Fs::sync_dir`]).
+    ///
+    /// # Errors
+    /// As the operating system reports (Linux 5.8 and later report any writeback error
+    /// since the last call); never retry after an error.
+    fn sync_all_files(&self, dir: &Path) -> io::Result<()>;
 }
 
 /// One open file. Reads and writes are positional, so one handle serves concurrent readers

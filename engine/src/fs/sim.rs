@@ -2,7 +2,8 @@
 //!
 //! Fault model (what a power cut does here):
 //! - Every file has a *live* image (what reads see) and a *durable* image. `write_all_at` and
-//!   `set_len` change the live image; `sync_data` copies live to durable.
+//!   `set_len` change the live image; `sync_data` copies live to durable, `sync_all_files`
+//!   does so for every file.
 //! - The directory has a live and a durable table of entries. `open(CreateNew)`, `rename` and
 //!   `remove` change the live table; `sync_dir(d)` makes the live entries of `d` durable.
 //! - [`SimFs::power_loss`] builds the file system a restart would find: the durable table,
@@ -246,6 +247,15 @@ impl Fs for SimFs {
         let mut s = self.lock();
         check(&s)?;
         s.live.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+    }
+
+    fn sync_all_files(&self, _dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        SimFs::sync_point(&mut s)?;
+        for data in s.files.values_mut() {
+            data.durable.clone_from(&data.live);
+        }
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

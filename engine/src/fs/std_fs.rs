@@ -52,6 +52,11 @@ impl Fs for StdFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+
+    fn sync_all_files(&self, dir: &Path) -> io::Result<()> {
+        let dir = File::open(dir)?;
+        rustix::fs::syncfs(&dir).map_err(io::Error::from)
+    }
 }
 
 #[derive(Debug)]

@@ -3,11 +3,13 @@
 //!
 //! Write path (group commit). An append validates against the stream's *accepted* state
 //! under the stream's lock, encodes its record into the stream's pending batch, and waits.
-//! The first appender to find no commit running becomes the committer: on a blocking thread
-//! it takes the batch, writes it with one `pwrite` and, in `file-durable`, one `fdatasync`,
-//! then makes it *visible* (readers, live subscribers) and acknowledges every append in it.
-//! Appends arriving meanwhile form the next batch and share the next sync. Different streams
-//! have different locks and committers, so their syncs run in parallel.
+//! The first appender to find no commit pending queues the stream for the committer thread.
+//! Each round the committer takes every queued stream's batch, writes each with one `pwrite`
+//! and then, in `file-durable`, makes them all durable with one sync: `fdatasync` when one
+//! stream is in the round, `syncfs` (one call for the whole file system) when several are.
+//! Only then are the records made *visible* (readers, live subscribers) and their appends
+//! acknowledged. Appends arriving meanwhile form the next batches and share the next sync,
+//! within a stream and across streams. Appenders never wait on another stream's lock.
 //!
 //! A failed write or sync poisons the store: every later write gets
 //! [`Error::Unavailable`] until restart (recovery then cuts whatever was torn). A sync is
@@ -18,7 +20,7 @@ use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -79,10 +81,70 @@ pub fn ckpt_name(incarnation: u64) -> String {
     format!("{incarnation:016x}.ckpt")
 }
 
-/// The file store. Cloning shares it.
+/// The file store. Cloning shares it; the committer thread stops when the last clone drops.
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
+    _committer: Arc<CommitterThread>,
+}
+
+/// Stops and joins the committer thread when dropped.
+struct CommitterThread {
+    inner: Arc<Inner>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for CommitterThread {
+    fn drop(&mut self) {
+        self.inner.committer.stop();
+        let handle = self.handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Streams with a batch to commit, for the committer thread.
+#[derive(Default)]
+struct Committer {
+    queue: Mutex<CommitQueue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    streams: Vec<Arc<FileStream>>,
+    stop: bool,
+}
+
+impl Committer {
+    fn queue(&self) -> MutexGuard<'_, CommitQueue> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn enqueue(&self, stream: Arc<FileStream>) {
+        self.queue().streams.push(stream);
+        self.wake.notify_one();
+    }
+
+    /// The next round's streams; `None` once stopped and drained.
+    fn next_round(&self) -> Option<Vec<Arc<FileStream>>> {
+        let mut q = self.queue();
+        loop {
+            if !q.streams.is_empty() {
+                return Some(std::mem::take(&mut q.streams));
+            }
+            if q.stop {
+                return None;
+            }
+            q = self.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn stop(&self) {
+        self.queue().stop = true;
+        self.wake.notify_all();
+    }
 }
 
 impl std::fmt::Debug for FileStore {
@@ -103,6 +165,7 @@ pub(crate) struct Inner {
     pub(crate) handles: Handles,
     next_incarnation: AtomicU64,
     poisoned: AtomicBool,
+    committer: Committer,
 }
 
 #[derive(Default)]
@@ -332,13 +395,27 @@ impl FileStore {
             shards: (0..MAP_SHARDS).map(|_| Shard::default()).collect(),
             next_incarnation: AtomicU64::new(next_incarnation),
             poisoned: AtomicBool::new(false),
+            committer: Committer::default(),
         };
         for stream in streams {
             let shard = inner.shard(&stream.name);
             let mut map = shard.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.insert(stream.name.clone(), stream);
         }
-        FileStore { inner: Arc::new(inner) }
+        let inner = Arc::new(inner);
+        let thread_inner = inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("ds-commit".into())
+            .spawn(move || {
+                while let Some(round) = thread_inner.committer.next_round() {
+                    thread_inner.commit_round(round);
+                }
+            })
+            .map_err(|e| tracing::error!(error = %e, "cannot start the committer thread"))
+            .ok();
+        let committer =
+            Arc::new(CommitterThread { inner: inner.clone(), handle: Mutex::new(handle) });
+        FileStore { inner, _committer: committer }
     }
 
     /// Whether a failed write or sync has stopped all writes.
@@ -494,46 +571,70 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes batches of `stream` until none is pending. Runs on a blocking thread.
-    fn commit_loop(&self, stream: &FileStream) {
-        loop {
-            let batch = {
-                let mut st = stream.lock();
-                if st.batch.waiters.is_empty() && st.batch.records.is_empty() {
-                    st.committing = false;
-                    return;
-                }
-                std::mem::take(&mut st.batch)
+    /// One round of the committer thread: write every stream's pending batch, make them all
+    /// durable with one sync, then make them visible and acknowledge them.
+    fn commit_round(&self, streams: Vec<Arc<FileStream>>) {
+        let work: Vec<(Arc<FileStream>, Batch)> = streams
+            .into_iter()
+            .map(|s| {
+                let batch = std::mem::take(&mut s.lock().batch);
+                (s, batch)
+            })
+            .collect();
+        let mut failure = None;
+        let mut written: Vec<Arc<dyn FsFile>> = Vec::new();
+        for (stream, batch) in &work {
+            if batch.records.is_empty() || failure.is_some() {
+                continue;
+            }
+            if self.poisoned.load(Ordering::Relaxed) {
+                failure = Some(io::Error::other("store is poisoned"));
+                continue;
+            }
+            match self.write_batch(stream, batch) {
+                Ok(file) => written.push(file),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if failure.is_none() && self.durability.syncs() && !written.is_empty() {
+            let synced = match written.as_slice() {
+                [one] => one.sync_data(),
+                _ => self.fs.sync_all_files(&self.dir),
             };
-            let written = if batch.records.is_empty() {
-                Ok(())
-            } else if self.poisoned.load(Ordering::Relaxed) {
-                Err(io::Error::other("store is poisoned"))
+            if let Err(e) = synced {
+                failure = Some(e);
+            }
+        }
+        if let Some(e) = &failure {
+            self.poison("appending to stream logs", e);
+        }
+        for (stream, batch) in work {
+            if failure.is_none() {
+                self.make_visible(&stream, batch);
             } else {
-                self.write_batch(stream, &batch)
-            };
-            match written {
-                Ok(()) => self.make_visible(stream, batch),
-                Err(e) => {
-                    self.poison("appending to a stream log", &e);
-                    for w in batch.waiters {
-                        let _ = w.send(Err(Error::Unavailable(
-                            "writes are stopped after a storage failure; see the server log",
-                        )));
-                    }
+                for w in batch.waiters {
+                    let _ = w.send(Err(Error::Unavailable(
+                        "writes are stopped after a storage failure; see the server log",
+                    )));
                 }
+            }
+            let more = {
+                let mut st = stream.lock();
+                let more = !st.batch.records.is_empty() || !st.batch.waiters.is_empty();
+                st.committing = more;
+                more
+            };
+            if more {
+                self.committer.enqueue(stream);
             }
         }
     }
 
-    fn write_batch(&self, stream: &FileStream, batch: &Batch) -> io::Result<()> {
+    fn write_batch(&self, stream: &FileStream, batch: &Batch) -> io::Result<Arc<dyn FsFile>> {
         let file = self.handles.get(stream.incarnation())?;
         let start = batch.records.first().map_or(0, |r| r.pos);
         file.write_all_at(&batch.bytes, stream.file_pos(start))?;
-        if self.durability.syncs() {
-            file.sync_data()?;
-        }
-        Ok(())
+        Ok(file)
     }
 
     fn make_visible(&self, stream: &FileStream, batch: Batch) {
@@ -962,8 +1063,7 @@ impl Store for FileStore {
             (rx, ack, lead)
         };
         if lead {
-            let (inner, stream) = (inner.clone(), stream.clone());
-            tokio::task::spawn_blocking(move || inner.commit_loop(&stream));
+            inner.committer.enqueue(stream.clone());
         }
         match waiter.await {
             Ok(Ok(())) => Ok(ack),
