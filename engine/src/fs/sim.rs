@@ -37,6 +37,9 @@ struct State {
     now_ms: u64,
     syncs: u64,
     fail_at_sync: Option<u64>,
+    /// After the failing sync, every operation fails too (the disk is gone), rather than
+    /// only that sync.
+    stop_after_failure: bool,
     failed: bool,
 }
 
@@ -88,6 +91,15 @@ impl SimFs {
     pub fn fail_at_sync(&self, n: u64) {
         let mut s = self.lock();
         s.fail_at_sync = Some(s.syncs + n);
+        s.stop_after_failure = true;
+    }
+
+    /// Makes sync number `n` fail, and only that one: the disk keeps answering, as after a
+    /// transient writeback error.
+    pub fn fail_one_sync(&self, n: u64) {
+        let mut s = self.lock();
+        s.fail_at_sync = Some(s.syncs + n);
+        s.stop_after_failure = false;
     }
 
     /// How many syncs have been issued so far.
@@ -187,7 +199,7 @@ impl SimFs {
         let n = s.syncs;
         s.syncs += 1;
         if s.fail_at_sync == Some(n) {
-            s.failed = true;
+            s.failed = s.stop_after_failure;
             return Err(failed());
         }
         Ok(())

@@ -1,0 +1,153 @@
+//! Stories of the file store that the crash model does not tell on its own: a failed sync
+//! stops all writes, deletes and expiry are durable, a second engine cannot share a data
+//! directory, and a tiny open-file pool still serves many streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ds_engine::fs::Fs;
+use ds_engine::fs::sim::{SimFs, Torn};
+use ds_engine::{
+    AppendRequest, ContentType, CreateRequest, Engine, EngineConfig, Error, Expiry, ManualClock,
+    OpenError, ReadFrom, StorageMode,
+};
+
+fn config(mode: StorageMode) -> EngineConfig {
+    EngineConfig { mode, data_dir: PathBuf::from("/data"), ..EngineConfig::default() }
+}
+
+async fn open(mode: StorageMode, sim: &SimFs, clock: &ManualClock) -> Engine {
+    let engine =
+        Engine::open_on(config(mode), Arc::new(clock.clone()), Arc::new(sim.clone())).unwrap();
+    engine.ready().await.unwrap();
+    engine
+}
+
+fn create(expiry: Expiry) -> CreateRequest {
+    CreateRequest {
+        content_type: ContentType::new("text/plain"),
+        expiry,
+        closed: false,
+        body: "a".into(),
+    }
+}
+
+async fn text(engine: &Engine, name: &str) -> String {
+    let chunk = engine.read(name, ReadFrom::Start).await.unwrap();
+    String::from_utf8(chunk.parts.concat()).unwrap()
+}
+
+/// An fsync that fails is never retried: the store refuses every later write (503) and keeps
+/// serving reads; after a restart, recovery keeps what was durable and writes work again.
+#[tokio::test]
+async fn a_failed_sync_stops_writes_until_restart() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = open(StorageMode::FileDurable, &sim, &clock).await;
+    engine.create("s", create(Expiry::Never)).await.unwrap();
+    engine.append("s", AppendRequest::data("text/plain", "b")).await.unwrap();
+    sim.fail_one_sync(0);
+    let err = engine.append("s", AppendRequest::data("text/plain", "c")).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    let again = engine.append("s", AppendRequest::data("text/plain", "d")).await.unwrap_err();
+    assert!(matches!(again, Error::Unavailable(_)), "poisoned: {again:?}");
+    assert_eq!(text(&engine, "s").await, "ab", "reads go on; the failed append is not visible");
+    drop(engine);
+    let sim = sim.power_loss(Torn::Prefix(3));
+    let engine = open(StorageMode::FileDurable, &sim, &clock).await;
+    assert_eq!(text(&engine, "s").await, "ab");
+    engine.append("s", AppendRequest::data("text/plain", "e")).await.unwrap();
+    assert_eq!(text(&engine, "s").await, "abe");
+}
+
+/// A 204 to DELETE means the stream is gone for good, power cut or not; expired streams are
+/// removed from disk by the sweeper.
+#[tokio::test]
+async fn deletes_and_expiry_are_durable() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = open(StorageMode::FileDurable, &sim, &clock).await;
+    engine.create("gone", create(Expiry::Never)).await.unwrap();
+    engine.create("ttl", create(Expiry::IdleTtl { secs: 1 })).await.unwrap();
+    engine.create("kept", create(Expiry::Never)).await.unwrap();
+    engine.delete("gone").await.unwrap();
+    clock.advance_ms(1_000);
+    assert_eq!(engine.sweep_expired().await, 1);
+    assert_eq!(
+        sim.list(Path::new("/data")).unwrap().iter().filter(|n| n.ends_with(".meta")).count(),
+        1
+    );
+    drop(engine);
+    let sim = sim.power_loss(Torn::Clean);
+    let engine = open(StorageMode::FileDurable, &sim, &clock).await;
+    assert_eq!(engine.head("gone").await.unwrap_err(), Error::NotFound);
+    assert_eq!(engine.head("ttl").await.unwrap_err(), Error::NotFound);
+    assert_eq!(text(&engine, "kept").await, "a");
+    assert_eq!(
+        sim.list(Path::new("/data")).unwrap().iter().filter(|n| n.ends_with(".log")).count(),
+        1
+    );
+}
+
+/// Regression guard for the open-file pool: with room for two open files, fifty streams
+/// written round-robin still read back whole.
+#[tokio::test]
+async fn a_small_file_pool_serves_many_streams() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let config = EngineConfig { max_open_files: 2, ..config(StorageMode::FileFast) };
+    let engine = Engine::open_on(config, Arc::new(clock.clone()), Arc::new(sim.clone())).unwrap();
+    engine.ready().await.unwrap();
+    for i in 0..50 {
+        engine.create(&format!("s{i}"), create(Expiry::Never)).await.unwrap();
+    }
+    for round in 0..3 {
+        for i in 0..50 {
+            engine
+                .append(&format!("s{i}"), AppendRequest::data("text/plain", format!("{round}")))
+                .await
+                .unwrap();
+        }
+    }
+    for i in 0..50 {
+        assert_eq!(text(&engine, &format!("s{i}")).await, "a012");
+    }
+}
+
+/// A second server on the same directory refuses to start, naming the problem.
+#[tokio::test]
+async fn a_data_directory_serves_one_engine_at_a_time() {
+    let dir = std::env::temp_dir().join(format!("ds-lock-test-{}", std::process::id()));
+    let config = EngineConfig {
+        mode: StorageMode::FileFast,
+        data_dir: dir.clone(),
+        ..EngineConfig::default()
+    };
+    let first = Engine::open(config.clone()).unwrap();
+    first.ready().await.unwrap();
+    let second = Engine::open(config.clone()).unwrap_err();
+    assert!(matches!(second, OpenError::Locked(_)), "{second:?}");
+    assert!(second.to_string().contains("in use by another ds-server"));
+    drop(first);
+    let third = Engine::open(config).unwrap();
+    third.ready().await.unwrap();
+    drop(third);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A directory that belongs to something else is refused instead of written into.
+#[tokio::test]
+async fn a_foreign_layout_is_refused() {
+    let sim = SimFs::new();
+    let f = sim.open(Path::new("/data/LAYOUT"), ds_engine::fs::OpenMode::CreateNew).unwrap();
+    f.write_all_at(b"something else 9\n", 0).unwrap();
+    let engine = Engine::open_on(
+        config(StorageMode::FileFast),
+        Arc::new(ManualClock::new(1)),
+        Arc::new(sim),
+    )
+    .unwrap();
+    let why = engine.ready().await.unwrap_err();
+    assert!(why.contains("not a ds-server file-log directory"), "{why}");
+    let err = engine.head("x").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)));
+}
