@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         )
         .with(filter)
         .init();
+    raise_open_file_limit(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -77,5 +78,30 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: connections and log files each
+/// need a descriptor, and the usual soft limit (1024) is below what the defaults allow.
+fn raise_open_file_limit(config: &ds_server::Config) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum {
+        if limit.current.is_some_and(|soft| soft < hard) {
+            limit.current = Some(hard);
+            if let Err(e) = setrlimit(Resource::Nofile, limit) {
+                tracing::warn!(error = %e, "could not raise the open-file limit");
+            }
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let wanted = (config.server.max_connections + config.storage.max_open_files + 64) as u64;
+    if soft < wanted {
+        tracing::warn!(
+            limit = soft,
+            wanted,
+            "the open-file limit is below max_connections + max_open_files; lower them or raise \
+             the limit (ulimit -n), or requests will fail when it is reached"
+        );
     }
 }

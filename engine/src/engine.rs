@@ -122,7 +122,7 @@ impl Engine {
             StorageMode::Memory => None,
             _ => Some(lock_data_dir(&config.data_dir)?),
         };
-        let mut engine = Engine::open_on(config, clock, Arc::new(StdFs))?;
+        let mut engine = Engine::open_on(config, clock, Arc::new(StdFs::default()))?;
         engine._lock = lock;
         Ok(engine)
     }

@@ -151,3 +151,88 @@ async fn a_foreign_layout_is_refused() {
     let err = engine.head("x").await.unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)));
 }
+
+/// Releases held syncs when a test ends, even by a panic, so the committer can stop.
+struct Release(SimFs);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release_syncs();
+    }
+}
+
+/// Waits until `f` holds, a few milliseconds at a time (for another thread's progress).
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("condition never held");
+}
+
+/// Regression: an append waiting for its commit while its stream was deleted made the
+/// committer fail to reopen the unlinked log, which poisoned the whole store: one client
+/// could stop all writes by appending and deleting at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_racing_a_delete_does_not_stop_other_streams() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = Arc::new(open(StorageMode::FileDurable, &sim, &clock).await);
+    engine.create("busy", create(Expiry::Never)).await.unwrap();
+    engine.create("doomed", create(Expiry::Never)).await.unwrap();
+    sim.hold_syncs();
+    let _release = Release(sim.clone());
+    let first = {
+        let engine = engine.clone();
+        tokio::spawn(
+            async move { engine.append("busy", AppendRequest::data("text/plain", "1")).await },
+        )
+    };
+    until(|| sim.syncs_waiting() == 1).await;
+    // The committer is now inside the held sync; this append waits for the next round.
+    let doomed = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine.append("doomed", AppendRequest::data("text/plain", "x")).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    engine.delete("doomed").await.unwrap();
+    sim.release_syncs();
+    first.await.unwrap().unwrap();
+    let lost = doomed.await.unwrap();
+    assert!(matches!(lost, Err(Error::NotFound) | Ok(_)), "{lost:?}");
+    engine
+        .append("busy", AppendRequest::data("text/plain", "2"))
+        .await
+        .expect("store still takes writes");
+    assert_eq!(text(&engine, "busy").await, "a12");
+}
+
+/// Regression: a producer's retry arriving while the original append's sync was failing
+/// was answered "duplicate, 204" although the original never became durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_of_an_append_whose_sync_failed_is_not_acknowledged() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = Arc::new(open(StorageMode::FileDurable, &sim, &clock).await);
+    engine.create("p", create(Expiry::Never)).await.unwrap();
+    sim.fail_one_sync(0);
+    sim.hold_syncs();
+    let _release = Release(sim.clone());
+    let request = AppendRequest::data("text/plain", "once").with_producer("w", 0, 0);
+    let original = {
+        let (engine, req) = (engine.clone(), request.clone());
+        tokio::spawn(async move { engine.append("p", req).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let retry = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.append("p", request).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    sim.release_syncs();
+    assert!(matches!(original.await.unwrap(), Err(Error::Unavailable(_))));
+    let retried = retry.await.unwrap();
+    assert!(matches!(retried, Err(Error::Unavailable(_))), "must not be acknowledged: {retried:?}");
+}

@@ -82,7 +82,7 @@ fn expiry_text(e: Expiry) -> String {
 }
 
 fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
-    let streams = inspect::list(&StdFs, dir, now_ms())?;
+    let streams = inspect::list(&StdFs::default(), dir, now_ms())?;
     if as_json {
         let out: Vec<_> = streams
             .iter()
@@ -126,7 +126,7 @@ fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
 }
 
 fn verify(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
-    let report = inspect::verify(&StdFs, dir)?;
+    let report = inspect::verify(&StdFs::default(), dir)?;
     if as_json {
         let out = json!({
             "clean": report.is_clean(),
@@ -167,7 +167,7 @@ fn dump(
             ));
         }
     };
-    let records = inspect::dump(&StdFs, dir, stream, from)?;
+    let records = inspect::dump(&StdFs::default(), dir, stream, from)?;
     if as_json {
         let out: Vec<_> = records
             .iter()

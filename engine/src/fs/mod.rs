@@ -136,11 +136,53 @@ pub fn read_exact_at(file: &dyn FsFile, mut buf: &mut [u8], mut pos: u64) -> io:
     Ok(())
 }
 
-/// Writes `bytes` to `path` durably and atomically: a temporary file, `sync_data`, rename over
-/// `path`, then `sync_dir`. After a crash the path holds either the old or the new content.
+/// Which kind of call failed: after a failed sync nothing is known about what reached the
+/// disk, so callers poison themselves; other failures are ordinary errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failed {
+    /// An open, write, rename or removal.
+    Io,
+    /// A `sync_data` or `sync_dir`.
+    Sync,
+}
+
+/// Writes `bytes` to `dir/name` durably and atomically: a temporary file, `sync_data`, rename
+/// over the name, then `sync_dir` (the syncs only if `durable`). After a crash the name holds
+/// either the old or the new content.
 ///
 /// # Errors
-/// As the file system reports; the temporary file may be left behind (recovery removes it).
+/// The failing call and its kind; the temporary file may be left behind (recovery removes
+/// it).
+pub fn write_atomic_or_which(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durable: bool,
+) -> Result<(), (io::Error, Failed)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // A name of its own, so that two writers of the same file never rename each other's tmp.
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.{n}{TMP_SUFFIX}"));
+    let io = |e| (e, Failed::Io);
+    let sync = |e| (e, Failed::Sync);
+    let file = fs.open(&tmp, OpenMode::CreateNew).map_err(io)?;
+    file.write_all_at(bytes, 0).map_err(io)?;
+    if durable {
+        file.sync_data().map_err(sync)?;
+    }
+    drop(file);
+    fs.rename(&tmp, &dir.join(name)).map_err(io)?;
+    if durable {
+        fs.sync_dir(dir).map_err(sync)?;
+    }
+    Ok(())
+}
+
+/// [`write_atomic_or_which`] without saying which call failed.
+///
+/// # Errors
+/// As [`write_atomic_or_which`].
 pub fn write_atomic(
     fs: &dyn Fs,
     dir: &Path,
@@ -148,19 +190,7 @@ pub fn write_atomic(
     bytes: &[u8],
     durable: bool,
 ) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let _ = fs.remove(&tmp);
-    let file = fs.open(&tmp, OpenMode::CreateNew)?;
-    file.write_all_at(bytes, 0)?;
-    if durable {
-        file.sync_data()?;
-    }
-    drop(file);
-    fs.rename(&tmp, &dir.join(name))?;
-    if durable {
-        fs.sync_dir(dir)?;
-    }
-    Ok(())
+    write_atomic_or_which(fs, dir, name, bytes, durable).map_err(|(e, _)| e)
 }
 
 /// Suffix of temporary files; recovery removes any it finds.

@@ -26,6 +26,9 @@ use super::{Fs, FsFile, OpenMode};
 #[derive(Clone, Debug, Default)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
+    /// While true, file syncs wait (directory syncs do not): lets a test hold a commit open.
+    /// The count is how many syncs are waiting.
+    held: Arc<(Mutex<(bool, usize)>, std::sync::Condvar)>,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +105,33 @@ impl SimFs {
         s.stop_after_failure = false;
     }
 
+    /// Makes every file sync (`sync_data`, `sync_all_files`) wait until
+    /// [`SimFs::release_syncs`], so that a test can act while a commit is in flight.
+    pub fn hold_syncs(&self) {
+        self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = true;
+    }
+
+    /// Lets held syncs go on.
+    pub fn release_syncs(&self) {
+        self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = false;
+        self.held.1.notify_all();
+    }
+
+    /// How many syncs are waiting on [`SimFs::hold_syncs`].
+    #[must_use]
+    pub fn syncs_waiting(&self) -> usize {
+        self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1
+    }
+
+    fn wait_while_held(&self) {
+        let mut held = self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.1 += 1;
+        while held.0 {
+            held = self.held.1.wait(held).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        held.1 -= 1;
+    }
+
     /// How many syncs have been issued so far.
     #[must_use]
     pub fn syncs(&self) -> u64 {
@@ -148,7 +178,7 @@ impl SimFs {
             out.live.insert(path.clone(), *id);
             out.durable.insert(path.clone(), *id);
         }
-        SimFs { state: Arc::new(Mutex::new(out)) }
+        SimFs { state: Arc::new(Mutex::new(out)), held: Arc::default() }
     }
 
     /// The file system a restart finds after the process died but the machine did not.
@@ -164,7 +194,7 @@ impl SimFs {
             out.live.insert(path.clone(), *id);
             out.durable.insert(path.clone(), *id);
         }
-        SimFs { state: Arc::new(Mutex::new(out)) }
+        SimFs { state: Arc::new(Mutex::new(out)), held: Arc::default() }
     }
 
     /// The live content of a file, for tests that corrupt or inspect it.
@@ -262,6 +292,7 @@ impl Fs for SimFs {
     }
 
     fn sync_all_files(&self, _dir: &Path) -> io::Result<()> {
+        self.wait_while_held();
         let mut s = self.lock();
         SimFs::sync_point(&mut s)?;
         for data in s.files.values_mut() {
@@ -347,6 +378,7 @@ impl FsFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.fs.wait_while_held();
         let mut s = self.fs.lock();
         SimFs::sync_point(&mut s)?;
         let d = s.files.get_mut(&self.id).ok_or_else(failed)?;

@@ -1,17 +1,50 @@
 //! The real file system: `std::fs` with positional I/O (`pread`/`pwrite`).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use super::{Fs, FsFile, OpenMode};
 
-/// `std::fs`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StdFs;
+/// `std::fs`. Directories are synced through one descriptor each, kept open: Linux reports a
+/// writeback error once per descriptor (errseq), so a fresh descriptor per sync could miss an
+/// error that another descriptor already consumed.
+#[derive(Debug)]
+pub struct StdFs {
+    dirs: Mutex<HashMap<PathBuf, Arc<File>>>,
+    syncfs_reports_errors: bool,
+}
+
+impl Default for StdFs {
+    fn default() -> StdFs {
+        StdFs { dirs: Mutex::new(HashMap::new()), syncfs_reports_errors: syncfs_reports_errors() }
+    }
+}
+
+/// `syncfs` returns writeback errors from Linux 5.8 on; before that it always succeeds.
+fn syncfs_reports_errors() -> bool {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    let mut parts =
+        release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    matches!((parts.next(), parts.next()), (Some(major), Some(minor)) if (major, minor) >= (5, 8))
+}
+
+impl StdFs {
+    fn dir(&self, dir: &Path) -> io::Result<Arc<File>> {
+        let mut dirs = self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = dirs.get(dir) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(dir)?);
+        dirs.insert(dir.to_path_buf(), f.clone());
+        Ok(f)
+    }
+}
 
 impl Fs for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -50,12 +83,17 @@ impl Fs for StdFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        self.dir(dir)?.sync_all()
     }
 
     fn sync_all_files(&self, dir: &Path) -> io::Result<()> {
-        let dir = File::open(dir)?;
-        rustix::fs::syncfs(&dir).map_err(io::Error::from)
+        if !self.syncfs_reports_errors {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "syncfs does not report write errors before Linux 5.8",
+            ));
+        }
+        rustix::fs::syncfs(&*self.dir(dir)?).map_err(io::Error::from)
     }
 }
 

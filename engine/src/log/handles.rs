@@ -54,28 +54,32 @@ impl Handles {
     /// If the file cannot be opened.
     pub fn get(&self, incarnation: u64) -> io::Result<Arc<dyn FsFile>> {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((file, used)) = open.get_mut(&incarnation) {
-            *used = tick;
-            return Ok(file.clone());
-        }
-        let file = self.fs.open(&self.dir.join(log_name(incarnation)), OpenMode::ReadWrite)?;
-        open.insert(incarnation, (file.clone(), tick));
-        if open.len() > self.capacity {
-            let mut by_age: Vec<(u64, u64)> = open.iter().map(|(inc, (_, t))| (*t, *inc)).collect();
-            by_age.sort_unstable();
-            for (_, inc) in by_age.iter().take(open.len() - self.capacity * 7 / 8) {
-                open.remove(inc);
+        {
+            let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((file, used)) = open.get_mut(&incarnation) {
+                *used = tick;
+                return Ok(file.clone());
             }
         }
+        // Opened outside the pool's lock: a slow open must not stall every reader.
+        let file = self.fs.open(&self.dir.join(log_name(incarnation)), OpenMode::ReadWrite)?;
+        self.insert(incarnation, file.clone());
         Ok(file)
     }
 
-    /// Keeps an already open file (a log just created).
+    /// Keeps an open file, closing the least recently used eighth if over capacity.
     pub fn insert(&self, incarnation: u64, file: Arc<dyn FsFile>) {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         open.insert(incarnation, (file, tick));
+        if open.len() > self.capacity {
+            let mut by_age: Vec<(u64, u64)> = open.iter().map(|(inc, (_, t))| (*t, *inc)).collect();
+            by_age.sort_unstable();
+            let excess = open.len() - self.capacity * 7 / 8;
+            for (_, inc) in by_age.iter().take(excess) {
+                open.remove(inc);
+            }
+        }
     }
 
     /// Closes a deleted stream's file.

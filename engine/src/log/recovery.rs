@@ -117,7 +117,7 @@ pub fn open(
                 continue;
             }
         };
-        let stream = match recover_stream(fs.as_ref(), dir, &meta, durability, &mut report) {
+        let stream = match recover_stream(fs.as_ref(), dir, &meta, durability, now, &mut report) {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::error!(stream = %meta.name, error = %e, "stream log cannot be opened; not loaded");
@@ -306,6 +306,7 @@ fn recover_stream(
     dir: &Path,
     meta: &Meta,
     durability: Durability,
+    now: UnixMs,
     report: &mut Report,
 ) -> io::Result<Arc<FileStream>> {
     let view = load_log(fs, dir, meta, OpenMode::ReadWrite, false)?;
@@ -340,7 +341,13 @@ fn recover_stream(
     if let Some(why) = damaged {
         state.mark_damaged(&why);
     }
-    Ok(Arc::new(FileStream::new(meta.clone(), view.base, state, view.last_access_ms)))
+    // Reads renew a sliding TTL in memory only; a crash loses those renewals. Count the
+    // restart as an access rather than expire a stream that was being read.
+    let last_access = match meta.expiry {
+        Expiry::IdleTtl { .. } => view.last_access_ms.max(now),
+        _ => view.last_access_ms,
+    };
+    Ok(Arc::new(FileStream::new(meta.clone(), view.base, state, last_access)))
 }
 
 /// Rebuilds the writer state from a checkpoint (if any) and the records after it.

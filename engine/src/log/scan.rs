@@ -68,7 +68,14 @@ pub fn scan(
             }
             Decoded::CleanEnd => return Ok(Scanned { end: pos, records, stop: ScanEnd::Clean }),
             Decoded::TornTail => {
-                let stop = ScanEnd::TornTail { at: pos, bytes: remaining };
+                // A cut-short record is torn only if nothing valid follows it: a damaged
+                // length field in the middle of a log looks the same at first sight, and
+                // cutting there would drop every record after it.
+                let stop = if valid_record_after(file, pos + 1, file_len)? {
+                    ScanEnd::Corrupt { at: pos }
+                } else {
+                    ScanEnd::TornTail { at: pos, bytes: remaining }
+                };
                 return Ok(Scanned { end: pos, records, stop });
             }
             Decoded::Corrupt => {
@@ -82,6 +89,48 @@ pub fn scan(
             }
         }
     }
+}
+
+/// Whether a whole valid record starts anywhere in `from..file_len`. Candidates are filtered
+/// on the cheap header checks (kind, flags, reserved bytes, a length that fits) before a CRC
+/// is computed, so random or zeroed bytes cost one pass.
+fn valid_record_after(file: &dyn FsFile, from: u64, file_len: u64) -> io::Result<bool> {
+    const HEAD: usize = frame::FRAME_PREFIX_LEN + frame::BODY_FIXED_LEN;
+    let mut window = vec![0u8; SCAN_WINDOW_BYTES as usize];
+    let mut start = from;
+    while start + HEAD as u64 <= file_len {
+        let len = (file_len - start).min(SCAN_WINDOW_BYTES) as usize;
+        let buf = &mut window[..len];
+        read_exact_at(file, buf, start)?;
+        for i in 0..=len.saturating_sub(HEAD) {
+            let at = start + i as u64;
+            let h = &buf[i..i + HEAD];
+            let body_len = u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+            let plausible = matches!(h[8], 1 | 2)
+                && h[9]
+                    & !(frame::FLAG_PRODUCER
+                        | frame::FLAG_STREAM_SEQ
+                        | frame::FLAG_CLOSES
+                        | frame::FLAG_MESSAGES)
+                    == 0
+                && h[10] == 0
+                && h[11] == 0
+                && body_len >= frame::BODY_FIXED_LEN as u64
+                && at + frame::FRAME_PREFIX_LEN as u64 + body_len <= file_len;
+            if !plausible {
+                continue;
+            }
+            let frame_len = frame::FRAME_PREFIX_LEN as u64 + body_len;
+            let mut candidate = vec![0u8; usize::try_from(frame_len).unwrap_or(usize::MAX)];
+            read_exact_at(file, &mut candidate, at)?;
+            if matches!(frame::decode(&candidate, frame_len), Decoded::Record { .. }) {
+                return Ok(true);
+            }
+        }
+        // Overlap so that a header straddling two windows is still seen.
+        start += (len - HEAD + 1) as u64;
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -147,6 +196,11 @@ mod tests {
             assert_eq!(s.end, good_end);
             assert_eq!(s.stop, ScanEnd::TornTail { at: good_end, bytes: 7 });
         }
+        // A damaged length in the middle, with records after it: corruption, not a tail.
+        let mut bad_len = bytes[..good_end as usize].to_vec();
+        bad_len[FILE_HEADER_LEN + 3] = 0x7f;
+        let s = scan(file_with(&bad_len).as_ref(), FILE_HEADER_LEN as u64, |_, _, _| {}).unwrap();
+        assert_eq!(s.stop, ScanEnd::Corrupt { at: FILE_HEADER_LEN as u64 });
         let mut corrupt = bytes[..good_end as usize].to_vec();
         corrupt[ends[0] as usize - 1] ^= 1;
         let s = scan(file_with(&corrupt).as_ref(), FILE_HEADER_LEN as u64, |_, _, _| {}).unwrap();

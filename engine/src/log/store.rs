@@ -29,7 +29,7 @@ use crate::chunk::{Split, utf8_cut};
 use crate::clock::UnixMs;
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::fs::{self, Fs, FsFile, OpenMode};
+use crate::fs::{self, Failed, Fs, FsFile, OpenMode};
 use crate::log::frame::{self, Decoded, FILE_HEADER_LEN, FileHeader, Kind, Record};
 use crate::log::handles::{Handles, log_name};
 use crate::log::meta::{Checkpoint, Meta};
@@ -263,6 +263,16 @@ struct Piece {
     lens: Option<Arc<[u32]>>,
 }
 
+/// What writes get once the store is poisoned.
+const POISONED: &str = "writes are stopped after a storage failure; see the server log";
+
+/// Answers every waiter of a batch with `error`.
+fn fail(batch: Batch, error: &Error) {
+    for w in batch.waiters {
+        let _ = w.send(Err(error.clone()));
+    }
+}
+
 fn io_error(context: &str, e: &io::Error) -> Error {
     Error::Storage(format!("{context}: {e}"))
 }
@@ -408,7 +418,12 @@ impl FileStore {
             .name("ds-commit".into())
             .spawn(move || {
                 while let Some(round) = thread_inner.committer.next_round() {
-                    thread_inner.commit_round(round);
+                    let run = std::panic::AssertUnwindSafe(|| thread_inner.commit_round(round));
+                    if std::panic::catch_unwind(run).is_err() {
+                        // The round's appends see their answer dropped (500); stop the rest.
+                        let e = io::Error::other("the committer panicked");
+                        thread_inner.poison("committing a round", &e);
+                    }
                 }
             })
             .map_err(|e| tracing::error!(error = %e, "cannot start the committer thread"))
@@ -510,6 +525,10 @@ impl Inner {
             Some(deadline) if now < deadline => return ExpiryCheck::Later(deadline),
             Some(_) => {}
         }
+        if self.writable().is_err() {
+            // Nothing is removed from a poisoned store; the restart will expire it.
+            return ExpiryCheck::Later(now.saturating_add(60_000));
+        }
         let _writes = self.shard(name).writes.lock().await;
         {
             let mut st = stream.lock();
@@ -536,13 +555,14 @@ impl Inner {
     async fn remove_files(self: Arc<Self>, stream: Arc<FileStream>) -> Result<()> {
         let inner = self.clone();
         let inc = stream.incarnation();
-        let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
-            inner.fs.remove(&inner.dir.join(meta_name(inc)))?;
+        let result = tokio::task::spawn_blocking(move || -> Result<(), (io::Error, Failed)> {
+            let io = |e| (e, Failed::Io);
+            inner.fs.remove(&inner.dir.join(meta_name(inc))).map_err(io)?;
             // Durable before the 204, in both modes: a deleted stream must not come back.
-            inner.fs.sync_dir(&inner.dir)?;
+            inner.fs.sync_dir(&inner.dir).map_err(|e| (e, Failed::Sync))?;
             for name in [log_name(inc), ckpt_name(inc)] {
                 match inner.fs.remove(&inner.dir.join(name)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(e)),
                     _ => {}
                 }
             }
@@ -550,6 +570,9 @@ impl Inner {
         })
         .await
         .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
+        if let Err((e, Failed::Sync)) = &result {
+            self.poison("syncing the data directory after a delete", e);
+        }
         {
             let shard = self.shard(&stream.name);
             let mut map = shard.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -561,7 +584,7 @@ impl Inner {
         let st = stream.lock();
         stream.publish(&st);
         drop(st);
-        result.map_err(|e| io_error("deleting stream files", &e))
+        result.map_err(|(e, _)| io_error("deleting stream files", &e))
     }
 
     fn check_size(&self, stream: &FileStream, end_after: u64) -> Result<()> {
@@ -573,68 +596,109 @@ impl Inner {
 
     /// One round of the committer thread: write every stream's pending batch, make them all
     /// durable with one sync, then make them visible and acknowledge them.
+    ///
+    /// A stream deleted meanwhile is skipped (its appends get 404). A stream whose log cannot
+    /// be opened (out of descriptors, say) fails its appends and rolls its accepted state
+    /// back, without touching other streams. A failed `pwrite` or sync poisons the store:
+    /// nothing of the round is acknowledged, and nothing after it.
     fn commit_round(&self, streams: Vec<Arc<FileStream>>) {
-        let work: Vec<(Arc<FileStream>, Batch)> = streams
-            .into_iter()
-            .map(|s| {
-                let batch = std::mem::take(&mut s.lock().batch);
-                (s, batch)
-            })
-            .collect();
-        let mut failure = None;
-        let mut written: Vec<Arc<dyn FsFile>> = Vec::new();
-        for (stream, batch) in &work {
-            if batch.records.is_empty() || failure.is_some() {
-                continue;
-            }
-            if self.poisoned.load(Ordering::Relaxed) {
-                failure = Some(io::Error::other("store is poisoned"));
-                continue;
-            }
-            match self.write_batch(stream, batch) {
-                Ok(file) => written.push(file),
-                Err(e) => failure = Some(e),
+        let mut work: Vec<(Arc<FileStream>, Batch)> = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let (batch, removed) = {
+                let mut st = stream.lock();
+                (std::mem::take(&mut st.batch), st.removed)
+            };
+            if removed {
+                fail(batch, &Error::NotFound);
+                self.finish(stream);
+            } else {
+                work.push((stream, batch));
             }
         }
-        if failure.is_none() && self.durability.syncs() && !written.is_empty() {
+        let mut failure: Option<io::Error> = None;
+        let mut written: Vec<Arc<dyn FsFile>> = Vec::new();
+        let poisoned = self.poisoned.load(Ordering::Relaxed);
+        let mut kept = Vec::with_capacity(work.len());
+        for (stream, batch) in work {
+            if poisoned || failure.is_some() {
+                kept.push((stream, batch));
+                continue;
+            }
+            if batch.records.is_empty() {
+                kept.push((stream, batch));
+                continue;
+            }
+            let file = match self.handles.get(stream.incarnation()) {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::error!(stream = %stream.name, error = %e, "cannot open stream log");
+                    self.abort_stream(&stream, batch, &io_error("opening the stream log", &e));
+                    self.finish(stream);
+                    continue;
+                }
+            };
+            let start = batch.records.first().map_or(0, |r| r.pos);
+            match file.write_all_at(&batch.bytes, stream.file_pos(start)) {
+                Ok(()) => written.push(file),
+                Err(e) => failure = Some(e),
+            }
+            kept.push((stream, batch));
+        }
+        if failure.is_none() && !poisoned && self.durability.syncs() && !written.is_empty() {
             let synced = match written.as_slice() {
                 [one] => one.sync_data(),
-                _ => self.fs.sync_all_files(&self.dir),
+                many => match self.fs.sync_all_files(&self.dir) {
+                    // No trustworthy syncfs here: one fdatasync per log instead.
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        many.iter().try_for_each(|f| f.sync_data())
+                    }
+                    other => other,
+                },
             };
             if let Err(e) = synced {
                 failure = Some(e);
             }
         }
+        drop(written);
         if let Some(e) = &failure {
             self.poison("appending to stream logs", e);
         }
-        for (stream, batch) in work {
-            if failure.is_none() {
-                self.make_visible(&stream, batch);
+        let stopped = failure.is_some() || poisoned;
+        for (stream, batch) in kept {
+            if stopped {
+                // Duplicates waiting on data that never became durable fail with it.
+                fail(batch, &Error::Unavailable(POISONED));
             } else {
-                for w in batch.waiters {
-                    let _ = w.send(Err(Error::Unavailable(
-                        "writes are stopped after a storage failure; see the server log",
-                    )));
-                }
+                self.make_visible(&stream, batch);
             }
-            let more = {
-                let mut st = stream.lock();
-                let more = !st.batch.records.is_empty() || !st.batch.waiters.is_empty();
-                st.committing = more;
-                more
-            };
-            if more {
-                self.committer.enqueue(stream);
-            }
+            self.finish(stream);
         }
     }
 
-    fn write_batch(&self, stream: &FileStream, batch: &Batch) -> io::Result<Arc<dyn FsFile>> {
-        let file = self.handles.get(stream.incarnation())?;
-        let start = batch.records.first().map_or(0, |r| r.pos);
-        file.write_all_at(&batch.bytes, stream.file_pos(start))?;
-        Ok(file)
+    /// After a stream's batch is done: queue it again if more arrived, else mark it idle.
+    fn finish(&self, stream: Arc<FileStream>) {
+        let more = {
+            let mut st = stream.lock();
+            let more = !st.batch.records.is_empty() || !st.batch.waiters.is_empty();
+            st.committing = more;
+            more
+        };
+        if more {
+            self.committer.enqueue(stream);
+        }
+    }
+
+    /// Fails a stream's batch and everything accepted after it, and rolls the accepted state
+    /// back to what is durable: later records were positioned after the failed ones.
+    fn abort_stream(&self, stream: &FileStream, batch: Batch, error: &Error) {
+        let pending = {
+            let mut st = stream.lock();
+            st.accepted = st.durable.clone();
+            st.accepted_end = st.visible_end;
+            std::mem::take(&mut st.batch)
+        };
+        fail(batch, error);
+        fail(pending, error);
     }
 
     fn make_visible(&self, stream: &FileStream, batch: Batch) {
@@ -667,7 +731,7 @@ impl Inner {
                 }
             }
             stream.publish(&st);
-            let due = st.visible_end - st.ckpt_position >= CHECKPOINT_EVERY_BYTES;
+            let due = !st.removed && st.visible_end - st.ckpt_position >= CHECKPOINT_EVERY_BYTES;
             due.then(|| {
                 st.ckpt_position = st.visible_end;
                 checkpoint_of(stream, &st)
@@ -677,9 +741,20 @@ impl Inner {
             let _ = w.send(Ok(()));
         }
         if let Some(ckpt) = checkpoint {
-            if let Err(e) = self.write_checkpoint(&ckpt) {
-                // A checkpoint only shortens recovery; without it recovery reads more log.
-                tracing::warn!(stream = %stream.name, error = %e, "could not write checkpoint");
+            self.checkpoint_or_poison(&stream.name, &ckpt);
+        }
+    }
+
+    /// Writes a checkpoint. Losing one only makes recovery read more log, but a failed sync
+    /// poisons the store like any other.
+    fn checkpoint_or_poison(&self, stream: &str, ckpt: &Checkpoint) {
+        let name = ckpt_name(ckpt.incarnation);
+        let syncs = self.durability.syncs();
+        match fs::write_atomic_or_which(self.fs.as_ref(), &self.dir, &name, &ckpt.encode(), syncs) {
+            Ok(()) => {}
+            Err((e, Failed::Sync)) => self.poison("syncing a checkpoint", &e),
+            Err((e, Failed::Io)) => {
+                tracing::warn!(stream, error = %e, "could not write checkpoint");
             }
         }
     }
@@ -945,26 +1020,41 @@ impl Store for FileStore {
         }
         let task_inner = inner.clone();
         let meta_bytes = meta.encode();
-        let file = tokio::task::spawn_blocking(move || -> io::Result<Arc<dyn FsFile>> {
-            let i = &task_inner;
-            let file = i.fs.open(&i.dir.join(log_name(incarnation)), OpenMode::CreateNew)?;
-            file.write_all_at(&bytes, 0)?;
-            if i.durability.syncs() {
-                file.sync_data()?;
+        let created =
+            tokio::task::spawn_blocking(move || -> Result<Arc<dyn FsFile>, (io::Error, Failed)> {
+                let i = &task_inner;
+                let log = i.dir.join(log_name(incarnation));
+                let io = |e| (e, Failed::Io);
+                let file = i.fs.open(&log, OpenMode::CreateNew).map_err(io)?;
+                let written = file.write_all_at(&bytes, 0).map_err(io).and_then(|()| {
+                    if i.durability.syncs() {
+                        file.sync_data().map_err(|e| (e, Failed::Sync))
+                    } else {
+                        Ok(())
+                    }
+                });
+                let written = written.and_then(|()| {
+                    let syncs = i.durability.syncs();
+                    fs::write_atomic_or_which(
+                        i.fs.as_ref(),
+                        &i.dir,
+                        &meta_name(incarnation),
+                        &meta_bytes,
+                        syncs,
+                    )
+                });
+                if written.is_err() {
+                    // Without its metadata the log is a leftover; recovery would remove it too.
+                    let _ = i.fs.remove(&log);
+                }
+                written.map(|()| file)
+            })
+            .await
+            .map_err(|e| Error::Storage(format!("create task failed: {e}")))?;
+        let file = created.map_err(|(e, failed)| {
+            if failed == Failed::Sync {
+                inner.poison("creating a stream", &e);
             }
-            fs::write_atomic(
-                i.fs.as_ref(),
-                &i.dir,
-                &meta_name(incarnation),
-                &meta_bytes,
-                i.durability.syncs(),
-            )?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("create task failed: {e}")))?
-        .map_err(|e| {
-            inner.poison("creating a stream", &e);
             io_error("creating stream files", &e)
         })?;
         inner.handles.insert(incarnation, file);
@@ -1138,6 +1228,7 @@ impl Store for FileStore {
         let inner = &self.inner;
         let _writes = inner.shard(name).writes.lock().await;
         let stream = inner.live(name, now)?;
+        inner.writable()?;
         {
             let mut st = stream.lock();
             if st.removed {
