@@ -57,7 +57,7 @@ pub async fn respond(app: AppState, name: String, q: ReadQuery) -> Result<Respon
         next: first.next,
         pending: Some(first),
         announced: None,
-        watch,
+        watch: Some(watch),
         binary,
         client_cursor: q.cursor,
         cursor: 0,
@@ -86,7 +86,8 @@ struct SseState {
     pending: Option<ReadChunk>,
     /// The offset the last `upToDate` control event reported.
     announced: Option<Offset>,
-    watch: TailWatch,
+    /// `None` only while dropping, so that the stream sees this reader gone when touched.
+    watch: Option<TailWatch>,
     binary: bool,
     client_cursor: Option<u64>,
     /// Highest cursor sent, so cursors never go backwards within a response.
@@ -99,6 +100,7 @@ struct SseState {
 impl Drop for SseState {
     /// The reader is leaving: its stream's idle time starts now (§5.1).
     fn drop(&mut self) {
+        self.watch = None;
         self.app.engine.touch(&self.name);
     }
 }
@@ -151,8 +153,15 @@ impl SseState {
                 None => std::future::pending().await,
             }
         };
+        let next = self.next;
+        let wait_tail = async {
+            match self.watch.as_mut() {
+                Some(w) => w.wait_beyond(next).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            tail = self.watch.wait_beyond(self.next) => Wake::Tail(tail),
+            tail = wait_tail => Wake::Tail(tail),
             () = keepalive => Wake::KeepAlive,
             () = reconnect => Wake::End,
             () = self.app.shutting_down() => Wake::End,

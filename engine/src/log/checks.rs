@@ -56,9 +56,12 @@ pub fn log_recovery(data: &[u8]) {
     };
     let mut log = frame::encode_header(FileHeader { incarnation, base: 0 }).to_vec();
     log.extend_from_slice(data);
-    for (name, bytes) in
-        [(log_name(incarnation), log.clone()), (meta_name(incarnation), meta.encode())]
-    {
+    let files = [
+        (log_name(incarnation), log.clone()),
+        (meta_name(incarnation), meta.encode()),
+        (recovery::LAYOUT_FILE.to_owned(), recovery::LAYOUT_V1.to_vec()),
+    ];
+    for (name, bytes) in files {
         let f = fs.open(&dir.join(name), OpenMode::CreateNew).expect("sim create");
         f.write_all_at(&bytes, 0).expect("sim write");
     }

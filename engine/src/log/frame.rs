@@ -195,12 +195,38 @@ pub fn decode_header(b: &[u8]) -> Result<FileHeader, HeaderError> {
     })
 }
 
+/// The length `encode` would produce for `record`, prefix included.
+#[must_use]
+pub fn frame_len(record: &Record<'_>) -> u64 {
+    let mut body = BODY_FIXED_LEN as u64 + record.payload.len() as u64;
+    if let Some((id, _, _)) = &record.producer {
+        body += 2 + id.len() as u64 + 16;
+    }
+    if let Some(seq) = record.stream_seq {
+        body += 2 + seq.len() as u64;
+    }
+    if let Some(lens) = &record.message_lens {
+        body += 4 + 4 * lens.len() as u64;
+    }
+    FRAME_PREFIX_LEN as u64 + body
+}
+
+/// Whether `record` fits the format (a body of at most [`MAX_BODY_LEN`]); [`encode`] may only
+/// be given records that do.
+#[must_use]
+pub fn fits(record: &Record<'_>) -> bool {
+    frame_len(record) - FRAME_PREFIX_LEN as u64 <= u64::from(MAX_BODY_LEN)
+        && record.producer.as_ref().is_none_or(|(id, _, _)| id.len() <= usize::from(u16::MAX))
+        && record.stream_seq.is_none_or(|s| s.len() <= usize::from(u16::MAX))
+}
+
 /// Appends the encoding of `record` to `out`; returns the frame's length.
 ///
 /// # Panics
-/// Never for records built by the engine: ids and sequences are at most 256 bytes, message
-/// counts and the body fit in `u32` (bodies are limited to 1 GiB).
+/// If the record does not [`fits`]; callers check first, so that a refused request leaves
+/// no partial frame behind.
 pub fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> usize {
+    assert!(fits(record), "record does not fit the log format");
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_PREFIX_LEN]);
     let mut flags = 0u8;
@@ -308,6 +334,24 @@ fn damaged(buf: &[u8], remaining: u64, frame_len: u64) -> Decoded<'_> {
 pub const ZERO_TAIL_MAX: u64 = 16 << 20;
 
 fn parse_body(body: &[u8]) -> Option<Record<'_>> {
+    let (mut record, payload_at) = parse_fields(body)?;
+    let payload = body.get(payload_at..)?;
+    if record.kind == Kind::Close && (!payload.is_empty() || record.message_lens.is_some()) {
+        return None;
+    }
+    if let Some(lens) = &record.message_lens {
+        let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
+        if total != payload.len() as u64 {
+            return None;
+        }
+    }
+    record.payload = payload;
+    Some(record)
+}
+
+/// The fixed part and the optional fields of a body, and where its payload starts. `body`
+/// need only reach the end of the fields. The returned record's payload is empty.
+fn parse_fields(body: &[u8]) -> Option<(Record<'_>, usize)> {
     let kind = match *body.get(KIND_AT)? {
         1 => Kind::Append,
         2 => Kind::Close,
@@ -350,18 +394,50 @@ fn parse_body(body: &[u8]) -> Option<Record<'_>> {
     } else {
         None
     };
-    let payload = body.get(at..)?;
     let closes = kind == Kind::Close || flags & FLAG_CLOSES != 0;
-    if kind == Kind::Close && (!payload.is_empty() || message_lens.is_some()) {
+    let record = Record { kind, closes, producer, stream_seq, message_lens, payload: &[] };
+    Some((record, at))
+}
+
+/// A record's header, read without its payload (and so without checking its CRC): for
+/// reading part of a record too large to read whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// The record, with an empty payload.
+    pub record: Record<'a>,
+    /// Where the payload starts, from the start of the frame.
+    pub payload_at: usize,
+    /// Payload length.
+    pub payload_len: usize,
+    /// The whole frame's length.
+    pub frame_len: usize,
+}
+
+/// Decodes a record's header from the start of `buf` (which must reach past its fields):
+/// `None` if it is not a plausible record header, or `buf` is too short to tell.
+#[must_use]
+pub fn decode_head(buf: &[u8], remaining: u64) -> Option<Head<'_>> {
+    let body_len = le_u32(buf, LEN_AT)?;
+    let frame_len = FRAME_PREFIX_LEN as u64 + u64::from(body_len);
+    if (body_len as usize) < BODY_FIXED_LEN || body_len > MAX_BODY_LEN || frame_len > remaining {
         return None;
     }
-    if let Some(lens) = &message_lens {
+    let body = buf.get(FRAME_PREFIX_LEN..)?;
+    let body = &body[..body.len().min(body_len as usize)];
+    let (record, fields_end) = parse_fields(body)?;
+    let payload_len = (body_len as usize).checked_sub(fields_end)?;
+    if let Some(lens) = &record.message_lens {
         let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
-        if total != payload.len() as u64 {
+        if total != payload_len as u64 {
             return None;
         }
     }
-    Some(Record { kind, closes, producer, stream_seq, message_lens, payload })
+    Some(Head {
+        record,
+        payload_at: FRAME_PREFIX_LEN + fields_end,
+        payload_len,
+        frame_len: usize::try_from(frame_len).ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -495,6 +571,7 @@ mod tests {
             };
             let mut out = Vec::new();
             let n = encode(&rec, &mut out);
+            prop_assert_eq!(frame_len(&rec), n as u64);
             prop_assert_eq!(decode(&out, n as u64), Decoded::Record { record: rec, frame_len: n });
         }
     }

@@ -183,6 +183,21 @@ fn check_layout(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
             ),
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Only an empty directory is adopted: recovery removes files it does not
+            // recognise as its own, so a mistyped DS_STORAGE__DATA_DIR must not be taken over.
+            let others: Vec<String> =
+                fs.list(dir)?.into_iter().filter(|n| n != crate::engine::LOCK_FILE).collect();
+            if let Some(first) = others.first() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} has no {LAYOUT_FILE} file but holds other files ({first}, ...): \
+                         not a ds-server data directory; point DS_STORAGE__DATA_DIR at an \
+                         empty or ds-server directory",
+                        dir.display()
+                    ),
+                ));
+            }
             fs::write_atomic(fs, dir, LAYOUT_FILE, LAYOUT_V1, true)
         }
         Err(e) => Err(e),

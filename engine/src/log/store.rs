@@ -11,9 +11,10 @@
 //! acknowledged. Appends arriving meanwhile form the next batches and share the next sync,
 //! within a stream and across streams. Appenders never wait on another stream's lock.
 //!
-//! A failed write or sync poisons the store: every later write gets
-//! [`Error::Unavailable`] until restart (recovery then cuts whatever was torn). A sync is
-//! never retried, since after a failed `fsync` the kernel may have dropped the dirty pages.
+//! A failed write or sync (of a log, a checkpoint or the directory) poisons the store: every
+//! later write gets [`Error::Unavailable`] until restart (recovery then cuts whatever was
+//! torn). A sync is never retried, since after a failed `fsync` the kernel may have dropped
+//! the dirty pages. A failure to open a file only fails the requests that needed it.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -199,6 +200,8 @@ pub(crate) struct StreamState {
     pub(crate) durable: WriterState,
     pub(crate) visible_records: u64,
     ckpt_position: u64,
+    /// The last access recorded in the stream's last checkpoint.
+    ckpt_last_access: UnixMs,
     batch: Batch,
     committing: bool,
     recent: VecDeque<Piece>,
@@ -715,12 +718,14 @@ impl Inner {
                 st.visible_end = r.end;
                 st.visible_records += 1;
                 if keep_recent {
-                    let piece = Piece {
-                        pos: r.pos,
-                        end: r.end,
-                        payload: bytes.slice(r.payload.clone()),
-                        lens: r.lens.clone(),
+                    // A slice of a batch of many records would keep the whole batch alive:
+                    // copy it out then (records are small when batches hold many).
+                    let payload = if batch.records.len() == 1 {
+                        bytes.slice(r.payload.clone())
+                    } else {
+                        Bytes::copy_from_slice(&bytes[r.payload.clone()])
                     };
+                    let piece = Piece { pos: r.pos, end: r.end, payload, lens: r.lens.clone() };
                     st.recent_bytes += piece.payload.len();
                     st.recent.push_back(piece);
                 }
@@ -734,6 +739,7 @@ impl Inner {
             let due = !st.removed && st.visible_end - st.ckpt_position >= CHECKPOINT_EVERY_BYTES;
             due.then(|| {
                 st.ckpt_position = st.visible_end;
+                st.ckpt_last_access = stream.last_access_ms();
                 checkpoint_of(stream, &st)
             })
         };
@@ -750,6 +756,14 @@ impl Inner {
     fn checkpoint_or_poison(&self, stream: &str, ckpt: &Checkpoint) {
         let name = ckpt_name(ckpt.incarnation);
         let syncs = self.durability.syncs();
+        if !syncs {
+            // file-fast syncs nothing else: make the log durable first, so that no checkpoint
+            // can outlive (on disk) the records it summarises.
+            if let Err(e) = self.handles.get(ckpt.incarnation).and_then(|f| f.sync_data()) {
+                tracing::warn!(stream, error = %e, "could not sync a log for its checkpoint");
+                return;
+            }
+        }
         match fs::write_atomic_or_which(self.fs.as_ref(), &self.dir, &name, &ckpt.encode(), syncs) {
             Ok(()) => {}
             Err((e, Failed::Sync)) => self.poison("syncing a checkpoint", &e),
@@ -759,20 +773,13 @@ impl Inner {
         }
     }
 
-    fn write_checkpoint(&self, ckpt: &Checkpoint) -> io::Result<()> {
-        let name = ckpt_name(ckpt.incarnation);
-        fs::write_atomic(
-            self.fs.as_ref(),
-            &self.dir,
-            &name,
-            &ckpt.encode(),
-            self.durability.syncs(),
-        )
-    }
-
+    /// The clean-stop sequence: wait for running commits; make every log durable (one
+    /// `syncfs`; `file-durable` logs already are); write a checkpoint for each stream whose
+    /// position or last access moved since its last one; make those durable with one more
+    /// `syncfs` and the directory sync. Two syncs in all, however many streams.
     fn checkpoint_all(&self) -> Result<()> {
-        let mut first_error = None;
-        for stream in self.all() {
+        let streams = self.all();
+        for stream in &streams {
             // Let a running commit finish; shutdown comes after the last request.
             for _ in 0..1000 {
                 if !stream.lock().committing {
@@ -780,92 +787,194 @@ impl Inner {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
+        }
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(POISONED));
+        }
+        let sync_all = |files: &[Arc<dyn FsFile>]| -> io::Result<()> {
+            match self.fs.sync_all_files(&self.dir) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    files.iter().try_for_each(|f| f.sync_data())
+                }
+                other => other,
+            }
+        };
+        let logs: Vec<Arc<dyn FsFile>> = if self.durability.syncs() {
+            Vec::new()
+        } else {
+            streams.iter().filter_map(|s| self.handles.get(s.incarnation()).ok()).collect()
+        };
+        sync_all(&logs).map_err(|e| io_error("syncing the logs", &e))?;
+        let mut written = Vec::new();
+        for stream in &streams {
             let ckpt = {
                 let st = stream.lock();
-                if st.removed || st.damaged.is_some() {
+                let moved = st.visible_end != st.ckpt_position
+                    || stream.last_access_ms() != st.ckpt_last_access;
+                if st.removed || st.damaged.is_some() || !moved {
                     continue;
                 }
-                checkpoint_of(&stream, &st)
+                checkpoint_of(stream, &st)
             };
-            let synced = if self.durability.syncs() || self.poisoned.load(Ordering::Relaxed) {
-                Ok(())
-            } else {
-                self.handles.get(stream.incarnation()).and_then(|f| f.sync_data())
-            };
-            if let Err(e) = synced.and_then(|()| self.write_checkpoint(&ckpt)) {
-                first_error.get_or_insert(io_error(&format!("checkpoint of {}", stream.name), &e));
-            }
+            let name = ckpt_name(ckpt.incarnation);
+            fs::write_atomic(self.fs.as_ref(), &self.dir, &name, &ckpt.encode(), false)
+                .map_err(|e| io_error(&format!("checkpoint of {}", stream.name), &e))?;
+            written.push(
+                self.fs
+                    .open(&self.dir.join(&name), OpenMode::Read)
+                    .map_err(|e| io_error("checkpoint", &e))?,
+            );
         }
-        if let Err(e) = self.fs.sync_dir(&self.dir) {
-            first_error.get_or_insert(io_error("syncing the data directory", &e));
-        }
-        first_error.map_or(Ok(()), Err)
+        sync_all(&written).map_err(|e| io_error("syncing checkpoints", &e))?;
+        self.fs.sync_dir(&self.dir).map_err(|e| io_error("syncing the data directory", &e))
     }
 
-    /// Reads whole records from the file, starting at `start` (a record boundary), until
-    /// `end` or until they hold `max` bytes of payload. Runs on a blocking thread.
-    fn read_pieces(
+    /// Reads from the file for a chunk starting at `start`, ending at most at `end`: whole
+    /// records (each CRC-checked) until they hold `max` bytes of payload, or, when the first
+    /// record alone is larger than the read window, only the part of it the chunk takes (a
+    /// record too large to read whole for every chunk; its CRC is not checked then). Runs on a
+    /// blocking thread.
+    fn read_from_file(
         &self,
         stream: &FileStream,
-        start: u64,
+        start: Offset,
         end: u64,
         max: usize,
-    ) -> Result<Vec<Piece>> {
-        let file =
-            self.handles.get(stream.incarnation()).map_err(|e| io_error("opening log", &e))?;
-        let end_file = stream.file_pos(end);
-        let at = stream.file_pos(start);
-        let mut want = (end_file - at).min(max as u64 + READ_SLACK_BYTES);
-        let mut pieces = Vec::new();
-        let mut taken = 0usize;
-        'windows: loop {
-            let mut buf = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
+        split: Split,
+    ) -> Result<FileRead> {
+        let file = match self.handles.get(stream.incarnation()) {
+            Ok(file) => file,
+            // Deleted while this read was on its way.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound),
+            Err(e) => return Err(io_error("opening log", &e)),
+        };
+        let read = |len: u64, at: u64| -> Result<Bytes> {
+            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
             fs::read_exact_at(file.as_ref(), &mut buf, at)
                 .map_err(|e| io_error("reading log", &e))?;
-            let buf = Bytes::from(buf);
-            let mut off = 0usize;
-            loop {
-                let remaining = end_file - at - off as u64;
-                match frame::decode(&buf[off..], remaining) {
-                    Decoded::Record { record, frame_len } => {
-                        let payload_at = record.payload.as_ptr() as usize - buf.as_ptr() as usize;
-                        let pos = start_of(stream, at + off as u64);
-                        let piece = Piece {
-                            pos,
-                            end: pos + frame_len as u64,
-                            payload: buf.slice(payload_at..payload_at + record.payload.len()),
-                            lens: record.message_lens.map(Arc::from),
-                        };
-                        taken += piece.payload.len();
-                        pieces.push(piece);
-                        off += frame_len;
-                        if taken >= max {
-                            return Ok(pieces);
-                        }
+            Ok(Bytes::from(buf))
+        };
+        let end_file = stream.file_pos(end);
+        let at = stream.file_pos(start.pos());
+        let window = (end_file - at).min(max as u64 + READ_SLACK_BYTES);
+        let buf = read(window, at)?;
+        let mut pieces = Vec::new();
+        let mut taken = 0usize;
+        let mut off = 0usize;
+        loop {
+            let remaining = end_file - at - off as u64;
+            match frame::decode(&buf[off..], remaining) {
+                Decoded::Record { record, frame_len } => {
+                    let payload_at = record.payload.as_ptr() as usize - buf.as_ptr() as usize;
+                    let pos = start_of(stream, at + off as u64);
+                    let piece = Piece {
+                        pos,
+                        end: pos + frame_len as u64,
+                        payload: buf.slice(payload_at..payload_at + record.payload.len()),
+                        lens: record.message_lens.map(Arc::from),
+                    };
+                    taken += piece.payload.len();
+                    pieces.push(piece);
+                    off += frame_len;
+                    if taken >= max {
+                        return Ok(FileRead::Pieces(pieces));
                     }
-                    Decoded::CleanEnd => return Ok(pieces),
-                    Decoded::NeedMore(needed) if pieces.is_empty() => {
-                        want = (needed as u64).min(remaining);
-                        continue 'windows;
-                    }
-                    Decoded::NeedMore(_) => return Ok(pieces),
-                    Decoded::TornTail | Decoded::Corrupt
-                        if pieces.is_empty() && start != stream.base =>
-                    {
-                        // Not a record boundary (a made-up offset), or damage right there.
-                        return Err(Error::OffsetUnknown);
-                    }
-                    Decoded::TornTail | Decoded::Corrupt => {
-                        let pos = start_of(stream, at + off as u64);
-                        return Err(Error::Storage(format!(
-                            "stream {}: damaged record at offset {pos}",
-                            stream.name
-                        )));
-                    }
+                }
+                Decoded::CleanEnd | Decoded::NeedMore(_) if !pieces.is_empty() => {
+                    return Ok(FileRead::Pieces(pieces));
+                }
+                Decoded::CleanEnd => return Ok(FileRead::Pieces(pieces)),
+                Decoded::NeedMore(_) => {
+                    return self.read_part(stream, start, &buf, remaining, max, split, &read);
+                }
+                Decoded::TornTail | Decoded::Corrupt
+                    if pieces.is_empty() && start.pos() != stream.base =>
+                {
+                    // Not a record boundary (a made-up offset), or damage right there.
+                    return Err(Error::OffsetUnknown);
+                }
+                Decoded::TornTail | Decoded::Corrupt => {
+                    let pos = start_of(stream, at + off as u64);
+                    let why = format!("damaged record at offset {pos}, found by a read");
+                    stream.lock().mark_damaged(&why);
+                    return Err(Error::Storage(format!("stream {}: {why}", stream.name)));
                 }
             }
         }
     }
+
+    /// The part of a record larger than the read window that a chunk from `start` takes:
+    /// its header is decoded from `buf` (the window), then only that byte range is read.
+    #[expect(clippy::too_many_arguments, reason = "one read, split in two for clarity")]
+    fn read_part(
+        &self,
+        stream: &FileStream,
+        start: Offset,
+        buf: &[u8],
+        remaining: u64,
+        max: usize,
+        split: Split,
+        read: &dyn Fn(u64, u64) -> Result<Bytes>,
+    ) -> Result<FileRead> {
+        let not_a_record = || {
+            if start.pos() == stream.base {
+                Error::Storage(format!("stream {}: damaged first record", stream.name))
+            } else {
+                Error::OffsetUnknown
+            }
+        };
+        let head = frame::decode_head(buf, remaining).ok_or_else(not_a_record)?;
+        let sub = start.sub() as usize;
+        let (skip, take, units) = match (&head.record.message_lens, split) {
+            (Some(lens), _) => {
+                if sub >= lens.len() {
+                    return Err(Error::OffsetUnknown);
+                }
+                let skip: usize = lens[..sub].iter().map(|l| *l as usize).sum();
+                let (mut take, mut count) = (0usize, 0usize);
+                for len in &lens[sub..] {
+                    if count > 0 && take + *len as usize > max {
+                        break;
+                    }
+                    take += *len as usize;
+                    count += 1;
+                }
+                (skip, take, count)
+            }
+            (None, _) if sub >= head.payload_len.max(1) => return Err(Error::OffsetUnknown),
+            (None, _) => {
+                let take = (head.payload_len - sub).min(max.max(1));
+                (sub, take, take)
+            }
+        };
+        let file_at = stream.file_pos(start.pos()) + (head.payload_at + skip) as u64;
+        let text_cut = split == Split::Utf8 && head.record.message_lens.is_none();
+        // For text, read the byte after the cut too: it tells whether the cut splits a character.
+        let peek = if text_cut { (head.payload_len - skip - take).min(1) } else { 0 };
+        let mut part = read((take + peek) as u64, file_at)?;
+        let units = if text_cut {
+            let cut = utf8_cut(&part, take);
+            part.truncate(cut);
+            cut
+        } else {
+            units
+        };
+        let next = if skip + part.len() == head.payload_len {
+            Offset::at(start.pos() + head.frame_len as u64)
+        } else {
+            let sub = u32::try_from(sub + units).map_err(|_| Error::OffsetUnknown)?;
+            Offset::with_sub(start.pos(), sub)
+        };
+        Ok(FileRead::Part(part, next))
+    }
+}
+
+/// What a read from the file found.
+enum FileRead {
+    /// Whole records, to assemble into a chunk.
+    Pieces(Vec<Piece>),
+    /// The part of one large record a chunk takes, and where the next chunk starts.
+    Part(Bytes, Offset),
 }
 
 /// Offset-space position of a file position.
@@ -999,6 +1108,7 @@ impl Store for FileStore {
             name: name.to_owned(),
         };
         let mut bytes = frame::encode_header(FileHeader { incarnation, base: 0 }).to_vec();
+        let limit = inner.limits.max_stream_bytes;
         let mut writer = WriterState::default();
         let mut records = 0;
         if !payload.is_empty() || req.closed {
@@ -1010,6 +1120,9 @@ impl Store for FileStore {
                 message_lens: message_lens(&payload, req.content_type.is_json()),
                 payload: payload.bytes(),
             };
+            if frame::frame_len(&record) > limit || !frame::fits(&record) {
+                return Err(Error::StreamTooLarge { limit_bytes: limit });
+            }
             frame::encode(&record, &mut bytes);
             records = 1;
             writer.closed = req.closed;
@@ -1113,13 +1226,16 @@ impl Store for FileStore {
                         message_lens: message_lens(&payload, json),
                         payload: payload.bytes(),
                     };
+                    // Every check before the first byte is written: a refusal leaves no trace.
+                    let pos = st.accepted_end;
+                    inner.check_size(&stream, pos + frame::frame_len(&record))?;
+                    if !frame::fits(&record) {
+                        return Err(Error::StreamTooLarge {
+                            limit_bytes: u64::from(frame::MAX_BODY_LEN),
+                        });
+                    }
                     let before = st.batch.bytes.len();
                     let frame_len = frame::encode(&record, &mut st.batch.bytes) as u64;
-                    let pos = st.accepted_end;
-                    if let Err(e) = inner.check_size(&stream, pos + frame_len) {
-                        st.batch.bytes.truncate(before);
-                        return Err(e);
-                    }
                     let payload_len = payload.bytes().len();
                     let payload_range =
                         before + frame_len as usize - payload_len..before + frame_len as usize;
@@ -1188,11 +1304,23 @@ impl Store for FileStore {
                 }
                 ReadFrom::At(o) => o,
             };
-            let cached: Option<Vec<Piece>> = st
-                .recent
-                .iter()
-                .position(|p| p.pos == start.pos())
-                .map(|i| st.recent.iter().skip(i).cloned().collect());
+            // The recent records are in offset order: find the start by binary search, and
+            // clone only as many as the chunk can take.
+            let first = st.recent.partition_point(|p| p.pos < start.pos());
+            let cached: Option<Vec<Piece>> =
+                st.recent.get(first).filter(|p| p.pos == start.pos()).map(|_| {
+                    let mut taken = 0usize;
+                    st.recent
+                        .iter()
+                        .skip(first)
+                        .take_while(|p| {
+                            let more = taken < max_bytes;
+                            taken += p.payload.len();
+                            more
+                        })
+                        .cloned()
+                        .collect()
+                });
             (stream.info(&st), start, cached)
         };
         let end = info.tail.pos();
@@ -1203,12 +1331,19 @@ impl Store for FileStore {
             Some(pieces) => pieces,
             None => {
                 let (task_inner, task_stream) = (inner.clone(), stream.clone());
-                let from = start.pos();
-                tokio::task::spawn_blocking(move || {
-                    task_inner.read_pieces(&task_stream, from, end, max_bytes)
+                let read = tokio::task::spawn_blocking(move || {
+                    task_inner.read_from_file(&task_stream, start, end, max_bytes, split)
                 })
                 .await
-                .map_err(|e| Error::Storage(format!("read task failed: {e}")))??
+                .map_err(|e| Error::Storage(format!("read task failed: {e}")))??;
+                match read {
+                    FileRead::Pieces(pieces) => pieces,
+                    FileRead::Part(part, next) => {
+                        let parts = if part.is_empty() { Vec::new() } else { vec![part] };
+                        let up_to_date = next == Offset::at(end);
+                        return Ok(ReadChunk { info, start, next, parts, up_to_date });
+                    }
+                }
             }
         };
         let (parts, next) = assemble(&pieces, start, max_bytes, split)?;
@@ -1258,6 +1393,12 @@ impl Store for FileStore {
     fn touch(&self, name: &str, now: UnixMs) {
         if let Some(stream) = self.inner.get(name) {
             stream.touch(now);
+            // A live read just ended: once nobody watches, the recent records are not needed.
+            if !stream.signal.has_watchers() {
+                let mut st = stream.lock();
+                st.recent.clear();
+                st.recent_bytes = 0;
+            }
         }
     }
 }
