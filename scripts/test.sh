@@ -26,7 +26,7 @@ else
   cargo test --workspace --locked
 fi
 
-for mode in memory file-fast file-durable; do
+for mode in memory file-fast file-durable acid; do
   step "official conformance suite, $mode mode"
   scripts/conformance.sh "$mode"
 done

@@ -73,6 +73,8 @@ pub struct StorageSection {
     pub data_dir: PathBuf,
     /// Most log files held open at once (file modes).
     pub max_open_files: usize,
+    /// Shards of the acid mode: a power of two, fixed once the data directory is created.
+    pub acid_shard_count: u32,
 }
 
 /// `[limits]`: sizes, in bytes.
@@ -120,6 +122,7 @@ impl Default for StorageSection {
             mode: "memory".into(),
             data_dir: PathBuf::from("./data/streams"),
             max_open_files: 1024,
+            acid_shard_count: 4,
         }
     }
 }
@@ -268,6 +271,10 @@ impl Config {
         if !(1..=1_000_000).contains(&self.storage.max_open_files) {
             return Err(err("storage.max_open_files must be from 1 to 1000000"));
         }
+        let shards = self.storage.acid_shard_count;
+        if !shards.is_power_of_two() || shards > 256 {
+            return Err(err("storage.acid_shard_count must be a power of two from 1 to 256"));
+        }
         if !(1..=1_000_000).contains(&s.max_connections) {
             return Err(err("server.max_connections must be from 1 to 1000000"));
         }
@@ -326,6 +333,7 @@ impl Config {
             },
             read_chunk_bytes: usize::try_from(self.limits.read_chunk_bytes).unwrap_or(usize::MAX),
             max_open_files: self.storage.max_open_files,
+            acid_shard_count: self.storage.acid_shard_count,
         }
     }
 

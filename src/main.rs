@@ -86,12 +86,12 @@ async fn wait_for_signal() {
 fn raise_open_file_limit(config: &ds_server::Config) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
-    if let Some(hard) = limit.maximum {
-        if limit.current.is_some_and(|soft| soft < hard) {
-            limit.current = Some(hard);
-            if let Err(e) = setrlimit(Resource::Nofile, limit) {
-                tracing::warn!(error = %e, "could not raise the open-file limit");
-            }
+    if let Some(hard) = limit.maximum
+        && limit.current.is_some_and(|soft| soft < hard)
+    {
+        limit.current = Some(hard);
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
         }
     }
     let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);

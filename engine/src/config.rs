@@ -70,6 +70,8 @@ pub struct EngineConfig {
     pub read_chunk_bytes: usize,
     /// Most log files the persistent modes keep open at once.
     pub max_open_files: usize,
+    /// Shards of the acid mode (a power of two).
+    pub acid_shard_count: u32,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +82,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             read_chunk_bytes: 1024 * 1024,
             max_open_files: 1024,
+            acid_shard_count: 4,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::acid::{self, AcidStore};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{EngineConfig, StorageMode};
 use crate::error::{Error, Result};
@@ -31,8 +32,6 @@ const SWEEP_IDLE_MAX: Duration = Duration::from_secs(60);
 /// Why the engine could not open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenError {
-    /// The storage mode is not available in this build.
-    ModeUnavailable(StorageMode),
     /// The data directory cannot be created or locked.
     DataDir(String),
     /// Another process holds the data directory's lock.
@@ -42,9 +41,6 @@ pub enum OpenError {
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpenError::ModeUnavailable(mode) => {
-                write!(f, "storage mode `{}` is not available yet", mode.as_str())
-            }
             OpenError::DataDir(why) => write!(f, "data directory: {why}"),
             OpenError::Locked(dir) => write!(
                 f,
@@ -64,6 +60,7 @@ impl std::error::Error for OpenError {}
 enum Backend {
     Memory(MemoryStore),
     File(FileStore),
+    Acid(AcidStore),
 }
 
 /// Runs `$body` with `$store` bound to whichever backend is open.
@@ -72,6 +69,7 @@ macro_rules! with_store {
         match $backend {
             Backend::Memory($store) => $body,
             Backend::File($store) => $body,
+            Backend::Acid($store) => $body,
         }
     };
 }
@@ -104,7 +102,7 @@ impl Engine {
     /// Opens the engine with the system clock.
     ///
     /// # Errors
-    /// [`OpenError::ModeUnavailable`] for a storage mode this build cannot serve.
+    /// [`OpenError::DataDir`] or [`OpenError::Locked`] for a persistent mode's directory.
     pub fn open(config: EngineConfig) -> Result<Engine, OpenError> {
         Engine::open_with_clock(config, Arc::new(SystemClock))
     }
@@ -155,28 +153,49 @@ impl Engine {
                 let _ = engine.ready.backend.set(Backend::Memory(store));
                 return Ok(engine);
             }
-            StorageMode::FileFast => Durability::ProcessCrash,
-            StorageMode::FileDurable => Durability::PowerLoss,
-            other => return Err(OpenError::ModeUnavailable(other)),
+            StorageMode::FileFast => Some(Durability::ProcessCrash),
+            StorageMode::FileDurable => Some(Durability::PowerLoss),
+            StorageMode::Acid => None,
         };
         let recover = {
             let (ready, expiry, config) =
                 (engine.ready.clone(), engine.expiry.clone(), engine.config.clone());
             let now = engine.clock.now_ms();
             move || {
-                let opened = recovery::open(
-                    fs,
-                    &config.data_dir,
-                    durability,
-                    config.limits,
-                    config.max_open_files,
-                    now,
-                );
-                match opened {
-                    Ok((store, expiring, report)) => {
+                let opened = match durability {
+                    Some(durability) => recovery::open(
+                        fs,
+                        &config.data_dir,
+                        durability,
+                        config.limits,
+                        config.max_open_files,
+                        now,
+                    )
+                    .map(|(store, expiring, report)| {
                         log_report(&config.data_dir, &report);
+                        (Backend::File(store), expiring)
+                    }),
+                    None => acid::store::open(
+                        &fs,
+                        &config.data_dir,
+                        config.limits,
+                        config.acid_shard_count,
+                        now,
+                    )
+                    .map(|(store, expiring)| {
+                        tracing::info!(
+                            dir = %store.dir().display(),
+                            shards = config.acid_shard_count,
+                            streams = store.stream_count(),
+                            "opened acid shards"
+                        );
+                        (Backend::Acid(store), expiring)
+                    }),
+                };
+                match opened {
+                    Ok((backend, expiring)) => {
                         schedule_recovered(&expiry, &expiring);
-                        let _ = ready.backend.set(Backend::File(store));
+                        let _ = ready.backend.set(backend);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, dir = %config.data_dir.display(), "recovery failed");
@@ -256,16 +275,16 @@ impl Engine {
             return Err(Error::ExpiryInPast);
         }
         let created = with_store!(self.backend()?, s => s.create(name, &req, payload, now).await)?;
-        if let Created::New(info) = &created {
-            if let Some(at) = ttl::deadline(info.expiry, now) {
-                self.expiry.schedule(at, name, info.incarnation);
-                // A delete may have run between the create and the line above, and found
-                // nothing to unschedule: check, so no entry outlives its stream.
-                let alive = with_store!(self.backend()?, s => s.head(name, now))
-                    .is_ok_and(|s| s.incarnation == info.incarnation);
-                if !alive {
-                    self.expiry.unschedule(info.incarnation);
-                }
+        if let Created::New(info) = &created
+            && let Some(at) = ttl::deadline(info.expiry, now)
+        {
+            self.expiry.schedule(at, name, info.incarnation);
+            // A delete may have run between the create and the line above, and found
+            // nothing to unschedule: check, so no entry outlives its stream.
+            let alive = with_store!(self.backend()?, s => s.head(name, now))
+                .is_ok_and(|s| s.incarnation == info.incarnation);
+            if !alive {
+                self.expiry.unschedule(info.incarnation);
             }
         }
         Ok(created)

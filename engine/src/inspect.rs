@@ -11,7 +11,7 @@ use crate::log::frame::{FILE_HEADER_LEN, Kind};
 use crate::log::meta::Meta;
 use crate::log::recovery::{self, LogView};
 use crate::log::scan::{self, ScanEnd};
-use crate::log::store::Effect;
+use crate::log::store::effect_of;
 use crate::offset::Offset;
 use crate::rules::WriterState;
 use crate::store::Expiry;
@@ -240,7 +240,7 @@ fn check_stream(fs: &dyn Fs, dir: &Path, meta: &Meta) -> StreamCheck {
         if ckpt_pos == Some(to_pos(file_pos)) {
             at_ckpt = Some((writer.clone(), records));
         }
-        Effect::of(record).replay(&mut writer);
+        effect_of(record).replay(&mut writer);
         records += 1;
     });
     let scanned = match scanned {

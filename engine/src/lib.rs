@@ -33,8 +33,10 @@
 //! - [`ttl`]: the expiry index and sweeper.
 //! - [`clock`], [`config`], [`error`], [`payload`].
 
+pub mod acid;
 pub mod chunk;
 pub mod clock;
+mod commit_queue;
 pub mod config;
 pub mod engine;
 pub mod error;

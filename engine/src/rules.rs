@@ -63,10 +63,10 @@ pub fn plan_append(
             }
             // A fenced-off producer is told it is fenced (403, as the suite expects) and,
             // through `closed_tail`, that the stream is closed (§5.2.1 asks for the latter).
-            if let Some(s) = state.producers.get(&p.id) {
-                if p.claim.epoch < s.epoch {
-                    return Err(Error::StaleEpoch { current: s.epoch, closed_tail: Some(tail) });
-                }
+            if let Some(s) = state.producers.get(&p.id)
+                && p.claim.epoch < s.epoch
+            {
+                return Err(Error::StaleEpoch { current: s.epoch, closed_tail: Some(tail) });
             }
         }
         if close_only {
@@ -102,10 +102,10 @@ pub fn plan_append(
             }
         }
     }
-    if let (Some(seq), Some(last)) = (&req.stream_seq, &state.last_stream_seq) {
-        if seq <= last {
-            return Err(Error::SeqRegression);
-        }
+    if let (Some(seq), Some(last)) = (&req.stream_seq, &state.last_stream_seq)
+        && seq <= last
+    {
+        return Err(Error::SeqRegression);
     }
     Ok(Plan::Write { close: req.close })
 }
@@ -125,6 +125,45 @@ impl WriterState {
             self.closed_by = req.producer.as_ref().map(|p| (p.id.clone(), p.claim));
         }
         if wrote_data { AppendKind::Appended } else { AppendKind::Closed }
+    }
+}
+
+/// What one accepted write changes in the writer state, kept beside its data so that a
+/// store can apply it again: to its durable state once the write is committed, or to a
+/// rebuilt state at recovery.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effect {
+    /// The producer that wrote it, and its claim.
+    pub producer: Option<(Arc<str>, ProducerClaim)>,
+    /// Its `Stream-Seq`.
+    pub stream_seq: Option<Bytes>,
+    /// Whether it closed the stream.
+    pub closes: bool,
+}
+
+impl Effect {
+    /// The effect of an accepted request.
+    #[must_use]
+    pub fn of_request(req: &AppendRequest, closes: bool) -> Effect {
+        Effect {
+            producer: req.producer.as_ref().map(|p| (p.id.clone(), p.claim)),
+            stream_seq: req.stream_seq.clone(),
+            closes,
+        }
+    }
+
+    /// Applies it to a writer state, exactly as [`WriterState::apply`] did when accepted.
+    pub fn replay(&self, writer: &mut WriterState) {
+        if let Some((id, claim)) = &self.producer {
+            writer.producers.insert(id.clone(), ProducerState::accept(*claim));
+        }
+        if let Some(seq) = &self.stream_seq {
+            writer.last_stream_seq = Some(seq.clone());
+        }
+        if self.closes {
+            writer.closed = true;
+            writer.closed_by = self.producer.clone();
+        }
     }
 }
 

@@ -207,11 +207,11 @@ impl SimFs {
     /// Replaces a file's content, live and durable (for corruption tests).
     pub fn overwrite(&self, path: &Path, bytes: Vec<u8>) {
         let mut s = self.lock();
-        if let Some(id) = s.live.get(path).copied() {
-            if let Some(d) = s.files.get_mut(&id) {
-                d.durable.clone_from(&bytes);
-                d.live = bytes;
-            }
+        if let Some(id) = s.live.get(path).copied()
+            && let Some(d) = s.files.get_mut(&id)
+        {
+            d.durable.clone_from(&bytes);
+            d.live = bytes;
         }
     }
 

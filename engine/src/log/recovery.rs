@@ -25,7 +25,7 @@ use crate::log::handles::log_name;
 use crate::log::meta::{Checkpoint, Meta};
 use crate::log::scan::{self, ScanEnd};
 use crate::log::store::{
-    Durability, Effect, FileStore, FileStream, StreamState, ckpt_name, meta_name,
+    Durability, FileStore, FileStream, StreamState, ckpt_name, effect_of, meta_name,
 };
 use crate::rules::WriterState;
 use crate::store::Expiry;
@@ -377,7 +377,7 @@ fn replay(
     };
     let ckpt_position = from;
     let scanned = scan::scan(log, from - base + FILE_HEADER_LEN as u64, |_, record, _| {
-        Effect::of(record).replay(&mut writer);
+        effect_of(record).replay(&mut writer);
         records += 1;
     })?;
     Ok((scanned, writer, records, ckpt_position))

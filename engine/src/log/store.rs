@@ -21,13 +21,14 @@ use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::chunk::{Split, utf8_cut};
+use crate::chunk::{Piece, Split, assemble, utf8_cut};
 use crate::clock::UnixMs;
+use crate::commit_queue::{CommitQueue, CommitterThreads};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::fs::{self, Failed, Fs, FsFile, OpenMode};
@@ -38,7 +39,7 @@ use crate::notify::{Tail, TailSignal, TailWatch};
 use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::producer::ProducerClaim;
-use crate::rules::{self, Plan, WriterState};
+use crate::rules::{self, Effect, Plan, WriterState};
 use crate::store::{
     AppendKind, AppendRequest, Appended, CreateRequest, Created, ExpiryCheck, ReadChunk, Store,
     StreamInfo,
@@ -86,66 +87,7 @@ pub fn ckpt_name(incarnation: u64) -> String {
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
-    _committer: Arc<CommitterThread>,
-}
-
-/// Stops and joins the committer thread when dropped.
-struct CommitterThread {
-    inner: Arc<Inner>,
-    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl Drop for CommitterThread {
-    fn drop(&mut self) {
-        self.inner.committer.stop();
-        let handle = self.handle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
-    }
-}
-
-/// Streams with a batch to commit, for the committer thread.
-#[derive(Default)]
-struct Committer {
-    queue: Mutex<CommitQueue>,
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct CommitQueue {
-    streams: Vec<Arc<FileStream>>,
-    stop: bool,
-}
-
-impl Committer {
-    fn queue(&self) -> MutexGuard<'_, CommitQueue> {
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn enqueue(&self, stream: Arc<FileStream>) {
-        self.queue().streams.push(stream);
-        self.wake.notify_one();
-    }
-
-    /// The next round's streams; `None` once stopped and drained.
-    fn next_round(&self) -> Option<Vec<Arc<FileStream>>> {
-        let mut q = self.queue();
-        loop {
-            if !q.streams.is_empty() {
-                return Some(std::mem::take(&mut q.streams));
-            }
-            if q.stop {
-                return None;
-            }
-            q = self.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-    }
-
-    fn stop(&self) {
-        self.queue().stop = true;
-        self.wake.notify_all();
-    }
+    _committer: Arc<CommitterThreads>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -166,7 +108,7 @@ pub(crate) struct Inner {
     pub(crate) handles: Handles,
     next_incarnation: AtomicU64,
     poisoned: AtomicBool,
-    committer: Committer,
+    committer: CommitQueue<Arc<FileStream>>,
 }
 
 #[derive(Default)]
@@ -223,47 +165,15 @@ struct BatchRecord {
     effect: Effect,
 }
 
-/// What a record changes in the writer state.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Effect {
-    pub(crate) producer: Option<(Arc<str>, ProducerClaim)>,
-    pub(crate) stream_seq: Option<Bytes>,
-    pub(crate) closes: bool,
-}
-
-impl Effect {
-    pub(crate) fn of(record: &Record<'_>) -> Effect {
-        Effect {
-            producer: record.producer.as_ref().map(|(id, epoch, seq)| {
-                (Arc::from(id.as_ref()), ProducerClaim { epoch: *epoch, seq: *seq })
-            }),
-            stream_seq: record.stream_seq.map(Bytes::copy_from_slice),
-            closes: record.closes,
-        }
+/// What a log record changes in the writer state.
+pub(crate) fn effect_of(record: &Record<'_>) -> Effect {
+    Effect {
+        producer: record.producer.as_ref().map(|(id, epoch, seq)| {
+            (Arc::from(id.as_ref()), ProducerClaim { epoch: *epoch, seq: *seq })
+        }),
+        stream_seq: record.stream_seq.map(Bytes::copy_from_slice),
+        closes: record.closes,
     }
-
-    /// Applies the record to a writer state, as `WriterState::apply` did when it was accepted.
-    pub(crate) fn replay(&self, writer: &mut WriterState) {
-        if let Some((id, claim)) = &self.producer {
-            writer.producers.insert(id.clone(), crate::producer::ProducerState::accept(*claim));
-        }
-        if let Some(seq) = &self.stream_seq {
-            writer.last_stream_seq = Some(seq.clone());
-        }
-        if self.closes {
-            writer.closed = true;
-            writer.closed_by = self.producer.clone();
-        }
-    }
-}
-
-/// A record's data, for reads.
-#[derive(Clone, Debug)]
-struct Piece {
-    pos: u64,
-    end: u64,
-    payload: Bytes,
-    lens: Option<Arc<[u32]>>,
 }
 
 /// What writes get once the store is poisoned.
@@ -408,7 +318,7 @@ impl FileStore {
             shards: (0..MAP_SHARDS).map(|_| Shard::default()).collect(),
             next_incarnation: AtomicU64::new(next_incarnation),
             poisoned: AtomicBool::new(false),
-            committer: Committer::default(),
+            committer: CommitQueue::default(),
         };
         for stream in streams {
             let shard = inner.shard(&stream.name);
@@ -417,22 +327,21 @@ impl FileStore {
         }
         let inner = Arc::new(inner);
         let thread_inner = inner.clone();
-        let handle = std::thread::Builder::new()
-            .name("ds-commit".into())
-            .spawn(move || {
-                while let Some(round) = thread_inner.committer.next_round() {
-                    let run = std::panic::AssertUnwindSafe(|| thread_inner.commit_round(round));
-                    if std::panic::catch_unwind(run).is_err() {
-                        // The round's appends see their answer dropped (500); stop the rest.
-                        let e = io::Error::other("the committer panicked");
-                        thread_inner.poison("committing a round", &e);
-                    }
+        let run: Box<dyn FnOnce() + Send> = Box::new(move || {
+            while let Some(round) = thread_inner.committer.next_round() {
+                let run = std::panic::AssertUnwindSafe(|| thread_inner.commit_round(round));
+                if std::panic::catch_unwind(run).is_err() {
+                    // The round's appends see their answer dropped (500); stop the rest.
+                    let e = io::Error::other("the committer panicked");
+                    thread_inner.poison("committing a round", &e);
                 }
-            })
-            .map_err(|e| tracing::error!(error = %e, "cannot start the committer thread"))
-            .ok();
-        let committer =
-            Arc::new(CommitterThread { inner: inner.clone(), handle: Mutex::new(handle) });
+            }
+        });
+        let stop_inner = inner.clone();
+        let committer = Arc::new(CommitterThreads::spawn(
+            vec![run],
+            Box::new(move || stop_inner.committer.stop()),
+        ));
         FileStore { inner, _committer: committer }
     }
 
@@ -992,76 +901,6 @@ fn checkpoint_of(stream: &FileStream, st: &StreamState) -> Checkpoint {
     }
 }
 
-/// Builds a chunk from whole records starting at `start`: records while they fit in `max`
-/// bytes; a first record larger than that is cut by `split` (at a byte count, a character
-/// boundary, or a message boundary for JSON, where the offset's `sub` counts messages).
-fn assemble(
-    pieces: &[Piece],
-    start: Offset,
-    max: usize,
-    split: Split,
-) -> Result<(Vec<Bytes>, Offset)> {
-    let mut parts = Vec::new();
-    let mut next = start;
-    let mut total = 0usize;
-    for (i, piece) in pieces.iter().enumerate() {
-        let skip = if i == 0 { sub_to_bytes(piece, start.sub())? } else { 0 };
-        let sub_base = if i == 0 { start.sub() } else { 0 };
-        let rest = piece.payload.len() - skip;
-        if total + rest <= max {
-            parts.push(piece.payload.slice(skip..));
-            total += rest;
-            next = Offset::at(piece.end);
-            continue;
-        }
-        if total > 0 {
-            break;
-        }
-        let (take, sub_taken) = match (&piece.lens, split) {
-            (Some(lens), _) => {
-                let mut bytes = 0usize;
-                let mut count = 0usize;
-                for len in &lens[sub_base as usize..] {
-                    let len = *len as usize;
-                    if count > 0 && bytes + len > max {
-                        break;
-                    }
-                    bytes += len;
-                    count += 1;
-                }
-                (bytes, count as u64)
-            }
-            (None, Split::Utf8) => {
-                let take = utf8_cut(&piece.payload[skip..], max.max(1));
-                (take, take as u64)
-            }
-            (None, _) => {
-                let take = max.max(1);
-                (take, take as u64)
-            }
-        };
-        parts.push(piece.payload.slice(skip..skip + take));
-        next = if skip + take == piece.payload.len() {
-            Offset::at(piece.end)
-        } else {
-            let sub = u64::from(start.sub()) + sub_taken;
-            Offset::with_sub(piece.pos, u32::try_from(sub).map_err(|_| Error::OffsetUnknown)?)
-        };
-        break;
-    }
-    Ok((parts, next))
-}
-
-/// Bytes of a record's payload before sub-position `sub`.
-fn sub_to_bytes(piece: &Piece, sub: u32) -> Result<usize> {
-    let sub = sub as usize;
-    match &piece.lens {
-        Some(lens) if sub < lens.len().max(1) => Ok(lens[..sub].iter().map(|l| *l as usize).sum()),
-        None if sub < piece.payload.len().max(1) => Ok(sub),
-        _ => Err(Error::OffsetUnknown),
-    }
-}
-
 impl Store for FileStore {
     async fn create(
         &self,
@@ -1239,7 +1078,7 @@ impl Store for FileStore {
                     let payload_len = payload.bytes().len();
                     let payload_range =
                         before + frame_len as usize - payload_len..before + frame_len as usize;
-                    let effect = Effect::of(&record);
+                    let effect = effect_of(&record);
                     st.batch.records.push(BatchRecord {
                         pos,
                         end: pos + frame_len,
@@ -1404,7 +1243,7 @@ impl Store for FileStore {
 }
 
 /// The message lengths a JSON record carries, so that reads can cut between messages.
-fn message_lens(payload: &Payload, json: bool) -> Option<Vec<u32>> {
+pub(crate) fn message_lens(payload: &Payload, json: bool) -> Option<Vec<u32>> {
     if !json || payload.is_empty() {
         return None;
     }

@@ -38,10 +38,10 @@ pub async fn create(State(app): State<AppState>, req: Request) -> Result<Respons
     if info.closed {
         h.insert(headers::STREAM_CLOSED, headers::TRUE);
     }
-    if status == StatusCode::CREATED {
-        if let Some(location) = location(&parts.headers, parts.uri.path()) {
-            h.insert(header::LOCATION, location);
-        }
+    if status == StatusCode::CREATED
+        && let Some(location) = location(&parts.headers, parts.uri.path())
+    {
+        h.insert(header::LOCATION, location);
     }
     Ok(resp)
 }

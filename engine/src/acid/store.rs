@@ -1,0 +1,1020 @@
+//! [`AcidStore`]: the `acid` mode. Streams live in sharded redb databases (tables in
+//! [`super::tables`]); every mutation is a redb write transaction committed with immediate
+//! durability before it is acknowledged.
+//!
+//! Write path (group commit per shard). An append validates against the stream's *accepted*
+//! state under the stream's lock, queues its record in the stream's pending batch, and waits.
+//! The first appender to find no commit pending queues the stream for its shard's committer
+//! thread. Each round the committer takes every queued stream of its shard and writes all their
+//! batches in one write transaction: the data rows, each stream's new tail row and its producer
+//! rows. One commit (one sync) makes them all durable; only then are they made *visible*
+//! (readers, live subscribers) and acknowledged. Shards commit independently and concurrently.
+//!
+//! Creates, deletes and expiry removals run their own write transaction on a blocking thread,
+//! serialised per shard by the shard's `writes` lock (and by redb's single writer).
+//!
+//! Reads run a redb read transaction on a blocking thread: they never wait for a writer and
+//! never write (a sliding TTL is renewed in memory only, as in the file modes).
+//!
+//! A failed commit poisons the store: every later write gets [`Error::Unavailable`] until
+//! restart (redb refuses further writes after an I/O error itself; reopening recovers).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::oneshot;
+
+use crate::acid::layout;
+use crate::acid::tables::{
+    self, COUNTERS, DATA, META, NAMES, NEXT_STREAM_ID, PRODUCERS, TAILS, TailRow,
+};
+use crate::chunk::{Split, utf8_cut};
+use crate::clock::UnixMs;
+use crate::commit_queue::{CommitQueue, CommitterThreads};
+use crate::config::Limits;
+use crate::error::{Error, Result};
+use crate::fs::Fs;
+use crate::log::meta::Meta;
+use crate::log::recovery::Expiring;
+use crate::log::store::message_lens;
+use crate::notify::{Tail, TailSignal, TailWatch};
+use crate::offset::{Offset, ReadFrom};
+use crate::payload::Payload;
+use crate::producer::ProducerState;
+use crate::rules::{self, Effect, Plan, WriterState};
+use crate::store::{
+    AppendKind, AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ReadChunk,
+    Store, StreamInfo,
+};
+
+/// What writes get once the store is poisoned.
+const POISONED: &str = "writes are stopped after a storage failure; see the server log";
+
+/// The acid store. Cloning shares it; the committer threads stop when the last clone drops.
+#[derive(Clone)]
+pub struct AcidStore {
+    inner: Arc<Inner>,
+    _committers: Arc<CommitterThreads>,
+}
+
+impl std::fmt::Debug for AcidStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcidStore")
+            .field("dir", &self.inner.dir)
+            .field("shards", &self.inner.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    limits: Limits,
+    shards: Box<[Shard]>,
+    next_incarnation: AtomicU64,
+    poisoned: AtomicBool,
+}
+
+struct Shard {
+    db: Database,
+    map: RwLock<HashMap<Arc<str>, Arc<AcidStream>>>,
+    /// Serialises creates, deletes and expiry removals of the shard's names.
+    writes: tokio::sync::Mutex<()>,
+    /// The next stream id; taken under `writes`.
+    next_id: AtomicU64,
+    committer: CommitQueue<Arc<AcidStream>>,
+}
+
+/// One stream.
+struct AcidStream {
+    name: Arc<str>,
+    /// The compact key of its rows, unique in its shard and never reused.
+    id: u64,
+    meta: Meta,
+    last_access_ms: AtomicU64,
+    state: Mutex<StreamState>,
+    signal: TailSignal,
+}
+
+/// A stream's state; see the module docs for *accepted* and *visible*.
+#[derive(Default)]
+struct StreamState {
+    /// Deleted or expired: refuse everything.
+    removed: bool,
+    accepted: WriterState,
+    accepted_end: u64,
+    durable: WriterState,
+    visible_end: u64,
+    visible_records: u64,
+    batch: Vec<Pending>,
+    waiters: Vec<oneshot::Sender<Result<()>>>,
+    committing: bool,
+}
+
+/// A stream's share of a commit round: its batch and the appends waiting on it.
+type RoundWork = (Arc<AcidStream>, Vec<Pending>, Vec<oneshot::Sender<Result<()>>>);
+
+/// An accepted append waiting for its commit.
+struct Pending {
+    pos: u64,
+    payload: Bytes,
+    lens: Option<Vec<u32>>,
+    effect: Effect,
+}
+
+/// A contiguous run of stored bytes a chunk can end after: a JSON message, or the rest of
+/// an append's bytes.
+struct Unit {
+    pos: u64,
+    bytes: Bytes,
+}
+
+fn lock(state: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
+    // Every check runs before any change; a panic mid-way leaves a consistent state.
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn storage(context: &str, e: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("{context}: {e}"))
+}
+
+fn fail(waiters: Vec<oneshot::Sender<Result<()>>>, error: &Error) {
+    for w in waiters {
+        let _ = w.send(Err(error.clone()));
+    }
+}
+
+impl AcidStream {
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        lock(&self.state)
+    }
+
+    fn deadline(&self, now: UnixMs) -> Option<UnixMs> {
+        if matches!(self.meta.expiry, Expiry::IdleTtl { .. }) && self.signal.has_watchers() {
+            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
+        }
+        crate::ttl::deadline(self.meta.expiry, self.last_access_ms.load(Ordering::Relaxed))
+    }
+
+    fn expired(&self, now: UnixMs) -> bool {
+        self.deadline(now).is_some_and(|d| now >= d)
+    }
+
+    fn touch(&self, now: UnixMs) {
+        if matches!(self.meta.expiry, Expiry::IdleTtl { .. }) {
+            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    fn info(&self, st: &StreamState) -> StreamInfo {
+        StreamInfo {
+            incarnation: self.meta.incarnation,
+            content_type: self.meta.content_type.clone(),
+            expiry: self.meta.expiry,
+            tail: Offset::at(st.visible_end),
+            closed: st.durable.closed,
+        }
+    }
+
+    fn publish(&self, st: &StreamState) {
+        self.signal.publish(Tail {
+            next: Offset::at(st.visible_end),
+            closed: st.durable.closed,
+            gone: st.removed,
+        });
+    }
+
+    fn new(name: Arc<str>, id: u64, meta: Meta, st: StreamState, last_access: UnixMs) -> Self {
+        let tail =
+            Tail { next: Offset::at(st.visible_end), closed: st.durable.closed, gone: false };
+        AcidStream {
+            name,
+            id,
+            meta,
+            last_access_ms: AtomicU64::new(last_access),
+            state: Mutex::new(st),
+            signal: TailSignal::new(tail),
+        }
+    }
+}
+
+impl StreamState {
+    fn at(end: u64, records: u64, writer: WriterState) -> StreamState {
+        StreamState {
+            accepted: writer.clone(),
+            accepted_end: end,
+            durable: writer,
+            visible_end: end,
+            visible_records: records,
+            ..StreamState::default()
+        }
+    }
+}
+
+/// Opens (creating on first start) the acid layout under `data_dir` and loads every stream.
+///
+/// # Errors
+/// A foreign or mismatched layout, redb or I/O errors, a damaged row.
+pub fn open(
+    fs: &Arc<dyn Fs>,
+    data_dir: &Path,
+    limits: Limits,
+    shard_count: u32,
+    now: UnixMs,
+) -> io::Result<(AcidStore, Vec<Expiring>)> {
+    let dir = layout::acid_dir(data_dir);
+    let dbs = layout::open_shards(fs, &dir, shard_count)?;
+    let mut shards = Vec::with_capacity(dbs.len());
+    let mut expiring = Vec::new();
+    let mut max_incarnation = 0;
+    for (index, db) in dbs.into_iter().enumerate() {
+        ensure_tables(&db).map_err(layout::redb_io)?;
+        let (streams, next_id) = load_shard(&db, now)
+            .map_err(|e| io::Error::other(format!("acid shard {index}: {e}")))?;
+        let mut map = HashMap::with_capacity(streams.len());
+        for stream in streams {
+            max_incarnation = max_incarnation.max(stream.meta.incarnation);
+            if stream.meta.expiry != Expiry::Never {
+                expiring.push(Expiring {
+                    name: stream.name.clone(),
+                    incarnation: stream.meta.incarnation,
+                    expiry: stream.meta.expiry,
+                    last_access_ms: stream.last_access_ms.load(Ordering::Relaxed),
+                });
+            }
+            map.insert(stream.name.clone(), stream);
+        }
+        shards.push(Shard {
+            db,
+            map: RwLock::new(map),
+            writes: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(next_id),
+            committer: CommitQueue::default(),
+        });
+    }
+    let inner = Arc::new(Inner {
+        dir,
+        limits,
+        shards: shards.into_boxed_slice(),
+        // As in the file modes: never below a clock-derived floor, so ETags of a stream
+        // recreated under the same name after a wipe do not repeat.
+        next_incarnation: AtomicU64::new((max_incarnation + 1).max(now.saturating_mul(1024))),
+        poisoned: AtomicBool::new(false),
+    });
+    let runs: Vec<Box<dyn FnOnce() + Send>> = (0..inner.shards.len())
+        .map(|index| {
+            let inner = inner.clone();
+            Box::new(move || {
+                while let Some(round) = inner.shards[index].committer.next_round() {
+                    let run = std::panic::AssertUnwindSafe(|| inner.commit_round(index, round));
+                    if std::panic::catch_unwind(run).is_err() {
+                        inner.poison("committing a round", &"the committer panicked");
+                    }
+                }
+            }) as Box<dyn FnOnce() + Send>
+        })
+        .collect();
+    let stop_inner = inner.clone();
+    let stop = Box::new(move || stop_inner.shards.iter().for_each(|s| s.committer.stop()));
+    let committers = Arc::new(CommitterThreads::spawn(runs, stop));
+    Ok((AcidStore { inner, _committers: committers }, expiring))
+}
+
+/// Creates the tables of a fresh shard, so that read transactions can always open them.
+fn ensure_tables(db: &Database) -> std::result::Result<(), redb::Error> {
+    let read = db.begin_read()?;
+    match read.open_table(NAMES) {
+        Ok(_) => return Ok(()),
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    drop(read);
+    let txn = db.begin_write()?;
+    txn.open_table(NAMES)?;
+    txn.open_table(META)?;
+    txn.open_table(TAILS)?;
+    txn.open_table(PRODUCERS)?;
+    txn.open_table(DATA)?;
+    txn.open_table(COUNTERS)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Every stream of a shard, and the shard's next stream id.
+fn load_shard(
+    db: &Database,
+    now: UnixMs,
+) -> std::result::Result<(Vec<Arc<AcidStream>>, u64), String> {
+    let redb = |e: redb::Error| e.to_string();
+    let txn = db.begin_read().map_err(|e| redb(e.into()))?;
+    let names = txn.open_table(NAMES).map_err(|e| redb(e.into()))?;
+    let metas = txn.open_table(META).map_err(|e| redb(e.into()))?;
+    let tails = txn.open_table(TAILS).map_err(|e| redb(e.into()))?;
+    let producers = txn.open_table(PRODUCERS).map_err(|e| redb(e.into()))?;
+    let counters = txn.open_table(COUNTERS).map_err(|e| redb(e.into()))?;
+    let next_id =
+        counters.get(NEXT_STREAM_ID).map_err(|e| redb(e.into()))?.map_or(1, |v| v.value());
+    let mut streams = Vec::new();
+    for row in names.iter().map_err(|e| redb(e.into()))? {
+        let (name, id) = row.map_err(|e| redb(e.into()))?;
+        let (name, id) = (name.value(), id.value());
+        let meta = metas
+            .get(id)
+            .map_err(|e| redb(e.into()))?
+            .and_then(|v| Meta::decode(v.value()))
+            .ok_or_else(|| format!("stream {name}: missing or damaged metadata row"))?;
+        let tail = tails
+            .get(id)
+            .map_err(|e| redb(e.into()))?
+            .and_then(|v| TailRow::decode(v.value()))
+            .ok_or_else(|| format!("stream {name}: missing or damaged tail row"))?;
+        let mut states = HashMap::new();
+        for row in producers.range((id, "")..(id + 1, "")).map_err(|e| redb(e.into()))? {
+            let (key, value) = row.map_err(|e| redb(e.into()))?;
+            let (epoch, last_seq) = value.value();
+            states.insert(Arc::from(key.value().1), ProducerState { epoch, last_seq });
+        }
+        let writer = tail.writer(states);
+        // A restart counts as an access, as in the file modes: reads never write, so the last
+        // access before the stop is not on disk.
+        let last_access = now.max(meta.created_ms);
+        let st = StreamState::at(tail.end, tail.records, writer);
+        streams.push(Arc::new(AcidStream::new(Arc::from(name), id, meta, st, last_access)));
+    }
+    Ok((streams, next_id))
+}
+
+impl AcidStore {
+    /// Whether a failed commit has stopped all writes.
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Relaxed)
+    }
+
+    /// The acid directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Streams loaded or created, on every shard.
+    #[must_use]
+    pub fn stream_count(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+impl Inner {
+    fn shard_index(&self, name: &str) -> usize {
+        layout::shard_of(name, self.shards.len())
+    }
+
+    fn shard(&self, name: &str) -> &Shard {
+        &self.shards[self.shard_index(name)]
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<AcidStream>> {
+        let map = self.shard(name).map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(name).cloned()
+    }
+
+    /// The stream by that name, unless it is gone or expired (an expired one is removed in
+    /// the background).
+    fn live(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<Arc<AcidStream>> {
+        let stream = self.get(name).ok_or(Error::NotFound)?;
+        if stream.expired(now) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (inner, name, inc) =
+                    (self.clone(), stream.name.clone(), stream.meta.incarnation);
+                rt.spawn(async move { inner.expire(&name, inc, now).await });
+            }
+            return Err(Error::NotFound);
+        }
+        Ok(stream)
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            Err(Error::Unavailable(POISONED))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn poison(&self, context: &str, e: &dyn std::fmt::Display) {
+        if !self.poisoned.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                error = %e,
+                context,
+                dir = %self.dir.display(),
+                "acid commit failed: refusing all writes until restart"
+            );
+        }
+    }
+
+    async fn expire(self: &Arc<Self>, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
+        let Some(stream) = self.get(name).filter(|s| s.meta.incarnation == incarnation) else {
+            return ExpiryCheck::Missing;
+        };
+        match stream.deadline(now) {
+            None => return ExpiryCheck::Missing,
+            Some(deadline) if now < deadline => return ExpiryCheck::Later(deadline),
+            Some(_) => {}
+        }
+        if self.writable().is_err() {
+            return ExpiryCheck::Later(now.saturating_add(60_000));
+        }
+        let _writes = self.shard(name).writes.lock().await;
+        {
+            let mut st = stream.lock();
+            if st.removed {
+                return ExpiryCheck::Missing;
+            }
+            if !stream.expired(now) {
+                return stream.deadline(now).map_or(ExpiryCheck::Missing, ExpiryCheck::Later);
+            }
+            st.removed = true;
+        }
+        match self.clone().remove(stream).await {
+            Ok(()) => ExpiryCheck::Removed,
+            Err(e) => {
+                tracing::error!(stream = %name, error = %e, "could not remove expired stream");
+                ExpiryCheck::Missing
+            }
+        }
+    }
+
+    /// Deletes a stream already marked removed, in one transaction: its name, metadata, tail,
+    /// producers and data. Then forgets it and wakes its readers. Call under `writes`.
+    async fn remove(self: Arc<Self>, stream: Arc<AcidStream>) -> Result<()> {
+        let inner = self.clone();
+        let task_stream = stream.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let s = &task_stream;
+            let db = &inner.shard(&s.name).db;
+            let txn = db.begin_write()?;
+            {
+                let mut names = txn.open_table(NAMES)?;
+                let current = names.get(s.name.as_ref())?.map(|v| v.value());
+                if current == Some(s.id) {
+                    names.remove(s.name.as_ref())?;
+                }
+                txn.open_table(META)?.remove(s.id)?;
+                txn.open_table(TAILS)?.remove(s.id)?;
+                txn.open_table(PRODUCERS)?.retain_in((s.id, "")..(s.id + 1, ""), |_, _| false)?;
+                txn.open_table(DATA)?.retain_in((s.id, 0)..=(s.id, u64::MAX), |_, _| false)?;
+            }
+            txn.commit()?;
+            Ok::<(), redb::Error>(())
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
+        if let Err(e) = &result {
+            self.poison("deleting a stream", e);
+        }
+        {
+            let shard = self.shard(&stream.name);
+            let mut map = shard.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map.get(&stream.name).is_some_and(|s| s.id == stream.id) {
+                map.remove(&stream.name);
+            }
+        }
+        let st = stream.lock();
+        stream.publish(&st);
+        drop(st);
+        result.map_err(|e| storage("deleting a stream", e))
+    }
+
+    /// One round of a shard's committer: every queued stream's batch in one transaction.
+    ///
+    /// A stream removed before the transaction began is skipped (its appends get 404); one
+    /// removed after is deleted by a transaction that runs after this one. A failed
+    /// transaction poisons the store: nothing of the round is acknowledged, nor after it.
+    fn commit_round(&self, index: usize, streams: Vec<Arc<AcidStream>>) {
+        let shard = &self.shards[index];
+        let mut work = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let (batch, waiters) = {
+                let mut st = stream.lock();
+                (std::mem::take(&mut st.batch), std::mem::take(&mut st.waiters))
+            };
+            work.push((stream, batch, waiters));
+        }
+        let outcome = if self.poisoned.load(Ordering::Relaxed) {
+            Err(Error::Unavailable(POISONED))
+        } else {
+            self.write_round(&shard.db, &work).map_err(|e| {
+                self.poison("committing appends", &e);
+                Error::Unavailable(POISONED)
+            })
+        };
+        for (i, (stream, batch, waiters)) in work.into_iter().enumerate() {
+            match &outcome {
+                Err(e) => fail(waiters, e),
+                Ok(skipped) if skipped.contains(&i) => fail(waiters, &Error::NotFound),
+                Ok(_) => make_visible(&stream, batch, waiters),
+            }
+            self.finish(index, stream);
+        }
+    }
+
+    /// Writes a round's batches in one transaction and commits it; returns the indexes of the
+    /// streams skipped because they were removed.
+    fn write_round(
+        &self,
+        db: &Database,
+        work: &[RoundWork],
+    ) -> std::result::Result<Vec<usize>, redb::Error> {
+        let txn = db.begin_write()?;
+        let mut skipped = Vec::new();
+        {
+            let mut data = txn.open_table(DATA)?;
+            let mut tails = txn.open_table(TAILS)?;
+            let mut producers = txn.open_table(PRODUCERS)?;
+            for (i, (stream, batch, _)) in work.iter().enumerate() {
+                // Checked once this transaction holds the shard's write lock: a delete that
+                // committed before it is seen here.
+                let (mut writer, mut end, mut records) = {
+                    let st = stream.lock();
+                    if st.removed {
+                        skipped.push(i);
+                        continue;
+                    }
+                    (st.durable.clone(), st.visible_end, st.visible_records)
+                };
+                if batch.is_empty() {
+                    continue;
+                }
+                for p in batch {
+                    if !p.payload.is_empty() {
+                        let value = tables::encode_record(p.lens.as_deref(), &p.payload);
+                        data.insert((stream.id, p.pos), value.as_slice())?;
+                        end = p.pos + p.payload.len() as u64;
+                        records += 1;
+                    }
+                    if let Some((id, claim)) = &p.effect.producer {
+                        producers.insert((stream.id, id.as_ref()), (claim.epoch, claim.seq))?;
+                    }
+                    p.effect.replay(&mut writer);
+                }
+                let row = TailRow {
+                    end,
+                    records,
+                    closed: writer.closed,
+                    closed_by: writer.closed_by,
+                    stream_seq: writer.last_stream_seq,
+                };
+                tails.insert(stream.id, row.encode().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(skipped)
+    }
+
+    /// After a stream's batch is done: queue it again if more arrived, else mark it idle.
+    fn finish(&self, index: usize, stream: Arc<AcidStream>) {
+        let more = {
+            let mut st = stream.lock();
+            let more = !st.batch.is_empty() || !st.waiters.is_empty();
+            st.committing = more;
+            more
+        };
+        if more {
+            self.shards[index].committer.enqueue(stream);
+        }
+    }
+}
+
+fn make_visible(
+    stream: &AcidStream,
+    batch: Vec<Pending>,
+    waiters: Vec<oneshot::Sender<Result<()>>>,
+) {
+    {
+        let mut st = stream.lock();
+        for p in &batch {
+            p.effect.replay(&mut st.durable);
+            if !p.payload.is_empty() {
+                st.visible_end = p.pos + p.payload.len() as u64;
+                st.visible_records += 1;
+            }
+        }
+        stream.publish(&st);
+    }
+    for w in waiters {
+        let _ = w.send(Ok(()));
+    }
+}
+
+/// Reads the units of `start..end` a chunk of `max` bytes may take, in one read transaction.
+fn read_units(
+    db: &Database,
+    id: u64,
+    start: u64,
+    end: u64,
+    max: usize,
+    json: bool,
+) -> Result<Vec<Unit>> {
+    let redb = |e: redb::Error| storage("reading", e);
+    let txn = db.begin_read().map_err(|e| redb(e.into()))?;
+    let data = txn.open_table(DATA).map_err(|e| redb(e.into()))?;
+    let mut units = Vec::new();
+    let mut taken = 0usize;
+    let mut rows = data.range((id, 0)..=(id, start)).map_err(|e| redb(e.into()))?;
+    // The append holding `start`: the last one starting at or before it.
+    let Some(first) = rows.next_back() else {
+        // No rows below a visible tail: deleted while this read was on its way.
+        return Err(Error::NotFound);
+    };
+    drop(rows);
+    let (key, value) = first.map_err(|e| redb(e.into()))?;
+    let next = push_units(&mut units, &mut taken, key.value().1, value.value(), Some(start), json)?;
+    if next <= start {
+        return Err(Error::NotFound);
+    }
+    if taken < max && next < end {
+        for row in data.range((id, next)..(id, end)).map_err(|e| redb(e.into()))? {
+            let (key, value) = row.map_err(|e| redb(e.into()))?;
+            push_units(&mut units, &mut taken, key.value().1, value.value(), None, json)?;
+            if taken >= max {
+                break;
+            }
+        }
+    }
+    Ok(units)
+}
+
+/// Splits one data row (an append at `pos`) into units, from `from` if given (which must be
+/// a message boundary in JSON streams); returns the position after the row.
+fn push_units(
+    units: &mut Vec<Unit>,
+    taken: &mut usize,
+    pos: u64,
+    value: &[u8],
+    from: Option<u64>,
+    json: bool,
+) -> Result<u64> {
+    let damaged = || Error::Storage(format!("damaged data row at offset {pos}"));
+    let (lens, at) = tables::decode_record(value).ok_or_else(damaged)?;
+    let payload = &value[at..];
+    let row_end = pos + payload.len() as u64;
+    let from = from.unwrap_or(pos);
+    if from >= row_end {
+        return Ok(row_end);
+    }
+    let skip = (from - pos) as usize;
+    match (lens, json) {
+        (Some(lens), true) => {
+            let mut off = 0usize;
+            for len in lens {
+                let len = len as usize;
+                if off >= skip {
+                    units.push(Unit {
+                        pos: pos + off as u64,
+                        bytes: Bytes::copy_from_slice(&payload[off..off + len]),
+                    });
+                    *taken += len;
+                } else if off + len > skip {
+                    return Err(Error::OffsetUnknown);
+                }
+                off += len;
+            }
+        }
+        (None, false) => {
+            units.push(Unit { pos: from, bytes: Bytes::copy_from_slice(&payload[skip..]) });
+            *taken += payload.len() - skip;
+        }
+        _ => return Err(damaged()),
+    }
+    Ok(row_end)
+}
+
+/// The chunk a read from `start` returns, as in the memory store: whole units while they fit
+/// in `max` bytes; else the first unit, cut at `max` (or at a character boundary for text,
+/// or whole for a JSON message).
+fn chunk_of(units: Vec<Unit>, start: u64, max: usize, split: Split) -> (Vec<Bytes>, u64) {
+    let limit = start.saturating_add(max.max(1) as u64);
+    let mut parts = Vec::new();
+    let mut next = start;
+    for unit in units {
+        let unit_end = unit.pos + unit.bytes.len() as u64;
+        if unit_end <= limit {
+            next = unit_end;
+            parts.push(unit.bytes);
+            continue;
+        }
+        if parts.is_empty() {
+            let want = (limit - unit.pos) as usize;
+            let take = match split {
+                Split::Never => unit.bytes.len(),
+                Split::Bytes => want,
+                Split::Utf8 => utf8_cut(&unit.bytes, want),
+            };
+            next = unit.pos + take as u64;
+            parts.push(unit.bytes.slice(..take));
+        }
+        break;
+    }
+    (parts, next)
+}
+
+impl Store for AcidStore {
+    async fn create(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        now: UnixMs,
+    ) -> Result<Created> {
+        let inner = &self.inner;
+        let index = inner.shard_index(name);
+        let shard = &inner.shards[index];
+        let _writes = shard.writes.lock().await;
+        if let Some(existing) = inner.get(name) {
+            let expired = {
+                let mut st = existing.lock();
+                if st.removed {
+                    false
+                } else if existing.expired(now) {
+                    st.removed = true;
+                    true
+                } else {
+                    let same = rules::same_config(
+                        &existing.meta.content_type,
+                        existing.meta.expiry,
+                        st.accepted.closed,
+                        req,
+                    );
+                    return if same {
+                        Ok(Created::Existing(existing.info(&st)))
+                    } else {
+                        Err(Error::ConfigMismatch)
+                    };
+                }
+            };
+            if expired {
+                inner.clone().remove(existing).await?;
+            }
+        }
+        inner.writable()?;
+        let len = payload.len();
+        if len > inner.limits.max_stream_bytes {
+            return Err(Error::StreamTooLarge { limit_bytes: inner.limits.max_stream_bytes });
+        }
+        let meta = Meta {
+            incarnation: inner.next_incarnation.fetch_add(1, Ordering::Relaxed),
+            created_ms: now,
+            expiry: req.expiry,
+            content_type: req.content_type.clone(),
+            name: name.to_owned(),
+        };
+        let id = shard.next_id.load(Ordering::Relaxed);
+        let records = u64::from(!payload.is_empty());
+        let tail = TailRow { end: len, records, closed: req.closed, ..TailRow::default() };
+        let lens = message_lens(&payload, req.content_type.is_json());
+        let row =
+            (!payload.is_empty()).then(|| tables::encode_record(lens.as_deref(), payload.bytes()));
+        let task_inner = inner.clone();
+        let (task_name, meta_bytes) = (name.to_owned(), meta.encode());
+        let committed = tokio::task::spawn_blocking(move || {
+            let txn = task_inner.shards[index].db.begin_write()?;
+            {
+                txn.open_table(NAMES)?.insert(task_name.as_str(), id)?;
+                txn.open_table(META)?.insert(id, meta_bytes.as_slice())?;
+                txn.open_table(TAILS)?.insert(id, tail.encode().as_slice())?;
+                if let Some(row) = &row {
+                    txn.open_table(DATA)?.insert((id, 0), row.as_slice())?;
+                }
+                txn.open_table(COUNTERS)?.insert(NEXT_STREAM_ID, id + 1)?;
+            }
+            txn.commit()?;
+            Ok::<(), redb::Error>(())
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("create task failed: {e}")))?;
+        if let Err(e) = committed {
+            inner.poison("creating a stream", &e);
+            return Err(storage("creating a stream", e));
+        }
+        shard.next_id.store(id + 1, Ordering::Relaxed);
+        let writer = WriterState { closed: req.closed, ..WriterState::default() };
+        let state = StreamState::at(len, records, writer);
+        let stream = Arc::new(AcidStream::new(Arc::from(name), id, meta, state, now));
+        let info = stream.info(&stream.lock());
+        shard
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stream.name.clone(), stream);
+        Ok(Created::New(info))
+    }
+
+    async fn append(
+        &self,
+        name: &str,
+        req: &AppendRequest,
+        payload: Result<Payload>,
+        now: UnixMs,
+    ) -> Result<Appended> {
+        let inner = &self.inner;
+        let stream = inner.live(name, now)?;
+        let (waiter, ack, lead) = {
+            let mut st = stream.lock();
+            if st.removed {
+                return Err(Error::NotFound);
+            }
+            inner.writable()?;
+            let tail = Offset::at(st.accepted_end);
+            let plan =
+                rules::plan_append(&st.accepted, &stream.meta.content_type, tail, req, &payload)?;
+            let ack = match plan {
+                Plan::Duplicate { producer } => Appended {
+                    kind: AppendKind::Duplicate,
+                    tail,
+                    closed: st.accepted.closed,
+                    producer,
+                },
+                Plan::Write { close } => {
+                    let payload = payload.unwrap_or_default();
+                    let pos = st.accepted_end;
+                    // Every check before anything is queued: a refusal leaves no trace.
+                    let limit = inner.limits.max_stream_bytes;
+                    if pos + payload.len() > limit {
+                        return Err(Error::StreamTooLarge { limit_bytes: limit });
+                    }
+                    let lens = message_lens(&payload, stream.meta.content_type.is_json());
+                    st.batch.push(Pending {
+                        pos,
+                        payload: payload.bytes().clone(),
+                        lens,
+                        effect: Effect::of_request(req, close),
+                    });
+                    st.accepted_end += payload.len();
+                    let kind = st.accepted.apply(req, close, !payload.is_empty());
+                    stream.touch(now);
+                    Appended {
+                        kind,
+                        tail: Offset::at(st.accepted_end),
+                        closed: st.accepted.closed,
+                        producer: req.producer.as_ref().map(|p| p.claim),
+                    }
+                }
+            };
+            // A duplicate is acknowledged once what it duplicates is durable.
+            if !st.committing && st.batch.is_empty() {
+                return Ok(ack);
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push(tx);
+            let lead = !st.committing;
+            st.committing = true;
+            (rx, ack, lead)
+        };
+        if lead {
+            inner.shard(name).committer.enqueue(stream.clone());
+        }
+        match waiter.await {
+            Ok(Ok(())) => Ok(ack),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Storage("commit ended without an answer".into())),
+        }
+    }
+
+    async fn read(
+        &self,
+        name: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+        now: UnixMs,
+    ) -> Result<ReadChunk> {
+        let inner = &self.inner;
+        let stream = inner.live(name, now)?;
+        stream.touch(now);
+        let (info, start) = {
+            let st = stream.lock();
+            if st.removed {
+                return Err(Error::NotFound);
+            }
+            let end = st.visible_end;
+            let start = match from {
+                ReadFrom::Start => 0,
+                ReadFrom::Tail => end,
+                ReadFrom::At(o) if o.sub() != 0 => return Err(Error::OffsetUnknown),
+                ReadFrom::At(o) if o.pos() > end => return Err(Error::OffsetBeyondTail),
+                ReadFrom::At(o) => o.pos(),
+            };
+            (stream.info(&st), start)
+        };
+        let end = info.tail.pos();
+        let at = Offset::at(start);
+        if start == end {
+            return Ok(ReadChunk {
+                info,
+                start: at,
+                next: at,
+                parts: Vec::new(),
+                up_to_date: true,
+            });
+        }
+        let json = stream.meta.content_type.is_json();
+        let (task_inner, task_stream) = (inner.clone(), stream.clone());
+        let units = tokio::task::spawn_blocking(move || {
+            let db = &task_inner.shard(&task_stream.name).db;
+            read_units(db, task_stream.id, start, end, max_bytes, json)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("read task failed: {e}")))??;
+        let split = Split::for_type(&stream.meta.content_type);
+        let (parts, next) = chunk_of(units, start, max_bytes, split);
+        Ok(ReadChunk { info, start: at, next: Offset::at(next), parts, up_to_date: next == end })
+    }
+
+    fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
+        let stream = self.inner.live(name, now)?;
+        let st = stream.lock();
+        if st.removed {
+            return Err(Error::NotFound);
+        }
+        Ok(stream.info(&st))
+    }
+
+    async fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
+        let inner = &self.inner;
+        let _writes = inner.shard(name).writes.lock().await;
+        let stream = inner.live(name, now)?;
+        inner.writable()?;
+        {
+            let mut st = stream.lock();
+            if st.removed {
+                return Err(Error::NotFound);
+            }
+            st.removed = true;
+        }
+        let incarnation = stream.meta.incarnation;
+        inner.clone().remove(stream).await?;
+        Ok(incarnation)
+    }
+
+    fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
+        let stream = self.inner.live(name, now)?;
+        let st = stream.lock();
+        if st.removed {
+            return Err(Error::NotFound);
+        }
+        let watch = stream.signal.subscribe();
+        Ok((stream.info(&st), watch))
+    }
+
+    async fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
+        self.inner.expire(name, incarnation, now).await
+    }
+
+    fn touch(&self, name: &str, now: UnixMs) {
+        if let Some(stream) = self.inner.get(name) {
+            stream.touch(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn units(parts: &[(u64, &'static [u8])]) -> Vec<Unit> {
+        parts.iter().map(|(pos, b)| Unit { pos: *pos, bytes: Bytes::from_static(b) }).collect()
+    }
+
+    #[test]
+    fn chunks_take_whole_units_while_they_fit() {
+        let (parts, next) =
+            chunk_of(units(&[(0, b"ab"), (2, b"cd"), (4, b"ef")]), 0, 5, Split::Bytes);
+        assert_eq!((parts.len(), next), (2, 4));
+    }
+
+    #[test]
+    fn a_first_unit_too_large_is_cut_by_the_split_rule() {
+        let big = || units(&[(3, "aé€z".as_bytes())]);
+        assert_eq!(chunk_of(big(), 3, 2, Split::Bytes).1, 5);
+        // "a" + the first byte of "é": moved back to the character boundary.
+        assert_eq!(chunk_of(big(), 3, 2, Split::Utf8).1, 4);
+        assert_eq!(chunk_of(big(), 3, 2, Split::Never).1, 3 + "aé€z".len() as u64);
+    }
+
+    #[test]
+    fn json_rows_split_at_message_boundaries_only() {
+        let row = tables::encode_record(Some(&[2, 3]), b"1,22,");
+        let (mut out, mut taken) = (Vec::new(), 0);
+        assert_eq!(push_units(&mut out, &mut taken, 10, &row, Some(12), true).unwrap(), 15);
+        assert_eq!((out.len(), out[0].pos, taken), (1, 12, 3));
+        let err = push_units(&mut Vec::new(), &mut 0, 10, &row, Some(11), true).err();
+        assert_eq!(err, Some(Error::OffsetUnknown));
+    }
+}

@@ -1,0 +1,235 @@
+//! Every redb table of an acid shard, and the byte layout of its values. Integers inside
+//! values are little-endian; redb encodes keys itself (tuples of `u64` and `&str`).
+//!
+//! ```text
+//! names      &str (stream name)      -> u64 stream id (per shard, never reused)
+//! meta       u64 stream id           -> metadata, written once at create: the `Meta`
+//!                                       envelope of the file log (engine/src/log/meta.rs)
+//! tails      u64 stream id           -> tail state, rewritten by every commit that touches
+//!                                       the stream (small: no producers, no data)
+//! producers  (u64 id, &str producer) -> (u64 epoch, u64 last accepted seq)
+//! data       (u64 id, u64 position)  -> one record (one accepted append), keyed by the
+//!                                       offset-space position of its first byte
+//! counters   &str                    -> u64 ("next_stream_id")
+//!
+//! tail value
+//!   0  8  end          offset-space position after the last record
+//!   8  8  records      number of records
+//!  16  1  closed       0 or 1
+//!  17  1  closed_by    0, or 1 then: id (u32 length + UTF-8), epoch u64, seq u64
+//!      1  stream_seq   0, or 1 then: u32 length + bytes
+//!
+//! data value
+//!   0  1  flags        bit 0: JSON message lengths follow
+//!      4  count        (if bit 0) then count × u32: each message's stored length
+//!         payload      the stored bytes (JSON: messages each followed by `,`)
+//! ```
+//!
+//! A record's position advances the offset space by its payload length, so offsets are
+//! stored-byte positions as in the memory store (`sub` addresses bytes or messages inside a
+//! record, as in the file log). A fork (issue 5) can read its source's rows, on any shard,
+//! as `(source id, position)`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::TableDefinition;
+
+use crate::producer::ProducerClaim;
+use crate::rules::WriterState;
+
+/// Stream name to stream id.
+pub const NAMES: TableDefinition<&str, u64> = TableDefinition::new("names");
+/// Stream id to metadata.
+pub const META: TableDefinition<u64, &[u8]> = TableDefinition::new("meta");
+/// Stream id to tail state.
+pub const TAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("tails");
+/// `(stream id, producer id)` to `(epoch, last seq)`.
+pub const PRODUCERS: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::new("producers");
+/// `(stream id, position)` to a record.
+pub const DATA: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("data");
+/// Counters.
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// The counter of stream ids.
+pub const NEXT_STREAM_ID: &str = "next_stream_id";
+
+/// A stream's tail state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TailRow {
+    /// Position after the last record.
+    pub end: u64,
+    /// Records.
+    pub records: u64,
+    /// Closed.
+    pub closed: bool,
+    /// The producer request that closed it.
+    pub closed_by: Option<(Arc<str>, ProducerClaim)>,
+    /// Last `Stream-Seq`.
+    pub stream_seq: Option<Bytes>,
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Header values: far below 4 GiB.
+    out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+impl TailRow {
+    /// The value bytes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        out.extend_from_slice(&self.end.to_le_bytes());
+        out.extend_from_slice(&self.records.to_le_bytes());
+        out.push(u8::from(self.closed));
+        match &self.closed_by {
+            Some((id, claim)) => {
+                out.push(1);
+                put_bytes(&mut out, id.as_bytes());
+                out.extend_from_slice(&claim.epoch.to_le_bytes());
+                out.extend_from_slice(&claim.seq.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        match &self.stream_seq {
+            Some(seq) => {
+                out.push(1);
+                put_bytes(&mut out, seq);
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    /// Parses a tail value.
+    #[must_use]
+    pub fn decode(b: &[u8]) -> Option<TailRow> {
+        let mut r = Reader(b);
+        let end = r.u64()?;
+        let records = r.u64()?;
+        let closed = r.u8()? == 1;
+        let closed_by = if r.u8()? == 1 {
+            let id: Arc<str> = Arc::from(std::str::from_utf8(r.bytes()?).ok()?);
+            Some((id, ProducerClaim { epoch: r.u64()?, seq: r.u64()? }))
+        } else {
+            None
+        };
+        let stream_seq = if r.u8()? == 1 { Some(Bytes::copy_from_slice(r.bytes()?)) } else { None };
+        r.0.is_empty().then_some(TailRow { end, records, closed, closed_by, stream_seq })
+    }
+
+    /// The writer state it describes, with `producers` from the producers table.
+    #[must_use]
+    pub fn writer(
+        &self,
+        producers: std::collections::HashMap<Arc<str>, crate::producer::ProducerState>,
+    ) -> WriterState {
+        WriterState {
+            closed: self.closed,
+            closed_by: self.closed_by.clone(),
+            producers,
+            last_stream_seq: self.stream_seq.clone(),
+        }
+    }
+}
+
+const FLAG_MESSAGES: u8 = 1;
+
+/// A data value: optional JSON message lengths, then the payload.
+#[must_use]
+pub fn encode_record(lens: Option<&[u32]>, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + payload.len() + lens.map_or(0, |l| 4 + 4 * l.len()));
+    match lens {
+        Some(lens) => {
+            out.push(FLAG_MESSAGES);
+            out.extend_from_slice(&u32::try_from(lens.len()).unwrap_or(u32::MAX).to_le_bytes());
+            for len in lens {
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Splits a data value into message lengths and where the payload starts.
+#[must_use]
+pub fn decode_record(b: &[u8]) -> Option<(Option<Vec<u32>>, usize)> {
+    let mut r = Reader(b);
+    let flags = r.u8()?;
+    let lens = if flags & FLAG_MESSAGES != 0 {
+        let count = r.u32()? as usize;
+        let raw = r.take(count.checked_mul(4)?)?;
+        Some(
+            raw.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<u32>>(),
+        )
+    } else {
+        None
+    };
+    let payload_at = b.len() - r.0.len();
+    if let Some(lens) = &lens {
+        let total: u64 = lens.iter().map(|l| u64::from(*l)).sum();
+        if total != r.0.len() as u64 {
+            return None;
+        }
+    }
+    Some((lens, payload_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_rows_roundtrip() {
+        let rows = [
+            TailRow::default(),
+            TailRow {
+                end: 99,
+                records: 3,
+                closed: true,
+                closed_by: Some((Arc::from("p"), ProducerClaim { epoch: 1, seq: 2 })),
+                stream_seq: Some(Bytes::from_static(b"0009")),
+            },
+        ];
+        for row in rows {
+            assert_eq!(TailRow::decode(&row.encode()), Some(row));
+        }
+        assert_eq!(TailRow::decode(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn records_roundtrip() {
+        let v = encode_record(Some(&[2, 3]), b"1,22,");
+        assert_eq!(decode_record(&v), Some((Some(vec![2, 3]), 13)));
+        let v = encode_record(None, b"raw");
+        assert_eq!(decode_record(&v), Some((None, 1)));
+        assert_eq!(decode_record(&encode_record(Some(&[9]), b"1,")), None, "lengths must add up");
+    }
+}

@@ -1,0 +1,131 @@
+//! The queue between writers and a committer thread: writers queue the stream they left a
+//! pending batch on; the committer takes everything queued at once, so that one commit (one
+//! sync) covers every stream that was waiting. Shared by the file log and the acid shards.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// Streams with a batch to commit.
+pub(crate) struct CommitQueue<T> {
+    queue: Mutex<Queued<T>>,
+    wake: Condvar,
+}
+
+struct Queued<T> {
+    items: Vec<T>,
+    stop: bool,
+}
+
+impl<T> Default for CommitQueue<T> {
+    fn default() -> CommitQueue<T> {
+        CommitQueue {
+            queue: Mutex::new(Queued { items: Vec::new(), stop: false }),
+            wake: Condvar::new(),
+        }
+    }
+}
+
+impl<T> CommitQueue<T> {
+    fn lock(&self) -> MutexGuard<'_, Queued<T>> {
+        // Pushes and takes are single steps: a poisoned lock holds a consistent queue.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a stream and wakes the committer.
+    pub(crate) fn enqueue(&self, item: T) {
+        self.lock().items.push(item);
+        self.wake.notify_one();
+    }
+
+    /// Waits for the next round's streams; `None` once stopped and drained.
+    pub(crate) fn next_round(&self) -> Option<Vec<T>> {
+        let mut q = self.lock();
+        loop {
+            if !q.items.is_empty() {
+                return Some(std::mem::take(&mut q.items));
+            }
+            if q.stop {
+                return None;
+            }
+            q = self.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Lets the committer finish what is queued, then end.
+    pub(crate) fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_all();
+    }
+}
+
+/// Committer threads, stopped (after draining their queues) and joined when dropped.
+pub(crate) struct CommitterThreads {
+    stop: Box<dyn Fn() + Send + Sync>,
+    handles: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl CommitterThreads {
+    /// Starts one thread per entry of `rounds`, named `ds-commit-{i}`: each calls its `run`
+    /// until it returns. `stop` must make every `run` return.
+    pub(crate) fn spawn(
+        runs: Vec<Box<dyn FnOnce() + Send>>,
+        stop: Box<dyn Fn() + Send + Sync>,
+    ) -> CommitterThreads {
+        let handles = runs
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, run)| {
+                std::thread::Builder::new()
+                    .name(format!("ds-commit-{i}"))
+                    .spawn(run)
+                    .map_err(|e| tracing::error!(error = %e, "cannot start a committer thread"))
+                    .ok()
+            })
+            .collect();
+        CommitterThreads { stop, handles: Mutex::new(handles) }
+    }
+}
+
+impl Drop for CommitterThreads {
+    fn drop(&mut self) {
+        (self.stop)();
+        let handles = std::mem::take(
+            &mut *self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_round_takes_everything_queued_and_stop_drains_first() {
+        let q: Arc<CommitQueue<u32>> = Arc::default();
+        q.enqueue(1);
+        q.enqueue(2);
+        q.stop();
+        assert_eq!(q.next_round(), Some(vec![1, 2]));
+        assert_eq!(q.next_round(), None);
+    }
+
+    #[test]
+    fn dropping_the_threads_stops_and_joins_them() {
+        let q: Arc<CommitQueue<u32>> = Arc::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (rq, rs) = (q.clone(), seen.clone());
+        let run: Box<dyn FnOnce() + Send> = Box::new(move || {
+            while let Some(round) = rq.next_round() {
+                rs.lock().unwrap().extend(round);
+            }
+        });
+        let sq = q.clone();
+        let threads = CommitterThreads::spawn(vec![run], Box::new(move || sq.stop()));
+        q.enqueue(7);
+        drop(threads);
+        assert_eq!(*seen.lock().unwrap(), vec![7]);
+    }
+}
