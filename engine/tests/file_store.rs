@@ -1,6 +1,7 @@
-//! Stories of the file store that the crash model does not tell on its own: a failed sync
-//! stops all writes, deletes and expiry are durable, a second engine cannot share a data
-//! directory, and a tiny open-file pool still serves many streams.
+//! Stories of the persistent stores that the crash model does not tell on its own: a failed
+//! sync stops all writes, deletes and expiry are durable, a second engine cannot share a data
+//! directory, and a tiny open-file pool still serves many streams. Stories that hold for the
+//! acid store too run in both; acid-only ones are in `acid_store.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
@@ -13,6 +14,9 @@ use ds_engine::{
     AppendRequest, ContentType, CreateRequest, Engine, EngineConfig, Error, Expiry, ManualClock,
     OpenError, ReadFrom, StorageMode,
 };
+
+/// The modes whose acknowledged writes survive power loss.
+const DURABLE: [StorageMode; 2] = [StorageMode::FileDurable, StorageMode::Acid];
 
 fn config(mode: StorageMode) -> EngineConfig {
     EngineConfig { mode, data_dir: PathBuf::from("/data"), ..EngineConfig::default() }
@@ -43,8 +47,14 @@ async fn text(engine: &Engine, name: &str) -> String {
 /// serving reads; after a restart, recovery keeps what was durable and writes work again.
 #[tokio::test]
 async fn a_failed_sync_stops_writes_until_restart() {
+    for mode in DURABLE {
+        a_failed_sync_stops_writes(mode).await;
+    }
+}
+
+async fn a_failed_sync_stops_writes(mode: StorageMode) {
     let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
-    let engine = open(StorageMode::FileDurable, &sim, &clock).await;
+    let engine = open(mode, &sim, &clock).await;
     engine.create("s", create(Expiry::Never)).await.unwrap();
     engine.append("s", AppendRequest::data("text/plain", "b")).await.unwrap();
     sim.fail_one_sync(0);
@@ -54,8 +64,9 @@ async fn a_failed_sync_stops_writes_until_restart() {
     assert!(matches!(again, Error::Unavailable(_)), "poisoned: {again:?}");
     assert_eq!(text(&engine, "s").await, "ab", "reads go on; the failed append is not visible");
     drop(engine);
-    let sim = sim.power_loss(Torn::Prefix(3));
-    let engine = open(StorageMode::FileDurable, &sim, &clock).await;
+    let sim =
+        sim.power_loss(if mode == StorageMode::Acid { Torn::Pages(3) } else { Torn::Prefix(3) });
+    let engine = open(mode, &sim, &clock).await;
     assert_eq!(text(&engine, "s").await, "ab");
     engine.append("s", AppendRequest::data("text/plain", "e")).await.unwrap();
     assert_eq!(text(&engine, "s").await, "abe");
@@ -177,8 +188,14 @@ async fn until(mut f: impl FnMut() -> bool) {
 /// could stop all writes by appending and deleting at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_racing_a_delete_does_not_stop_other_streams() {
+    for mode in DURABLE {
+        append_racing_a_delete(mode).await;
+    }
+}
+
+async fn append_racing_a_delete(mode: StorageMode) {
     let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
-    let engine = Arc::new(open(StorageMode::FileDurable, &sim, &clock).await);
+    let engine = Arc::new(open(mode, &sim, &clock).await);
     engine.create("busy", create(Expiry::Never)).await.unwrap();
     engine.create("doomed", create(Expiry::Never)).await.unwrap();
     sim.hold_syncs();
@@ -198,8 +215,14 @@ async fn an_append_racing_a_delete_does_not_stop_other_streams() {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    engine.delete("doomed").await.unwrap();
+    // In acid mode the delete's transaction waits for the held commit, so it runs as a task.
+    let delete = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.delete("doomed").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     sim.release_syncs();
+    delete.await.unwrap().unwrap();
     first.await.unwrap().unwrap();
     let lost = doomed.await.unwrap();
     assert!(matches!(lost, Err(Error::NotFound) | Ok(_)), "{lost:?}");
@@ -214,8 +237,14 @@ async fn an_append_racing_a_delete_does_not_stop_other_streams() {
 /// was answered "duplicate, 204" although the original never became durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_of_an_append_whose_sync_failed_is_not_acknowledged() {
+    for mode in DURABLE {
+        duplicate_of_a_failed_append(mode).await;
+    }
+}
+
+async fn duplicate_of_a_failed_append(mode: StorageMode) {
     let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
-    let engine = Arc::new(open(StorageMode::FileDurable, &sim, &clock).await);
+    let engine = Arc::new(open(mode, &sim, &clock).await);
     engine.create("p", create(Expiry::Never)).await.unwrap();
     sim.fail_one_sync(0);
     sim.hold_syncs();
@@ -243,8 +272,14 @@ async fn a_duplicate_of_an_append_whose_sync_failed_is_not_acknowledged() {
 /// back exactly, in bounded chunks.
 #[tokio::test]
 async fn a_large_record_is_read_in_parts() {
+    for mode in [StorageMode::FileFast, StorageMode::Acid] {
+        large_record_read_in_parts(mode).await;
+    }
+}
+
+async fn large_record_read_in_parts(mode: StorageMode) {
     let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
-    let engine = open(StorageMode::FileFast, &sim, &clock).await;
+    let engine = open(mode, &sim, &clock).await;
     let text: String = "añ€😀".repeat(40_000);
     let binary: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
     let json = format!(

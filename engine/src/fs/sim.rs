@@ -63,6 +63,29 @@ pub enum Torn {
     /// Each file that had unsynced writes grows by a pseudo-random number of zero bytes
     /// (at most as many as were written).
     Zeros(u64),
+    /// Each file keeps its synced or its current length (a size change is one metadata
+    /// update), and each 4 KiB page written since the last sync holds, pseudo-randomly, its
+    /// new or its old content: how write-back in any order leaves a file that is overwritten
+    /// in place (a redb shard), not only appended to.
+    Pages(u64),
+}
+
+/// The page size of [`Torn::Pages`].
+const PAGE: usize = 4096;
+
+/// A power cut's image of one file under [`Torn::Pages`].
+fn torn_pages(durable: &[u8], live: &[u8], seed: &mut u64) -> Vec<u8> {
+    let len = if next_random(seed).is_multiple_of(2) { durable.len() } else { live.len() };
+    let mut out = durable.to_vec();
+    out.resize(len, 0);
+    for start in (0..len).step_by(PAGE) {
+        let end = (start + PAGE).min(len);
+        let Some(new) = live.get(start..end.min(live.len())) else { continue };
+        if new != &out[start..start + new.len()] && next_random(seed) % 2 == 1 {
+            out[start..start + new.len()].copy_from_slice(new);
+        }
+    }
+    out
 }
 
 fn failed() -> io::Error {
@@ -149,7 +172,7 @@ impl SimFs {
         let s = self.lock();
         let mut seed = match torn {
             Torn::Clean => 0,
-            Torn::Prefix(seed) | Torn::Zeros(seed) => seed,
+            Torn::Prefix(seed) | Torn::Zeros(seed) | Torn::Pages(seed) => seed,
         };
         let mut out = State { now_ms: s.now_ms, next_id: s.next_id, ..State::default() };
         for (path, id) in &s.durable {
@@ -172,6 +195,7 @@ impl SimFs {
                         bytes.resize(bytes.len() + n as usize, 0);
                     }
                 }
+                Torn::Pages(_) => bytes = torn_pages(&data.durable, &data.live, &mut seed),
             }
             let image = Data { live: bytes.clone(), durable: bytes, modified_ms: data.modified_ms };
             out.files.insert(*id, image);
@@ -443,5 +467,27 @@ mod tests {
         assert!(f.sync_data().is_err());
         assert!(f.write_all_at(b"y", 1).is_err());
         assert!(fs.open(&p("/d/a"), OpenMode::Read).is_err());
+    }
+
+    #[test]
+    fn torn_pages_mix_old_and_new_pages_at_either_length() {
+        let durable = vec![1u8; 2 * PAGE];
+        let mut live = vec![2u8; 3 * PAGE];
+        live[PAGE..2 * PAGE].fill(1);
+        let mut seen_lengths = std::collections::HashSet::new();
+        let mut seen_first = std::collections::HashSet::new();
+        for seed in 0..64 {
+            let out = torn_pages(&durable, &live, &mut { seed });
+            assert!(out.len() == durable.len() || out.len() == live.len());
+            for page in out.chunks(PAGE) {
+                let first = page[0];
+                assert!(page.iter().all(|b| *b == first), "a page is never torn inside");
+            }
+            assert_eq!(out[PAGE], 1, "an unchanged page keeps its content");
+            seen_lengths.insert(out.len());
+            seen_first.insert(out[0]);
+        }
+        assert_eq!(seen_lengths.len(), 2);
+        assert_eq!(seen_first.len(), 2, "a changed page is sometimes new, sometimes old");
     }
 }

@@ -1,0 +1,166 @@
+//! Stories of the acid store that the crash model does not tell on its own: the shard count is
+//! fixed by the manifest, concurrent appends on a shard share one commit, and deletes and
+//! expiry leave no rows behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ds_engine::acid::layout;
+use ds_engine::acid::tables::{DATA, META, NAMES, PRODUCERS, TAILS};
+use ds_engine::fs::Fs;
+use ds_engine::fs::sim::{SimFs, Torn};
+use ds_engine::{
+    AppendRequest, ContentType, CreateRequest, Engine, EngineConfig, Expiry, ManualClock, ReadFrom,
+    StorageMode,
+};
+use redb::{ReadableDatabase, ReadableTableMetadata};
+
+fn config(shards: u32) -> EngineConfig {
+    EngineConfig {
+        mode: StorageMode::Acid,
+        data_dir: PathBuf::from("/data"),
+        acid_shard_count: shards,
+        ..EngineConfig::default()
+    }
+}
+
+async fn open(shards: u32, sim: &SimFs, clock: &ManualClock) -> Engine {
+    let engine =
+        Engine::open_on(config(shards), Arc::new(clock.clone()), Arc::new(sim.clone())).unwrap();
+    engine.ready().await.unwrap();
+    engine
+}
+
+fn create(expiry: Expiry) -> CreateRequest {
+    CreateRequest {
+        content_type: ContentType::new("text/plain"),
+        expiry,
+        closed: false,
+        body: "a".into(),
+    }
+}
+
+/// Rows per table (names, meta, tails, producers, data) over every shard, read from the
+/// files of a stopped engine.
+fn rows(sim: &SimFs, shards: u32) -> [u64; 5] {
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let dbs = layout::open_shards(&fs, &layout::acid_dir(Path::new("/data")), shards).unwrap();
+    let mut out = [0; 5];
+    for db in dbs {
+        let txn = db.begin_read().unwrap();
+        out[0] += txn.open_table(NAMES).unwrap().len().unwrap();
+        out[1] += txn.open_table(META).unwrap().len().unwrap();
+        out[2] += txn.open_table(TAILS).unwrap().len().unwrap();
+        out[3] += txn.open_table(PRODUCERS).unwrap().len().unwrap();
+        out[4] += txn.open_table(DATA).unwrap().len().unwrap();
+    }
+    out
+}
+
+/// Streams are placed by hash, so a data directory laid out for 4 shards refuses to open
+/// with 8, saying what to set.
+#[tokio::test]
+async fn the_shard_count_is_fixed_by_the_manifest() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = open(4, &sim, &clock).await;
+    engine.create("s", create(Expiry::Never)).await.unwrap();
+    drop(engine);
+    let engine =
+        Engine::open_on(config(8), Arc::new(clock.clone()), Arc::new(sim.clone())).unwrap();
+    let why = engine.ready().await.unwrap_err();
+    assert!(why.contains("laid out for 4 shards") && why.contains("set it to 4"), "{why}");
+    let engine = open(4, &sim, &clock).await;
+    let chunk = engine.read("s", ReadFrom::Start).await.unwrap();
+    assert_eq!(chunk.parts.concat(), b"a");
+}
+
+/// Releases held syncs when a test ends, even by a panic, so the committers can stop.
+struct Release(SimFs);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release_syncs();
+    }
+}
+
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("condition never held");
+}
+
+/// Group commit: while one commit is syncing, appends to sixteen other streams of the shard
+/// queue up, and all of them are made durable by the next single commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_waiting_on_a_shard_share_one_commit() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = Arc::new(open(1, &sim, &clock).await);
+    for i in 0..17 {
+        engine.create(&format!("s{i}"), create(Expiry::Never)).await.unwrap();
+    }
+    let before = sim.syncs();
+    engine.append("s0", AppendRequest::data("text/plain", "x")).await.unwrap();
+    let per_commit = sim.syncs() - before;
+    assert!(per_commit >= 1, "a commit syncs");
+    sim.hold_syncs();
+    let _release = Release(sim.clone());
+    let append = |name: String| {
+        let engine = engine.clone();
+        tokio::spawn(
+            async move { engine.append(&name, AppendRequest::data("text/plain", "y")).await },
+        )
+    };
+    let first = append("s0".into());
+    until(|| sim.syncs_waiting() == 1).await;
+    let before = sim.syncs();
+    let rest: Vec<_> = (1..17).map(|i| append(format!("s{i}"))).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    sim.release_syncs();
+    first.await.unwrap().unwrap();
+    for task in rest {
+        task.await.unwrap().unwrap();
+    }
+    // The held commit's own syncs, then one commit for all sixteen.
+    let syncs = sim.syncs() - before;
+    assert!(syncs <= 2 * per_commit, "{syncs} syncs for 16 appends ({per_commit} per commit)");
+    for i in 1..17 {
+        let chunk = engine.read(&format!("s{i}"), ReadFrom::Start).await.unwrap();
+        assert_eq!(chunk.parts.concat(), b"ay");
+    }
+}
+
+/// A delete or an expiry removes every row of the stream in one transaction: nothing is left
+/// behind after a power cut, and a stream recreated under the same name starts empty.
+#[tokio::test]
+async fn deletes_and_expiry_leave_no_rows() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = open(2, &sim, &clock).await;
+    engine.create("gone", create(Expiry::Never)).await.unwrap();
+    engine.create("ttl", create(Expiry::IdleTtl { secs: 1 })).await.unwrap();
+    engine.create("kept", create(Expiry::Never)).await.unwrap();
+    for name in ["gone", "ttl", "kept"] {
+        let req = AppendRequest::data("text/plain", "b").with_producer("p", 0, 0);
+        engine.append(name, req).await.unwrap();
+    }
+    engine.delete("gone").await.unwrap();
+    clock.advance_ms(1_000);
+    assert_eq!(engine.sweep_expired().await, 1);
+    drop(engine);
+    let sim = sim.power_loss(Torn::Clean);
+    // One stream left: one name, meta and tail row, one producer, two appends.
+    assert_eq!(rows(&sim, 2), [1, 1, 1, 1, 2]);
+    let engine = open(2, &sim, &clock).await;
+    assert!(engine.head("gone").await.is_err() && engine.head("ttl").await.is_err());
+    engine.create("gone", create(Expiry::Never)).await.unwrap();
+    let chunk = engine.read("gone", ReadFrom::Start).await.unwrap();
+    assert_eq!(chunk.parts.concat(), b"a", "a recreated stream does not see the old rows");
+    let retry = AppendRequest::data("text/plain", "b").with_producer("p", 0, 0);
+    let done = engine.append("gone", retry).await.unwrap();
+    assert_eq!(done.kind, ds_engine::AppendKind::Appended, "nor the old producer state");
+}
