@@ -1,16 +1,20 @@
-//! Engine-level benchmark of the file log (no HTTP), next to this machine's raw sync rates.
+//! Engine-level benchmark of the persistent stores (no HTTP), next to this machine's raw sync
+//! rates.
 //!
 //! ```sh
 //! cargo bench --bench engine                 # everything
-//! cargo bench --bench engine -- raw appends  # some parts: raw, appends, recovery
+//! cargo bench --bench engine -- raw appends  # some parts: raw, appends, reads, recovery
 //! ```
 //!
 //! - `raw`: a loop appending 4 KiB to a file and calling `fdatasync`: one writer on one file,
 //!   and 64 threads on 64 files. This is the machine's floor for "acknowledged only after
 //!   a sync".
 //! - `appends`: `Engine::append` of 100-byte records from 1 task on 1 stream, 64 tasks on 1
-//!   stream, and 64 tasks on 64 streams, in `file-durable` and `file-fast`; reported with
-//!   their ratio to the raw single-writer rate.
+//!   stream, and 64 tasks on 64 streams, in `file-durable`, `acid` (4 shards, the default, and
+//!   1 shard) and `file-fast`; reported with their ratio to the raw single-writer rate and to
+//!   the same mode's single-writer rate.
+//! - `reads`: catch-up reads of a 64 MiB stream (64 KiB appends) in 1 MiB chunks, from the
+//!   start to the tail, in `file-durable` and `acid`.
 //! - `recovery`: opening a directory of 10,000 streams (10 records each) after a clean stop
 //!   (every stream checkpointed), and after a crash (no checkpoints: every log read whole).
 //!
@@ -38,7 +42,10 @@ fn main() {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
     let duration = Duration::from_secs(secs);
-    println!("ds-engine file-log benchmark, {secs} s per run, scratch dir {}", scratch.display());
+    println!(
+        "ds-engine persistent-store benchmark, {secs} s per run, scratch dir {}",
+        scratch.display()
+    );
     let mut raw_single = None;
     if want("raw") || want("appends") {
         let single = raw_fsync(&scratch.join("raw1"), 1, duration);
@@ -54,17 +61,36 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     if want("appends") {
         let raw = raw_single.unwrap_or(1.0);
-        for mode in [StorageMode::FileDurable, StorageMode::FileFast] {
+        for (mode, shards) in MODES {
+            let label = label(mode, shards);
+            let mut single = 1.0;
             for (writers, streams) in [(1, 1), (64, 1), (64, 64)] {
-                let dir = scratch.join(format!("{}-{writers}-{streams}", mode.as_str()));
-                let rate = rt.block_on(appends(mode, &dir, writers, streams, duration));
+                let dir = scratch.join(format!("{label}-{writers}-{streams}"));
+                let config = config(mode, shards, &dir);
+                let rate = rt.block_on(appends(config, writers, streams, duration));
+                if writers == 1 {
+                    single = rate;
+                }
                 println!(
-                    "{:<52} {:>10.0} appends/s  {:>5.1}x raw single-writer sync rate",
-                    format!("{}: {writers} writers on {streams} streams, 100 B", mode.as_str()),
+                    "{:<52} {:>10.0} appends/s  {:>5.1}x raw single-writer sync  {:>5.1}x own 1-writer",
+                    format!("{label}: {writers} writers on {streams} streams, 100 B"),
                     rate,
-                    rate / raw
+                    rate / raw,
+                    rate / single
                 );
             }
+        }
+    }
+    if want("reads") {
+        for (mode, shards) in [(StorageMode::FileDurable, 0), (StorageMode::Acid, 4)] {
+            let label = label(mode, shards);
+            let config = config(mode, shards, &scratch.join(format!("{label}-reads")));
+            let (rate, runs) = rt.block_on(reads(config, 64 << 20, 5));
+            println!(
+                "{:<52} {:>10.2} GB/s  (median of {runs} reads)",
+                format!("{label}: read 64 MiB from the start, 1 MiB chunks"),
+                rate / 1e9
+            );
         }
     }
     if want("recovery") {
@@ -110,11 +136,25 @@ fn raw_fsync(dir: &Path, threads: usize, duration: Duration) -> f64 {
     total.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
 }
 
-fn config(mode: StorageMode, dir: &Path) -> EngineConfig {
+/// The modes the append benchmark runs, with the acid shard count (0: not acid).
+const MODES: [(StorageMode, u32); 4] = [
+    (StorageMode::FileDurable, 0),
+    (StorageMode::Acid, 4),
+    (StorageMode::Acid, 1),
+    (StorageMode::FileFast, 0),
+];
+
+fn label(mode: StorageMode, shards: u32) -> String {
+    if mode == StorageMode::Acid { format!("acid/{shards}") } else { mode.as_str().to_owned() }
+}
+
+fn config(mode: StorageMode, shards: u32, dir: &Path) -> EngineConfig {
     EngineConfig {
         mode,
         data_dir: dir.to_path_buf(),
         limits: Limits { max_stream_bytes: 1 << 40, max_memory_bytes: 1 << 40 },
+        read_chunk_bytes: 1 << 20,
+        acid_shard_count: shards.max(1),
         ..EngineConfig::default()
     }
 }
@@ -128,14 +168,8 @@ fn create(ct: &str) -> CreateRequest {
     }
 }
 
-async fn appends(
-    mode: StorageMode,
-    dir: &Path,
-    writers: usize,
-    streams: usize,
-    duration: Duration,
-) -> f64 {
-    let engine = Arc::new(Engine::open(config(mode, dir)).unwrap());
+async fn appends(config: EngineConfig, writers: usize, streams: usize, duration: Duration) -> f64 {
+    let engine = Arc::new(Engine::open(config).unwrap());
     engine.ready().await.unwrap();
     for s in 0..streams {
         engine.create(&format!("s{s}"), create("application/octet-stream")).await.unwrap();
@@ -168,9 +202,41 @@ async fn appends(
     total as f64 / elapsed.as_secs_f64()
 }
 
+/// Bytes per second reading a stream of `size` bytes from the start to the tail: the median
+/// of `runs` full reads, and `runs`.
+async fn reads(config: EngineConfig, size: usize, runs: usize) -> (f64, usize) {
+    let engine = Engine::open(config).unwrap();
+    engine.ready().await.unwrap();
+    engine.create("big", create("application/octet-stream")).await.unwrap();
+    let block = bytes::Bytes::from(vec![b'r'; 64 << 10]);
+    for _ in 0..size / block.len() {
+        let req = AppendRequest::data("application/octet-stream", block.clone());
+        engine.append("big", req).await.unwrap();
+    }
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let mut from = ds_engine::ReadFrom::Start;
+        let mut total = 0usize;
+        loop {
+            let chunk = engine.read("big", from).await.unwrap();
+            total += chunk.parts.iter().map(bytes::Bytes::len).sum::<usize>();
+            if chunk.up_to_date {
+                break;
+            }
+            from = ds_engine::ReadFrom::At(chunk.next);
+        }
+        assert_eq!(total, size);
+        rates.push(total as f64 / t0.elapsed().as_secs_f64());
+    }
+    engine.shutdown().await.unwrap();
+    rates.sort_by(f64::total_cmp);
+    (rates[runs / 2], runs)
+}
+
 async fn recovery(dir: &Path, streams: usize, records: usize) -> (Duration, Duration, u64) {
     {
-        let engine = Engine::open(config(StorageMode::FileFast, dir)).unwrap();
+        let engine = Engine::open(config(StorageMode::FileFast, 0, dir)).unwrap();
         engine.ready().await.unwrap();
         for s in 0..streams {
             let name = format!("stream-{s}");
@@ -196,7 +262,7 @@ async fn recovery(dir: &Path, streams: usize, records: usize) -> (Duration, Dura
 
 async fn timed_open(dir: &Path) -> Duration {
     let t0 = Instant::now();
-    let engine = Engine::open(config(StorageMode::FileDurable, dir)).unwrap();
+    let engine = Engine::open(config(StorageMode::FileDurable, 0, dir)).unwrap();
     engine.ready().await.unwrap();
     let took = t0.elapsed();
     assert!(engine.head("stream-0").await.is_ok());
