@@ -1,10 +1,13 @@
-//! Read-only views of a file-log data directory, for `engine-inspect`. Nothing here writes,
-//! takes the directory's lock or cuts a torn tail, so it is safe while the server runs (it
-//! then sees a moment's state) and after a crash (it shows what recovery will find).
+//! Read-only views of a data directory, for `engine-inspect`: the file-log streams in it and
+//! the acid shards under its `acid/`. Nothing here writes, takes the directory's lock or cuts
+//! a torn tail, so it is safe while the server runs (it then sees a moment's state) and after
+//! a crash (it shows what recovery will find). Acid shards are opened through a
+//! copy-on-write backend ([`crate::acid::inspect`]).
 
 use std::io;
 use std::path::Path;
 
+use crate::acid::inspect::{self as acid, ShardCheck};
 use crate::clock::UnixMs;
 use crate::fs::{Fs, OpenMode};
 use crate::log::frame::{FILE_HEADER_LEN, Kind};
@@ -21,8 +24,10 @@ use crate::store::Expiry;
 pub struct StreamSummary {
     /// Stream name.
     pub name: String,
-    /// Storage layout: `file-log` (the same for `file-fast` and `file-durable`).
+    /// Storage layout: `file-log` (the same for `file-fast` and `file-durable`) or `acid`.
     pub mode: &'static str,
+    /// The acid shard holding it.
+    pub shard: Option<usize>,
     /// Incarnation (file names).
     pub incarnation: u64,
     /// Content type.
@@ -31,7 +36,8 @@ pub struct StreamSummary {
     pub expiry: Expiry,
     /// Creation time.
     pub created_ms: UnixMs,
-    /// Offset-space bytes up to the last whole record (framing included).
+    /// Offset-space bytes up to the last whole record (file log: framing included; acid:
+    /// stored bytes).
     pub bytes: u64,
     /// Whole records.
     pub records: u64,
@@ -65,13 +71,15 @@ pub struct VerifyReport {
     pub streams: Vec<StreamCheck>,
     /// Files left by an interrupted create or delete (recovery removes them).
     pub leftovers: Vec<String>,
+    /// The acid shards' checks.
+    pub shards: Vec<ShardCheck>,
 }
 
 impl VerifyReport {
     /// No torn tail, corruption or inconsistency anywhere.
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.streams.iter().all(|s| s.ok)
+        self.streams.iter().all(|s| s.ok) && self.shards.iter().all(|s| s.ok)
     }
 }
 
@@ -80,8 +88,8 @@ impl VerifyReport {
 pub struct DumpRecord {
     /// The record's offset token.
     pub offset: String,
-    /// Its position in the file.
-    pub file_position: u64,
+    /// Its position in the log file (none in acid mode).
+    pub file_position: Option<u64>,
     /// `append` or `close`.
     pub kind: &'static str,
     /// The stream is closed after it.
@@ -96,6 +104,28 @@ pub struct DumpRecord {
     pub payload_bytes: usize,
     /// The first bytes of the payload, lossily as text.
     pub preview: String,
+}
+
+/// The first bytes of a payload, lossily as text, control characters as dots.
+fn preview(payload: &[u8]) -> String {
+    String::from_utf8_lossy(&payload[..payload.len().min(64)])
+        .chars()
+        .map(|c| if c.is_control() { '.' } else { c })
+        .collect()
+}
+
+fn dump_row(row: acid::DumpRow) -> DumpRecord {
+    DumpRecord {
+        offset: Offset::at(row.pos).to_string(),
+        file_position: None,
+        kind: "append",
+        closes: false,
+        producer: None,
+        stream_seq: None,
+        messages: row.messages,
+        payload_bytes: row.payload.len(),
+        preview: preview(&row.payload),
+    }
 }
 
 /// Each metadata file's incarnation and content (`Ok(None)` if damaged).
@@ -166,6 +196,7 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
         out.push(StreamSummary {
             name: meta.name.clone(),
             mode: "file-log",
+            shard: None,
             incarnation: inc,
             content_type: meta.content_type.as_str().to_owned(),
             expiry: meta.expiry,
@@ -178,6 +209,35 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
+    for (index, db) in acid::open(fs, dir)?.unwrap_or_default().iter().enumerate() {
+        for s in acid::streams(db)? {
+            let expired = matches!(s.meta.expiry, Expiry::At { unix_ms } if unix_ms <= now);
+            let state = if expired {
+                "expired"
+            } else if s.tail.closed {
+                "closed"
+            } else {
+                "open"
+            };
+            let mut producers: Vec<(String, u64, u64)> =
+                s.producers.iter().map(|(id, p)| (id.to_string(), p.epoch, p.last_seq)).collect();
+            producers.sort();
+            out.push(StreamSummary {
+                name: s.name,
+                mode: "acid",
+                shard: Some(index),
+                incarnation: s.meta.incarnation,
+                content_type: s.meta.content_type.as_str().to_owned(),
+                expiry: s.meta.expiry,
+                created_ms: s.meta.created_ms,
+                bytes: s.tail.end,
+                records: s.tail.records,
+                state,
+                producers,
+                problem: None,
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -204,6 +264,25 @@ pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
             }
         };
         report.streams.push(check_stream(fs, dir, &meta));
+    }
+    let shards = acid::open(fs, dir)?.unwrap_or_default();
+    let count = shards.len();
+    for (index, db) in shards.into_iter().enumerate() {
+        let (check, streams) = acid::verify_shard(db, index, count)?;
+        report.shards.push(check);
+        for s in streams {
+            let (log, ok) = match s.result {
+                Ok(end) => (format!("rows contiguous to offset {}", Offset::at(end)), true),
+                Err(why) => (why, false),
+            };
+            report.streams.push(StreamCheck {
+                name: s.name,
+                records: s.rows,
+                log,
+                checkpoint: format!("acid shard {index}"),
+                ok,
+            });
+        }
     }
     Ok(report)
 }
@@ -291,6 +370,12 @@ pub fn dump(
     stream: &str,
     from: Option<Offset>,
 ) -> io::Result<Vec<DumpRecord>> {
+    if let Some(shards) = acid::open(fs, dir)? {
+        match acid::dump(&shards, stream, from.map(Offset::pos)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            rows => return Ok(rows?.into_iter().map(dump_row).collect()),
+        }
+    }
     let (metas, _) = metas(fs, dir)?;
     let meta = metas
         .into_iter()
@@ -315,20 +400,16 @@ pub fn dump(
         log.as_ref(),
         start - header.base + FILE_HEADER_LEN as u64,
         |file_pos, r, _| {
-            let preview: String = String::from_utf8_lossy(&r.payload[..r.payload.len().min(64)])
-                .chars()
-                .map(|c| if c.is_control() { '.' } else { c })
-                .collect();
             out.push(DumpRecord {
                 offset: Offset::at(file_pos - FILE_HEADER_LEN as u64 + header.base).to_string(),
-                file_position: file_pos,
+                file_position: Some(file_pos),
                 kind: if r.kind == Kind::Close { "close" } else { "append" },
                 closes: r.closes,
                 producer: r.producer.as_ref().map(|(id, e, s)| (id.to_string(), *e, *s)),
                 stream_seq: r.stream_seq.map(|s| String::from_utf8_lossy(s).into_owned()),
                 messages: r.message_lens.as_ref().map(Vec::len),
                 payload_bytes: r.payload.len(),
-                preview,
+                preview: preview(r.payload),
             });
         },
     )?;

@@ -45,7 +45,6 @@ use crate::log::store::message_lens;
 use crate::notify::{Tail, TailSignal, TailWatch};
 use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
-use crate::producer::ProducerState;
 use crate::rules::{self, Effect, Plan, WriterState};
 use crate::store::{
     AppendKind, AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ReadChunk,
@@ -309,42 +308,19 @@ fn load_shard(
     db: &Database,
     now: UnixMs,
 ) -> std::result::Result<(Vec<Arc<AcidStream>>, u64), String> {
-    let redb = |e: redb::Error| e.to_string();
-    let txn = db.begin_read().map_err(|e| redb(e.into()))?;
-    let names = txn.open_table(NAMES).map_err(|e| redb(e.into()))?;
-    let metas = txn.open_table(META).map_err(|e| redb(e.into()))?;
-    let tails = txn.open_table(TAILS).map_err(|e| redb(e.into()))?;
-    let producers = txn.open_table(PRODUCERS).map_err(|e| redb(e.into()))?;
-    let counters = txn.open_table(COUNTERS).map_err(|e| redb(e.into()))?;
-    let next_id =
-        counters.get(NEXT_STREAM_ID).map_err(|e| redb(e.into()))?.map_or(1, |v| v.value());
-    let mut streams = Vec::new();
-    for row in names.iter().map_err(|e| redb(e.into()))? {
-        let (name, id) = row.map_err(|e| redb(e.into()))?;
-        let (name, id) = (name.value(), id.value());
-        let meta = metas
-            .get(id)
-            .map_err(|e| redb(e.into()))?
-            .and_then(|v| Meta::decode(v.value()))
-            .ok_or_else(|| format!("stream {name}: missing or damaged metadata row"))?;
-        let tail = tails
-            .get(id)
-            .map_err(|e| redb(e.into()))?
-            .and_then(|v| TailRow::decode(v.value()))
-            .ok_or_else(|| format!("stream {name}: missing or damaged tail row"))?;
-        let mut states = HashMap::new();
-        for row in producers.range((id, "")..(id + 1, "")).map_err(|e| redb(e.into()))? {
-            let (key, value) = row.map_err(|e| redb(e.into()))?;
-            let (epoch, last_seq) = value.value();
-            states.insert(Arc::from(key.value().1), ProducerState { epoch, last_seq });
-        }
-        let writer = tail.writer(states);
-        // A restart counts as an access, as in the file modes: reads never write, so the last
-        // access before the stop is not on disk.
-        let last_access = now.max(meta.created_ms);
-        let st = StreamState::at(tail.end, tail.records, writer);
-        streams.push(Arc::new(AcidStream::new(Arc::from(name), id, meta, st, last_access)));
-    }
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let (stored, next_id) = tables::read_streams(&txn)?;
+    let streams = stored
+        .into_iter()
+        .map(|s| {
+            let writer = s.tail.writer(s.producers);
+            // A restart counts as an access, as in the file modes: reads never write, so the
+            // last access before the stop is not on disk.
+            let last_access = now.max(s.meta.created_ms);
+            let st = StreamState::at(s.tail.end, s.tail.records, writer);
+            Arc::new(AcidStream::new(Arc::from(s.name), s.id, s.meta, st, last_access))
+        })
+        .collect();
     Ok((streams, next_id))
 }
 

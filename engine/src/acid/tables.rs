@@ -30,12 +30,14 @@
 //! record, as in the file log). A fork (issue 5) can read its source's rows, on any shard,
 //! as `(source id, position)`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::TableDefinition;
+use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
-use crate::producer::ProducerClaim;
+use crate::log::meta::Meta;
+use crate::producer::{ProducerClaim, ProducerState};
 use crate::rules::WriterState;
 
 /// Stream name to stream id.
@@ -154,6 +156,59 @@ impl TailRow {
             last_stream_seq: self.stream_seq.clone(),
         }
     }
+}
+
+/// A stream as its rows describe it (everything but its data).
+#[derive(Clone, Debug)]
+pub struct StoredStream {
+    /// Its name.
+    pub name: String,
+    /// Its id in the shard.
+    pub id: u64,
+    /// Its metadata row.
+    pub meta: Meta,
+    /// Its tail row.
+    pub tail: TailRow,
+    /// Its producer rows.
+    pub producers: HashMap<Arc<str>, ProducerState>,
+}
+
+/// Every stream of a shard, in name order, and the shard's next stream id.
+///
+/// # Errors
+/// redb errors, or a stream whose metadata or tail row is missing or damaged.
+pub fn read_streams(txn: &ReadTransaction) -> Result<(Vec<StoredStream>, u64), String> {
+    let redb = |e: redb::Error| e.to_string();
+    let names = txn.open_table(NAMES).map_err(|e| redb(e.into()))?;
+    let metas = txn.open_table(META).map_err(|e| redb(e.into()))?;
+    let tails = txn.open_table(TAILS).map_err(|e| redb(e.into()))?;
+    let producers = txn.open_table(PRODUCERS).map_err(|e| redb(e.into()))?;
+    let counters = txn.open_table(COUNTERS).map_err(|e| redb(e.into()))?;
+    let next_id =
+        counters.get(NEXT_STREAM_ID).map_err(|e| redb(e.into()))?.map_or(1, |v| v.value());
+    let mut out = Vec::new();
+    for row in names.iter().map_err(|e| redb(e.into()))? {
+        let (name, id) = row.map_err(|e| redb(e.into()))?;
+        let (name, id) = (name.value().to_owned(), id.value());
+        let meta = metas
+            .get(id)
+            .map_err(|e| redb(e.into()))?
+            .and_then(|v| Meta::decode(v.value()))
+            .ok_or_else(|| format!("stream {name}: missing or damaged metadata row"))?;
+        let tail = tails
+            .get(id)
+            .map_err(|e| redb(e.into()))?
+            .and_then(|v| TailRow::decode(v.value()))
+            .ok_or_else(|| format!("stream {name}: missing or damaged tail row"))?;
+        let mut states = HashMap::new();
+        for row in producers.range((id, "")..(id + 1, "")).map_err(|e| redb(e.into()))? {
+            let (key, value) = row.map_err(|e| redb(e.into()))?;
+            let (epoch, last_seq) = value.value();
+            states.insert(Arc::from(key.value().1), ProducerState { epoch, last_seq });
+        }
+        out.push(StoredStream { name, id, meta, tail, producers: states });
+    }
+    Ok((out, next_id))
 }
 
 const FLAG_MESSAGES: u8 = 1;
