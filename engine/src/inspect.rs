@@ -90,7 +90,7 @@ pub struct DumpRecord {
     pub offset: String,
     /// Its position in the log file (none in acid mode).
     pub file_position: Option<u64>,
-    /// `append` or `close`.
+    /// `append` or `close`; in acid, `more` for a row that continues a large append.
     pub kind: &'static str,
     /// The stream is closed after it.
     pub closes: bool,
@@ -118,7 +118,7 @@ fn dump_row(row: acid::DumpRow) -> DumpRecord {
     DumpRecord {
         offset: Offset::at(row.pos).to_string(),
         file_position: None,
-        kind: "append",
+        kind: if row.continues { "more" } else { "append" },
         closes: false,
         producer: None,
         stream_seq: None,

@@ -57,7 +57,8 @@ pub struct ShardCheck {
     pub ok: bool,
 }
 
-/// What `verify` found for one stream: rows counted, then `Ok` or the first problem.
+/// What `verify` found for one stream: rows counted (a large append spans several), then
+/// `Ok` or the first problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamRows {
     /// The stream.
@@ -136,6 +137,7 @@ pub fn verify_shard(
 
 fn check_rows(data: &redb::ReadOnlyTable<(u64, u64), &[u8]>, s: &StoredStream) -> StreamRows {
     let mut rows = 0u64;
+    let mut appends = 0u64;
     let mut end = 0u64;
     let json = s.meta.content_type.is_json();
     let result = (|| -> Result<u64, String> {
@@ -146,20 +148,24 @@ fn check_rows(data: &redb::ReadOnlyTable<(u64, u64), &[u8]>, s: &StoredStream) -
                 return Err(format!("row at offset {pos} where {end} was expected"));
             }
             let value = value.value();
-            let (lens, at) = tables::decode_record(value)
+            let head = tables::decode_record(value)
                 .ok_or_else(|| format!("damaged row at offset {pos}"))?;
-            if lens.is_some() != json {
+            if head.lens.is_some() != json {
                 return Err(format!("row at offset {pos} does not match the content type"));
             }
-            if value.len() == at {
+            if value.len() == head.payload_at {
                 return Err(format!("empty row at offset {pos}"));
             }
-            end += (value.len() - at) as u64;
+            if head.continues && rows == 0 {
+                return Err(format!("row at offset {pos} continues an append that is not there"));
+            }
+            end += (value.len() - head.payload_at) as u64;
             rows += 1;
+            appends += u64::from(!head.continues);
         }
-        if end != s.tail.end || rows != s.tail.records {
+        if end != s.tail.end || appends != s.tail.records {
             return Err(format!(
-                "rows end at offset {end} after {rows} appends; the tail row says {} after {}",
+                "rows end at offset {end} after {appends} appends; the tail row says {} after {}",
                 s.tail.end, s.tail.records
             ));
         }
@@ -173,6 +179,8 @@ fn check_rows(data: &redb::ReadOnlyTable<(u64, u64), &[u8]>, s: &StoredStream) -
 pub struct DumpRow {
     /// Offset-space position of its first byte.
     pub pos: u64,
+    /// It continues the append of the row before it.
+    pub continues: bool,
     /// JSON messages in it.
     pub messages: Option<usize>,
     /// Its payload.
@@ -196,12 +204,13 @@ pub fn dump(shards: &[Database], name: &str, from: Option<u64>) -> io::Result<Ve
     for row in data.range((id, start)..=(id, u64::MAX)).map_err(redb_io)? {
         let (key, value) = row.map_err(redb_io)?;
         let value = value.value();
-        let (lens, at) = tables::decode_record(value)
+        let head = tables::decode_record(value)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "damaged row"))?;
         out.push(DumpRow {
             pos: key.value().1,
-            messages: lens.map(|l| l.len()),
-            payload: value[at..].to_vec(),
+            continues: head.continues,
+            messages: head.lens.map(|l| l.len()),
+            payload: value[head.payload_at..].to_vec(),
         });
     }
     if from.is_some() && out.first().is_none_or(|r| r.pos != start) && start != 0 {

@@ -147,8 +147,20 @@ fn open_shard(fs: &Arc<dyn Fs>, dir: &Path, index: usize) -> io::Result<Database
         }
         Err(e) => return Err(e),
     };
+    let shown = std::sync::atomic::AtomicBool::new(false);
+    let shard = path.display().to_string();
     redb::Builder::new()
         .set_cache_size(CACHE_BYTES_PER_SHARD)
+        .set_repair_callback(move |session| {
+            if !shown.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    shard,
+                    progress = session.progress(),
+                    "acid shard was not closed cleanly: redb is checking it and rebuilding its \
+                     allocator state (reads the whole shard)"
+                );
+            }
+        })
         .create_with_backend(FsBackend(file))
         .map_err(redb_io)
 }

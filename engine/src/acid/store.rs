@@ -126,10 +126,10 @@ struct Pending {
 }
 
 /// A contiguous run of stored bytes a chunk can end after: a JSON message, or the rest of
-/// an append's bytes.
+/// an append's bytes (gathered from the rows it spans, as far as the read needs them).
 struct Unit {
     pos: u64,
-    bytes: Bytes,
+    bytes: Vec<u8>,
 }
 
 fn lock(state: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
@@ -531,8 +531,9 @@ impl Inner {
                 }
                 for p in batch {
                     if !p.payload.is_empty() {
-                        let value = tables::encode_record(p.lens.as_deref(), &p.payload);
-                        data.insert((stream.id, p.pos), value.as_slice())?;
+                        for (at, value) in tables::encode_rows(p.lens.as_deref(), &p.payload) {
+                            data.insert((stream.id, p.pos + at), value.as_slice())?;
+                        }
                         end = p.pos + p.payload.len() as u64;
                         records += 1;
                     }
@@ -616,11 +617,13 @@ fn read_units(
     if next <= start {
         return Err(Error::NotFound);
     }
-    if taken < max && next < end {
+    // Rows until the units hold more than `max` bytes: a unit that then ends within the chunk
+    // is complete (an append's last row is loaded), and one that goes past it is cut.
+    if taken <= max && next < end {
         for row in data.range((id, next)..(id, end)).map_err(|e| redb(e.into()))? {
             let (key, value) = row.map_err(|e| redb(e.into()))?;
             push_units(&mut units, &mut taken, key.value().1, value.value(), None, json)?;
-            if taken >= max {
+            if taken > max {
                 break;
             }
         }
@@ -628,8 +631,9 @@ fn read_units(
     Ok(units)
 }
 
-/// Splits one data row (an append at `pos`) into units, from `from` if given (which must be
-/// a message boundary in JSON streams); returns the position after the row.
+/// Splits one data row (at `pos`) into units, from `from` if given (which must be a message
+/// boundary in JSON streams), or adds it to the last unit if it continues that append;
+/// returns the position after the row.
 fn push_units(
     units: &mut Vec<Unit>,
     taken: &mut usize,
@@ -639,15 +643,23 @@ fn push_units(
     json: bool,
 ) -> Result<u64> {
     let damaged = || Error::Storage(format!("damaged data row at offset {pos}"));
-    let (lens, at) = tables::decode_record(value).ok_or_else(damaged)?;
-    let payload = &value[at..];
+    let head = tables::decode_record(value).ok_or_else(damaged)?;
+    let payload = &value[head.payload_at..];
     let row_end = pos + payload.len() as u64;
     let from = from.unwrap_or(pos);
     if from >= row_end {
         return Ok(row_end);
     }
     let skip = (from - pos) as usize;
-    match (lens, json) {
+    if head.continues
+        && let Some(last) = units.last_mut()
+        && last.pos + last.bytes.len() as u64 == pos
+    {
+        last.bytes.extend_from_slice(payload);
+        *taken += payload.len();
+        return Ok(row_end);
+    }
+    match (head.lens, json) {
         (Some(lens), true) => {
             let mut off = 0usize;
             for len in lens {
@@ -655,7 +667,7 @@ fn push_units(
                 if off >= skip {
                     units.push(Unit {
                         pos: pos + off as u64,
-                        bytes: Bytes::copy_from_slice(&payload[off..off + len]),
+                        bytes: payload[off..off + len].to_vec(),
                     });
                     *taken += len;
                 } else if off + len > skip {
@@ -665,7 +677,7 @@ fn push_units(
             }
         }
         (None, false) => {
-            units.push(Unit { pos: from, bytes: Bytes::copy_from_slice(&payload[skip..]) });
+            units.push(Unit { pos: from, bytes: payload[skip..].to_vec() });
             *taken += payload.len() - skip;
         }
         _ => return Err(damaged()),
@@ -684,7 +696,7 @@ fn chunk_of(units: Vec<Unit>, start: u64, max: usize, split: Split) -> (Vec<Byte
         let unit_end = unit.pos + unit.bytes.len() as u64;
         if unit_end <= limit {
             next = unit_end;
-            parts.push(unit.bytes);
+            parts.push(Bytes::from(unit.bytes));
             continue;
         }
         if parts.is_empty() {
@@ -695,7 +707,9 @@ fn chunk_of(units: Vec<Unit>, start: u64, max: usize, split: Split) -> (Vec<Byte
                 Split::Utf8 => utf8_cut(&unit.bytes, want),
             };
             next = unit.pos + take as u64;
-            parts.push(unit.bytes.slice(..take));
+            let mut bytes = unit.bytes;
+            bytes.truncate(take);
+            parts.push(Bytes::from(bytes));
         }
         break;
     }
@@ -756,8 +770,11 @@ impl Store for AcidStore {
         let records = u64::from(!payload.is_empty());
         let tail = TailRow { end: len, records, closed: req.closed, ..TailRow::default() };
         let lens = message_lens(&payload, req.content_type.is_json());
-        let row =
-            (!payload.is_empty()).then(|| tables::encode_record(lens.as_deref(), payload.bytes()));
+        let rows = if payload.is_empty() {
+            Vec::new()
+        } else {
+            tables::encode_rows(lens.as_deref(), payload.bytes())
+        };
         let task_inner = inner.clone();
         let (task_name, meta_bytes) = (name.to_owned(), meta.encode());
         let committed = tokio::task::spawn_blocking(move || {
@@ -766,8 +783,9 @@ impl Store for AcidStore {
                 txn.open_table(NAMES)?.insert(task_name.as_str(), id)?;
                 txn.open_table(META)?.insert(id, meta_bytes.as_slice())?;
                 txn.open_table(TAILS)?.insert(id, tail.encode().as_slice())?;
-                if let Some(row) = &row {
-                    txn.open_table(DATA)?.insert((id, 0), row.as_slice())?;
+                let mut data = txn.open_table(DATA)?;
+                for (at, value) in &rows {
+                    data.insert((id, *at), value.as_slice())?;
                 }
                 txn.open_table(COUNTERS)?.insert(NEXT_STREAM_ID, id + 1)?;
             }
@@ -965,7 +983,7 @@ mod tests {
     use super::*;
 
     fn units(parts: &[(u64, &'static [u8])]) -> Vec<Unit> {
-        parts.iter().map(|(pos, b)| Unit { pos: *pos, bytes: Bytes::from_static(b) }).collect()
+        parts.iter().map(|(pos, b)| Unit { pos: *pos, bytes: b.to_vec() }).collect()
     }
 
     #[test]

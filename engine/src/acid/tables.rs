@@ -8,8 +8,9 @@
 //! tails      u64 stream id           -> tail state, rewritten by every commit that touches
 //!                                       the stream (small: no producers, no data)
 //! producers  (u64 id, &str producer) -> (u64 epoch, u64 last accepted seq)
-//! data       (u64 id, u64 position)  -> one record (one accepted append), keyed by the
-//!                                       offset-space position of its first byte
+//! data       (u64 id, u64 position)  -> one accepted append (or, for a large opaque one,
+//!                                       one part of it), keyed by the offset-space
+//!                                       position of its first byte
 //! counters   &str                    -> u64 ("next_stream_id")
 //!
 //! tail value
@@ -20,7 +21,8 @@
 //!      1  stream_seq   0, or 1 then: u32 length + bytes
 //!
 //! data value
-//!   0  1  flags        bit 0: JSON message lengths follow
+//!   0  1  flags        bit 0: JSON message lengths follow; bit 1: continues the append of
+//!                      the row before it (large opaque appends, see ROW_PAYLOAD_MAX)
 //!      4  count        (if bit 0) then count × u32: each message's stored length
 //!         payload      the stored bytes (JSON: messages each followed by `,`)
 //! ```
@@ -212,10 +214,22 @@ pub fn read_streams(txn: &ReadTransaction) -> Result<(Vec<StoredStream>, u64), S
 }
 
 const FLAG_MESSAGES: u8 = 1;
+const FLAG_CONTINUES: u8 = 2;
+
+/// Most payload bytes in one data row. An append of opaque bytes larger than this is stored
+/// as several rows, the first an ordinary row and the others marked as continuing it, so
+/// that each row fits one 64 KiB run of pages (redb rounds a value's pages up to a power of
+/// two: a 1 MiB append in one row would take 2 MiB) and a read of part of a large append
+/// reads only the rows it needs. JSON appends stay one row (reads cut them between messages).
+pub const ROW_PAYLOAD_MAX: usize = 64 * 1024 - 256;
 
 /// A data value: optional JSON message lengths, then the payload.
 #[must_use]
 pub fn encode_record(lens: Option<&[u32]>, payload: &[u8]) -> Vec<u8> {
+    encode_row(lens, false, payload)
+}
+
+fn encode_row(lens: Option<&[u32]>, continues: bool, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + payload.len() + lens.map_or(0, |l| 4 + 4 * l.len()));
     match lens {
         Some(lens) => {
@@ -225,17 +239,45 @@ pub fn encode_record(lens: Option<&[u32]>, payload: &[u8]) -> Vec<u8> {
                 out.extend_from_slice(&len.to_le_bytes());
             }
         }
-        None => out.push(0),
+        None => out.push(if continues { FLAG_CONTINUES } else { 0 }),
     }
     out.extend_from_slice(payload);
     out
 }
 
-/// Splits a data value into message lengths and where the payload starts.
+/// The data rows of one append: `(bytes into the append, value)` each, in order.
 #[must_use]
-pub fn decode_record(b: &[u8]) -> Option<(Option<Vec<u32>>, usize)> {
+pub fn encode_rows(lens: Option<&[u32]>, payload: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    if lens.is_some() || payload.len() <= ROW_PAYLOAD_MAX {
+        return vec![(0, encode_record(lens, payload))];
+    }
+    payload
+        .chunks(ROW_PAYLOAD_MAX)
+        .enumerate()
+        .map(|(i, part)| ((i * ROW_PAYLOAD_MAX) as u64, encode_row(None, i > 0, part)))
+        .collect()
+}
+
+/// A decoded data value's header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowHead {
+    /// JSON message lengths (JSON rows).
+    pub lens: Option<Vec<u32>>,
+    /// The row continues the append of the row before it.
+    pub continues: bool,
+    /// Where the payload starts in the value.
+    pub payload_at: usize,
+}
+
+/// Parses a data value's header; `None` if it is malformed (unknown flags, lengths that do
+/// not add up to the payload, a JSON row marked as continuing another).
+#[must_use]
+pub fn decode_record(b: &[u8]) -> Option<RowHead> {
     let mut r = Reader(b);
     let flags = r.u8()?;
+    if flags & !(FLAG_MESSAGES | FLAG_CONTINUES) != 0 || flags == FLAG_MESSAGES | FLAG_CONTINUES {
+        return None;
+    }
     let lens = if flags & FLAG_MESSAGES != 0 {
         let count = r.u32()? as usize;
         let raw = r.take(count.checked_mul(4)?)?;
@@ -254,7 +296,7 @@ pub fn decode_record(b: &[u8]) -> Option<(Option<Vec<u32>>, usize)> {
             return None;
         }
     }
-    Some((lens, payload_at))
+    Some(RowHead { lens, continues: flags & FLAG_CONTINUES != 0, payload_at })
 }
 
 #[cfg(test)]
@@ -282,9 +324,32 @@ mod tests {
     #[test]
     fn records_roundtrip() {
         let v = encode_record(Some(&[2, 3]), b"1,22,");
-        assert_eq!(decode_record(&v), Some((Some(vec![2, 3]), 13)));
+        let head = RowHead { lens: Some(vec![2, 3]), continues: false, payload_at: 13 };
+        assert_eq!(decode_record(&v), Some(head));
         let v = encode_record(None, b"raw");
-        assert_eq!(decode_record(&v), Some((None, 1)));
+        assert_eq!(
+            decode_record(&v),
+            Some(RowHead { lens: None, continues: false, payload_at: 1 })
+        );
         assert_eq!(decode_record(&encode_record(Some(&[9]), b"1,")), None, "lengths must add up");
+        assert_eq!(decode_record(&[3, 0, 0, 0, 0]), None, "a JSON row never continues");
+        assert_eq!(decode_record(&[4]), None, "unknown flag");
+    }
+
+    #[test]
+    fn large_opaque_appends_are_split_into_rows() {
+        let payload: Vec<u8> = (0..2 * ROW_PAYLOAD_MAX + 10).map(|i| i as u8).collect();
+        let rows = encode_rows(None, &payload);
+        assert_eq!(rows.len(), 3);
+        let mut joined = Vec::new();
+        for (i, (at, value)) in rows.iter().enumerate() {
+            let head = decode_record(value).unwrap();
+            assert_eq!((head.continues, *at), (i > 0, joined.len() as u64));
+            joined.extend_from_slice(&value[head.payload_at..]);
+        }
+        assert_eq!(joined, payload);
+        assert_eq!(encode_rows(Some(&[3]), b"12,").len(), 1, "JSON appends stay whole");
+        let big_json = vec![b'1'; ROW_PAYLOAD_MAX * 2];
+        assert_eq!(encode_rows(Some(&[big_json.len() as u32]), &big_json).len(), 1);
     }
 }
