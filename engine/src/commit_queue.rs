@@ -64,24 +64,22 @@ pub(crate) struct CommitterThreads {
 }
 
 impl CommitterThreads {
-    /// Starts one thread per entry of `rounds`, named `ds-commit-{i}`: each calls its `run`
-    /// until it returns. `stop` must make every `run` return.
+    /// Starts one thread per entry of `runs`, named `ds-commit-{i}`; `stop` must make every
+    /// `run` return.
+    ///
+    /// # Errors
+    /// A thread that cannot be started (the ones already started are stopped and joined):
+    /// a store without its committer would leave appends waiting forever.
     pub(crate) fn spawn(
         runs: Vec<Box<dyn FnOnce() + Send>>,
         stop: Box<dyn Fn() + Send + Sync>,
-    ) -> CommitterThreads {
-        let handles = runs
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, run)| {
-                std::thread::Builder::new()
-                    .name(format!("ds-commit-{i}"))
-                    .spawn(run)
-                    .map_err(|e| tracing::error!(error = %e, "cannot start a committer thread"))
-                    .ok()
-            })
-            .collect();
-        CommitterThreads { stop, handles: Mutex::new(handles) }
+    ) -> std::io::Result<CommitterThreads> {
+        let threads = CommitterThreads { stop, handles: Mutex::new(Vec::new()) };
+        for (i, run) in runs.into_iter().enumerate() {
+            let handle = std::thread::Builder::new().name(format!("ds-commit-{i}")).spawn(run)?;
+            threads.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(handle);
+        }
+        Ok(threads)
     }
 }
 
@@ -123,7 +121,7 @@ mod tests {
             }
         });
         let sq = q.clone();
-        let threads = CommitterThreads::spawn(vec![run], Box::new(move || sq.stop()));
+        let threads = CommitterThreads::spawn(vec![run], Box::new(move || sq.stop())).unwrap();
         q.enqueue(7);
         drop(threads);
         assert_eq!(*seen.lock().unwrap(), vec![7]);

@@ -82,6 +82,22 @@ struct Readiness {
     changed: Notify,
 }
 
+impl Readiness {
+    fn backend(&self) -> Result<&Backend> {
+        self.backend.get().ok_or(Error::Unavailable("the server is still recovering its data"))
+    }
+}
+
+/// Runs a create or delete as a task of its own, so that it completes even if the caller's
+/// future is dropped (hyper drops a handler whose client hung up): otherwise a stream could
+/// be committed to disk but unknown in memory, deleted on disk with its readers never told,
+/// or created without its expiry scheduled.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work).await.map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
+}
+
 /// The storage engine.
 pub struct Engine {
     ready: Arc<Readiness>,
@@ -236,10 +252,7 @@ impl Engine {
     }
 
     fn backend(&self) -> Result<&Backend> {
-        self.ready
-            .backend
-            .get()
-            .ok_or(Error::Unavailable("the server is still recovering its data"))
+        self.ready.backend()
     }
 
     /// Stops cleanly: in the persistent modes, checkpoints every stream and syncs, so the
@@ -274,20 +287,25 @@ impl Engine {
         if matches!(req.expiry, Expiry::At { unix_ms } if unix_ms <= now) {
             return Err(Error::ExpiryInPast);
         }
-        let created = with_store!(self.backend()?, s => s.create(name, &req, payload, now).await)?;
-        if let Created::New(info) = &created
-            && let Some(at) = ttl::deadline(info.expiry, now)
-        {
-            self.expiry.schedule(at, name, info.incarnation);
-            // A delete may have run between the create and the line above, and found
-            // nothing to unschedule: check, so no entry outlives its stream.
-            let alive = with_store!(self.backend()?, s => s.head(name, now))
-                .is_ok_and(|s| s.incarnation == info.incarnation);
-            if !alive {
-                self.expiry.unschedule(info.incarnation);
+        let (ready, expiry, name) = (self.ready.clone(), self.expiry.clone(), name.to_owned());
+        detached(async move {
+            let backend = ready.backend()?;
+            let created = with_store!(backend, s => s.create(&name, &req, payload, now).await)?;
+            if let Created::New(info) = &created
+                && let Some(at) = ttl::deadline(info.expiry, now)
+            {
+                expiry.schedule(at, &name, info.incarnation);
+                // A delete may have run between the create and the line above, and found
+                // nothing to unschedule: check, so no entry outlives its stream.
+                let alive = with_store!(backend, s => s.head(&name, now))
+                    .is_ok_and(|s| s.incarnation == info.incarnation);
+                if !alive {
+                    expiry.unschedule(info.incarnation);
+                }
             }
-        }
-        Ok(created)
+            Ok(created)
+        })
+        .await
     }
 
     /// Appends, closes, or both (§5.2, §5.3); resolves once the append is as durable as the
@@ -359,9 +377,13 @@ impl Engine {
     /// [`Error::NotFound`].
     pub async fn delete(&self, name: &str) -> Result<()> {
         let now = self.clock.now_ms();
-        let incarnation = with_store!(self.backend()?, s => s.delete(name, now).await)?;
-        self.expiry.unschedule(incarnation);
-        Ok(())
+        let (ready, expiry, name) = (self.ready.clone(), self.expiry.clone(), name.to_owned());
+        detached(async move {
+            let incarnation = with_store!(ready.backend()?, s => s.delete(&name, now).await)?;
+            expiry.unschedule(incarnation);
+            Ok(())
+        })
+        .await
     }
 
     /// Watches a stream's tail, for long-poll and SSE.

@@ -219,3 +219,44 @@ async fn appends_split_into_rows_read_like_the_memory_store() {
     let text: u64 = sizes.iter().map(|n| rows_of(text.floor_char_boundary(*n))).sum();
     assert_eq!((binary, rows(&sim, 2)[4]), (9, binary + text));
 }
+
+/// Regression: a create whose caller went away (hyper drops the handler of a client that
+/// hangs up) committed its rows but never recorded the stream or its id in memory, so the
+/// next create on the shard took the same id: two names on one id, each reading the other's
+/// rows, and after a delete the server could not start. Creates and deletes now run to the
+/// end whatever happens to their caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_or_delete_abandoned_by_its_caller_still_completes() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = Arc::new(open(1, &sim, &clock).await);
+    engine.create("watched", create(Expiry::Never)).await.unwrap();
+    let (_, mut watch) = engine.subscribe("watched").await.unwrap();
+    sim.hold_syncs();
+    let _release = Release(sim.clone());
+    let big = CreateRequest { body: vec![b'a'; 200_000].into(), ..create(Expiry::Never) };
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(30),
+        engine.create("first", big.clone()),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the create waits on the held sync and is given up");
+    let gone = tokio::time::timeout(std::time::Duration::from_millis(30), engine.delete("watched"));
+    assert!(gone.await.is_err(), "the delete is given up too");
+    sim.release_syncs();
+    let second = CreateRequest { body: vec![b'b'; 70_000].into(), ..create(Expiry::Never) };
+    engine.create("second", second).await.unwrap();
+    for (name, byte, len) in [("first", b'a', 200_000), ("second", b'b', 70_000)] {
+        let chunk = engine.read(name, ReadFrom::Start).await.unwrap();
+        assert_eq!(chunk.parts.concat(), vec![byte; len], "{name}");
+    }
+    let told = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        watch.wait_beyond(ds_engine::Offset::at(u64::MAX >> 1)),
+    );
+    assert!(told.await.expect("the watcher of the deleted stream is told").gone);
+    drop(engine);
+    drop(_release);
+    assert_eq!(rows(&sim, 1)[..3], [2, 2, 2], "two streams, one id each");
+    let engine = open(1, &sim, &clock).await;
+    assert_eq!(engine.read("second", ReadFrom::Start).await.unwrap().parts.concat().len(), 70_000);
+}

@@ -279,7 +279,7 @@ pub fn open(
         .collect();
     let stop_inner = inner.clone();
     let stop = Box::new(move || stop_inner.shards.iter().for_each(|s| s.committer.stop()));
-    let committers = Arc::new(CommitterThreads::spawn(runs, stop));
+    let committers = Arc::new(CommitterThreads::spawn(runs, stop)?);
     Ok((AcidStore { inner, _committers: committers }, expiring))
 }
 
@@ -511,6 +511,7 @@ impl Inner {
     ) -> std::result::Result<Vec<usize>, redb::Error> {
         let txn = db.begin_write()?;
         let mut skipped = Vec::new();
+        let mut wrote = false;
         {
             let mut data = txn.open_table(DATA)?;
             let mut tails = txn.open_table(TAILS)?;
@@ -529,6 +530,7 @@ impl Inner {
                 if batch.is_empty() {
                     continue;
                 }
+                wrote = true;
                 for p in batch {
                     if !p.payload.is_empty() {
                         for (at, value) in tables::encode_rows(p.lens.as_deref(), &p.payload) {
@@ -552,7 +554,12 @@ impl Inner {
                 tails.insert(stream.id, row.encode().as_slice())?;
             }
         }
-        txn.commit()?;
+        if wrote {
+            txn.commit()?;
+        } else {
+            // Only duplicates waited: what they duplicate is committed already.
+            txn.abort()?;
+        }
         Ok(skipped)
     }
 
@@ -734,6 +741,8 @@ impl Store for AcidStore {
                 if st.removed {
                     false
                 } else if existing.expired(now) {
+                    // Removing it is a write: a poisoned store answers 503, not 500.
+                    inner.writable()?;
                     st.removed = true;
                     true
                 } else {
@@ -766,7 +775,8 @@ impl Store for AcidStore {
             content_type: req.content_type.clone(),
             name: name.to_owned(),
         };
-        let id = shard.next_id.load(Ordering::Relaxed);
+        // Taken for good even if this create fails: ids may have gaps, never repeats.
+        let id = shard.next_id.fetch_add(1, Ordering::Relaxed);
         let records = u64::from(!payload.is_empty());
         let tail = TailRow { end: len, records, closed: req.closed, ..TailRow::default() };
         let lens = message_lens(&payload, req.content_type.is_json());
@@ -787,7 +797,9 @@ impl Store for AcidStore {
                 for (at, value) in &rows {
                     data.insert((id, *at), value.as_slice())?;
                 }
-                txn.open_table(COUNTERS)?.insert(NEXT_STREAM_ID, id + 1)?;
+                let mut counters = txn.open_table(COUNTERS)?;
+                let stored = counters.get(NEXT_STREAM_ID)?.map_or(1, |v| v.value());
+                counters.insert(NEXT_STREAM_ID, stored.max(id + 1))?;
             }
             txn.commit()?;
             Ok::<(), redb::Error>(())
@@ -798,7 +810,6 @@ impl Store for AcidStore {
             inner.poison("creating a stream", &e);
             return Err(storage("creating a stream", e));
         }
-        shard.next_id.store(id + 1, Ordering::Relaxed);
         let writer = WriterState { closed: req.closed, ..WriterState::default() };
         let state = StreamState::at(len, records, writer);
         let stream = Arc::new(AcidStream::new(Arc::from(name), id, meta, state, now));

@@ -167,7 +167,7 @@ pub fn open(
         max_open_files,
         streams,
         next,
-    );
+    )?;
     Ok((store, expiring, report))
 }
 

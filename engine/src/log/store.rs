@@ -308,7 +308,7 @@ impl FileStore {
         max_open_files: usize,
         streams: Vec<Arc<FileStream>>,
         next_incarnation: u64,
-    ) -> FileStore {
+    ) -> io::Result<FileStore> {
         let inner = Inner {
             handles: Handles::new(fs.clone(), dir.clone(), max_open_files),
             fs,
@@ -341,8 +341,8 @@ impl FileStore {
         let committer = Arc::new(CommitterThreads::spawn(
             vec![run],
             Box::new(move || stop_inner.committer.stop()),
-        ));
-        FileStore { inner, _committer: committer }
+        )?);
+        Ok(FileStore { inner, _committer: committer })
     }
 
     /// Whether a failed write or sync has stopped all writes.
@@ -917,6 +917,8 @@ impl Store for FileStore {
                 if st.removed {
                     false
                 } else if existing.expired(now) {
+                    // Removing it is a write: a poisoned store answers 503, not 500.
+                    inner.writable()?;
                     st.removed = true;
                     true
                 } else {
