@@ -394,6 +394,8 @@ mod tests {
                 ("DS_HTTP__CORS_ORIGINS", "https://a.example, https://b.example"),
                 ("DS_STORAGE__DATA_DIR", "/tmp/x"),
                 ("DS_LIMITS__MAX_STREAM_BYTES", "123"),
+                ("DS_STORAGE__MODE", "acid"),
+                ("DS_STORAGE__ACID_SHARD_COUNT", "16"),
                 ("PATH", "/usr/bin"),
                 ("DS_LOG", "debug"),
             ]),
@@ -403,6 +405,7 @@ mod tests {
         assert_eq!(c.http().long_poll_timeout, Duration::from_millis(250));
         assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.engine().limits.max_stream_bytes, 123);
+        assert_eq!((c.engine().mode, c.engine().acid_shard_count), (StorageMode::Acid, 16));
         assert!(matches!(c.http().cors_origins, CorsOrigins::List(ref l) if l.len() == 2));
     }
 
@@ -422,6 +425,9 @@ mod tests {
             ("DS_LIMITS__MAX_PENDING_BODY_BYTES", "1"),
             ("DS_HTTP__CORS_ORIGINS", " , "),
             ("DS_HTTP__CORS_ORIGINS", "https://ok.example, bad\u{7f}origin"),
+            ("DS_STORAGE__ACID_SHARD_COUNT", "3"),
+            ("DS_STORAGE__ACID_SHARD_COUNT", "0"),
+            ("DS_STORAGE__ACID_SHARD_COUNT", "512"),
         ] {
             assert!(load(Vec::new(), env(&[bad])).is_err(), "{bad:?}");
         }

@@ -352,4 +352,41 @@ mod tests {
         let big_json = vec![b'1'; ROW_PAYLOAD_MAX * 2];
         assert_eq!(encode_rows(Some(&[big_json.len() as u32]), &big_json).len(), 1);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// A damaged value never panics a decoder: it decodes to `None` or to something
+            /// whose parts fit in it.
+            #[test]
+            fn decoders_take_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                let _ = TailRow::decode(&bytes);
+                if let Some(head) = decode_record(&bytes) {
+                    prop_assert!(head.payload_at <= bytes.len());
+                }
+            }
+
+            #[test]
+            fn tail_rows_roundtrip_any(
+                end in any::<u64>(),
+                records in any::<u64>(),
+                closed in any::<bool>(),
+                closer in prop::option::of(("[a-z]{0,8}", any::<u64>(), any::<u64>())),
+                seq in prop::option::of(prop::collection::vec(any::<u8>(), 0..16)),
+            ) {
+                let row = TailRow {
+                    end,
+                    records,
+                    closed,
+                    closed_by: closer.map(|(id, epoch, seq)| {
+                        (Arc::from(id.as_str()), ProducerClaim { epoch, seq })
+                    }),
+                    stream_seq: seq.map(Bytes::from),
+                };
+                prop_assert_eq!(TailRow::decode(&row.encode()), Some(row));
+            }
+        }
+    }
 }
