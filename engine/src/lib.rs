@@ -51,6 +51,7 @@ pub mod payload;
 pub mod producer;
 pub mod rules;
 pub mod store;
+mod stream_core;
 pub mod ttl;
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixMs};

@@ -42,7 +42,7 @@ use crate::fs::Fs;
 use crate::log::meta::Meta;
 use crate::log::recovery::Expiring;
 use crate::log::store::message_lens;
-use crate::notify::{Tail, TailSignal, TailWatch};
+use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::rules::{self, Effect, Plan, WriterState};
@@ -50,6 +50,7 @@ use crate::store::{
     AppendKind, AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ReadChunk,
     Store, StreamInfo,
 };
+use crate::stream_core::StreamCore;
 
 /// What writes get once the store is poisoned.
 const POISONED: &str = "writes are stopped after a storage failure; see the server log";
@@ -90,13 +91,18 @@ struct Shard {
 
 /// One stream.
 struct AcidStream {
-    name: Arc<str>,
+    core: StreamCore,
     /// The compact key of its rows, unique in its shard and never reused.
     id: u64,
-    meta: Meta,
-    last_access_ms: AtomicU64,
     state: Mutex<StreamState>,
-    signal: TailSignal,
+}
+
+impl std::ops::Deref for AcidStream {
+    type Target = StreamCore;
+
+    fn deref(&self) -> &StreamCore {
+        &self.core
+    }
 }
 
 /// A stream's state; see the module docs for *accepted* and *visible*.
@@ -148,56 +154,21 @@ fn fail(waiters: Vec<oneshot::Sender<Result<()>>>, error: &Error) {
 }
 
 impl AcidStream {
+    fn new(id: u64, meta: Meta, st: StreamState, last_access: UnixMs) -> AcidStream {
+        let core = StreamCore::new(meta, st.visible_end, st.durable.closed, last_access);
+        AcidStream { core, id, state: Mutex::new(st) }
+    }
+
     fn lock(&self) -> MutexGuard<'_, StreamState> {
         lock(&self.state)
     }
 
-    fn deadline(&self, now: UnixMs) -> Option<UnixMs> {
-        if matches!(self.meta.expiry, Expiry::IdleTtl { .. }) && self.signal.has_watchers() {
-            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
-        }
-        crate::ttl::deadline(self.meta.expiry, self.last_access_ms.load(Ordering::Relaxed))
-    }
-
-    fn expired(&self, now: UnixMs) -> bool {
-        self.deadline(now).is_some_and(|d| now >= d)
-    }
-
-    fn touch(&self, now: UnixMs) {
-        if matches!(self.meta.expiry, Expiry::IdleTtl { .. }) {
-            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
-        }
-    }
-
     fn info(&self, st: &StreamState) -> StreamInfo {
-        StreamInfo {
-            incarnation: self.meta.incarnation,
-            content_type: self.meta.content_type.clone(),
-            expiry: self.meta.expiry,
-            tail: Offset::at(st.visible_end),
-            closed: st.durable.closed,
-        }
+        self.core.info(st.visible_end, st.durable.closed)
     }
 
     fn publish(&self, st: &StreamState) {
-        self.signal.publish(Tail {
-            next: Offset::at(st.visible_end),
-            closed: st.durable.closed,
-            gone: st.removed,
-        });
-    }
-
-    fn new(name: Arc<str>, id: u64, meta: Meta, st: StreamState, last_access: UnixMs) -> Self {
-        let tail =
-            Tail { next: Offset::at(st.visible_end), closed: st.durable.closed, gone: false };
-        AcidStream {
-            name,
-            id,
-            meta,
-            last_access_ms: AtomicU64::new(last_access),
-            state: Mutex::new(st),
-            signal: TailSignal::new(tail),
-        }
+        self.core.publish(st.visible_end, st.durable.closed, st.removed);
     }
 }
 
@@ -236,13 +207,13 @@ pub fn open(
             .map_err(|e| io::Error::other(format!("acid shard {index}: {e}")))?;
         let mut map = HashMap::with_capacity(streams.len());
         for stream in streams {
-            max_incarnation = max_incarnation.max(stream.meta.incarnation);
+            max_incarnation = max_incarnation.max(stream.incarnation());
             if stream.meta.expiry != Expiry::Never {
                 expiring.push(Expiring {
                     name: stream.name.clone(),
-                    incarnation: stream.meta.incarnation,
+                    incarnation: stream.incarnation(),
                     expiry: stream.meta.expiry,
-                    last_access_ms: stream.last_access_ms.load(Ordering::Relaxed),
+                    last_access_ms: stream.last_access_ms(),
                 });
             }
             map.insert(stream.name.clone(), stream);
@@ -318,7 +289,7 @@ fn load_shard(
             // last access before the stop is not on disk.
             let last_access = now.max(s.meta.created_ms);
             let st = StreamState::at(s.tail.end, s.tail.records, writer);
-            Arc::new(AcidStream::new(Arc::from(s.name), s.id, s.meta, st, last_access))
+            Arc::new(AcidStream::new(s.id, s.meta, st, last_access))
         })
         .collect();
     Ok((streams, next_id))
@@ -368,8 +339,7 @@ impl Inner {
         let stream = self.get(name).ok_or(Error::NotFound)?;
         if stream.expired(now) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let (inner, name, inc) =
-                    (self.clone(), stream.name.clone(), stream.meta.incarnation);
+                let (inner, name, inc) = (self.clone(), stream.name.clone(), stream.incarnation());
                 rt.spawn(async move { inner.expire(&name, inc, now).await });
             }
             return Err(Error::NotFound);
@@ -812,7 +782,7 @@ impl Store for AcidStore {
         }
         let writer = WriterState { closed: req.closed, ..WriterState::default() };
         let state = StreamState::at(len, records, writer);
-        let stream = Arc::new(AcidStream::new(Arc::from(name), id, meta, state, now));
+        let stream = Arc::new(AcidStream::new(id, meta, state, now));
         let info = stream.info(&stream.lock());
         shard
             .map
@@ -963,7 +933,7 @@ impl Store for AcidStore {
             }
             st.removed = true;
         }
-        let incarnation = stream.meta.incarnation;
+        let incarnation = stream.incarnation();
         inner.clone().remove(stream).await?;
         Ok(incarnation)
     }
@@ -974,7 +944,7 @@ impl Store for AcidStore {
         if st.removed {
             return Err(Error::NotFound);
         }
-        let watch = stream.signal.subscribe();
+        let watch = stream.subscribe();
         Ok((stream.info(&st), watch))
     }
 

@@ -35,7 +35,7 @@ use crate::fs::{self, Failed, Fs, FsFile, OpenMode};
 use crate::log::frame::{self, Decoded, FILE_HEADER_LEN, FileHeader, Kind, Record};
 use crate::log::handles::{Handles, log_name};
 use crate::log::meta::{Checkpoint, Meta};
-use crate::notify::{Tail, TailSignal, TailWatch};
+use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::producer::ProducerClaim;
@@ -44,6 +44,7 @@ use crate::store::{
     AppendKind, AppendRequest, Appended, CreateRequest, Created, ExpiryCheck, ReadChunk, Store,
     StreamInfo,
 };
+use crate::stream_core::StreamCore;
 
 /// What an acknowledged write survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,13 +121,18 @@ struct Shard {
 
 /// One stream.
 pub(crate) struct FileStream {
-    pub(crate) name: Arc<str>,
-    pub(crate) meta: Meta,
+    core: StreamCore,
     /// Offset-space position of the first record.
     pub(crate) base: u64,
-    last_access_ms: AtomicU64,
     state: Mutex<StreamState>,
-    signal: TailSignal,
+}
+
+impl std::ops::Deref for FileStream {
+    type Target = StreamCore;
+
+    fn deref(&self) -> &StreamCore {
+        &self.core
+    }
 }
 
 /// A stream's state; see the module docs for *accepted* and *visible*.
@@ -203,20 +209,8 @@ impl FileStream {
         state: StreamState,
         last_access_ms: UnixMs,
     ) -> FileStream {
-        let tail =
-            Tail { next: Offset::at(state.visible_end), closed: state.durable.closed, gone: false };
-        FileStream {
-            name: Arc::from(meta.name.as_str()),
-            meta,
-            base,
-            last_access_ms: AtomicU64::new(last_access_ms),
-            state: Mutex::new(state),
-            signal: TailSignal::new(tail),
-        }
-    }
-
-    fn incarnation(&self) -> u64 {
-        self.meta.incarnation
+        let core = StreamCore::new(meta, state.visible_end, state.durable.closed, last_access_ms);
+        FileStream { core, base, state: Mutex::new(state) }
     }
 
     /// File position of an offset-space position.
@@ -224,50 +218,12 @@ impl FileStream {
         pos - self.base + FILE_HEADER_LEN as u64
     }
 
-    fn deadline(&self, now: UnixMs) -> Option<UnixMs> {
-        match self.meta.expiry {
-            crate::store::Expiry::Never => None,
-            crate::store::Expiry::IdleTtl { secs } => {
-                if self.signal.has_watchers() {
-                    self.last_access_ms.fetch_max(now, Ordering::Relaxed);
-                }
-                let last = self.last_access_ms.load(Ordering::Relaxed);
-                Some(last.saturating_add(secs.saturating_mul(1000)))
-            }
-            crate::store::Expiry::At { unix_ms } => Some(unix_ms),
-        }
-    }
-
-    fn expired(&self, now: UnixMs) -> bool {
-        self.deadline(now).is_some_and(|d| now >= d)
-    }
-
-    fn touch(&self, now: UnixMs) {
-        if matches!(self.meta.expiry, crate::store::Expiry::IdleTtl { .. }) {
-            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn last_access_ms(&self) -> UnixMs {
-        self.last_access_ms.load(Ordering::Relaxed)
-    }
-
     fn info(&self, st: &StreamState) -> StreamInfo {
-        StreamInfo {
-            incarnation: self.incarnation(),
-            content_type: self.meta.content_type.clone(),
-            expiry: self.meta.expiry,
-            tail: Offset::at(st.visible_end),
-            closed: st.durable.closed,
-        }
+        self.core.info(st.visible_end, st.durable.closed)
     }
 
     fn publish(&self, st: &StreamState) {
-        self.signal.publish(Tail {
-            next: Offset::at(st.visible_end),
-            closed: st.durable.closed,
-            gone: st.removed,
-        });
+        self.core.publish(st.visible_end, st.durable.closed, st.removed);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, StreamState> {
@@ -617,7 +573,7 @@ impl Inner {
         let bytes = Bytes::from(batch.bytes);
         let checkpoint = {
             let mut st = stream.lock();
-            let keep_recent = stream.signal.has_watchers();
+            let keep_recent = stream.has_watchers();
             if !keep_recent {
                 st.recent.clear();
                 st.recent_bytes = 0;
@@ -1223,7 +1179,7 @@ impl Store for FileStore {
         if st.removed {
             return Err(Error::NotFound);
         }
-        let watch = stream.signal.subscribe();
+        let watch = stream.subscribe();
         Ok((stream.info(&st), watch))
     }
 
@@ -1235,7 +1191,7 @@ impl Store for FileStore {
         if let Some(stream) = self.inner.get(name) {
             stream.touch(now);
             // A live read just ended: once nobody watches, the recent records are not needed.
-            if !stream.signal.has_watchers() {
+            if !stream.has_watchers() {
                 let mut st = stream.lock();
                 st.recent.clear();
                 st.recent_bytes = 0;

@@ -1,0 +1,83 @@
+//! What a stream of either persistent store (file log, acid) keeps beside its write state:
+//! its name and metadata, its last access (for sliding TTLs, in memory only: reads never
+//! write) and its tail signal. Each store's stream wraps one and derefs to it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::clock::UnixMs;
+use crate::log::meta::Meta;
+use crate::notify::{Tail, TailSignal, TailWatch};
+use crate::offset::Offset;
+use crate::store::{Expiry, StreamInfo};
+
+/// A persistent stream's identity, expiry clock and tail signal.
+pub(crate) struct StreamCore {
+    pub(crate) name: Arc<str>,
+    pub(crate) meta: Meta,
+    last_access_ms: AtomicU64,
+    signal: TailSignal,
+}
+
+impl StreamCore {
+    /// A stream whose visible tail is `end`.
+    pub(crate) fn new(meta: Meta, end: u64, closed: bool, last_access_ms: UnixMs) -> StreamCore {
+        StreamCore {
+            name: Arc::from(meta.name.as_str()),
+            meta,
+            last_access_ms: AtomicU64::new(last_access_ms),
+            signal: TailSignal::new(Tail { next: Offset::at(end), closed, gone: false }),
+        }
+    }
+
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.meta.incarnation
+    }
+
+    /// When the stream expires; a stream with live readers watching counts as accessed now.
+    pub(crate) fn deadline(&self, now: UnixMs) -> Option<UnixMs> {
+        if matches!(self.meta.expiry, Expiry::IdleTtl { .. }) && self.signal.has_watchers() {
+            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
+        }
+        crate::ttl::deadline(self.meta.expiry, self.last_access_ms())
+    }
+
+    pub(crate) fn expired(&self, now: UnixMs) -> bool {
+        self.deadline(now).is_some_and(|d| now >= d)
+    }
+
+    /// Renews a sliding TTL (reads and writes; HEAD does not).
+    pub(crate) fn touch(&self, now: UnixMs) {
+        if matches!(self.meta.expiry, Expiry::IdleTtl { .. }) {
+            self.last_access_ms.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn last_access_ms(&self) -> UnixMs {
+        self.last_access_ms.load(Ordering::Relaxed)
+    }
+
+    /// `HEAD`'s answer for a visible tail at `end`.
+    pub(crate) fn info(&self, end: u64, closed: bool) -> StreamInfo {
+        StreamInfo {
+            incarnation: self.meta.incarnation,
+            content_type: self.meta.content_type.clone(),
+            expiry: self.meta.expiry,
+            tail: Offset::at(end),
+            closed,
+        }
+    }
+
+    /// Wakes live readers with the new visible tail.
+    pub(crate) fn publish(&self, end: u64, closed: bool, gone: bool) {
+        self.signal.publish(Tail { next: Offset::at(end), closed, gone });
+    }
+
+    pub(crate) fn has_watchers(&self) -> bool {
+        self.signal.has_watchers()
+    }
+
+    pub(crate) fn subscribe(&self) -> TailWatch {
+        self.signal.subscribe()
+    }
+}
