@@ -3,11 +3,16 @@
 //! A token is two fixed-width lower-case hex fields joined by `_`:
 //!
 //! ```text
-//! pppppppppppppppp_ssssssss
+//! pppppppppppppppp_ssssssssssssssss
 //! |                |
-//! |                +-- 8 hex digits: `sub`, a position inside a stored record (0 today)
+//! |                +-- 16 hex digits: `sub`, a position inside a stored record
 //! +------------------- 16 hex digits: `pos`, the position in the stream's offset space
 //! ```
+//!
+//! 33 characters, the shape the official server family uses, so that the one offset clients
+//! construct themselves (the conformance suite forks at `0000000000000000_0000000000000000`,
+//! the beginning of a stream) parses as what it means. `sub` is held as a `u32`: a token whose
+//! `sub` does not fit is not one this server minted, and is malformed.
 //!
 //! Because both fields have a fixed width, comparing tokens as strings orders them exactly as
 //! comparing `(pos, sub)` as numbers, which is what §8 asks of clients that sort offsets.
@@ -23,7 +28,7 @@ use std::fmt;
 /// Width of the `pos` field in hex digits.
 const POS_DIGITS: usize = 16;
 /// Width of the `sub` field in hex digits.
-const SUB_DIGITS: usize = 8;
+const SUB_DIGITS: usize = 16;
 /// Length of a rendered token: `pos`, `_`, `sub`.
 pub const TOKEN_LEN: usize = POS_DIGITS + 1 + SUB_DIGITS;
 
@@ -154,7 +159,7 @@ mod tests {
 
     #[test]
     fn zero_renders_fixed_width() {
-        assert_eq!(Offset::ZERO.to_string(), "0000000000000000_00000000");
+        assert_eq!(Offset::ZERO.to_string(), "0000000000000000_0000000000000000");
         assert_eq!(Offset::ZERO.to_string().len(), TOKEN_LEN);
     }
 
@@ -166,14 +171,18 @@ mod tests {
             "now",
             "0",
             "abc",
-            "0000000000000000_0000000",
-            "0000000000000000-00000000",
-            "000000000000000G_00000000",
-            "000000000000000A_00000000",
-            "0000000000000000_0000000000",
-            " 000000000000000_00000000",
-            "0000000000000000_0000000,",
-            "+000000000000000_00000000",
+            "0000000000000000_00000000",
+            "0000000000000000_000000000000000",
+            "0000000000000000-0000000000000000",
+            "000000000000000G_0000000000000000",
+            "000000000000000A_0000000000000000",
+            "0000000000000000_000000000000000000",
+            " 000000000000000_0000000000000000",
+            "0000000000000000_000000000000000,",
+            "+000000000000000_0000000000000000",
+            // A sub-position no token of ours carries.
+            "0000000000000000_0000000100000000",
+            "9999999999999999_9999999999999999",
         ] {
             assert_eq!(Offset::parse(bad), None, "{bad:?} must be rejected");
         }

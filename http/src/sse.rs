@@ -305,7 +305,7 @@ mod tests {
         control_event(&mut out, Offset::at(255), Some(7), true, false);
         assert_eq!(
             &out[..],
-            b"event: control\ndata:{\"streamNextOffset\":\"00000000000000ff_00000000\",\"streamCursor\":\"7\",\"upToDate\":true}\n\n"
+            b"event: control\ndata:{\"streamNextOffset\":\"00000000000000ff_0000000000000000\",\"streamCursor\":\"7\",\"upToDate\":true}\n\n"
         );
         out.clear();
         control_event(&mut out, Offset::at(1), None, true, true);
