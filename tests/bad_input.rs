@@ -205,9 +205,34 @@ async fn malformed_reads_and_methods() {
     assert_problem(&server.req("POST", &stream("r"), &[("content-type", "json")], b"x").await, 400);
     let dup = [("stream-ttl", "1"), ("stream-ttl", "2")];
     assert_problem(&server.req("PUT", &stream("d"), &dup, b"").await, 400);
-    let fork = [("stream-forked-from", "/v1/stream/r")];
-    assert_problem(&server.req("PUT", &stream("f"), &fork, b"").await, 501);
-    assert_eq!(server.req("HEAD", &stream("f"), &[], b"").await.status, 404);
+}
+
+/// Fork headers are checked before anything is created: a malformed source path, offset or
+/// sub-offset, or a fork offset without a source, is a 400 and leaves no stream behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_fork_headers_create_nothing() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("src"), &[TEXT], b"data").await;
+    let from = ("stream-forked-from", "/v1/stream/src");
+    let bad: [&[(&str, &str)]; 10] = [
+        &[("stream-forked-from", "src")],
+        &[("stream-forked-from", "/v1/stream/")],
+        &[("stream-forked-from", "/v1/stream/a/../b")],
+        &[from, ("stream-fork-offset", "-1")],
+        &[from, ("stream-fork-offset", "now")],
+        &[from, ("stream-fork-offset", "0000000000000000_00000000")],
+        &[from, ("stream-fork-sub-offset", "+1")],
+        &[from, ("stream-fork-sub-offset", "01")],
+        &[("stream-fork-offset", "0000000000000000_0000000000000000")],
+        &[("stream-fork-sub-offset", "0")],
+    ];
+    for headers in bad {
+        let resp = server.req("PUT", &stream("f"), headers, b"").await;
+        assert_problem(&resp, 400);
+        assert_eq!(server.req("HEAD", &stream("f"), &[], b"").await.status, 404, "{headers:?}");
+    }
+    let twice = [from, from];
+    assert_problem(&server.req("PUT", &stream("f"), &twice, b"").await, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::acid::{self, AcidStore};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, UnixMs};
 use crate::config::{EngineConfig, StorageMode};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, StdFs};
@@ -18,11 +19,11 @@ use crate::log::recovery::{self, Expiring, Report};
 use crate::log::{Durability, FileStore};
 use crate::memory::MemoryStore;
 use crate::notify::TailWatch;
-use crate::offset::ReadFrom;
+use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::store::{
-    AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ReadChunk, Store,
-    StreamInfo,
+    AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkLink, ForkOf,
+    ForkRequest, ReadChunk, Store, StreamInfo,
 };
 use crate::ttl::{self, ExpiryIndex};
 
@@ -87,6 +88,9 @@ impl Readiness {
         self.backend.get().ok_or(Error::Unavailable("the server is still recovering its data"))
     }
 }
+
+/// A boxed future, for the recursion of fork views.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs a create or delete as a task of its own, so that it completes even if the caller's
 /// future is dropped (hyper drops a handler whose client hung up): otherwise a stream could
@@ -267,6 +271,15 @@ impl Engine {
         }
     }
 
+    /// Bytes charged to the memory limit (memory mode; `None` in the others).
+    #[must_use]
+    pub fn memory_used_bytes(&self) -> Option<u64> {
+        match self.ready.backend.get() {
+            Some(Backend::Memory(store)) => Some(store.used_bytes()),
+            _ => None,
+        }
+    }
+
     /// The configuration the engine was opened with.
     #[must_use]
     pub fn config(&self) -> &EngineConfig {
@@ -287,11 +300,161 @@ impl Engine {
         if matches!(req.expiry, Expiry::At { unix_ms } if unix_ms <= now) {
             return Err(Error::ExpiryInPast);
         }
+        self.create_resolved(name, req, payload, None, now).await
+    }
+
+    /// Creates a fork of another stream (§4.2), or confirms an identical one. The fork takes
+    /// the source's content type unless the request names one (which must then match), and
+    /// the source's TTL or expiry unless it sets its own. Its data before the fork offset is
+    /// the source's, read in place; a sub-offset's few bytes or messages past the fork
+    /// offset are copied into the fork as its first data.
+    ///
+    /// # Errors
+    /// As [`Engine::create`]; [`Error::NotFound`] for a missing source,
+    /// [`Error::SourceDeleted`], [`Error::ContentTypeMismatch`], [`Error::OffsetBeyondTail`],
+    /// [`Error::SubOffsetOvershoot`], [`Error::Unsupported`] in modes without forks.
+    pub async fn fork(
+        &self,
+        name: &str,
+        mut req: CreateRequest,
+        fork: ForkRequest,
+    ) -> Result<Created> {
+        let now = self.clock.now_ms();
+        if matches!(req.expiry, Expiry::At { unix_ms } if unix_ms <= now) {
+            return Err(Error::ExpiryInPast);
+        }
+        let backend = self.backend()?;
+        let source = with_store!(backend, s => s.head(&fork.source, now))
+            .map_err(|e| if e == Error::Gone { Error::SourceDeleted } else { e })?;
+        if fork.content_type_given && !req.content_type.matches(&source.content_type) {
+            return Err(Error::ContentTypeMismatch);
+        }
+        req.content_type = source.content_type.clone();
+        if req.expiry == Expiry::Never {
+            req.expiry = source.expiry;
+        }
+        let anchor = fork.offset.unwrap_or(source.tail);
+        if anchor > source.tail {
+            return Err(Error::OffsetBeyondTail);
+        }
+        if anchor.sub() != 0 {
+            return Err(Error::OffsetUnknown);
+        }
+        let json = source.content_type.is_json();
+        let source_name: Arc<str> = Arc::from(fork.source.as_str());
+        let prefix =
+            self.fork_prefix(backend, &source_name, anchor, source.tail, fork.sub, json).await?;
+        let body = if json && !req.body.is_empty() {
+            json::split_messages(&req.body, JsonUse::Create)?
+        } else {
+            Payload::opaque(req.body.clone())
+        };
+        let payload = prefix.then(body);
+        let fork_of = ForkOf {
+            link: ForkLink { source: source_name, at: anchor.pos() },
+            requested_offset: fork.offset,
+            requested_sub: fork.sub,
+        };
+        self.create_resolved(name, req, payload, Some(fork_of), now).await
+    }
+
+    /// The data a fork copies past its fork offset: `sub` bytes, or `sub` JSON messages, of
+    /// what the source shows from `anchor` (its own fork view included). For a JSON source
+    /// also checks that `anchor` is a message boundary.
+    async fn fork_prefix(
+        &self,
+        backend: &Backend,
+        source: &Arc<str>,
+        anchor: Offset,
+        tail: Offset,
+        sub: u64,
+        json: bool,
+    ) -> Result<Payload> {
+        if anchor == tail {
+            return if sub == 0 { Ok(Payload::default()) } else { Err(Error::SubOffsetOvershoot) };
+        }
+        let mut parts = Vec::new();
+        let mut have = 0u64;
+        let mut at = anchor;
+        // A JSON anchor inside a message is refused by the read; bytes need `sub` of them.
+        while at < tail && (have < sub || (json && parts.is_empty())) {
+            let want =
+                if json { self.config.read_chunk_bytes } else { to_usize(sub - have).max(1) };
+            let (chunk, next) =
+                self.view(backend, source.clone(), at, tail.pos(), want, false).await?;
+            if next == at {
+                break;
+            }
+            have += if json {
+                json::split_messages(&json::wrap_array(chunk.clone()).concat(), JsonUse::Create)?
+                    .record_count() as u64
+            } else {
+                chunk.iter().map(|b| b.len() as u64).sum()
+            };
+            parts.extend(chunk);
+            at = next;
+        }
+        if have < sub {
+            return Err(Error::SubOffsetOvershoot);
+        }
+        if sub == 0 {
+            return Ok(Payload::default());
+        }
+        if json {
+            let all = json::split_messages(&json::wrap_array(parts).concat(), JsonUse::Create)?;
+            let end = all.record_ends()[to_usize(sub) - 1];
+            let ends = all.record_ends()[..to_usize(sub)].to_vec();
+            Ok(Payload::from_records(all.bytes().slice(..to_usize(end)), ends))
+        } else {
+            let mut bytes = parts.concat();
+            bytes.truncate(to_usize(sub));
+            Ok(Payload::opaque(Bytes::from(bytes)))
+        }
+    }
+
+    /// The stored bytes `name` shows in `start..end` (at most `max`), its forks' inherited
+    /// ranges read from their sources: whole records while they fit, the first one cut if it
+    /// alone does not (or, with `whole`, nothing then). Renews no TTL.
+    fn view<'a>(
+        &'a self,
+        backend: &'a Backend,
+        name: Arc<str>,
+        start: Offset,
+        end: u64,
+        max: usize,
+        whole: bool,
+    ) -> BoxFuture<'a, Result<(Vec<Bytes>, Offset)>> {
+        Box::pin(async move {
+            let own = with_store!(backend, s => s.read_range(&name, start, end, max, whole).await)?;
+            let Some(link) = own.fork.filter(|l| start.pos() < l.at) else {
+                return Ok((own.parts, own.next));
+            };
+            let at = link.at.min(end);
+            let (mut parts, mut next) =
+                self.view(backend, link.source.clone(), start, at, max, whole).await?;
+            let taken: usize = parts.iter().map(Bytes::len).sum();
+            if next == Offset::at(link.at) && link.at < end && taken < max {
+                // Past the fork point only whole records join what the source gave.
+                let rest = with_store!(backend, s => s.read_range(&name, next, end, max - taken, whole || taken > 0).await)?;
+                parts.extend(rest.parts);
+                next = rest.next;
+            }
+            Ok((parts, next))
+        })
+    }
+
+    async fn create_resolved(
+        &self,
+        name: &str,
+        req: CreateRequest,
+        payload: Payload,
+        fork: Option<ForkOf>,
+        now: UnixMs,
+    ) -> Result<Created> {
         let (ready, expiry, name) = (self.ready.clone(), self.expiry.clone(), name.to_owned());
         detached(async move {
             let backend = ready.backend()?;
-            let created = with_store!(backend, s => s.create(&name, &req, payload, now).await)?;
-            if let Created::New(info) = &created
+            let created = with_store!(backend, s => s.create(&name, &req, payload, fork.as_ref(), now).await)?;            if let Created::New(info) = &created
                 && let Some(at) = ttl::deadline(info.expiry, now)
             {
                 expiry.schedule(at, &name, info.incarnation);
@@ -344,7 +507,19 @@ impl Engine {
     ) -> Result<ReadChunk> {
         let max = max_bytes.min(self.config.read_chunk_bytes);
         let now = self.clock.now_ms();
-        with_store!(self.backend()?, s => s.read(name, from, max, now).await)
+        let backend = self.backend()?;
+        let chunk = with_store!(backend, s => s.read(name, from, max, now).await)?;
+        // A fork's inherited range: stitched from its sources, then its own data.
+        match &chunk.info.fork {
+            Some(link) if chunk.start.pos() < link.at => {
+                let tail = chunk.info.tail;
+                let (parts, next) = self
+                    .view(backend, Arc::from(name), chunk.start, tail.pos(), max, false)
+                    .await?;
+                Ok(ReadChunk { parts, next, up_to_date: next == tail, ..chunk })
+            }
+            _ => Ok(chunk),
+        }
     }
 
     /// Metadata (§5.5). Does not renew a sliding TTL.
@@ -471,4 +646,9 @@ fn log_report(dir: &Path, report: &Report) {
         leftovers_removed = report.removed.len(),
         "recovered data directory"
     );
+}
+
+/// A count that indexes memory: always fits on the platforms we build for.
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }

@@ -67,6 +67,15 @@ pub enum Error {
     Unavailable(&'static str),
     /// The storage failed or holds damaged data; the message is for the server log.
     Storage(String),
+    /// The stream was deleted while forks still read its data (§4.2 soft delete): gone for
+    /// every direct operation.
+    Gone,
+    /// A fork's source was deleted while other forks still read its data.
+    SourceDeleted,
+    /// `Stream-Fork-Sub-Offset` names a position past the data after the fork offset.
+    SubOffsetOvershoot,
+    /// This storage mode cannot do what was asked (the message says what).
+    Unsupported(&'static str),
 }
 
 /// Shorthand for engine results.
@@ -106,6 +115,16 @@ impl fmt::Display for Error {
             Error::OffsetUnknown => f.write_str("offset does not name a position in this stream"),
             Error::Unavailable(why) => f.write_str(why),
             Error::Storage(why) => write!(f, "storage failure: {why}"),
+            Error::Gone => f.write_str(
+                "stream was deleted; its data is kept only for the streams forked from it",
+            ),
+            Error::SourceDeleted => {
+                f.write_str("the fork source was deleted; it can no longer be forked")
+            }
+            Error::SubOffsetOvershoot => f.write_str(
+                "Stream-Fork-Sub-Offset goes past the data that follows Stream-Fork-Offset",
+            ),
+            Error::Unsupported(what) => f.write_str(what),
         }
     }
 }

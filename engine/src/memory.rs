@@ -28,7 +28,7 @@ use crate::payload::Payload;
 use crate::rules::{self, Plan, WriterState};
 use crate::store::{
     AppendKind, AppendRequest, Appended, ContentType, CreateRequest, Created, Expiry, ExpiryCheck,
-    ReadChunk, Store, StreamInfo,
+    ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
 };
 
 /// The tail block is sealed (made immutable and shareable) once it holds this many bytes.
@@ -62,6 +62,8 @@ struct MemStream {
     last_access_ms: AtomicU64,
     inner: Mutex<Inner>,
     signal: TailSignal,
+    /// For a fork: its source and where it diverges (its log starts there).
+    fork: Option<ForkOf>,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +75,22 @@ struct Inner {
     removed: bool,
     /// Bytes charged to the store's memory account for this stream, returned on removal.
     charged: u64,
+    /// Forks whose inherited data this stream serves.
+    refs: u64,
+    /// Deleted (or expired) while forks still refer to it: gone for direct operations, kept
+    /// for them, removed when the last one goes (§4.2).
+    soft_deleted: bool,
+}
+
+/// What [`MemoryStore::remove_if`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removal {
+    /// Nothing: the stream is gone, another incarnation, or the condition failed.
+    None,
+    /// Forks still read it: soft-deleted.
+    Soft,
+    /// Removed, and its reference on its own source given back.
+    Hard,
 }
 
 /// How a record larger than a read's chunk may be cut.
@@ -89,6 +107,8 @@ enum Split {
 /// The bytes of one stream and its record boundaries.
 #[derive(Debug, Default)]
 struct MemLog {
+    /// Position of the first byte: 0, or a fork's divergence point.
+    base: u64,
     /// Sealed blocks with the position of their first byte, ascending and contiguous.
     blocks: Vec<(u64, Bytes)>,
     active_start: u64,
@@ -98,6 +118,11 @@ struct MemLog {
 }
 
 impl MemLog {
+    /// An empty log whose first byte will be at `base`.
+    fn starting_at(base: u64) -> MemLog {
+        MemLog { base, active_start: base, ..MemLog::default() }
+    }
+
     fn tail(&self) -> u64 {
         self.active_start + self.active.len() as u64
     }
@@ -133,14 +158,15 @@ impl MemLog {
     }
 
     fn is_record_boundary(&self, pos: u64) -> bool {
-        pos == 0 || self.record_ends.binary_search(&pos).is_ok()
+        pos == self.base || self.record_ends.binary_search(&pos).is_ok()
     }
 
     /// The end of a chunk starting at `from` holding at most `max` bytes, on a record boundary
     /// where possible. A record larger than `max` is returned whole for [`Split::Never`];
     /// otherwise it is split at `max`, for [`Split::Utf8`] moved back to the start of a UTF-8
     /// sequence so that text read in chunks (SSE events) never has a character cut in two.
-    fn chunk_end(&self, from: u64, max: usize, split: Split) -> u64 {
+    /// With `whole`, a record larger than `max` is not returned at all (the chunk is empty).
+    fn chunk_end(&self, from: u64, max: usize, split: Split, whole: bool) -> u64 {
         let tail = self.tail();
         if from >= tail {
             return from;
@@ -151,6 +177,9 @@ impl MemLog {
         let next_end = self.record_ends.get(first).copied().unwrap_or(tail);
         if fits > first {
             return self.record_ends[fits - 1];
+        }
+        if whole {
+            return from;
         }
         let end = limit.min(next_end);
         match split {
@@ -238,6 +267,31 @@ impl MemStream {
         }
     }
 
+    /// Where a chunk of at most `max` bytes from `start` ends, stopping at `end`: checks that
+    /// `start` is a message boundary in a JSON stream, and cuts an oversized record by the
+    /// stream's rule (or, with `whole`, leaves it out).
+    fn chunk_end(
+        &self,
+        log: &MemLog,
+        start: u64,
+        end: u64,
+        max: usize,
+        whole: bool,
+    ) -> Result<u64> {
+        let json = self.content_type.is_json();
+        if json && !log.is_record_boundary(start) {
+            return Err(Error::OffsetUnknown);
+        }
+        let split = if json {
+            Split::Never
+        } else if self.content_type.is_text() {
+            Split::Utf8
+        } else {
+            Split::Bytes
+        };
+        Ok(log.chunk_end(start, max, split, whole).min(end))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-applied append: the log and the
         // writer state are updated after every check has passed. So a poisoned lock is safe.
@@ -251,6 +305,7 @@ impl MemStream {
             expiry: self.expiry,
             tail: Offset::at(inner.log.tail()),
             closed: inner.writer.closed,
+            fork: self.fork.as_ref().map(|f| f.link.clone()),
         }
     }
 
@@ -287,13 +342,18 @@ impl MemoryStore {
         &self.shards[to_usize(hash) & (MAP_SHARDS - 1)]
     }
 
-    /// The live stream by that name, removing it first if it has expired.
+    fn get(&self, name: &str) -> Option<Arc<MemStream>> {
+        let map = self.shard(name).read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(name).cloned()
+    }
+
+    /// The live stream by that name: not soft-deleted ([`Error::Gone`]), and removed (or
+    /// soft-deleted) first if it has expired.
     fn live(&self, name: &str, now: UnixMs) -> Result<Arc<MemStream>> {
-        let stream = {
-            let map = self.shard(name).read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.get(name).cloned()
-        };
-        let stream = stream.ok_or(Error::NotFound)?;
+        let stream = self.get(name).ok_or(Error::NotFound)?;
+        if stream.lock().soft_deleted {
+            return Err(Error::Gone);
+        }
         if stream.expired(now) {
             // Decided again under the locks: a write may have renewed the TTL meanwhile.
             self.remove_if(name, stream.incarnation, |s| s.expired(now));
@@ -303,28 +363,79 @@ impl MemoryStore {
     }
 
     /// Removes the stream if it is still the given incarnation and `condition` holds under its
-    /// lock; true if it did. Deciding under the lock matters for expiry: an append that
-    /// renewed a sliding TTL holds the lock while it does, so it either lands before the
-    /// check (and the stream stays) or after the removal (and is refused, never acknowledged
-    /// and then lost).
+    /// lock. Deciding under the lock matters for expiry: an append that renewed a sliding TTL
+    /// holds the lock while it does, so it either lands before the check (and the stream
+    /// stays) or after the removal (and is refused, never acknowledged and then lost).
+    ///
+    /// A stream that forks still read is soft-deleted instead (§4.2); a removed fork gives
+    /// its reference on its source back.
     fn remove_if(
         &self,
         name: &str,
         incarnation: u64,
         condition: impl Fn(&MemStream) -> bool,
-    ) -> bool {
-        let mut map = self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(stream) = map.get(name).filter(|s| s.incarnation == incarnation).cloned() else {
-            return false;
+    ) -> Removal {
+        let source = {
+            let mut map =
+                self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(stream) = map.get(name).filter(|s| s.incarnation == incarnation).cloned()
+            else {
+                return Removal::None;
+            };
+            let mut inner = stream.lock();
+            if inner.removed || inner.soft_deleted || !condition(&stream) {
+                return Removal::None;
+            }
+            if inner.refs > 0 {
+                inner.soft_deleted = true;
+                // Its own readers stop; its forks read its data without it.
+                stream.signal.publish_gone();
+                return Removal::Soft;
+            }
+            map.remove(name);
+            drop(map);
+            self.retire(&stream, &mut inner);
+            stream.fork.as_ref().map(|f| f.link.source.clone())
         };
-        let mut inner = stream.lock();
-        if inner.removed || !condition(&stream) {
-            return false;
+        if let Some(source) = source {
+            self.release(&source);
         }
-        map.remove(name);
-        drop(map);
-        self.retire(&stream, &mut inner);
-        true
+        Removal::Hard
+    }
+
+    /// Takes a reference on a fork's source, so that it outlives a delete while the fork
+    /// reads it.
+    fn acquire(&self, source: &str, now: UnixMs) -> Result<()> {
+        let stream = self.get(source).ok_or(Error::NotFound)?;
+        let mut inner = stream.lock();
+        if inner.removed || stream.expired(now) {
+            return Err(Error::NotFound);
+        }
+        if inner.soft_deleted {
+            return Err(Error::SourceDeleted);
+        }
+        inner.refs += 1;
+        Ok(())
+    }
+
+    /// Gives a fork's reference on its source back: a soft-deleted source left without forks
+    /// is removed, and so on up the chain (§4.2 cascading cleanup).
+    fn release(&self, source: &str) {
+        let mut next: Option<Arc<str>> = Some(Arc::from(source));
+        while let Some(name) = next.take() {
+            let mut map =
+                self.shard(&name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A name with forks is never removed nor re-created: this is the source.
+            let Some(stream) = map.get(&*name).cloned() else { return };
+            let mut inner = stream.lock();
+            inner.refs = inner.refs.saturating_sub(1);
+            if inner.refs == 0 && inner.soft_deleted && !inner.removed {
+                map.remove(&*name);
+                drop(map);
+                self.retire(&stream, &mut inner);
+                next = stream.fork.as_ref().map(|f| f.link.source.clone());
+            }
+        }
     }
 
     /// Marks a stream that left the map as removed, frees its bytes and wakes its readers.
@@ -378,46 +489,85 @@ impl MemoryStore {
         name: &str,
         req: &CreateRequest,
         payload: Payload,
+        fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> Result<Created> {
-        let mut map = self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(existing) = map.get(name).cloned() {
-            let mut inner = existing.lock();
-            if existing.expired(now) {
-                map.remove(name);
-                self.retire(&existing, &mut inner);
-            } else {
-                let same = rules::same_config(
-                    &existing.content_type,
-                    existing.expiry,
-                    inner.writer.closed,
-                    req,
-                );
+        // A fork takes its reference on the source before the target's map shard is locked
+        // (the two may share it), and gives it back unless the fork is new.
+        if let Some(f) = fork {
+            self.acquire(&f.link.source, now)?;
+        }
+        let created = self.create_new(name, req, payload, fork, now);
+        if let Some(f) = fork
+            && !matches!(created, Ok(Created::New(_)))
+        {
+            self.release(&f.link.source);
+        }
+        created
+    }
+
+    fn create_new(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        fork: Option<&ForkOf>,
+        now: UnixMs,
+    ) -> Result<Created> {
+        loop {
+            let mut map =
+                self.shard(name).write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(existing) = map.get(name).cloned() {
+                let inner = existing.lock();
+                if inner.soft_deleted {
+                    // Its forks still read it: the name is not free (§4.2).
+                    return Err(Error::ConfigMismatch);
+                }
+                if existing.expired(now) {
+                    drop(inner);
+                    drop(map);
+                    self.remove_if(name, existing.incarnation, |s| s.expired(now));
+                    continue;
+                }
+                let same_fork = match (&existing.fork, fork) {
+                    (None, None) => true,
+                    (Some(had), Some(asked)) => had.same_request(asked),
+                    _ => false,
+                };
+                let same = same_fork
+                    && rules::same_config(
+                        &existing.content_type,
+                        existing.expiry,
+                        inner.writer.closed,
+                        req,
+                    );
                 return if same {
                     Ok(Created::Existing(existing.info(&inner)))
                 } else {
                     Err(Error::ConfigMismatch)
                 };
             }
+            self.check_stream_size(0, payload.len())?;
+            let charged = STREAM_OVERHEAD_BYTES + name.len() as u64 + data_cost(&payload);
+            self.charge(charged)?;
+            let base = fork.map_or(0, |f| f.link.at);
+            let mut inner = Inner { charged, log: MemLog::starting_at(base), ..Inner::default() };
+            inner.log.append(payload);
+            inner.writer.closed = req.closed;
+            let tail = Tail { next: Offset::at(inner.log.tail()), closed: req.closed, gone: false };
+            let stream = Arc::new(MemStream {
+                incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
+                content_type: req.content_type.clone(),
+                expiry: req.expiry,
+                last_access_ms: AtomicU64::new(now),
+                signal: TailSignal::new(tail),
+                inner: Mutex::new(inner),
+                fork: fork.cloned(),
+            });
+            let info = stream.info(&stream.lock());
+            map.insert(Arc::from(name), stream);
+            return Ok(Created::New(info));
         }
-        self.check_stream_size(0, payload.len())?;
-        let charged = STREAM_OVERHEAD_BYTES + name.len() as u64 + data_cost(&payload);
-        self.charge(charged)?;
-        let mut inner = Inner { charged, ..Inner::default() };
-        inner.log.append(payload);
-        inner.writer.closed = req.closed;
-        let tail = Tail { next: Offset::at(inner.log.tail()), closed: req.closed, gone: false };
-        let stream = Arc::new(MemStream {
-            incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
-            content_type: req.content_type.clone(),
-            expiry: req.expiry,
-            last_access_ms: AtomicU64::new(now),
-            signal: TailSignal::new(tail),
-            inner: Mutex::new(inner),
-        });
-        let info = stream.info(&stream.lock());
-        map.insert(Arc::from(name), stream);
-        Ok(Created::New(info))
     }
 
     pub(crate) fn append_now(
@@ -496,26 +646,55 @@ impl MemoryStore {
                 offset.pos()
             }
         };
-        let json = stream.content_type.is_json();
-        if json && !inner.log.is_record_boundary(start) {
-            return Err(Error::OffsetUnknown);
+        let at = Offset::at(start);
+        if start < inner.log.base {
+            // Inherited data: the engine reads it from the source.
+            return Ok(ReadChunk {
+                info: stream.info(&inner),
+                start: at,
+                next: at,
+                parts: Vec::new(),
+                up_to_date: false,
+            });
         }
-        let split = if json {
-            Split::Never
-        } else if stream.content_type.is_text() {
-            Split::Utf8
-        } else {
-            Split::Bytes
-        };
-        let end = inner.log.chunk_end(start, max_bytes, split);
+        let end = stream.chunk_end(&inner.log, start, tail, max_bytes, false)?;
         let parts = inner.log.slice(start, end);
         Ok(ReadChunk {
             info: stream.info(&inner),
-            start: Offset::at(start),
+            start: at,
             next: Offset::at(end),
             parts,
             up_to_date: end == tail,
         })
+    }
+
+    pub(crate) fn read_range_now(
+        &self,
+        name: &str,
+        from: Offset,
+        end: u64,
+        max_bytes: usize,
+        whole: bool,
+    ) -> Result<RangeRead> {
+        let stream = self.get(name).ok_or(Error::NotFound)?;
+        let inner = stream.lock();
+        if inner.removed {
+            return Err(Error::NotFound);
+        }
+        if from.sub() != 0 {
+            return Err(Error::OffsetUnknown);
+        }
+        let start = from.pos();
+        if start < inner.log.base {
+            let fork = stream.fork.as_ref().map(|f| f.link.clone());
+            return Ok(RangeRead { parts: Vec::new(), next: from, fork });
+        }
+        let end = end.min(inner.log.tail());
+        if start > end {
+            return Err(Error::OffsetBeyondTail);
+        }
+        let stop = stream.chunk_end(&inner.log, start, end, max_bytes, whole)?;
+        Ok(RangeRead { parts: inner.log.slice(start, stop), next: Offset::at(stop), fork: None })
     }
 
     pub(crate) fn head_now(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
@@ -529,10 +708,10 @@ impl MemoryStore {
 
     pub(crate) fn delete_now(&self, name: &str, now: UnixMs) -> Result<u64> {
         let stream = self.live(name, now)?;
-        if self.remove_if(name, stream.incarnation, |_| true) {
-            Ok(stream.incarnation)
-        } else {
-            Err(Error::NotFound)
+        match self.remove_if(name, stream.incarnation, |_| true) {
+            Removal::Soft | Removal::Hard => Ok(stream.incarnation),
+            Removal::None if stream.lock().soft_deleted => Err(Error::Gone),
+            Removal::None => Err(Error::NotFound),
         }
     }
 
@@ -555,7 +734,7 @@ impl MemoryStore {
         match stream.deadline(now) {
             None => ExpiryCheck::Missing,
             Some(deadline) if now < deadline => ExpiryCheck::Later(deadline),
-            Some(_) if self.remove_if(name, incarnation, |s| s.expired(now)) => {
+            Some(_) if self.remove_if(name, incarnation, |s| s.expired(now)) != Removal::None => {
                 ExpiryCheck::Removed
             }
             // Renewed in the meantime (or gone): look again later.
@@ -577,9 +756,10 @@ impl Store for MemoryStore {
         name: &str,
         req: &CreateRequest,
         payload: Payload,
+        fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> impl Future<Output = Result<Created>> + Send {
-        std::future::ready(self.create_now(name, req, payload, now))
+        std::future::ready(self.create_now(name, req, payload, fork, now))
     }
 
     fn append(
@@ -600,6 +780,17 @@ impl Store for MemoryStore {
         now: UnixMs,
     ) -> impl Future<Output = Result<ReadChunk>> + Send {
         std::future::ready(self.read_now(name, from, max_bytes, now))
+    }
+
+    fn read_range(
+        &self,
+        name: &str,
+        from: Offset,
+        end: u64,
+        max_bytes: usize,
+        whole: bool,
+    ) -> impl Future<Output = Result<RangeRead>> + Send {
+        std::future::ready(self.read_range_now(name, from, end, max_bytes, whole))
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
@@ -641,7 +832,7 @@ mod tests {
     }
 
     fn read(log: &MemLog, from: u64, max: usize, whole: bool) -> Vec<u8> {
-        let end = log.chunk_end(from, max, if whole { Split::Never } else { Split::Bytes });
+        let end = log.chunk_end(from, max, if whole { Split::Never } else { Split::Bytes }, false);
         log.slice(from, end).concat()
     }
 
@@ -676,7 +867,7 @@ mod tests {
             let mut from = 0;
             let mut out = String::new();
             while from < tail {
-                let end = log.chunk_end(from, max, Split::Utf8);
+                let end = log.chunk_end(from, max, Split::Utf8, false);
                 assert!(end > from, "progress");
                 let piece = log.slice(from, end).concat();
                 if max >= 4 {

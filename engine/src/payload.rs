@@ -52,6 +52,24 @@ impl Payload {
         self.bytes.is_empty()
     }
 
+    /// This payload's records followed by `next`'s.
+    #[must_use]
+    pub fn then(self, next: Payload) -> Payload {
+        if self.is_empty() {
+            return next;
+        }
+        if next.is_empty() {
+            return self;
+        }
+        let shift = self.len();
+        let mut bytes = Vec::with_capacity(self.bytes.len() + next.bytes.len());
+        bytes.extend_from_slice(&self.bytes);
+        bytes.extend_from_slice(&next.bytes);
+        let mut record_ends = self.record_ends;
+        record_ends.extend(next.record_ends.iter().map(|e| e + shift));
+        Payload { bytes: Bytes::from(bytes), record_ends }
+    }
+
     /// Number of records (messages for JSON streams).
     #[must_use]
     pub fn record_count(&self) -> usize {

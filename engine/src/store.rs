@@ -138,6 +138,67 @@ impl AppendRequest {
     }
 }
 
+/// `PUT` with `Stream-Forked-From` (§4.2): the fork part of a create, as the client sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkRequest {
+    /// The source stream's name.
+    pub source: String,
+    /// `Stream-Fork-Offset`; the source's tail when absent.
+    pub offset: Option<Offset>,
+    /// `Stream-Fork-Sub-Offset`: bytes (or JSON messages) past `offset` the fork also inherits;
+    /// 0 when absent.
+    pub sub: u64,
+    /// Whether the request named a content type (else the fork takes the source's).
+    pub content_type_given: bool,
+}
+
+/// A fork's link to its source: the fork shares the source's offset space, and its reads of
+/// positions before `at` are served by the source (whatever the source's own state then:
+/// data before `at` never changes, and the source is kept while forks refer to it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkLink {
+    /// The source stream's name.
+    pub source: Arc<str>,
+    /// Where the fork's own data starts: the source's data before it is the fork's.
+    pub at: u64,
+}
+
+/// A fork as the engine resolved it, handed to a store's `create`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkOf {
+    /// Where the fork reads its inherited data.
+    pub link: ForkLink,
+    /// The `Stream-Fork-Offset` asked for (`None`: the source's tail), kept so that a
+    /// re-created fork is compared with what was asked, not with what it resolved to.
+    pub requested_offset: Option<Offset>,
+    /// The `Stream-Fork-Sub-Offset` asked for (0: none).
+    pub requested_sub: u64,
+}
+
+impl ForkOf {
+    /// Whether a request to create this fork again is the same fork (§4.2: same source, same
+    /// fork offset when one is given, same sub-offset).
+    #[must_use]
+    pub fn same_request(&self, other: &ForkOf) -> bool {
+        self.link.source == other.link.source
+            && (other.requested_offset.is_none()
+                || other.requested_offset == self.requested_offset
+                || other.requested_offset.map(Offset::pos) == Some(self.link.at))
+            && self.requested_sub == other.requested_sub
+    }
+}
+
+/// One bounded piece of what a stream stores in a range, for stitching fork reads.
+#[derive(Clone, Debug, Default)]
+pub struct RangeRead {
+    /// The stored bytes of `start..next`.
+    pub parts: Vec<Bytes>,
+    /// Where the piece ends.
+    pub next: Offset,
+    /// Set when the range starts before the stream's own data: read the source first.
+    pub fork: Option<ForkLink>,
+}
+
 /// A stream's metadata, as `HEAD` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamInfo {
@@ -151,6 +212,9 @@ pub struct StreamInfo {
     pub tail: Offset,
     /// Whether the stream is closed.
     pub closed: bool,
+    /// For a fork: where its inherited data comes from. Not shown to clients (forks are
+    /// transparent); the engine uses it to stitch reads.
+    pub fork: Option<ForkLink>,
 }
 
 /// The result of a create.
@@ -252,6 +316,7 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         req: &CreateRequest,
         payload: Payload,
+        fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> impl Future<Output = Result<Created>> + Send;
 
@@ -281,6 +346,22 @@ pub trait Store: Send + Sync + 'static {
         max_bytes: usize,
         now: UnixMs,
     ) -> impl Future<Output = Result<ReadChunk>> + Send;
+
+    /// Reads at most `max_bytes` of what `name` itself stores in `from..end`, for stitching a
+    /// fork's view: no TTL renewal, and a stream deleted while forks still refer to it is read
+    /// as usual. With `whole`, only whole records that fit (possibly none). A range that
+    /// starts before a fork's own data returns nothing but the fork's link.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`], [`crate::Error::OffsetUnknown`], storage errors.
+    fn read_range(
+        &self,
+        name: &str,
+        from: Offset,
+        end: u64,
+        max_bytes: usize,
+        whole: bool,
+    ) -> impl Future<Output = Result<RangeRead>> + Send;
 
     /// Metadata, without renewing a sliding TTL.
     ///

@@ -65,6 +65,7 @@ impl StreamCore {
             expiry: self.meta.expiry,
             tail: Offset::at(end),
             closed,
+            fork: None,
         }
     }
 

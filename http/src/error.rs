@@ -134,6 +134,16 @@ impl From<Error> for ApiError {
             Error::OffsetBeyondTail | Error::OffsetUnknown => {
                 ApiError::new(StatusCode::BAD_REQUEST, "INVALID_OFFSET", detail)
             }
+            Error::Gone => ApiError::new(StatusCode::GONE, "STREAM_DELETED", detail),
+            Error::SourceDeleted => {
+                ApiError::new(StatusCode::CONFLICT, "FORK_SOURCE_DELETED", detail)
+            }
+            Error::SubOffsetOvershoot => {
+                ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SUB_OFFSET", detail)
+            }
+            Error::Unsupported(_) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", detail)
+            }
             // The engine may grow variants; none of them may become a panic or leak detail.
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error"),
         }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
-use ds_engine::{ContentType, Expiry, MAX_PRODUCER_NUMBER, ProducerClaim, ProducerRequest};
+use ds_engine::{
+    ContentType, Expiry, ForkRequest, MAX_PRODUCER_NUMBER, ProducerClaim, ProducerRequest,
+};
 
 use crate::error::ApiError;
 use crate::rfc3339;
@@ -194,12 +196,52 @@ pub fn producer(headers: &HeaderMap) -> Result<Option<ProducerRequest>, ApiError
     Ok(Some(ProducerRequest { id: Arc::from(id), claim }))
 }
 
-/// Whether the request asks to fork (any of the fork headers is present).
-#[must_use]
-pub fn wants_fork(headers: &HeaderMap) -> bool {
-    headers.contains_key(STREAM_FORKED_FROM)
-        || headers.contains_key(STREAM_FORK_OFFSET)
-        || headers.contains_key(STREAM_FORK_SUB_OFFSET)
+/// The fork headers of a `PUT` (§4.2): `None` without `Stream-Forked-From`. The source is a
+/// stream path on this server (`/v1/stream/...`); the fork offset a token this server minted;
+/// the sub-offset a decimal integer without sign or leading zeros.
+///
+/// # Errors
+/// 400 for a malformed value, or a fork offset or sub-offset without `Stream-Forked-From`.
+pub fn fork(
+    headers: &HeaderMap,
+    content_type_given: bool,
+) -> Result<Option<ForkRequest>, ApiError> {
+    let from = single(headers, &STREAM_FORKED_FROM)?;
+    let offset = single(headers, &STREAM_FORK_OFFSET)?;
+    let sub = single(headers, &STREAM_FORK_SUB_OFFSET)?;
+    let Some(from) = from else {
+        if offset.is_some() || sub.is_some() {
+            return Err(ApiError::bad_request(
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
+            ));
+        }
+        return Ok(None);
+    };
+    if !from.starts_with(crate::name::STREAM_PREFIX) {
+        return Err(ApiError::bad_request(
+            "Stream-Forked-From must be the path of a stream on this server, like /v1/stream/name",
+        ));
+    }
+    let source = crate::name::parse(from)?;
+    let offset = offset
+        .map(|o| {
+            ds_engine::Offset::parse(o).ok_or_else(|| {
+                ApiError::bad_request("Stream-Fork-Offset must be an offset this server returned")
+            })
+        })
+        .transpose()?;
+    let sub = sub
+        .map(|v| {
+            strict_uint(v, u64::MAX).ok_or_else(|| {
+                ApiError::bad_request(
+                    "Stream-Fork-Sub-Offset must be a non-negative integer without sign or \
+                     leading zeros",
+                )
+            })
+        })
+        .transpose()?
+        .unwrap_or(0);
+    Ok(Some(ForkRequest { source, offset, sub, content_type_given }))
 }
 
 /// A header value from a number, without going through a `String`.

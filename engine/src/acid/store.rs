@@ -47,10 +47,13 @@ use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::rules::{self, Effect, Plan, WriterState};
 use crate::store::{
-    AppendKind, AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ReadChunk,
-    Store, StreamInfo,
+    AppendKind, AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkOf,
+    RangeRead, ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::StreamCore;
+
+/// What a fork request gets in this mode until forks land in the persistent stores.
+const FORKS_UNSUPPORTED: &str = "stream forking is not available in this storage mode yet";
 
 /// What writes get once the store is poisoned.
 const POISONED: &str = "writes are stopped after a storage failure; see the server log";
@@ -699,8 +702,12 @@ impl Store for AcidStore {
         name: &str,
         req: &CreateRequest,
         payload: Payload,
+        fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> Result<Created> {
+        if fork.is_some() {
+            return Err(Error::Unsupported(FORKS_UNSUPPORTED));
+        }
         let inner = &self.inner;
         let index = inner.shard_index(name);
         let shard = &inner.shards[index];
@@ -910,6 +917,18 @@ impl Store for AcidStore {
         let split = Split::for_type(&stream.meta.content_type);
         let (parts, next) = chunk_of(units, start, max_bytes, split);
         Ok(ReadChunk { info, start: at, next: Offset::at(next), parts, up_to_date: next == end })
+    }
+
+    async fn read_range(
+        &self,
+        _name: &str,
+        _from: Offset,
+        _end: u64,
+        _max_bytes: usize,
+        _whole: bool,
+    ) -> Result<RangeRead> {
+        // Only forks and their sources are read by range, and this mode creates no forks.
+        Err(Error::Unsupported(FORKS_UNSUPPORTED))
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {

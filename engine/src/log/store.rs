@@ -41,10 +41,13 @@ use crate::payload::Payload;
 use crate::producer::ProducerClaim;
 use crate::rules::{self, Effect, Plan, WriterState};
 use crate::store::{
-    AppendKind, AppendRequest, Appended, CreateRequest, Created, ExpiryCheck, ReadChunk, Store,
-    StreamInfo,
+    AppendKind, AppendRequest, Appended, CreateRequest, Created, ExpiryCheck, ForkOf, RangeRead,
+    ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::StreamCore;
+
+/// What a fork request gets in this mode until forks land in the persistent stores.
+const FORKS_UNSUPPORTED: &str = "stream forking is not available in this storage mode yet";
 
 /// What an acknowledged write survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -863,8 +866,12 @@ impl Store for FileStore {
         name: &str,
         req: &CreateRequest,
         payload: Payload,
+        fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> Result<Created> {
+        if fork.is_some() {
+            return Err(Error::Unsupported(FORKS_UNSUPPORTED));
+        }
         let inner = &self.inner;
         let _writes = inner.shard(name).writes.lock().await;
         if let Some(existing) = inner.get(name) {
@@ -1145,6 +1152,18 @@ impl Store for FileStore {
         };
         let (parts, next) = assemble(&pieces, start, max_bytes, split)?;
         Ok(ReadChunk { info, start, next, parts, up_to_date: next == Offset::at(end) })
+    }
+
+    async fn read_range(
+        &self,
+        _name: &str,
+        _from: Offset,
+        _end: u64,
+        _max_bytes: usize,
+        _whole: bool,
+    ) -> Result<RangeRead> {
+        // Only forks and their sources are read by range, and this mode creates no forks.
+        Err(Error::Unsupported(FORKS_UNSUPPORTED))
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {

@@ -1,4 +1,4 @@
-//! `PUT /v1/stream/{name}`: create a stream (§5.1).
+//! `PUT /v1/stream/{name}`: create a stream (§5.1), or fork one (§4.2).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -12,20 +12,24 @@ use crate::{body, headers, name, respond};
 /// Creates a stream: 201 when new, 200 when an identical one exists, 409 otherwise.
 ///
 /// # Errors
-/// 400 for malformed headers or name, 409 for a different existing stream, 413, 501 for forks.
+/// 400 for malformed headers or name, 404 for a missing fork source, 409 for a different
+/// existing stream (or a deleted or mismatched fork source), 413; 501 for a fork in a mode
+/// that has none yet.
 pub async fn create(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let name = name::parse(parts.uri.path())?;
-    if headers::wants_fork(&parts.headers) {
-        return Err(ApiError::not_implemented("stream forking is not supported yet"));
-    }
-    let content_type = headers::content_type(&parts.headers)?
-        .unwrap_or_else(|| ContentType::new(headers::DEFAULT_CONTENT_TYPE));
+    let content_type = headers::content_type(&parts.headers)?;
+    let fork = headers::fork(&parts.headers, content_type.is_some())?;
+    let content_type =
+        content_type.unwrap_or_else(|| ContentType::new(headers::DEFAULT_CONTENT_TYPE));
     let expiry = headers::expiry(&parts.headers)?;
     let closed = headers::stream_closed(&parts.headers);
     let body = body::collect(&parts.headers, body, &app.body_limits).await?;
     let req = CreateRequest { content_type, expiry, closed, body: body.bytes.clone() };
-    let created = app.engine.create(&name, req).await?;
+    let created = match fork {
+        Some(fork) => app.engine.fork(&name, req, fork).await?,
+        None => app.engine.create(&name, req).await?,
+    };
     drop(body);
     let (status, info) = match created {
         Created::New(info) => (StatusCode::CREATED, info),

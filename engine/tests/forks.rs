@@ -1,0 +1,150 @@
+//! Forks (§4.2) through the engine's public API, with the memory store: a fork reads exactly
+//! like a plain stream holding the same appends (same chunks, same offsets, from any record
+//! boundary, through any depth of forks), inherited data costs the fork nothing, and deletes
+//! soft-delete and cascade as the protocol says.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ds_engine::{
+    AppendRequest, ContentType, CreateRequest, Created, Engine, EngineConfig, Error, Expiry,
+    ForkRequest, ManualClock, Offset, ReadFrom,
+};
+use proptest::prelude::*;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn engine(chunk: usize) -> (Engine, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let config = EngineConfig { read_chunk_bytes: chunk, ..EngineConfig::default() };
+    (Engine::open_with_clock(config, Arc::new(clock.clone())).unwrap(), clock)
+}
+
+fn create(ct: &str) -> CreateRequest {
+    CreateRequest {
+        content_type: ContentType::new(ct),
+        expiry: Expiry::Never,
+        closed: false,
+        body: Bytes::new(),
+    }
+}
+
+fn fork_of(source: &str, offset: Option<Offset>, sub: u64) -> ForkRequest {
+    ForkRequest { source: source.into(), offset, sub, content_type_given: false }
+}
+
+fn body(json: bool, record: &[u8]) -> Bytes {
+    if json {
+        let items: Vec<String> = record.iter().map(u8::to_string).collect();
+        Bytes::from(format!("[{}]", items.join(",")))
+    } else {
+        Bytes::copy_from_slice(record)
+    }
+}
+
+/// Every chunk of `name` read from `from` with chunk size `max`: (start, next, bytes).
+async fn chunks(
+    engine: &Engine,
+    name: &str,
+    from: Offset,
+    max: usize,
+) -> Vec<(Offset, Offset, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = ReadFrom::At(from);
+    loop {
+        let c = engine.read_at_most(name, at, max).await.unwrap();
+        out.push((c.start, c.next, c.parts.concat()));
+        if c.up_to_date {
+            return out;
+        }
+        assert!(c.next > c.start, "progress");
+        at = ReadFrom::At(c.next);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A chain of forks, each at a record boundary of its source's view, reads chunk for chunk
+    /// (same bytes, same offsets, from every record boundary, any chunk size) like a plain
+    /// stream that received the same appends.
+    #[test]
+    fn forks_read_like_plain_streams(
+        json in any::<bool>(),
+        levels in prop::collection::vec(
+            (
+                prop::collection::vec(prop::collection::vec(1u8..255, 1..12), 0..5),
+                any::<prop::sample::Index>(),
+            ),
+            1..4,
+        ),
+        max in 1usize..40,
+    ) {
+        block_on(async {
+            let (engine, _) = engine(64);
+            let ct = if json { "application/json" } else { "application/octet-stream" };
+            // The appends each level shows, with the tail after each.
+            let mut view: Vec<(Vec<u8>, Offset)> = Vec::new();
+            for (level, (records, cut)) in levels.iter().enumerate() {
+                let this = format!("level{level}");
+                if level == 0 {
+                    engine.create(&this, create(ct)).await.unwrap();
+                } else {
+                    view.truncate(cut.index(view.len() + 1));
+                    let at = view.last().map_or(Offset::ZERO, |(_, tail)| *tail);
+                    let req = fork_of(&format!("level{}", level - 1), Some(at), 0);
+                    engine.fork(&this, create(ct), req).await.unwrap();
+                }
+                for record in records {
+                    let req = AppendRequest::data(ct, body(json, record));
+                    let done = engine.append(&this, req).await.unwrap();
+                    view.push((record.clone(), done.tail));
+                }
+                let plain = format!("plain{level}");
+                engine.create(&plain, create(ct)).await.unwrap();
+                for (record, tail) in &view {
+                    let req = AppendRequest::data(ct, body(json, record));
+                    prop_assert_eq!(engine.append(&plain, req).await.unwrap().tail, *tail);
+                }
+                let tail = engine.head(&this).await.unwrap().tail;
+                prop_assert_eq!(tail, engine.head(&plain).await.unwrap().tail);
+                let starts = std::iter::once(Offset::ZERO).chain(view.iter().map(|(_, t)| *t));
+                for from in starts {
+                    let got = chunks(&engine, &this, from, max).await;
+                    let want = chunks(&engine, &plain, from, max).await;
+                    prop_assert_eq!(got, want, "level {} from {:?} max {}", level, from, max);
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// A fork of a large stream costs the memory account only its own data; deleting the source
+/// keeps the data for the fork (410 for the source itself), and deleting the fork then frees
+/// everything.
+#[tokio::test]
+async fn inherited_data_is_shared_and_freed_by_the_last_fork() {
+    let (engine, _) = engine(1 << 20);
+    engine.create("big", create("application/octet-stream")).await.unwrap();
+    for _ in 0..16 {
+        let req = AppendRequest::data("application/octet-stream", vec![7u8; 64 * 1024]);
+        engine.append("big", req).await.unwrap();
+    }
+    let before = engine.memory_used_bytes().unwrap();
+    let created = engine.fork("fork", create("application/octet-stream"), fork_of("big", None, 0));
+    assert!(matches!(created.await.unwrap(), Created::New(_)));
+    let cost = engine.memory_used_bytes().unwrap() - before;
+    assert!(cost < 1024, "a fork of 1 MiB costs {cost} bytes");
+    engine.delete("big").await.unwrap();
+    assert_eq!(engine.head("big").await.unwrap_err(), Error::Gone);
+    let chunk = engine.read("fork", ReadFrom::Start).await.unwrap();
+    assert_eq!(chunk.parts.concat().len(), 1 << 20);
+    engine.delete("fork").await.unwrap();
+    assert_eq!(engine.head("big").await.unwrap_err(), Error::NotFound, "cascaded");
+    assert_eq!(engine.memory_used_bytes().unwrap(), 0);
+}
