@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 mode=${1:-memory}
 case "$mode" in
-  memory) TEST_PATTERN='.*'; default_expected=332 ;;
+  memory | acid) TEST_PATTERN='.*'; default_expected=332 ;;
   *) TEST_PATTERN='^(?!.*Fork - )'; default_expected=250 ;;
 esac
 EXPECTED_PASSED=${DS_CONFORMANCE_EXPECT_PASSED:-$default_expected}

@@ -9,22 +9,31 @@ use crate::clock::UnixMs;
 use crate::log::meta::Meta;
 use crate::notify::{Tail, TailSignal, TailWatch};
 use crate::offset::Offset;
-use crate::store::{Expiry, StreamInfo};
+use crate::store::{Expiry, ForkOf, StreamInfo};
 
 /// A persistent stream's identity, expiry clock and tail signal.
 pub(crate) struct StreamCore {
     pub(crate) name: Arc<str>,
     pub(crate) meta: Meta,
+    /// For a fork: its source and where it diverges.
+    pub(crate) fork: Option<ForkOf>,
     last_access_ms: AtomicU64,
     signal: TailSignal,
 }
 
 impl StreamCore {
     /// A stream whose visible tail is `end`.
-    pub(crate) fn new(meta: Meta, end: u64, closed: bool, last_access_ms: UnixMs) -> StreamCore {
+    pub(crate) fn new(
+        meta: Meta,
+        fork: Option<ForkOf>,
+        end: u64,
+        closed: bool,
+        last_access_ms: UnixMs,
+    ) -> StreamCore {
         StreamCore {
             name: Arc::from(meta.name.as_str()),
             meta,
+            fork,
             last_access_ms: AtomicU64::new(last_access_ms),
             signal: TailSignal::new(Tail { next: Offset::at(end), closed, gone: false }),
         }
@@ -53,6 +62,11 @@ impl StreamCore {
         }
     }
 
+    /// Where the stream's own data starts: 0, or a fork's divergence point.
+    pub(crate) fn base(&self) -> u64 {
+        self.fork.as_ref().map_or(0, |f| f.link.at)
+    }
+
     pub(crate) fn last_access_ms(&self) -> UnixMs {
         self.last_access_ms.load(Ordering::Relaxed)
     }
@@ -65,7 +79,7 @@ impl StreamCore {
             expiry: self.meta.expiry,
             tail: Offset::at(end),
             closed,
-            fork: None,
+            fork: self.fork.as_ref().map(|f| f.link.clone()),
         }
     }
 

@@ -31,7 +31,8 @@ use tokio::sync::oneshot;
 
 use crate::acid::layout;
 use crate::acid::tables::{
-    self, COUNTERS, DATA, META, NAMES, NEXT_STREAM_ID, PRODUCERS, TAILS, TailRow,
+    self, COUNTERS, DATA, FORKS, META, NAMES, NEXT_STREAM_ID, PRODUCERS, SOFT_DELETED, TAILS,
+    TailRow,
 };
 use crate::chunk::{Split, utf8_cut};
 use crate::clock::UnixMs;
@@ -51,9 +52,6 @@ use crate::store::{
     RangeRead, ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::StreamCore;
-
-/// What a fork request gets in this mode until forks land in the persistent stores.
-const FORKS_UNSUPPORTED: &str = "stream forking is not available in this storage mode yet";
 
 /// What writes get once the store is poisoned.
 const POISONED: &str = "writes are stopped after a storage failure; see the server log";
@@ -121,6 +119,10 @@ struct StreamState {
     batch: Vec<Pending>,
     waiters: Vec<oneshot::Sender<Result<()>>>,
     committing: bool,
+    /// Forks whose inherited data this stream serves (derived from the fork rows at load).
+    refs: u64,
+    /// Deleted or expired while forks still read it: gone for direct operations (§4.2).
+    soft_deleted: bool,
 }
 
 /// A stream's share of a commit round: its batch and the appends waiting on it.
@@ -157,8 +159,14 @@ fn fail(waiters: Vec<oneshot::Sender<Result<()>>>, error: &Error) {
 }
 
 impl AcidStream {
-    fn new(id: u64, meta: Meta, st: StreamState, last_access: UnixMs) -> AcidStream {
-        let core = StreamCore::new(meta, st.visible_end, st.durable.closed, last_access);
+    fn new(
+        id: u64,
+        meta: Meta,
+        fork: Option<ForkOf>,
+        st: StreamState,
+        last_access: UnixMs,
+    ) -> AcidStream {
+        let core = StreamCore::new(meta, fork, st.visible_end, st.durable.closed, last_access);
         AcidStream { core, id, state: Mutex::new(st) }
     }
 
@@ -211,7 +219,7 @@ pub fn open(
         let mut map = HashMap::with_capacity(streams.len());
         for stream in streams {
             max_incarnation = max_incarnation.max(stream.incarnation());
-            if stream.meta.expiry != Expiry::Never {
+            if stream.meta.expiry != Expiry::Never && !stream.lock().soft_deleted {
                 expiring.push(Expiring {
                     name: stream.name.clone(),
                     incarnation: stream.incarnation(),
@@ -238,6 +246,7 @@ pub fn open(
         next_incarnation: AtomicU64::new((max_incarnation + 1).max(now.saturating_mul(1024))),
         poisoned: AtomicBool::new(false),
     });
+    inner.link_forks()?;
     let runs: Vec<Box<dyn FnOnce() + Send>> = (0..inner.shards.len())
         .map(|index| {
             let inner = inner.clone();
@@ -257,15 +266,53 @@ pub fn open(
     Ok((AcidStore { inner, _committers: committers }, expiring))
 }
 
-/// Creates the tables of a fresh shard, so that read transactions can always open them.
-fn ensure_tables(db: &Database) -> std::result::Result<(), redb::Error> {
-    let read = db.begin_read()?;
-    match read.open_table(NAMES) {
-        Ok(_) => return Ok(()),
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(e.into()),
+/// Deletes every row of a stream in one transaction: its name (if it still names this id),
+/// metadata, tail, producers, fork link, soft-delete mark and data.
+fn remove_rows(db: &Database, s: &AcidStream) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut names = txn.open_table(NAMES)?;
+        let current = names.get(s.name.as_ref())?.map(|v| v.value());
+        if current == Some(s.id) {
+            names.remove(s.name.as_ref())?;
+        }
+        txn.open_table(META)?.remove(s.id)?;
+        txn.open_table(TAILS)?.remove(s.id)?;
+        txn.open_table(FORKS)?.remove(s.id)?;
+        txn.open_table(SOFT_DELETED)?.remove(s.id)?;
+        txn.open_table(PRODUCERS)?.retain_in((s.id, "")..(s.id + 1, ""), |_, _| false)?;
+        txn.open_table(DATA)?.retain_in((s.id, 0)..=(s.id, u64::MAX), |_, _| false)?;
     }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Creates the tables a shard lacks (all of them in a fresh shard; the fork tables in one
+/// written before forks), so that read transactions can always open every table.
+fn ensure_tables(db: &Database) -> std::result::Result<(), redb::Error> {
+    fn missing<K: redb::Key + 'static, V: redb::Value + 'static>(
+        txn: &redb::ReadTransaction,
+        table: redb::TableDefinition<K, V>,
+    ) -> std::result::Result<bool, redb::Error> {
+        match txn.open_table(table) {
+            Ok(_) => Ok(false),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+    let read = db.begin_read()?;
+    let any_missing = missing(&read, NAMES)?
+        || missing(&read, META)?
+        || missing(&read, TAILS)?
+        || missing(&read, PRODUCERS)?
+        || missing(&read, DATA)?
+        || missing(&read, COUNTERS)?
+        || missing(&read, FORKS)?
+        || missing(&read, SOFT_DELETED)?;
     drop(read);
+    if !any_missing {
+        return Ok(());
+    }
     let txn = db.begin_write()?;
     txn.open_table(NAMES)?;
     txn.open_table(META)?;
@@ -273,6 +320,8 @@ fn ensure_tables(db: &Database) -> std::result::Result<(), redb::Error> {
     txn.open_table(PRODUCERS)?;
     txn.open_table(DATA)?;
     txn.open_table(COUNTERS)?;
+    txn.open_table(FORKS)?;
+    txn.open_table(SOFT_DELETED)?;
     txn.commit()?;
     Ok(())
 }
@@ -291,8 +340,9 @@ fn load_shard(
             // A restart counts as an access, as in the file modes: reads never write, so the
             // last access before the stop is not on disk.
             let last_access = now.max(s.meta.created_ms);
-            let st = StreamState::at(s.tail.end, s.tail.records, writer);
-            Arc::new(AcidStream::new(s.id, s.meta, st, last_access))
+            let mut st = StreamState::at(s.tail.end, s.tail.records, writer);
+            st.soft_deleted = s.soft_deleted;
+            Arc::new(AcidStream::new(s.id, s.meta, s.fork, st, last_access))
         })
         .collect();
     Ok((streams, next_id))
@@ -340,6 +390,9 @@ impl Inner {
     /// the background).
     fn live(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<Arc<AcidStream>> {
         let stream = self.get(name).ok_or(Error::NotFound)?;
+        if stream.lock().soft_deleted {
+            return Err(Error::Gone);
+        }
         if stream.expired(now) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let (inner, name, inc) = (self.clone(), stream.name.clone(), stream.incarnation());
@@ -381,24 +434,168 @@ impl Inner {
         if self.writable().is_err() {
             return ExpiryCheck::Later(now.saturating_add(60_000));
         }
-        let _writes = self.shard(name).writes.lock().await;
+        let writes = self.shard(name).writes.lock().await;
         {
-            let mut st = stream.lock();
-            if st.removed {
+            let st = stream.lock();
+            if st.removed || st.soft_deleted {
                 return ExpiryCheck::Missing;
             }
             if !stream.expired(now) {
                 return stream.deadline(now).map_or(ExpiryCheck::Missing, ExpiryCheck::Later);
             }
-            st.removed = true;
         }
-        match self.clone().remove(stream).await {
-            Ok(()) => ExpiryCheck::Removed,
+        let done = self.clone().delete_or_soft_delete(stream, now).await;
+        drop(writes);
+        match done {
+            Ok(source) => {
+                if let Some(source) = source {
+                    self.clone().release(source).await;
+                }
+                ExpiryCheck::Removed
+            }
             Err(e) => {
                 tracing::error!(stream = %name, error = %e, "could not remove expired stream");
                 ExpiryCheck::Missing
             }
         }
+    }
+
+    /// Takes a reference on a fork's source, so that it outlives a delete while the fork
+    /// reads it.
+    fn acquire(&self, source: &str, now: UnixMs) -> Result<()> {
+        let stream = self.get(source).ok_or(Error::NotFound)?;
+        let mut st = stream.lock();
+        if st.removed || stream.expired(now) {
+            return Err(Error::NotFound);
+        }
+        if st.soft_deleted {
+            return Err(Error::SourceDeleted);
+        }
+        st.refs += 1;
+        Ok(())
+    }
+
+    /// Gives a fork's reference on its source back: a soft-deleted source left without forks
+    /// is removed, and so on up the chain (§4.2). Call without holding a `writes` lock.
+    async fn release(self: Arc<Self>, source: Arc<str>) {
+        let mut next = Some(source);
+        while let Some(name) = next.take() {
+            // A name with forks is never removed nor re-created: this is the source.
+            let Some(stream) = self.get(&name) else { return };
+            let _writes = self.shard(&name).writes.lock().await;
+            {
+                let mut st = stream.lock();
+                st.refs = st.refs.saturating_sub(1);
+                if st.refs > 0 || !st.soft_deleted || st.removed {
+                    return;
+                }
+                st.removed = true;
+            }
+            if let Err(e) = self.clone().remove(stream.clone()).await {
+                // The next start finishes it: a soft-deleted stream without forks is removed.
+                tracing::error!(stream = %name, error = %e, "could not remove a deleted fork source");
+                return;
+            }
+            next = stream.fork.as_ref().map(|f| f.link.source.clone());
+        }
+    }
+
+    /// Deletes a stream (already checked live, under its shard's `writes` lock): removes it,
+    /// returning its fork source to release, or soft-deletes it if forks still read it.
+    async fn delete_or_soft_delete(
+        self: Arc<Self>,
+        stream: Arc<AcidStream>,
+        now: UnixMs,
+    ) -> Result<Option<Arc<str>>> {
+        let soft = {
+            let mut st = stream.lock();
+            if st.removed || st.soft_deleted {
+                return Err(Error::NotFound);
+            }
+            if st.refs == 0 {
+                st.removed = true;
+            }
+            st.refs > 0
+        };
+        if !soft {
+            self.clone().remove(stream.clone()).await?;
+            return Ok(stream.fork.as_ref().map(|f| f.link.source.clone()));
+        }
+        let inner = self.clone();
+        let task_stream = stream.clone();
+        let marked = tokio::task::spawn_blocking(move || {
+            let db = &inner.shard(&task_stream.name).db;
+            let txn = db.begin_write()?;
+            txn.open_table(SOFT_DELETED)?.insert(task_stream.id, now)?;
+            txn.commit()?;
+            Ok::<(), redb::Error>(())
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
+        if let Err(e) = marked {
+            self.poison("soft-deleting a stream", &e);
+            return Err(storage("soft-deleting a stream", e));
+        }
+        let mut st = stream.lock();
+        st.soft_deleted = true;
+        // Its own readers stop; its forks read its data without it.
+        stream.core.publish(st.visible_end, st.durable.closed, true);
+        drop(st);
+        Ok(None)
+    }
+
+    /// At load: counts each stream's forks from the fork rows, then removes what a crash left
+    /// half done: soft-deleted streams no fork reads any more (up the chain).
+    fn link_forks(&self) -> io::Result<()> {
+        let all: Vec<Arc<AcidStream>> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                let map = s.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                map.values().cloned().collect::<Vec<_>>()
+            })
+            .collect();
+        for stream in &all {
+            if let Some(f) = &stream.fork {
+                match self.get(&f.link.source) {
+                    Some(source) => source.lock().refs += 1,
+                    None => tracing::error!(
+                        stream = %stream.name,
+                        source = %f.link.source,
+                        "fork without its source: its inherited data cannot be read"
+                    ),
+                }
+            }
+        }
+        let mut orphans: Vec<Arc<AcidStream>> = all
+            .iter()
+            .filter(|s| {
+                let st = s.lock();
+                st.soft_deleted && st.refs == 0
+            })
+            .cloned()
+            .collect();
+        while let Some(stream) = orphans.pop() {
+            stream.lock().removed = true;
+            let db = &self.shard(&stream.name).db;
+            remove_rows(db, &stream).map_err(layout::redb_io)?;
+            let shard = self.shard(&stream.name);
+            shard
+                .map
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&stream.name);
+            tracing::info!(stream = %stream.name, "removed a deleted stream whose last fork is gone");
+            if let Some(source) = stream.fork.as_ref().and_then(|f| self.get(&f.link.source)) {
+                let mut st = source.lock();
+                st.refs = st.refs.saturating_sub(1);
+                if st.refs == 0 && st.soft_deleted && !st.removed {
+                    drop(st);
+                    orphans.push(source);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a stream already marked removed, in one transaction: its name, metadata, tail,
@@ -407,22 +604,7 @@ impl Inner {
         let inner = self.clone();
         let task_stream = stream.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let s = &task_stream;
-            let db = &inner.shard(&s.name).db;
-            let txn = db.begin_write()?;
-            {
-                let mut names = txn.open_table(NAMES)?;
-                let current = names.get(s.name.as_ref())?.map(|v| v.value());
-                if current == Some(s.id) {
-                    names.remove(s.name.as_ref())?;
-                }
-                txn.open_table(META)?.remove(s.id)?;
-                txn.open_table(TAILS)?.remove(s.id)?;
-                txn.open_table(PRODUCERS)?.retain_in((s.id, "")..(s.id + 1, ""), |_, _| false)?;
-                txn.open_table(DATA)?.retain_in((s.id, 0)..=(s.id, u64::MAX), |_, _| false)?;
-            }
-            txn.commit()?;
-            Ok::<(), redb::Error>(())
+            remove_rows(&inner.shard(&task_stream.name).db, &task_stream)
         })
         .await
         .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
@@ -440,6 +622,32 @@ impl Inner {
         stream.publish(&st);
         drop(st);
         result.map_err(|e| storage("deleting a stream", e))
+    }
+
+    /// A chunk of a stream's own rows in `start..end` (a redb read transaction on a blocking
+    /// thread): whole appends while they fit in `max`, else the first cut by the stream's
+    /// rule, or with `whole` nothing.
+    async fn read_own(
+        self: &Arc<Self>,
+        stream: &Arc<AcidStream>,
+        start: u64,
+        end: u64,
+        max: usize,
+        whole: bool,
+    ) -> Result<(Vec<Bytes>, u64)> {
+        if start == end {
+            return Ok((Vec::new(), start));
+        }
+        let json = stream.meta.content_type.is_json();
+        let (task_inner, task_stream) = (self.clone(), stream.clone());
+        let units = tokio::task::spawn_blocking(move || {
+            let db = &task_inner.shard(&task_stream.name).db;
+            read_units(db, task_stream.id, start, end, max, json)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("read task failed: {e}")))??;
+        let split = if whole { None } else { Some(Split::for_type(&stream.meta.content_type)) };
+        Ok(chunk_of(units, start, max, split))
     }
 
     /// One round of a shard's committer: every queued stream's batch in one transaction.
@@ -667,8 +875,8 @@ fn push_units(
 
 /// The chunk a read from `start` returns, as in the memory store: whole units while they fit
 /// in `max` bytes; else the first unit, cut at `max` (or at a character boundary for text,
-/// or whole for a JSON message).
-fn chunk_of(units: Vec<Unit>, start: u64, max: usize, split: Split) -> (Vec<Bytes>, u64) {
+/// or whole for a JSON message); with no `split`, only whole units.
+fn chunk_of(units: Vec<Unit>, start: u64, max: usize, split: Option<Split>) -> (Vec<Bytes>, u64) {
     let limit = start.saturating_add(max.max(1) as u64);
     let mut parts = Vec::new();
     let mut next = start;
@@ -682,9 +890,11 @@ fn chunk_of(units: Vec<Unit>, start: u64, max: usize, split: Split) -> (Vec<Byte
         if parts.is_empty() {
             let want = (limit - unit.pos) as usize;
             let take = match split {
-                Split::Never => unit.bytes.len(),
-                Split::Bytes => want,
-                Split::Utf8 => utf8_cut(&unit.bytes, want),
+                // Only whole units: none fits.
+                None => break,
+                Some(Split::Never) => unit.bytes.len(),
+                Some(Split::Bytes) => want,
+                Some(Split::Utf8) => utf8_cut(&unit.bytes, want),
             };
             next = unit.pos + take as u64;
             let mut bytes = unit.bytes;
@@ -696,50 +906,82 @@ fn chunk_of(units: Vec<Unit>, start: u64, max: usize, split: Split) -> (Vec<Byte
     (parts, next)
 }
 
-impl Store for AcidStore {
-    async fn create(
+impl AcidStore {
+    /// `create` under the shard's `writes` lock; also returns a fork source to release once
+    /// the lock is dropped (an expired fork removed from the name).
+    async fn create_locked(
         &self,
         name: &str,
         req: &CreateRequest,
         payload: Payload,
         fork: Option<&ForkOf>,
         now: UnixMs,
-    ) -> Result<Created> {
-        if fork.is_some() {
-            return Err(Error::Unsupported(FORKS_UNSUPPORTED));
-        }
+    ) -> (Result<Created>, Option<Arc<str>>) {
         let inner = &self.inner;
         let index = inner.shard_index(name);
         let shard = &inner.shards[index];
         let _writes = shard.writes.lock().await;
+        let mut release = None;
         if let Some(existing) = inner.get(name) {
             let expired = {
-                let mut st = existing.lock();
+                let st = existing.lock();
                 if st.removed {
                     false
+                } else if st.soft_deleted {
+                    // Its forks still read it: the name is not free (§4.2).
+                    return (Err(Error::ConfigMismatch), None);
                 } else if existing.expired(now) {
-                    // Removing it is a write: a poisoned store answers 503, not 500.
-                    inner.writable()?;
-                    st.removed = true;
                     true
                 } else {
-                    let same = rules::same_config(
-                        &existing.meta.content_type,
-                        existing.meta.expiry,
-                        st.accepted.closed,
-                        req,
-                    );
-                    return if same {
+                    let same_fork = match (&existing.fork, fork) {
+                        (None, None) => true,
+                        (Some(had), Some(asked)) => had.same_request(asked),
+                        _ => false,
+                    };
+                    let same = same_fork
+                        && rules::same_config(
+                            &existing.meta.content_type,
+                            existing.meta.expiry,
+                            st.accepted.closed,
+                            req,
+                        );
+                    let answer = if same {
                         Ok(Created::Existing(existing.info(&st)))
                     } else {
                         Err(Error::ConfigMismatch)
                     };
+                    return (answer, None);
                 }
             };
             if expired {
-                inner.clone().remove(existing).await?;
+                // Removing it is a write: a poisoned store answers 503, not 500.
+                if let Err(e) = inner.writable() {
+                    return (Err(e), None);
+                }
+                match inner.clone().delete_or_soft_delete(existing.clone(), now).await {
+                    Ok(source) => release = source,
+                    Err(e) => return (Err(e), None),
+                }
+                if existing.lock().soft_deleted {
+                    return (Err(Error::ConfigMismatch), release);
+                }
             }
         }
+        (self.insert_new(index, name, req, payload, fork, now).await, release)
+    }
+
+    /// Commits a new stream (or fork) and adds it to the shard's map.
+    async fn insert_new(
+        &self,
+        index: usize,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        fork: Option<&ForkOf>,
+        now: UnixMs,
+    ) -> Result<Created> {
+        let inner = &self.inner;
+        let shard = &inner.shards[index];
         inner.writable()?;
         let len = payload.len();
         if len > inner.limits.max_stream_bytes {
@@ -755,7 +997,11 @@ impl Store for AcidStore {
         // Taken for good even if this create fails: ids may have gaps, never repeats.
         let id = shard.next_id.fetch_add(1, Ordering::Relaxed);
         let records = u64::from(!payload.is_empty());
-        let tail = TailRow { end: len, records, closed: req.closed, ..TailRow::default() };
+        // A fork's own data starts where it diverges from its source.
+        let base = fork.map_or(0, |f| f.link.at);
+        let end = base + len;
+        let tail = TailRow { end, records, closed: req.closed, ..TailRow::default() };
+        let fork_row = fork.map(tables::encode_fork);
         let lens = message_lens(&payload, req.content_type.is_json());
         let rows = if payload.is_empty() {
             Vec::new()
@@ -772,7 +1018,10 @@ impl Store for AcidStore {
                 txn.open_table(TAILS)?.insert(id, tail.encode().as_slice())?;
                 let mut data = txn.open_table(DATA)?;
                 for (at, value) in &rows {
-                    data.insert((id, *at), value.as_slice())?;
+                    data.insert((id, base + *at), value.as_slice())?;
+                }
+                if let Some(link) = &fork_row {
+                    txn.open_table(FORKS)?.insert(id, link.as_slice())?;
                 }
                 let mut counters = txn.open_table(COUNTERS)?;
                 let stored = counters.get(NEXT_STREAM_ID)?.map_or(1, |v| v.value());
@@ -788,8 +1037,8 @@ impl Store for AcidStore {
             return Err(storage("creating a stream", e));
         }
         let writer = WriterState { closed: req.closed, ..WriterState::default() };
-        let state = StreamState::at(len, records, writer);
-        let stream = Arc::new(AcidStream::new(id, meta, state, now));
+        let state = StreamState::at(end, records, writer);
+        let stream = Arc::new(AcidStream::new(id, meta, fork.cloned(), state, now));
         let info = stream.info(&stream.lock());
         shard
             .map
@@ -797,6 +1046,34 @@ impl Store for AcidStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(stream.name.clone(), stream);
         Ok(Created::New(info))
+    }
+}
+
+impl Store for AcidStore {
+    async fn create(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        fork: Option<&ForkOf>,
+        now: UnixMs,
+    ) -> Result<Created> {
+        let inner = &self.inner;
+        // A fork takes its reference on the source before the target's `writes` lock (the
+        // two may share a shard), and gives it back unless the fork is new.
+        if let Some(f) = fork {
+            inner.acquire(&f.link.source, now)?;
+        }
+        let (created, release) = self.create_locked(name, req, payload, fork, now).await;
+        if let Some(source) = release {
+            inner.clone().release(source).await;
+        }
+        if let Some(f) = fork
+            && !matches!(created, Ok(Created::New(_)))
+        {
+            inner.clone().release(f.link.source.clone()).await;
+        }
+        created
     }
 
     async fn append(
@@ -897,38 +1174,51 @@ impl Store for AcidStore {
         };
         let end = info.tail.pos();
         let at = Offset::at(start);
-        if start == end {
+        if start < stream.base() {
+            // Inherited data: the engine reads it from the source.
             return Ok(ReadChunk {
                 info,
                 start: at,
                 next: at,
                 parts: Vec::new(),
-                up_to_date: true,
+                up_to_date: false,
             });
         }
-        let json = stream.meta.content_type.is_json();
-        let (task_inner, task_stream) = (inner.clone(), stream.clone());
-        let units = tokio::task::spawn_blocking(move || {
-            let db = &task_inner.shard(&task_stream.name).db;
-            read_units(db, task_stream.id, start, end, max_bytes, json)
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("read task failed: {e}")))??;
-        let split = Split::for_type(&stream.meta.content_type);
-        let (parts, next) = chunk_of(units, start, max_bytes, split);
+        let (parts, next) = inner.read_own(&stream, start, end, max_bytes, false).await?;
         Ok(ReadChunk { info, start: at, next: Offset::at(next), parts, up_to_date: next == end })
     }
 
     async fn read_range(
         &self,
-        _name: &str,
-        _from: Offset,
-        _end: u64,
-        _max_bytes: usize,
-        _whole: bool,
+        name: &str,
+        from: Offset,
+        end: u64,
+        max_bytes: usize,
+        whole: bool,
     ) -> Result<RangeRead> {
-        // Only forks and their sources are read by range, and this mode creates no forks.
-        Err(Error::Unsupported(FORKS_UNSUPPORTED))
+        let inner = &self.inner;
+        let stream = inner.get(name).ok_or(Error::NotFound)?;
+        let visible = {
+            let st = stream.lock();
+            if st.removed {
+                return Err(Error::NotFound);
+            }
+            st.visible_end
+        };
+        if from.sub() != 0 {
+            return Err(Error::OffsetUnknown);
+        }
+        let start = from.pos();
+        if start < stream.base() {
+            let fork = stream.fork.as_ref().map(|f| f.link.clone());
+            return Ok(RangeRead { parts: Vec::new(), next: from, fork });
+        }
+        let end = end.min(visible);
+        if start > end {
+            return Err(Error::OffsetBeyondTail);
+        }
+        let (parts, next) = inner.read_own(&stream, start, end, max_bytes, whole).await?;
+        Ok(RangeRead { parts, next: Offset::at(next), fork: None })
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
@@ -942,18 +1232,15 @@ impl Store for AcidStore {
 
     async fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
         let inner = &self.inner;
-        let _writes = inner.shard(name).writes.lock().await;
+        let writes = inner.shard(name).writes.lock().await;
         let stream = inner.live(name, now)?;
         inner.writable()?;
-        {
-            let mut st = stream.lock();
-            if st.removed {
-                return Err(Error::NotFound);
-            }
-            st.removed = true;
-        }
         let incarnation = stream.incarnation();
-        inner.clone().remove(stream).await?;
+        let source = inner.clone().delete_or_soft_delete(stream, now).await?;
+        drop(writes);
+        if let Some(source) = source {
+            inner.clone().release(source).await;
+        }
         Ok(incarnation)
     }
 
@@ -989,17 +1276,18 @@ mod tests {
     #[test]
     fn chunks_take_whole_units_while_they_fit() {
         let (parts, next) =
-            chunk_of(units(&[(0, b"ab"), (2, b"cd"), (4, b"ef")]), 0, 5, Split::Bytes);
+            chunk_of(units(&[(0, b"ab"), (2, b"cd"), (4, b"ef")]), 0, 5, Some(Split::Bytes));
         assert_eq!((parts.len(), next), (2, 4));
     }
 
     #[test]
     fn a_first_unit_too_large_is_cut_by_the_split_rule() {
         let big = || units(&[(3, "aé€z".as_bytes())]);
-        assert_eq!(chunk_of(big(), 3, 2, Split::Bytes).1, 5);
+        assert_eq!(chunk_of(big(), 3, 2, Some(Split::Bytes)).1, 5);
         // "a" + the first byte of "é": moved back to the character boundary.
-        assert_eq!(chunk_of(big(), 3, 2, Split::Utf8).1, 4);
-        assert_eq!(chunk_of(big(), 3, 2, Split::Never).1, 3 + "aé€z".len() as u64);
+        assert_eq!(chunk_of(big(), 3, 2, Some(Split::Utf8)).1, 4);
+        assert_eq!(chunk_of(big(), 3, 2, Some(Split::Never)).1, 3 + "aé€z".len() as u64);
+        assert_eq!(chunk_of(big(), 3, 2, None).1, 3, "whole units only: none fits");
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //!                                       one part of it), keyed by the offset-space
 //!                                       position of its first byte
 //! counters   &str                    -> u64 ("next_stream_id")
+//! forks      u64 stream id           -> a fork's link (written once, at create):
+//!                                       source name (u32 length + UTF-8), at u64,
+//!                                       requested offset (0, or 1 + pos u64 + sub u32),
+//!                                       requested sub-offset u64
+//! soft_deleted u64 stream id         -> u64 Unix ms of the delete that found forks
 //!
 //! tail value
 //!   0  8  end          offset-space position after the last record
@@ -39,8 +44,10 @@ use bytes::Bytes;
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
 use crate::log::meta::Meta;
+use crate::offset::Offset;
 use crate::producer::{ProducerClaim, ProducerState};
 use crate::rules::WriterState;
+use crate::store::{ForkLink, ForkOf};
 
 /// Stream name to stream id.
 pub const NAMES: TableDefinition<&str, u64> = TableDefinition::new("names");
@@ -54,6 +61,10 @@ pub const PRODUCERS: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition:
 pub const DATA: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("data");
 /// Counters.
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// A fork's id to its link (written once, at create).
+pub const FORKS: TableDefinition<u64, &[u8]> = TableDefinition::new("forks");
+/// Ids of streams deleted while forks still read them, to the time of the delete.
+pub const SOFT_DELETED: TableDefinition<u64, u64> = TableDefinition::new("soft_deleted");
 /// The counter of stream ids.
 pub const NEXT_STREAM_ID: &str = "next_stream_id";
 
@@ -173,6 +184,47 @@ pub struct StoredStream {
     pub tail: TailRow,
     /// Its producer rows.
     pub producers: HashMap<Arc<str>, ProducerState>,
+    /// For a fork: its link row.
+    pub fork: Option<ForkOf>,
+    /// Deleted while forks still read it.
+    pub soft_deleted: bool,
+}
+
+/// A fork row's value.
+#[must_use]
+pub fn encode_fork(fork: &ForkOf) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + fork.link.source.len());
+    put_bytes(&mut out, fork.link.source.as_bytes());
+    out.extend_from_slice(&fork.link.at.to_le_bytes());
+    match fork.requested_offset {
+        Some(o) => {
+            out.push(1);
+            out.extend_from_slice(&o.pos().to_le_bytes());
+            out.extend_from_slice(&o.sub().to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&fork.requested_sub.to_le_bytes());
+    out
+}
+
+/// Parses a fork row's value.
+#[must_use]
+pub fn decode_fork(b: &[u8]) -> Option<ForkOf> {
+    let mut r = Reader(b);
+    let source: Arc<str> = Arc::from(std::str::from_utf8(r.bytes()?).ok()?);
+    let at = r.u64()?;
+    let requested_offset = match r.u8()? {
+        0 => None,
+        1 => Some(Offset::with_sub(r.u64()?, r.u32()?)),
+        _ => return None,
+    };
+    let requested_sub = r.u64()?;
+    r.0.is_empty().then_some(ForkOf {
+        link: ForkLink { source, at },
+        requested_offset,
+        requested_sub,
+    })
 }
 
 /// Every stream of a shard, in name order, and the shard's next stream id.
@@ -186,6 +238,10 @@ pub fn read_streams(txn: &ReadTransaction) -> Result<(Vec<StoredStream>, u64), S
     let tails = txn.open_table(TAILS).map_err(|e| redb(e.into()))?;
     let producers = txn.open_table(PRODUCERS).map_err(|e| redb(e.into()))?;
     let counters = txn.open_table(COUNTERS).map_err(|e| redb(e.into()))?;
+    // Shards written before forks have no fork tables (the server adds them at open;
+    // engine-inspect reads such shards as they are).
+    let forks = optional(txn.open_table(FORKS)).map_err(redb)?;
+    let soft_deleted = optional(txn.open_table(SOFT_DELETED)).map_err(redb)?;
     let next_id =
         counters.get(NEXT_STREAM_ID).map_err(|e| redb(e.into()))?.map_or(1, |v| v.value());
     let mut out = Vec::new();
@@ -208,9 +264,40 @@ pub fn read_streams(txn: &ReadTransaction) -> Result<(Vec<StoredStream>, u64), S
             let (epoch, last_seq) = value.value();
             states.insert(Arc::from(key.value().1), ProducerState { epoch, last_seq });
         }
-        out.push(StoredStream { name, id, meta, tail, producers: states });
+        let fork = match &forks {
+            Some(forks) => match forks.get(id).map_err(|e| redb(e.into()))? {
+                Some(v) => Some(
+                    decode_fork(v.value())
+                        .ok_or_else(|| format!("stream {name}: damaged fork row"))?,
+                ),
+                None => None,
+            },
+            None => None,
+        };
+        let deleted = match &soft_deleted {
+            Some(t) => t.get(id).map_err(|e| redb(e.into()))?.is_some(),
+            None => false,
+        };
+        out.push(StoredStream {
+            name,
+            id,
+            meta,
+            tail,
+            producers: states,
+            fork,
+            soft_deleted: deleted,
+        });
     }
     Ok((out, next_id))
+}
+
+/// A table that may not exist yet: `None` then.
+fn optional<T>(opened: Result<T, redb::TableError>) -> Result<Option<T>, redb::Error> {
+    match opened {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 const FLAG_MESSAGES: u8 = 1;

@@ -212,7 +212,8 @@ impl FileStream {
         state: StreamState,
         last_access_ms: UnixMs,
     ) -> FileStream {
-        let core = StreamCore::new(meta, state.visible_end, state.durable.closed, last_access_ms);
+        let core =
+            StreamCore::new(meta, None, state.visible_end, state.durable.closed, last_access_ms);
         FileStream { core, base, state: Mutex::new(state) }
     }
 
