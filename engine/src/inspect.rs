@@ -41,12 +41,16 @@ pub struct StreamSummary {
     pub bytes: u64,
     /// Whole records.
     pub records: u64,
-    /// `open`, `closed` or `expired`.
+    /// `open`, `closed`, `expired`, or `deleted` (soft-deleted: kept for its forks).
     pub state: &'static str,
     /// `(id, epoch, last seq)` of each producer.
     pub producers: Vec<(String, u64, u64)>,
     /// A torn tail or corruption found at the end of the readable log.
     pub problem: Option<String>,
+    /// For a fork: its source's name and the offset it diverges at.
+    pub forked_from: Option<(String, Offset)>,
+    /// Forks that read this stream's data.
+    pub forks: u64,
 }
 
 /// What `engine-inspect verify` found for one stream.
@@ -104,6 +108,15 @@ pub struct DumpRecord {
     pub payload_bytes: usize,
     /// The first bytes of the payload, lossily as text.
     pub preview: String,
+}
+
+/// Every stream of the acid layout under `dir` (none without one), with its shard.
+fn acid_streams(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<(usize, acid::StoredStream)>> {
+    let mut out = Vec::new();
+    for (index, db) in acid::open(fs, dir)?.unwrap_or_default().iter().enumerate() {
+        out.extend(acid::streams(db)?.into_iter().map(|s| (index, s)));
+    }
+    Ok(out)
 }
 
 /// The first bytes of a payload, lossily as text, control characters as dots.
@@ -197,6 +210,8 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
             name: meta.name.clone(),
             mode: "file-log",
             shard: None,
+            forked_from: None,
+            forks: 0,
             incarnation: inc,
             content_type: meta.content_type.as_str().to_owned(),
             expiry: meta.expiry,
@@ -209,10 +224,19 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    for (index, db) in acid::open(fs, dir)?.unwrap_or_default().iter().enumerate() {
-        for s in acid::streams(db)? {
+    let stored = acid_streams(fs, dir)?;
+    let mut forks: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (_, s) in &stored {
+        if let Some(f) = &s.fork {
+            *forks.entry(f.link.source.to_string()).or_default() += 1;
+        }
+    }
+    {
+        for (index, s) in stored {
             let expired = matches!(s.meta.expiry, Expiry::At { unix_ms } if unix_ms <= now);
-            let state = if expired {
+            let state = if s.soft_deleted {
+                "deleted"
+            } else if expired {
                 "expired"
             } else if s.tail.closed {
                 "closed"
@@ -223,6 +247,8 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
                 s.producers.iter().map(|(id, p)| (id.to_string(), p.epoch, p.last_seq)).collect();
             producers.sort();
             out.push(StreamSummary {
+                forks: forks.get(&s.name).copied().unwrap_or(0),
+                forked_from: s.fork.map(|f| (f.link.source.to_string(), Offset::at(f.link.at))),
                 name: s.name,
                 mode: "acid",
                 shard: Some(index),
@@ -265,15 +291,37 @@ pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
         };
         report.streams.push(check_stream(fs, dir, &meta));
     }
+    let stored = acid_streams(fs, dir)?;
+    let names: std::collections::HashSet<&str> =
+        stored.iter().map(|(_, s)| s.name.as_str()).collect();
+    let mut fork_problems: std::collections::HashMap<String, String> =
+        std::collections::HashMap::new();
+    for (_, s) in &stored {
+        if let Some(f) = &s.fork
+            && !names.contains(f.link.source.as_ref())
+        {
+            fork_problems
+                .insert(s.name.clone(), format!("fork of {}, which does not exist", f.link.source));
+        }
+        let read = stored
+            .iter()
+            .any(|(_, other)| other.fork.as_ref().is_some_and(|f| *f.link.source == *s.name));
+        if s.soft_deleted && !read {
+            report.leftovers.push(format!(
+                "acid stream {} is deleted and no fork reads it (the next start removes it)",
+                s.name
+            ));
+        }
+    }
     let shards = acid::open(fs, dir)?.unwrap_or_default();
     let count = shards.len();
     for (index, db) in shards.into_iter().enumerate() {
         let (check, streams) = acid::verify_shard(db, index, count)?;
         report.shards.push(check);
         for s in streams {
-            let (log, ok) = match s.result {
-                Ok(end) => (format!("rows contiguous to offset {}", Offset::at(end)), true),
-                Err(why) => (why, false),
+            let (log, ok) = match (s.result, fork_problems.remove(&s.name)) {
+                (_, Some(why)) | (Err(why), None) => (why, false),
+                (Ok(end), None) => (format!("rows contiguous to offset {}", Offset::at(end)), true),
             };
             report.streams.push(StreamCheck {
                 name: s.name,

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use ds_engine::fs::sim::{SimFs, Torn};
 use ds_engine::{
     AppendRequest, ContentType, CreateRequest, Created, Engine, EngineConfig, Error, Expiry,
-    ManualClock, Offset, ReadFrom, StorageMode,
+    ForkRequest, ManualClock, Offset, ReadFrom, StorageMode,
 };
 use proptest::prelude::*;
 
@@ -31,12 +31,36 @@ const STREAMS: [&str; 3] = ["s0", "s1", "nested/s2"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { stream: usize, json: bool, closed: bool, body: Vec<u8> },
-    Append { stream: usize, body: Vec<u8>, producer: Option<(u8, u64, u64)>, close: bool },
-    Delete { stream: usize },
-    PowerCut { torn: u8, seed: u64 },
+    Create {
+        stream: usize,
+        json: bool,
+        closed: bool,
+        body: Vec<u8>,
+    },
+    Append {
+        stream: usize,
+        body: Vec<u8>,
+        producer: Option<(u8, u64, u64)>,
+        close: bool,
+    },
+    Delete {
+        stream: usize,
+    },
+    /// Fork `source` at its tail into `stream` (acid and the reference only: the file modes
+    /// have no forks yet).
+    Fork {
+        stream: usize,
+        source: usize,
+        sub: u64,
+    },
+    PowerCut {
+        torn: u8,
+        seed: u64,
+    },
     ProcessCrash,
-    FailSync { after: u64 },
+    FailSync {
+        after: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,7 +76,9 @@ fn op() -> impl Strategy<Value = Op> {
             prop::bool::weighted(0.05),
         )
             .prop_map(|(stream, body, producer, close)| Op::Append { stream, body, producer, close }),
-        1 => stream.prop_map(|stream| Op::Delete { stream }),
+        1 => stream.clone().prop_map(|stream| Op::Delete { stream }),
+        1 => (stream.clone(), stream, 0u64..3)
+            .prop_map(|(stream, source, sub)| Op::Fork { stream, source, sub }),
         1 => (0u8..4, any::<u64>()).prop_map(|(torn, seed)| Op::PowerCut { torn, seed }),
         1 => Just(Op::ProcessCrash),
         1 => (0u64..4).prop_map(|after| Op::FailSync { after }),
@@ -126,6 +152,16 @@ impl Harness {
             clock,
             json: HashMap::new(),
             last_tail: HashMap::new(),
+        }
+    }
+
+    /// A fork's create request: the source's content type, nothing else.
+    fn fork_create(&self, source: usize) -> CreateRequest {
+        CreateRequest {
+            content_type: ContentType::new(self.content_type(source)),
+            expiry: Expiry::Never,
+            closed: false,
+            body: Bytes::new(),
         }
     }
 
@@ -221,6 +257,24 @@ impl Harness {
                 };
                 (o(&got), o(&want))
             }
+            Op::Fork { stream, source, sub } => {
+                let (name, from) = (STREAMS[*stream], STREAMS[*source]);
+                let req = fork_request(from, *sub);
+                let create = self.fork_create(*source);
+                let got = self.file.fork(name, create.clone(), req.clone()).await;
+                if got.as_ref().is_err_and(is_failure) {
+                    return Some(op.clone());
+                }
+                let want = self.reference.fork(name, create, req).await;
+                if let Ok(Created::New(_)) = &want {
+                    self.json.insert(*stream, self.json.get(source).copied().unwrap_or(false));
+                }
+                let o = |r: &ds_engine::Result<Created>| match r {
+                    Ok(c) => Outcome::Created(matches!(c, Created::New(_))),
+                    Err(e) => refused(e),
+                };
+                (o(&got), o(&want))
+            }
             Op::PowerCut { .. } | Op::ProcessCrash | Op::FailSync { .. } => unreachable!(),
         };
         assert_eq!(got, want, "file store and reference disagree on {op:?}");
@@ -265,6 +319,15 @@ impl Harness {
             }
             Op::Delete { stream } => {
                 let _ = self.reference.delete(STREAMS[*stream]).await;
+            }
+            Op::Fork { stream, source, sub } => {
+                let req = fork_request(STREAMS[*source], *sub);
+                let create = self.fork_create(*source);
+                if let Ok(Created::New(_)) =
+                    self.reference.fork(STREAMS[*stream], create, req).await
+                {
+                    self.json.insert(*stream, self.json.get(source).copied().unwrap_or(false));
+                }
             }
             _ => {}
         }
@@ -324,10 +387,16 @@ fn torn_model(mode: StorageMode, torn: u8, seed: u64) -> Torn {
     }
 }
 
+/// A fork at the source's tail, taking `sub` more bytes or messages (past the tail: refused).
+fn fork_request(source: &str, sub: u64) -> ForkRequest {
+    ForkRequest { source: source.into(), offset: None, sub, content_type_given: false }
+}
+
 async fn run(mode: StorageMode, ops: Vec<Op>) {
     let mut h = Harness::new(mode).await;
     for op in &ops {
         match op {
+            Op::Fork { .. } if mode != StorageMode::Acid => {}
             Op::PowerCut { torn, seed } if survives_power_loss(mode) => {
                 let image = h.sim.power_loss(torn_model(mode, *torn, *seed));
                 h.restart(image, None).await;

@@ -1,4 +1,4 @@
-//! Forks (§4.2) through the engine's public API, with the memory store: a fork reads exactly
+//! Forks (§4.2) through the engine's public API, in memory and acid: a fork reads exactly
 //! like a plain stream holding the same appends (same chunks, same offsets, from any record
 //! boundary, through any depth of forks), inherited data costs the fork nothing, and deletes
 //! soft-delete and cascade as the protocol says.
@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ds_engine::fs::sim::SimFs;
 use ds_engine::{
     AppendRequest, ContentType, CreateRequest, Created, Engine, EngineConfig, Error, Expiry,
-    ForkRequest, ManualClock, Offset, ReadFrom,
+    ForkRequest, ManualClock, Offset, ReadFrom, StorageMode,
 };
 use proptest::prelude::*;
 
@@ -22,6 +23,24 @@ fn engine(chunk: usize) -> (Engine, ManualClock) {
     let clock = ManualClock::new(1_700_000_000_000);
     let config = EngineConfig { read_chunk_bytes: chunk, ..EngineConfig::default() };
     (Engine::open_with_clock(config, Arc::new(clock.clone())).unwrap(), clock)
+}
+
+/// An engine in `mode` (memory, or acid on the simulated file system).
+async fn engine_in(mode: StorageMode, chunk: usize) -> Engine {
+    if mode == StorageMode::Memory {
+        return engine(chunk).0;
+    }
+    let config = EngineConfig {
+        mode,
+        data_dir: std::path::PathBuf::from("/data"),
+        read_chunk_bytes: chunk,
+        acid_shard_count: 2,
+        ..EngineConfig::default()
+    };
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let engine = Engine::open_on(config, clock, Arc::new(SimFs::new())).unwrap();
+    engine.ready().await.unwrap();
+    engine
 }
 
 fn create(ct: &str) -> CreateRequest {
@@ -83,9 +102,11 @@ proptest! {
             1..4,
         ),
         max in 1usize..40,
+        acid in any::<bool>(),
     ) {
         block_on(async {
-            let (engine, _) = engine(64);
+            let mode = if acid { StorageMode::Acid } else { StorageMode::Memory };
+            let engine = engine_in(mode, 64).await;
             let ct = if json { "application/json" } else { "application/octet-stream" };
             // The appends each level shows, with the tail after each.
             let mut view: Vec<(Vec<u8>, Offset)> = Vec::new();

@@ -94,7 +94,9 @@ fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
                     "name": s.name, "mode": s.mode, "shard": s.shard, "incarnation": format!("{:016x}", s.incarnation),
                     "content_type": s.content_type, "expiry": expiry_text(s.expiry),
                     "created_ms": s.created_ms, "bytes": s.bytes, "records": s.records,
-                    "state": s.state, "problem": s.problem,
+                    "state": s.state, "problem": s.problem, "forks": s.forks,
+                    "forked_from": s.forked_from.as_ref()
+                        .map(|(source, at)| json!({"source": source, "offset": at.to_string()})),
                     "producers": s.producers.iter()
                         .map(|(id, e, q)| json!({"id": id, "epoch": e, "seq": q}))
                         .collect::<Vec<_>>(),
@@ -115,7 +117,7 @@ fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
         let producers: Vec<String> =
             s.producers.iter().map(|(id, e, q)| format!("{id}@{e}:{q}")).collect();
         println!(
-            "{:<32} {:<9} {:<24} {:>12} {:>9} {:<8} {:<12} {}{}",
+            "{:<32} {:<9} {:<24} {:>12} {:>9} {:<8} {:<12} {}{}{}",
             s.name,
             s.shard.map_or_else(|| s.mode.to_owned(), |i| format!("{}:{i}", s.mode)),
             s.content_type,
@@ -124,11 +126,24 @@ fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
             s.state,
             expiry_text(s.expiry),
             if producers.is_empty() { "-".into() } else { producers.join(",") },
+            fork_text(&s.forked_from, s.forks),
             s.problem.as_ref().map(|p| format!("  [{p}]")).unwrap_or_default()
         );
     }
     println!("{} streams", streams.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `  fork of SOURCE at OFFSET`, `  N forks`, both or nothing.
+fn fork_text(forked_from: &Option<(String, ds_engine::Offset)>, forks: u64) -> String {
+    let mut out = String::new();
+    if let Some((source, at)) = forked_from {
+        out.push_str(&format!("  fork of {source} at {at}"));
+    }
+    if forks > 0 {
+        out.push_str(&format!("  {forks} fork{}", if forks == 1 { "" } else { "s" }));
+    }
+    out
 }
 
 fn verify(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {

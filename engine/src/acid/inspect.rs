@@ -12,7 +12,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::acid::backend::OverlayBackend;
 use crate::acid::layout::{self, redb_io};
-use crate::acid::tables::{self, DATA, META, NAMES, PRODUCERS, StoredStream, TAILS};
+pub use crate::acid::tables::StoredStream;
+use crate::acid::tables::{self, DATA, META, NAMES, PRODUCERS, TAILS};
 use crate::fs::{Fs, OpenMode};
 
 /// The shards of the acid layout under `data_dir`, opened read-only; `None` when there is no
@@ -138,7 +139,8 @@ pub fn verify_shard(
 fn check_rows(data: &redb::ReadOnlyTable<(u64, u64), &[u8]>, s: &StoredStream) -> StreamRows {
     let mut rows = 0u64;
     let mut appends = 0u64;
-    let mut end = 0u64;
+    // A fork's own rows start at its fork point.
+    let mut end = s.fork.as_ref().map_or(0, |f| f.link.at);
     let json = s.meta.content_type.is_json();
     let result = (|| -> Result<u64, String> {
         for row in data.range((s.id, 0)..=(s.id, u64::MAX)).map_err(|e| e.to_string())? {
