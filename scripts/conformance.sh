@@ -10,18 +10,12 @@
 # running is noticed too). Extra vitest arguments can be passed in VITEST_ARGS.
 #
 # Scope: the reserved subscription tests only run when the suite is asked for them, which we
-# do not: 332 tests, all of which must pass. Forking (issue 5) is done in memory mode; in the
-# persistent modes, which still answer 501 to a fork, the `Fork - ...` groups are left out
-# (250 tests).
+# do not: 332 tests in every mode, all of which must pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 mode=${1:-memory}
-case "$mode" in
-  memory | acid) TEST_PATTERN='.*'; default_expected=332 ;;
-  *) TEST_PATTERN='^(?!.*Fork - )'; default_expected=250 ;;
-esac
-EXPECTED_PASSED=${DS_CONFORMANCE_EXPECT_PASSED:-$default_expected}
+EXPECTED_PASSED=${DS_CONFORMANCE_EXPECT_PASSED:-332}
 
 conf="$root/tests/conformance"
 if [ ! -d "$conf/node_modules/@durable-streams/server-conformance-tests" ]; then
@@ -74,8 +68,7 @@ echo "==> conformance suite against $mode mode at http://$addr"
 cd "$conf"
 status=0
 report="$work/report.json"
-DS_CONFORMANCE_URL="http://$addr" npx vitest run --testNamePattern "$TEST_PATTERN" \
-  --reporter=default --reporter=json --outputFile.json="$report" ${VITEST_ARGS:-} || status=$?
+DS_CONFORMANCE_URL="http://$addr" npx vitest run --reporter=default --reporter=json --outputFile.json="$report" ${VITEST_ARGS:-} || status=$?
 if [ "$status" -ne 0 ]; then
   echo "--- server log (last 50 lines) ---" >&2
   tail -n 50 "$log" >&2

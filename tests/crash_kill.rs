@@ -6,7 +6,7 @@
 //! at a random moment while they write; restart it on the same directory; retry each
 //! producer's last acknowledged request (which must be a duplicate, 204) and its
 //! unacknowledged one (a duplicate or a first success, never a second copy); read every
-//! stream back and check each writer's records. Several rounds. In acid mode each round
+//! stream back and check each writer's records. Several rounds. Each round
 //! also forks a stream that is then deleted at once (soft delete), writes to the fork, and
 //! checks after every restart that the fork still reads its source's record exactly once and
 //! the source answers 410; at the end, deleting the forks removes their sources (404).
@@ -311,9 +311,9 @@ async fn verify(addr: SocketAddr, writers: &mut [Writer]) {
 /// The writer id of a fork source's one record.
 const SOURCE_WRITER: usize = 999;
 
-/// Whether this mode has forks (the file modes do not yet).
+/// Whether this mode has forks (all the persistent ones).
 fn forks(mode: &str) -> bool {
-    mode == "acid"
+    mode != "memory"
 }
 
 fn source_path(round: u32) -> String {

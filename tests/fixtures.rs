@@ -208,36 +208,41 @@ async fn engine_inspect_reads_acid_shards_without_writing() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// `engine-inspect` on acid forks: `list` shows each fork's source and fork offset, each
-/// source's fork count, and a deleted source kept for its forks; `verify` is clean.
+/// `engine-inspect` on forks, in both persistent layouts: `list` shows each fork's source and
+/// fork offset, each source's fork count, and a deleted source kept for its forks; `verify`
+/// is clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn engine_inspect_shows_acid_forks() {
-    let dir = std::env::temp_dir().join(format!("ds-inspect-forks-{}", rand_suffix()));
-    let server = serve_in("acid", &dir).await;
-    let text = ("content-type", "text/plain");
-    server.req("PUT", &stream("src"), &[text], b"abc").await;
-    let fork = [text, ("stream-forked-from", "/v1/stream/src")];
-    assert_eq!(server.req("PUT", &stream("f1"), &fork, b"").await.status, 201);
-    let fork2 = [text, ("stream-forked-from", "/v1/stream/f1")];
-    assert_eq!(server.req("PUT", &stream("f2"), &fork2, b"").await.status, 201);
-    assert_eq!(server.req("DELETE", &stream("src"), &[], b"").await.status, 204);
-    server.stop().await;
-    let path = dir.to_str().unwrap();
-    let (code, out) = inspect(&["list", path, "--json"]);
-    assert_eq!(code, 0, "{out}");
-    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let find = |name: &str| list.as_array().unwrap().iter().find(|s| s["name"] == name).cloned();
-    let src = find("src").unwrap();
-    assert_eq!((src["state"].as_str(), src["forks"].as_u64()), (Some("deleted"), Some(1)));
-    let f1 = find("f1").unwrap();
-    assert_eq!(f1["forked_from"]["source"], "src");
-    assert_eq!(f1["forked_from"]["offset"], "0000000000000003_0000000000000000");
-    assert_eq!(f1["forks"], 1);
-    assert_eq!(find("f2").unwrap()["forked_from"]["source"], "f1");
-    let (code, out) = inspect(&["verify", path]);
-    assert_eq!(code, 0, "{out}");
-    let (code, text_out) = inspect(&["list", path]);
-    assert_eq!(code, 0);
-    assert!(text_out.contains("fork of src at 0000000000000003_0000000000000000"), "{text_out}");
-    std::fs::remove_dir_all(dir).unwrap();
+async fn engine_inspect_shows_forks() {
+    for mode in ["acid", "file-durable"] {
+        let dir = std::env::temp_dir().join(format!("ds-inspect-forks-{mode}-{}", rand_suffix()));
+        let server = serve_in(mode, &dir).await;
+        let text = ("content-type", "text/plain");
+        let created = server.req("PUT", &stream("src"), &[text], b"abc").await;
+        let tail = created.header("stream-next-offset").unwrap().to_owned();
+        let fork = [text, ("stream-forked-from", "/v1/stream/src")];
+        assert_eq!(server.req("PUT", &stream("f1"), &fork, b"").await.status, 201);
+        let fork2 = [text, ("stream-forked-from", "/v1/stream/f1")];
+        assert_eq!(server.req("PUT", &stream("f2"), &fork2, b"").await.status, 201);
+        assert_eq!(server.req("DELETE", &stream("src"), &[], b"").await.status, 204);
+        server.stop().await;
+        let path = dir.to_str().unwrap();
+        let (code, out) = inspect(&["list", path, "--json"]);
+        assert_eq!(code, 0, "{out}");
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let find =
+            |name: &str| list.as_array().unwrap().iter().find(|s| s["name"] == name).cloned();
+        let src = find("src").unwrap();
+        assert_eq!((src["state"].as_str(), src["forks"].as_u64()), (Some("deleted"), Some(1)));
+        let f1 = find("f1").unwrap();
+        assert_eq!(f1["forked_from"]["source"], "src");
+        assert_eq!(f1["forked_from"]["offset"], tail.as_str(), "{mode}");
+        assert_eq!(f1["forks"], 1);
+        assert_eq!(find("f2").unwrap()["forked_from"]["source"], "f1");
+        let (code, out) = inspect(&["verify", path]);
+        assert_eq!(code, 0, "{mode}: {out}");
+        let (code, text_out) = inspect(&["list", path]);
+        assert_eq!(code, 0);
+        assert!(text_out.contains(&format!("fork of src at {tail}")), "{text_out}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -63,12 +63,14 @@ pub(crate) struct Piece {
 
 /// Builds a chunk from whole records starting at `start`: records while they fit in `max`
 /// bytes; a first record larger than that is cut by `split` (at a byte count, a character
-/// boundary, or a message boundary for JSON, where the offset's `sub` counts messages).
+/// boundary, or a message boundary for JSON, where the offset's `sub` counts messages); with
+/// `whole`, not at all (the chunk is then empty).
 pub(crate) fn assemble(
     pieces: &[Piece],
     start: Offset,
     max: usize,
     split: Split,
+    whole: bool,
 ) -> Result<(Vec<Bytes>, Offset)> {
     let mut parts = Vec::new();
     let mut next = start;
@@ -83,7 +85,7 @@ pub(crate) fn assemble(
             next = Offset::at(piece.end);
             continue;
         }
-        if total > 0 {
+        if total > 0 || whole {
             break;
         }
         let (take, sub_taken) = match (&piece.lens, split) {
@@ -122,7 +124,7 @@ pub(crate) fn assemble(
 }
 
 /// Bytes of a record's payload before sub-position `sub`.
-fn sub_to_bytes(piece: &Piece, sub: u32) -> Result<usize> {
+pub(crate) fn sub_to_bytes(piece: &Piece, sub: u32) -> Result<usize> {
     let sub = sub as usize;
     match &piece.lens {
         Some(lens) if sub < lens.len().max(1) => Ok(lens[..sub].iter().map(|l| *l as usize).sum()),

@@ -359,8 +359,9 @@ impl Engine {
     }
 
     /// The data a fork copies past its fork offset: `sub` bytes, or `sub` JSON messages, of
-    /// what the source shows from `anchor` (its own fork view included). For a JSON source
-    /// also checks that `anchor` is a message boundary.
+    /// what the source shows from `anchor` (its own fork view included). Also checks that
+    /// `anchor` is a position the source's store can read from (a message boundary for JSON,
+    /// a record boundary in the file log).
     async fn fork_prefix(
         &self,
         backend: &Backend,
@@ -376,8 +377,8 @@ impl Engine {
         let mut parts = Vec::new();
         let mut have = 0u64;
         let mut at = anchor;
-        // A JSON anchor inside a message is refused by the read; bytes need `sub` of them.
-        while at < tail && (have < sub || (json && parts.is_empty())) {
+        // One read at least: it refuses an anchor inside a JSON message or a log record.
+        while at < tail && (have < sub || parts.is_empty()) {
             let want =
                 if json { self.config.read_chunk_bytes } else { to_usize(sub - have).max(1) };
             let (chunk, next) =

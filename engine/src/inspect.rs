@@ -183,6 +183,12 @@ fn problem_of(view: &LogView) -> Option<String> {
 /// If the directory cannot be listed.
 pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummary>> {
     let (metas, _) = metas(fs, dir)?;
+    let mut forks: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (_, meta) in &metas {
+        if let Ok(Some(Meta { fork: Some(f), .. })) = meta {
+            *forks.entry(f.link.source.to_string()).or_default() += 1;
+        }
+    }
     let mut out = Vec::new();
     for (inc, meta) in metas {
         let Ok(Some(meta)) = meta else { continue };
@@ -192,7 +198,10 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
             Expiry::IdleTtl { secs } => view.last_access_ms.saturating_add(secs * 1000) <= now,
             Expiry::At { unix_ms } => unix_ms <= now,
         };
-        let state = if expired {
+        let gone = fs.open(&dir.join(crate::log::store::gone_name(inc)), OpenMode::Read).is_ok();
+        let state = if gone {
+            "deleted"
+        } else if expired {
             "expired"
         } else if view.writer.closed {
             "closed"
@@ -210,8 +219,11 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
             name: meta.name.clone(),
             mode: "file-log",
             shard: None,
-            forked_from: None,
-            forks: 0,
+            forked_from: meta
+                .fork
+                .as_ref()
+                .map(|f| (f.link.source.to_string(), Offset::at(f.link.at))),
+            forks: forks.get(&meta.name).copied().unwrap_or(0),
             incarnation: inc,
             content_type: meta.content_type.as_str().to_owned(),
             expiry: meta.expiry,
@@ -275,6 +287,10 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
 pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
     let (metas, leftovers) = metas(fs, dir)?;
     let mut report = VerifyReport { leftovers, ..VerifyReport::default() };
+    let file_names: std::collections::HashSet<String> = metas
+        .iter()
+        .filter_map(|(_, m)| m.as_ref().ok().and_then(Option::as_ref).map(|m| m.name.clone()))
+        .collect();
     for (inc, meta) in metas {
         let meta = match meta {
             Ok(Some(meta)) => meta,
@@ -289,7 +305,14 @@ pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
                 continue;
             }
         };
-        report.streams.push(check_stream(fs, dir, &meta));
+        let mut check = check_stream(fs, dir, &meta);
+        if let Some(f) = &meta.fork
+            && !file_names.contains(f.link.source.as_ref())
+        {
+            check.ok = false;
+            check.log = format!("fork of {}, which does not exist", f.link.source);
+        }
+        report.streams.push(check);
     }
     let stored = acid_streams(fs, dir)?;
     let names: std::collections::HashSet<&str> =

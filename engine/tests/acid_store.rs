@@ -270,51 +270,6 @@ fn fork_of(source: &str) -> ds_engine::ForkRequest {
     }
 }
 
-/// Forks survive restarts with their links, and a crash anywhere in a cascading cleanup
-/// (the fork's removal, then its soft-deleted source's, in two transactions and possibly two
-/// shards) leaves either both (the source still soft-deleted, the fork reading it) or neither:
-/// the next start removes a soft-deleted stream that no fork reads any more.
-#[tokio::test]
-async fn fork_links_and_cascades_survive_crashes() {
-    for fail_at in 0..6 {
-        let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
-        let engine = open(2, &sim, &clock).await;
-        engine.create("src", create(Expiry::Never)).await.unwrap();
-        engine.append("src", AppendRequest::data("text/plain", "b")).await.unwrap();
-        let empty = CreateRequest { body: bytes::Bytes::new(), ..create(Expiry::Never) };
-        engine.fork("fork", empty, fork_of("src")).await.unwrap();
-        engine.append("fork", AppendRequest::data("text/plain", "c")).await.unwrap();
-        engine.delete("src").await.unwrap();
-        assert_eq!(engine.head("src").await.unwrap_err(), ds_engine::Error::Gone);
-        // Across a clean restart: the link and the soft delete are durable.
-        drop(engine);
-        let engine = open(2, &sim.power_loss(Torn::Clean), &clock).await;
-        let sim = sim.power_loss(Torn::Clean);
-        drop(engine);
-        let engine = open(2, &sim, &clock).await;
-        assert_eq!(engine.head("src").await.unwrap_err(), ds_engine::Error::Gone);
-        let chunk = engine.read("fork", ReadFrom::Start).await.unwrap();
-        assert_eq!(chunk.parts.concat(), b"abc");
-        sim.fail_one_sync(fail_at);
-        let deleted = engine.delete("fork").await;
-        drop(engine);
-        let engine = open(2, &sim.power_loss(Torn::Pages(fail_at)), &clock).await;
-        match engine.head("fork").await {
-            Ok(_) => {
-                assert!(deleted.is_err(), "sync {fail_at}: an acknowledged delete came back");
-                assert_eq!(engine.head("src").await.unwrap_err(), ds_engine::Error::Gone);
-                let chunk = engine.read("fork", ReadFrom::Start).await.unwrap();
-                assert_eq!(chunk.parts.concat(), b"abc", "sync {fail_at}");
-            }
-            Err(e) => {
-                assert_eq!(e, ds_engine::Error::NotFound, "sync {fail_at}");
-                let src = engine.head("src").await.unwrap_err();
-                assert_eq!(src, ds_engine::Error::NotFound, "sync {fail_at}: source cleaned up");
-            }
-        }
-    }
-}
-
 /// Forking shares, never copies: a fork of an 8 MiB stream adds a few pages to the shards,
 /// whatever the source's size.
 #[tokio::test]

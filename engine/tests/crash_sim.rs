@@ -46,8 +46,7 @@ enum Op {
     Delete {
         stream: usize,
     },
-    /// Fork `source` at its tail into `stream` (acid and the reference only: the file modes
-    /// have no forks yet).
+    /// Fork `source` at its tail into `stream`, taking `sub` more bytes or messages.
     Fork {
         stream: usize,
         source: usize,
@@ -396,7 +395,6 @@ async fn run(mode: StorageMode, ops: Vec<Op>) {
     let mut h = Harness::new(mode).await;
     for op in &ops {
         match op {
-            Op::Fork { .. } if mode != StorageMode::Acid => {}
             Op::PowerCut { torn, seed } if survives_power_loss(mode) => {
                 let image = h.sim.power_loss(torn_model(mode, *torn, *seed));
                 h.restart(image, None).await;

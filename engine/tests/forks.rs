@@ -1,4 +1,5 @@
-//! Forks (§4.2) through the engine's public API, in memory and acid: a fork reads exactly
+//! Forks (§4.2) through the engine's public API, in memory, acid and the file log: a fork
+//! reads exactly
 //! like a plain stream holding the same appends (same chunks, same offsets, from any record
 //! boundary, through any depth of forks), inherited data costs the fork nothing, and deletes
 //! soft-delete and cascade as the protocol says.
@@ -8,7 +9,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ds_engine::fs::sim::SimFs;
+use ds_engine::fs::sim::{SimFs, Torn};
 use ds_engine::{
     AppendRequest, ContentType, CreateRequest, Created, Engine, EngineConfig, Error, Expiry,
     ForkRequest, ManualClock, Offset, ReadFrom, StorageMode,
@@ -25,7 +26,24 @@ fn engine(chunk: usize) -> (Engine, ManualClock) {
     (Engine::open_with_clock(config, Arc::new(clock.clone())).unwrap(), clock)
 }
 
-/// An engine in `mode` (memory, or acid on the simulated file system).
+/// A persistent engine in `mode` on `sim`.
+async fn open_on(mode: StorageMode, sim: &SimFs, clock: &ManualClock) -> Engine {
+    let config = EngineConfig {
+        mode,
+        data_dir: std::path::PathBuf::from("/data"),
+        acid_shard_count: 2,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open_on(config, Arc::new(clock.clone()), Arc::new(sim.clone())).unwrap();
+    engine.ready().await.unwrap();
+    engine
+}
+
+fn plain(ct: &str, body: &'static str) -> CreateRequest {
+    CreateRequest { body: Bytes::from_static(body.as_bytes()), ..create(ct) }
+}
+
+/// An engine in `mode` (memory, or a persistent one on the simulated file system).
 async fn engine_in(mode: StorageMode, chunk: usize) -> Engine {
     if mode == StorageMode::Memory {
         return engine(chunk).0;
@@ -102,10 +120,13 @@ proptest! {
             1..4,
         ),
         max in 1usize..40,
-        acid in any::<bool>(),
+        mode in prop::sample::select(vec![
+            StorageMode::Memory,
+            StorageMode::Acid,
+            StorageMode::FileDurable,
+        ]),
     ) {
         block_on(async {
-            let mode = if acid { StorageMode::Acid } else { StorageMode::Memory };
             let engine = engine_in(mode, 64).await;
             let ct = if json { "application/json" } else { "application/octet-stream" };
             // The appends each level shows, with the tail after each.
@@ -142,6 +163,67 @@ proptest! {
             }
             Ok(())
         })?;
+    }
+}
+
+/// Forks survive restarts with their links, and a crash anywhere in a cascading cleanup
+/// (the fork's removal, then its soft-deleted source's, in two transactions and possibly two
+/// shards) leaves either both (the source still soft-deleted, the fork reading it) or neither:
+/// the next start removes a soft-deleted stream that no fork reads any more.
+#[tokio::test]
+async fn fork_links_and_cascades_survive_crashes() {
+    for mode in [StorageMode::Acid, StorageMode::FileDurable] {
+        for fail_at in 0..6 {
+            cascade_cut_at_sync(mode, fail_at).await;
+        }
+    }
+}
+
+async fn cascade_cut_at_sync(mode: StorageMode, fail_at: u64) {
+    let torn = if mode == StorageMode::Acid { Torn::Pages(fail_at) } else { Torn::Prefix(fail_at) };
+    {
+        let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+        let engine = open_on(mode, &sim, &clock).await;
+        engine.create("src", plain("text/plain", "a")).await.unwrap();
+        engine.append("src", AppendRequest::data("text/plain", "b")).await.unwrap();
+        let empty = CreateRequest { body: bytes::Bytes::new(), ..plain("text/plain", "a") };
+        engine.fork("fork", empty, fork_of("src", None, 0)).await.unwrap();
+        engine.append("fork", AppendRequest::data("text/plain", "c")).await.unwrap();
+        engine.delete("src").await.unwrap();
+        assert_eq!(engine.head("src").await.unwrap_err(), ds_engine::Error::Gone);
+        // Across a clean restart: the link and the soft delete are durable.
+        drop(engine);
+        let engine = open_on(mode, &sim.power_loss(Torn::Clean), &clock).await;
+        let sim = sim.power_loss(Torn::Clean);
+        drop(engine);
+        let engine = open_on(mode, &sim, &clock).await;
+        assert_eq!(engine.head("src").await.unwrap_err(), ds_engine::Error::Gone);
+        let chunk = engine.read("fork", ReadFrom::Start).await.unwrap();
+        assert_eq!(chunk.parts.concat(), b"abc");
+        sim.fail_one_sync(fail_at);
+        let deleted = engine.delete("fork").await;
+        drop(engine);
+        let engine = open_on(mode, &sim.power_loss(torn), &clock).await;
+        match engine.head("fork").await {
+            Ok(_) => {
+                assert!(
+                    deleted.is_err(),
+                    "{mode:?} sync {fail_at}: an acknowledged delete came back"
+                );
+                assert_eq!(engine.head("src").await.unwrap_err(), ds_engine::Error::Gone);
+                let chunk = engine.read("fork", ReadFrom::Start).await.unwrap();
+                assert_eq!(chunk.parts.concat(), b"abc", "{mode:?} sync {fail_at}");
+            }
+            Err(e) => {
+                assert_eq!(e, ds_engine::Error::NotFound, "{mode:?} sync {fail_at}");
+                let src = engine.head("src").await.unwrap_err();
+                assert_eq!(
+                    src,
+                    ds_engine::Error::NotFound,
+                    "{mode:?} sync {fail_at}: source cleaned up"
+                );
+            }
+        }
     }
 }
 

@@ -269,6 +269,7 @@ mod tests {
                 expiry: Expiry::Never,
                 content_type: ContentType::new("text/plain"),
                 name: name.into(),
+                fork: None,
             };
             let tail = TailRow { end: 10, records: 2, ..TailRow::default() };
             txn.open_table(NAMES).unwrap().insert("short", 1).unwrap();

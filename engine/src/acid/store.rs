@@ -993,6 +993,7 @@ impl AcidStore {
             expiry: req.expiry,
             content_type: req.content_type.clone(),
             name: name.to_owned(),
+            fork: None,
         };
         // Taken for good even if this create fails: ids may have gaps, never repeats.
         let id = shard.next_id.fetch_add(1, Ordering::Relaxed);

@@ -53,6 +53,7 @@ pub fn log_recovery(data: &[u8]) {
         expiry: Expiry::Never,
         content_type: ContentType::new("application/octet-stream"),
         name: "fuzzed".into(),
+        fork: None,
     };
     let mut log = frame::encode_header(FileHeader { incarnation, base: 0 }).to_vec();
     log.extend_from_slice(data);

@@ -18,10 +18,12 @@
 //!   expiry_value  u64 seconds / Unix ms    record_count    u64
 //!   content_type  u16 len + bytes          closed          u8
 //!   name          u16 len + bytes          closed_by       u8 present, then id, epoch, seq
-//!                                          stream_seq      u8 present, then u16 len + bytes
-//!                                          producer_count  u32, then per producer:
-//!                                                          id (u16 len + bytes), epoch u64,
-//!                                                          last_seq u64
+//!   (forks only:)                          stream_seq      u8 present, then u16 len + bytes
+//!   fork          u8  1                    producer_count  u32, then per producer:
+//!   source        u16 len + bytes                          id (u16 len + bytes), epoch u64,
+//!   at            u64 fork point                           last_seq u64
+//!   requested     u8 0, or 1 + pos u64 + sub u32
+//!   sub           u64
 //! ```
 
 use std::sync::Arc;
@@ -29,9 +31,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::clock::UnixMs;
+use crate::offset::Offset;
 use crate::producer::{ProducerClaim, ProducerState};
 use crate::rules::WriterState;
-use crate::store::{ContentType, Expiry};
+use crate::store::{ContentType, Expiry, ForkLink, ForkOf};
 
 /// Magic of metadata files.
 pub const META_MAGIC: [u8; 8] = *b"DSMETA\r\n";
@@ -54,6 +57,8 @@ pub struct Meta {
     pub content_type: ContentType,
     /// The stream's name (the URL path after `/v1/stream/`).
     pub name: String,
+    /// For a fork (file log only; acid keeps it in a table of its own): its link.
+    pub fork: Option<ForkOf>,
 }
 
 /// The writer state at a log position, so that recovery only reads the log after it.
@@ -170,6 +175,20 @@ impl Meta {
         w.u64(value);
         w.bytes(self.content_type.as_str().as_bytes());
         w.bytes(self.name.as_bytes());
+        if let Some(fork) = &self.fork {
+            w.u8(1);
+            w.bytes(fork.link.source.as_bytes());
+            w.u64(fork.link.at);
+            match fork.requested_offset {
+                Some(o) => {
+                    w.u8(1);
+                    w.u64(o.pos());
+                    w.u32(o.sub());
+                }
+                None => w.u8(0),
+            }
+            w.u64(fork.requested_sub);
+        }
         seal(META_MAGIC, &w.0)
     }
 
@@ -187,7 +206,25 @@ impl Meta {
         };
         let content_type = ContentType::new(r.str()?);
         let name = r.str()?.to_owned();
-        r.done().then_some(Meta { incarnation, created_ms, expiry, content_type, name })
+        // The fork section is optional: metadata of plain streams (and all written before
+        // forks) ends with the name.
+        let fork = if r.done() {
+            None
+        } else {
+            if r.u8()? != 1 {
+                return None;
+            }
+            let source: Arc<str> = Arc::from(r.str()?);
+            let at = r.u64()?;
+            let requested_offset = match r.u8()? {
+                0 => None,
+                1 => Some(Offset::with_sub(r.u64()?, r.u32()?)),
+                _ => return None,
+            };
+            let requested_sub = r.u64()?;
+            Some(ForkOf { link: ForkLink { source, at }, requested_offset, requested_sub })
+        };
+        r.done().then_some(Meta { incarnation, created_ms, expiry, content_type, name, fork })
     }
 }
 
@@ -272,9 +309,19 @@ mod tests {
             expiry: Expiry::IdleTtl { secs: 60 },
             content_type: ContentType::new("application/json; charset=utf-8"),
             name: "chats/42/tokens".into(),
+            fork: None,
         };
         let bytes = meta.encode();
-        assert_eq!(Meta::decode(&bytes), Some(meta));
+        assert_eq!(Meta::decode(&bytes), Some(meta.clone()));
+        let fork = Meta {
+            fork: Some(ForkOf {
+                link: ForkLink { source: Arc::from("chats/41"), at: 77 },
+                requested_offset: Some(Offset::at(70)),
+                requested_sub: 7,
+            }),
+            ..meta
+        };
+        assert_eq!(Meta::decode(&fork.encode()), Some(fork));
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;

@@ -92,7 +92,7 @@ pub fn open(
         let Ok(incarnation) = u64::from_str_radix(stem, 16) else { continue };
         match ext {
             "meta" => metas.push((incarnation, name)),
-            "log" | "ckpt" => files.entry(incarnation).or_default().push(name),
+            "log" | "ckpt" | "gone" => files.entry(incarnation).or_default().push(name),
             _ => {}
         }
     }
@@ -143,6 +143,11 @@ pub fn open(
             });
         }
     }
+    let gone: HashSet<u64> = files
+        .iter()
+        .filter(|(inc, names)| names.contains(&crate::log::store::gone_name(**inc)))
+        .map(|(inc, _)| *inc)
+        .collect();
     for (incarnation, names) in files {
         max_incarnation = max_incarnation.max(incarnation);
         if known.contains(&incarnation) {
@@ -154,6 +159,12 @@ pub fn open(
             report.removed.push(name);
         }
     }
+    let mut streams = streams;
+    link_forks(fs.as_ref(), dir, &mut streams, &gone, &mut report)?;
+    // A soft-deleted stream no longer expires; a removed one is gone.
+    expiring.retain(|e| {
+        streams.iter().any(|s| s.incarnation() == e.incarnation && !s.lock().soft_deleted)
+    });
     if !report.removed.is_empty() || !report.torn.is_empty() {
         fs.sync_dir(dir)?;
     }
@@ -169,6 +180,70 @@ pub fn open(
         next,
     )?;
     Ok((store, expiring, report))
+}
+
+/// Marks the streams with a `.gone` file soft-deleted, counts each stream's forks from their
+/// metadata, and removes what a crash left half done: soft-deleted streams that no fork
+/// reads any more (up the chain), metadata first.
+fn link_forks(
+    fs: &dyn Fs,
+    dir: &Path,
+    streams: &mut Vec<Arc<FileStream>>,
+    gone: &HashSet<u64>,
+    report: &mut Report,
+) -> io::Result<()> {
+    let by_name: HashMap<Arc<str>, Arc<FileStream>> =
+        streams.iter().map(|s| (s.name.clone(), s.clone())).collect();
+    for stream in streams.iter() {
+        if gone.contains(&stream.incarnation()) {
+            stream.lock().soft_deleted = true;
+        }
+        if let Some(f) = &stream.fork {
+            match by_name.get(&f.link.source) {
+                Some(source) => source.lock().refs += 1,
+                None => {
+                    tracing::error!(stream = %stream.name, source = %f.link.source,
+                        "fork without its source: its inherited data cannot be read");
+                    report.damaged.push((stream.name.to_string(), "fork source missing".into()));
+                }
+            }
+        }
+    }
+    let mut orphans: Vec<Arc<FileStream>> = streams
+        .iter()
+        .filter(|s| {
+            let st = s.lock();
+            st.soft_deleted && st.refs == 0
+        })
+        .cloned()
+        .collect();
+    let mut removed = std::collections::HashSet::new();
+    while let Some(stream) = orphans.pop() {
+        let inc = stream.incarnation();
+        fs.remove(&dir.join(meta_name(inc)))?;
+        fs.sync_dir(dir)?;
+        for name in
+            [crate::log::handles::log_name(inc), ckpt_name(inc), crate::log::store::gone_name(inc)]
+        {
+            match fs.remove(&dir.join(&name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        tracing::info!(stream = %stream.name, "removed a deleted stream whose last fork is gone");
+        report.removed.push(meta_name(inc));
+        removed.insert(inc);
+        if let Some(source) = stream.fork.as_ref().and_then(|f| by_name.get(&f.link.source)) {
+            let mut st = source.lock();
+            st.refs = st.refs.saturating_sub(1);
+            if st.refs == 0 && st.soft_deleted {
+                drop(st);
+                orphans.push(source.clone());
+            }
+        }
+    }
+    streams.retain(|s| !removed.contains(&s.incarnation()));
+    Ok(())
 }
 
 fn check_layout(fs: &dyn Fs, dir: &Path) -> io::Result<()> {

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::chunk::{Piece, Split, assemble, utf8_cut};
+use crate::chunk::{Piece, Split, assemble, sub_to_bytes, utf8_cut};
 use crate::clock::UnixMs;
 use crate::commit_queue::{CommitQueue, CommitterThreads};
 use crate::config::Limits;
@@ -45,9 +45,6 @@ use crate::store::{
     ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::StreamCore;
-
-/// What a fork request gets in this mode until forks land in the persistent stores.
-const FORKS_UNSUPPORTED: &str = "stream forking is not available in this storage mode yet";
 
 /// What an acknowledged write survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +76,13 @@ const MAP_SHARDS: usize = 64;
 #[must_use]
 pub fn meta_name(incarnation: u64) -> String {
     format!("{incarnation:016x}.meta")
+}
+
+/// File name of a stream's soft-delete mark: present while the stream is deleted but forks
+/// still read it.
+#[must_use]
+pub fn gone_name(incarnation: u64) -> String {
+    format!("{incarnation:016x}.gone")
 }
 
 /// File name of a stream's checkpoint.
@@ -157,6 +161,11 @@ pub(crate) struct StreamState {
     committing: bool,
     recent: VecDeque<Piece>,
     recent_bytes: usize,
+    /// Forks whose inherited data this stream serves (recounted from the metadata at start).
+    pub(crate) refs: u64,
+    /// Deleted or expired while forks still read it (its `.gone` file): gone for direct
+    /// operations (§4.2).
+    pub(crate) soft_deleted: bool,
 }
 
 #[derive(Default)]
@@ -212,8 +221,9 @@ impl FileStream {
         state: StreamState,
         last_access_ms: UnixMs,
     ) -> FileStream {
+        let fork = meta.fork.clone();
         let core =
-            StreamCore::new(meta, None, state.visible_end, state.durable.closed, last_access_ms);
+            StreamCore::new(meta, fork, state.visible_end, state.durable.closed, last_access_ms);
         FileStream { core, base, state: Mutex::new(state) }
     }
 
@@ -356,6 +366,9 @@ impl Inner {
     /// the background).
     fn live(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<Arc<FileStream>> {
         let stream = self.get(name).ok_or(Error::NotFound)?;
+        if stream.lock().soft_deleted {
+            return Err(Error::Gone);
+        }
         if stream.expired(now) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let (inner, name, inc) = (self.clone(), stream.name.clone(), stream.incarnation());
@@ -401,20 +414,26 @@ impl Inner {
             // Nothing is removed from a poisoned store; the restart will expire it.
             return ExpiryCheck::Later(now.saturating_add(60_000));
         }
-        let _writes = self.shard(name).writes.lock().await;
+        let writes = self.shard(name).writes.lock().await;
         {
-            let mut st = stream.lock();
-            if st.removed {
+            let st = stream.lock();
+            if st.removed || st.soft_deleted {
                 return ExpiryCheck::Missing;
             }
             // Decided under the lock: an append that renewed the TTL holds it while it does.
             if !stream.expired(now) {
                 return stream.deadline(now).map_or(ExpiryCheck::Missing, ExpiryCheck::Later);
             }
-            st.removed = true;
         }
-        match self.clone().remove_files(stream.clone()).await {
-            Ok(()) => ExpiryCheck::Removed,
+        let done = self.clone().delete_or_soft_delete(stream.clone()).await;
+        drop(writes);
+        match done {
+            Ok(source) => {
+                if let Some(source) = source {
+                    self.clone().release(source).await;
+                }
+                ExpiryCheck::Removed
+            }
             Err(e) => {
                 tracing::error!(stream = %name, error = %e, "could not remove expired stream");
                 ExpiryCheck::Missing
@@ -422,8 +441,95 @@ impl Inner {
         }
     }
 
+    /// Takes a reference on a fork's source, so that it outlives a delete while the fork
+    /// reads it.
+    fn acquire(&self, source: &str, now: UnixMs) -> Result<()> {
+        let stream = self.get(source).ok_or(Error::NotFound)?;
+        let mut st = stream.lock();
+        if st.removed || stream.expired(now) {
+            return Err(Error::NotFound);
+        }
+        if st.soft_deleted {
+            return Err(Error::SourceDeleted);
+        }
+        st.refs += 1;
+        Ok(())
+    }
+
+    /// Gives a fork's reference on its source back: a soft-deleted source left without forks
+    /// is removed, and so on up the chain (§4.2). Call without holding a `writes` lock.
+    async fn release(self: Arc<Self>, source: Arc<str>) {
+        let mut next = Some(source);
+        while let Some(name) = next.take() {
+            // A name with forks is never removed nor re-created: this is the source.
+            let Some(stream) = self.get(&name) else { return };
+            let _writes = self.shard(&name).writes.lock().await;
+            {
+                let mut st = stream.lock();
+                st.refs = st.refs.saturating_sub(1);
+                if st.refs > 0 || !st.soft_deleted || st.removed {
+                    return;
+                }
+                st.removed = true;
+            }
+            if let Err(e) = self.clone().remove_files(stream.clone()).await {
+                // The next start finishes it: a soft-deleted stream without forks is removed.
+                tracing::error!(stream = %name, error = %e, "could not remove a deleted fork source");
+                return;
+            }
+            next = stream.fork.as_ref().map(|f| f.link.source.clone());
+        }
+    }
+
+    /// Deletes a stream (checked live, under its shard's `writes` lock): removes it,
+    /// returning its fork source to release, or soft-deletes it (a durable `.gone` file) if
+    /// forks still read it.
+    async fn delete_or_soft_delete(
+        self: Arc<Self>,
+        stream: Arc<FileStream>,
+    ) -> Result<Option<Arc<str>>> {
+        let soft = {
+            let mut st = stream.lock();
+            if st.removed || st.soft_deleted {
+                return Err(Error::NotFound);
+            }
+            if st.refs == 0 {
+                st.removed = true;
+            }
+            st.refs > 0
+        };
+        if !soft {
+            self.clone().remove_files(stream.clone()).await?;
+            return Ok(stream.fork.as_ref().map(|f| f.link.source.clone()));
+        }
+        let inner = self.clone();
+        let inc = stream.incarnation();
+        let marked = tokio::task::spawn_blocking(move || {
+            // Durable before the 204, in both modes, as a delete is.
+            fs::write_atomic_or_which(inner.fs.as_ref(), &inner.dir, &gone_name(inc), b"", true)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
+        match marked {
+            Ok(()) => {}
+            Err((e, failed)) => {
+                if failed == Failed::Sync {
+                    self.poison("soft-deleting a stream", &e);
+                }
+                return Err(io_error("soft-deleting a stream", &e));
+            }
+        }
+        let mut st = stream.lock();
+        st.soft_deleted = true;
+        // Its own readers stop; its forks read its data without it.
+        stream.core.publish(st.visible_end, st.durable.closed, true);
+        drop(st);
+        Ok(None)
+    }
+
     /// Deletes a stream already marked removed: metadata first (the stream no longer exists
-    /// once that removal is durable), then the log and checkpoint. Then forgets it.
+    /// once that removal is durable), then the log, checkpoint and soft-delete mark. Then
+    /// forgets it.
     async fn remove_files(self: Arc<Self>, stream: Arc<FileStream>) -> Result<()> {
         let inner = self.clone();
         let inc = stream.incarnation();
@@ -432,7 +538,7 @@ impl Inner {
             inner.fs.remove(&inner.dir.join(meta_name(inc))).map_err(io)?;
             // Durable before the 204, in both modes: a deleted stream must not come back.
             inner.fs.sync_dir(&inner.dir).map_err(|e| (e, Failed::Sync))?;
-            for name in [log_name(inc), ckpt_name(inc)] {
+            for name in [log_name(inc), ckpt_name(inc), gone_name(inc)] {
                 match inner.fs.remove(&inner.dir.join(name)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(e)),
                     _ => {}
@@ -742,7 +848,10 @@ impl Inner {
                         payload: buf.slice(payload_at..payload_at + record.payload.len()),
                         lens: record.message_lens.map(Arc::from),
                     };
-                    taken += piece.payload.len();
+                    // A chunk starting inside its first record takes only the rest of it.
+                    let skip =
+                        if pieces.is_empty() { sub_to_bytes(&piece, start.sub())? } else { 0 };
+                    taken += piece.payload.len() - skip;
                     pieces.push(piece);
                     off += frame_len;
                     if taken >= max {
@@ -861,8 +970,70 @@ fn checkpoint_of(stream: &FileStream, st: &StreamState) -> Checkpoint {
     }
 }
 
-impl Store for FileStore {
-    async fn create(
+impl FileStore {
+    /// `create` under the shard's `writes` lock; also returns a fork source to release once
+    /// the lock is dropped (an expired fork removed from the name).
+    async fn create_locked(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        fork: Option<&ForkOf>,
+        now: UnixMs,
+    ) -> (Result<Created>, Option<Arc<str>>) {
+        let inner = &self.inner;
+        let _writes = inner.shard(name).writes.lock().await;
+        let mut release = None;
+        if let Some(existing) = inner.get(name) {
+            let expired = {
+                let st = existing.lock();
+                if st.removed {
+                    false
+                } else if st.soft_deleted {
+                    // Its forks still read it: the name is not free (§4.2).
+                    return (Err(Error::ConfigMismatch), None);
+                } else if existing.expired(now) {
+                    true
+                } else {
+                    let same_fork = match (&existing.fork, fork) {
+                        (None, None) => true,
+                        (Some(had), Some(asked)) => had.same_request(asked),
+                        _ => false,
+                    };
+                    let same = same_fork
+                        && rules::same_config(
+                            &existing.meta.content_type,
+                            existing.meta.expiry,
+                            st.accepted.closed,
+                            req,
+                        );
+                    let answer = if same {
+                        Ok(Created::Existing(existing.info(&st)))
+                    } else {
+                        Err(Error::ConfigMismatch)
+                    };
+                    return (answer, None);
+                }
+            };
+            if expired {
+                // Removing it is a write: a poisoned store answers 503, not 500.
+                if let Err(e) = inner.writable() {
+                    return (Err(e), None);
+                }
+                match inner.clone().delete_or_soft_delete(existing.clone()).await {
+                    Ok(source) => release = source,
+                    Err(e) => return (Err(e), None),
+                }
+                if existing.lock().soft_deleted {
+                    return (Err(Error::ConfigMismatch), release);
+                }
+            }
+        }
+        (self.insert_new(name, req, payload, fork, now).await, release)
+    }
+
+    /// Writes a new stream's (or fork's) log and metadata and adds it to the map.
+    async fn insert_new(
         &self,
         name: &str,
         req: &CreateRequest,
@@ -870,39 +1041,7 @@ impl Store for FileStore {
         fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> Result<Created> {
-        if fork.is_some() {
-            return Err(Error::Unsupported(FORKS_UNSUPPORTED));
-        }
         let inner = &self.inner;
-        let _writes = inner.shard(name).writes.lock().await;
-        if let Some(existing) = inner.get(name) {
-            let expired = {
-                let mut st = existing.lock();
-                if st.removed {
-                    false
-                } else if existing.expired(now) {
-                    // Removing it is a write: a poisoned store answers 503, not 500.
-                    inner.writable()?;
-                    st.removed = true;
-                    true
-                } else {
-                    let same = rules::same_config(
-                        &existing.meta.content_type,
-                        existing.meta.expiry,
-                        st.accepted.closed,
-                        req,
-                    );
-                    return if same {
-                        Ok(Created::Existing(existing.info(&st)))
-                    } else {
-                        Err(Error::ConfigMismatch)
-                    };
-                }
-            };
-            if expired {
-                inner.clone().remove_files(existing).await?;
-            }
-        }
         inner.writable()?;
         let incarnation = inner.next_incarnation.fetch_add(1, Ordering::Relaxed);
         let meta = Meta {
@@ -911,8 +1050,11 @@ impl Store for FileStore {
             expiry: req.expiry,
             content_type: req.content_type.clone(),
             name: name.to_owned(),
+            fork: fork.cloned(),
         };
-        let mut bytes = frame::encode_header(FileHeader { incarnation, base: 0 }).to_vec();
+        // A fork's log starts at its fork point: it shares its source's offset space.
+        let base = fork.map_or(0, |f| f.link.at);
+        let mut bytes = frame::encode_header(FileHeader { incarnation, base }).to_vec();
         let limit = inner.limits.max_stream_bytes;
         let mut writer = WriterState::default();
         let mut records = 0;
@@ -932,8 +1074,9 @@ impl Store for FileStore {
             records = 1;
             writer.closed = req.closed;
         }
-        let end = (bytes.len() - FILE_HEADER_LEN) as u64;
-        if end > inner.limits.max_stream_bytes {
+        let own = (bytes.len() - FILE_HEADER_LEN) as u64;
+        let end = base + own;
+        if own > inner.limits.max_stream_bytes {
             return Err(Error::StreamTooLarge { limit_bytes: inner.limits.max_stream_bytes });
         }
         let task_inner = inner.clone();
@@ -976,8 +1119,8 @@ impl Store for FileStore {
             io_error("creating stream files", &e)
         })?;
         inner.handles.insert(incarnation, file);
-        let state = StreamState::recovered(end, writer, records, 0);
-        let stream = Arc::new(FileStream::new(meta, 0, state, now));
+        let state = StreamState::recovered(end, writer, records, base);
+        let stream = Arc::new(FileStream::new(meta, base, state, now));
         let info = stream.info(&stream.lock());
         let shard = inner.shard(name);
         shard
@@ -986,6 +1129,34 @@ impl Store for FileStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(stream.name.clone(), stream);
         Ok(Created::New(info))
+    }
+}
+
+impl Store for FileStore {
+    async fn create(
+        &self,
+        name: &str,
+        req: &CreateRequest,
+        payload: Payload,
+        fork: Option<&ForkOf>,
+        now: UnixMs,
+    ) -> Result<Created> {
+        let inner = &self.inner;
+        // A fork takes its reference on the source before the target's `writes` lock (the
+        // two may share a shard), and gives it back unless the fork is new.
+        if let Some(f) = fork {
+            inner.acquire(&f.link.source, now)?;
+        }
+        let (created, release) = self.create_locked(name, req, payload, fork, now).await;
+        if let Some(source) = release {
+            inner.clone().release(source).await;
+        }
+        if let Some(f) = fork
+            && !matches!(created, Ok(Created::New(_)))
+        {
+            inner.clone().release(f.link.source.clone()).await;
+        }
+        created
     }
 
     async fn append(
@@ -1101,9 +1272,13 @@ impl Store for FileStore {
             }
             let end = st.visible_end;
             let start = match from {
+                // A fork's data before its base is its source's, read by the engine.
+                ReadFrom::Start if stream.fork.is_some() => Offset::ZERO,
                 ReadFrom::Start => Offset::at(stream.base),
                 ReadFrom::Tail => Offset::at(end),
-                ReadFrom::At(o) if o.pos() < stream.base => return Err(Error::OffsetUnknown),
+                ReadFrom::At(o) if o.pos() < stream.base && stream.fork.is_none() => {
+                    return Err(Error::OffsetUnknown);
+                }
                 ReadFrom::At(o) if o.pos() > end || (o.pos() == end && o.sub() > 0) => {
                     return Err(Error::OffsetBeyondTail);
                 }
@@ -1129,6 +1304,16 @@ impl Store for FileStore {
             (stream.info(&st), start, cached)
         };
         let end = info.tail.pos();
+        if start.pos() < stream.base {
+            // Inherited data: the engine reads it from the source.
+            return Ok(ReadChunk {
+                info,
+                start,
+                next: start,
+                parts: Vec::new(),
+                up_to_date: false,
+            });
+        }
         if start.pos() == end {
             return Ok(ReadChunk { info, start, next: start, parts: Vec::new(), up_to_date: true });
         }
@@ -1151,20 +1336,51 @@ impl Store for FileStore {
                 }
             }
         };
-        let (parts, next) = assemble(&pieces, start, max_bytes, split)?;
+        let (parts, next) = assemble(&pieces, start, max_bytes, split, false)?;
         Ok(ReadChunk { info, start, next, parts, up_to_date: next == Offset::at(end) })
     }
 
     async fn read_range(
         &self,
-        _name: &str,
-        _from: Offset,
-        _end: u64,
-        _max_bytes: usize,
-        _whole: bool,
+        name: &str,
+        from: Offset,
+        end: u64,
+        max_bytes: usize,
+        whole: bool,
     ) -> Result<RangeRead> {
-        // Only forks and their sources are read by range, and this mode creates no forks.
-        Err(Error::Unsupported(FORKS_UNSUPPORTED))
+        let inner = &self.inner;
+        let stream = inner.get(name).ok_or(Error::NotFound)?;
+        let visible = {
+            let st = stream.lock();
+            if st.removed {
+                return Err(Error::NotFound);
+            }
+            st.visible_end
+        };
+        if from.pos() < stream.base {
+            let fork = stream.fork.as_ref().map(|f| f.link.clone());
+            return Ok(RangeRead { parts: Vec::new(), next: from, fork });
+        }
+        let end = end.min(visible);
+        if from.pos() > end || (from.pos() == end && from.sub() > 0) {
+            return Err(Error::OffsetBeyondTail);
+        }
+        if from.pos() == end {
+            return Ok(RangeRead { parts: Vec::new(), next: from, fork: None });
+        }
+        let split = Split::for_type(&stream.meta.content_type);
+        let (task_inner, task_stream) = (inner.clone(), stream.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            task_inner.read_from_file(&task_stream, from, end, max_bytes, split)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("read task failed: {e}")))??;
+        let (parts, next) = match read {
+            FileRead::Pieces(pieces) => assemble(&pieces, from, max_bytes, split, whole)?,
+            FileRead::Part(..) if whole => (Vec::new(), from),
+            FileRead::Part(part, next) => (vec![part], next),
+        };
+        Ok(RangeRead { parts, next, fork: None })
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
@@ -1178,18 +1394,15 @@ impl Store for FileStore {
 
     async fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
         let inner = &self.inner;
-        let _writes = inner.shard(name).writes.lock().await;
+        let writes = inner.shard(name).writes.lock().await;
         let stream = inner.live(name, now)?;
         inner.writable()?;
-        {
-            let mut st = stream.lock();
-            if st.removed {
-                return Err(Error::NotFound);
-            }
-            st.removed = true;
-        }
         let inc = stream.incarnation();
-        inner.clone().remove_files(stream).await?;
+        let source = inner.clone().delete_or_soft_delete(stream).await?;
+        drop(writes);
+        if let Some(source) = source {
+            inner.clone().release(source).await;
+        }
         Ok(inc)
     }
 
