@@ -260,34 +260,3 @@ async fn a_create_or_delete_abandoned_by_its_caller_still_completes() {
     let engine = open(1, &sim, &clock).await;
     assert_eq!(engine.read("second", ReadFrom::Start).await.unwrap().parts.concat().len(), 70_000);
 }
-
-fn fork_of(source: &str) -> ds_engine::ForkRequest {
-    ds_engine::ForkRequest {
-        source: source.into(),
-        offset: None,
-        sub: 0,
-        content_type_given: false,
-    }
-}
-
-/// Forking shares, never copies: a fork of an 8 MiB stream adds a few pages to the shards,
-/// whatever the source's size.
-#[tokio::test]
-async fn a_fork_of_a_large_stream_takes_constant_space() {
-    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
-    let engine = open(2, &sim, &clock).await;
-    let empty = CreateRequest { body: bytes::Bytes::new(), ..create(Expiry::Never) };
-    engine.create("big", empty.clone()).await.unwrap();
-    for _ in 0..128 {
-        let req = AppendRequest::data("text/plain", vec![b'x'; 64 * 1024]);
-        engine.append("big", req).await.unwrap();
-    }
-    let before = sim.live_bytes();
-    for i in 0..4 {
-        engine.fork(&format!("fork-{i}"), empty.clone(), fork_of("big")).await.unwrap();
-    }
-    let grown = sim.live_bytes() - before;
-    assert!(grown < 256 * 1024, "4 forks of 8 MiB added {grown} bytes on disk");
-    let chunk = engine.read_at_most("fork-3", ReadFrom::Start, 1 << 20).await.unwrap();
-    assert_eq!(chunk.parts.concat().len(), 1 << 20);
-}

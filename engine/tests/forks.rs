@@ -251,3 +251,27 @@ async fn inherited_data_is_shared_and_freed_by_the_last_fork() {
     assert_eq!(engine.head("big").await.unwrap_err(), Error::NotFound, "cascaded");
     assert_eq!(engine.memory_used_bytes().unwrap(), 0);
 }
+
+/// Forking shares, never copies: four forks of an 8 MiB stream add a few pages (acid) or a
+/// few small files (file log) on disk, whatever the source's size.
+#[tokio::test]
+async fn a_fork_of_a_large_stream_takes_constant_space() {
+    for mode in [StorageMode::Acid, StorageMode::FileDurable] {
+        let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+        let engine = open_on(mode, &sim, &clock).await;
+        engine.create("big", create("text/plain")).await.unwrap();
+        for _ in 0..128 {
+            let req = AppendRequest::data("text/plain", vec![b'x'; 64 * 1024]);
+            engine.append("big", req).await.unwrap();
+        }
+        let before = sim.live_bytes();
+        for i in 0..4 {
+            let req = fork_of("big", None, 0);
+            engine.fork(&format!("fork-{i}"), create("text/plain"), req).await.unwrap();
+        }
+        let grown = sim.live_bytes() - before;
+        assert!(grown < 256 * 1024, "{mode:?}: 4 forks of 8 MiB added {grown} bytes on disk");
+        let chunk = engine.read_at_most("fork-3", ReadFrom::Start, 1 << 20).await.unwrap();
+        assert_eq!(chunk.parts.concat().len(), 1 << 20);
+    }
+}
