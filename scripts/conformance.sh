@@ -3,6 +3,7 @@
 # tests/conformance/package-lock.json) against a freshly started release server.
 #
 #   scripts/conformance.sh [MODE]        MODE defaults to memory
+#   DS_HTTP__FRONT_END=axum scripts/conformance.sh memory   through the axum front end
 #
 # Installs the pinned npm packages if needed, builds the release binary, starts it on a free
 # loopback port with a 1 s long-poll timeout, runs the suite, stops the server by its PID, and
@@ -64,7 +65,7 @@ if [ -z "$addr" ]; then
   exit 1
 fi
 
-echo "==> conformance suite against $mode mode at http://$addr"
+echo "==> conformance suite against $mode mode (${DS_HTTP__FRONT_END:-fast} front end) at http://$addr"
 cd "$conf"
 status=0
 report="$work/report.json"

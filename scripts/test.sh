@@ -27,9 +27,11 @@ else
 fi
 
 for mode in memory file-fast file-durable acid; do
-  step "official conformance suite, $mode mode"
+  step "official conformance suite, $mode mode (fast front end)"
   scripts/conformance.sh "$mode"
 done
+step "official conformance suite, memory mode (axum front end)"
+DS_HTTP__FRONT_END=axum scripts/conformance.sh memory
 
 step "crash test: SIGKILL the release server mid-stream (file-fast, file-durable)"
 cargo test --release --locked --test crash_kill

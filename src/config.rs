@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ds_engine::{EngineConfig, Limits, StorageMode};
-use ds_http::{CachePolicy, CorsOrigins, HttpConfig};
+use ds_http::{CachePolicy, CorsOrigins, FrontEnd, HttpConfig};
 use serde::{Deserialize, Serialize};
 
 /// The file read from the working directory when it exists.
@@ -61,6 +61,8 @@ pub struct HttpSection {
     pub cors_origins: String,
     /// `no-store`, `private` or `public`: `Cache-Control` of cacheable reads.
     pub cache_control: String,
+    /// `fast` (the hand-written HTTP/1.1 server) or `axum` (axum on hyper).
+    pub front_end: String,
 }
 
 /// `[storage]`: the backend.
@@ -112,7 +114,11 @@ impl Default for ServerSection {
 
 impl Default for HttpSection {
     fn default() -> HttpSection {
-        HttpSection { cors_origins: "*".into(), cache_control: "no-store".into() }
+        HttpSection {
+            cors_origins: "*".into(),
+            cache_control: "no-store".into(),
+            front_end: "fast".into(),
+        }
     }
 }
 
@@ -253,6 +259,7 @@ impl Config {
         self.storage_mode()?;
         self.cache_policy()?;
         self.cors_origins()?;
+        self.front_end()?;
         let s = &self.server;
         let day = 86_400;
         for (name, secs) in [
@@ -300,6 +307,12 @@ impl Config {
                 "http.cors_origins `{}` must be `*` or a comma-separated list of origins",
                 self.http.cors_origins
             ))
+        })
+    }
+
+    fn front_end(&self) -> Result<FrontEnd, ConfigError> {
+        FrontEnd::parse(&self.http.front_end).ok_or_else(|| {
+            err(format!("http.front_end `{}` is not one of fast, axum", self.http.front_end))
         })
     }
 
@@ -351,6 +364,7 @@ impl Config {
             sse_keepalive_interval: Duration::from_secs(s.sse_keepalive_secs.max(1)),
             cors_origins: self.cors_origins().unwrap_or(CorsOrigins::Any),
             cache_control: self.cache_policy().unwrap_or_default(),
+            front_end: self.front_end().unwrap_or_default(),
             max_body_bytes: usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX),
             body_read_timeout: Duration::from_secs(s.body_read_timeout_secs.max(1)),
             write_timeout: Duration::from_secs(s.write_timeout_secs.max(1)),
@@ -378,6 +392,7 @@ mod tests {
         assert_eq!(c.server.sse_reconnect_interval_secs, 60);
         assert_eq!(c.http.cors_origins, "*");
         assert_eq!(c.http.cache_control, "no-store");
+        assert_eq!(c.http().front_end, FrontEnd::Fast);
         assert_eq!(c.storage.mode, "memory");
         assert_eq!(c.storage.data_dir, PathBuf::from("./data/streams"));
         assert_eq!(c.limits.max_memory_bytes, 100 * 1024 * 1024);
@@ -396,6 +411,7 @@ mod tests {
                 ("DS_LIMITS__MAX_STREAM_BYTES", "123"),
                 ("DS_STORAGE__MODE", "acid"),
                 ("DS_STORAGE__ACID_SHARD_COUNT", "16"),
+                ("DS_HTTP__FRONT_END", "axum"),
                 ("PATH", "/usr/bin"),
                 ("DS_LOG", "debug"),
             ]),
@@ -407,6 +423,7 @@ mod tests {
         assert_eq!(c.engine().limits.max_stream_bytes, 123);
         assert_eq!((c.engine().mode, c.engine().acid_shard_count), (StorageMode::Acid, 16));
         assert!(matches!(c.http().cors_origins, CorsOrigins::List(ref l) if l.len() == 2));
+        assert_eq!(c.http().front_end, FrontEnd::Axum);
     }
 
     #[test]
@@ -418,6 +435,7 @@ mod tests {
             ("DS_NOPE__X", "1"),
             ("DS_STORAGE__MODE", "disk"),
             ("DS_HTTP__CACHE_CONTROL", "forever"),
+            ("DS_HTTP__FRONT_END", "hyper"),
             ("DS_LIMITS__READ_CHUNK_BYTES", "0"),
             ("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", "18446744073709551615"),
             ("DS_SERVER__WRITE_TIMEOUT_SECS", "100000"),

@@ -76,7 +76,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error:
     let (tx, rx) = watch::channel(false);
     let state = AppState::new(engine.clone(), config.http(), rx);
     let sweeper = tokio::spawn(engine.clone().run_sweeper());
-    let serve = tokio::spawn(ds_http::server::serve(listener, state));
+    let serve = tokio::spawn(ds_http::serve(listener, state));
     tracing::info!(%addr, mode = config.storage.mode, "ds-server listening");
     // Recovery runs in the background (/readyz says when it is done); if it fails, the
     // server stops rather than answer 503 forever.

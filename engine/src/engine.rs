@@ -22,8 +22,8 @@ use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::store::{
-    AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkLink, ForkOf,
-    ForkRequest, ReadChunk, Store, StreamInfo,
+    AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkLink,
+    ForkOf, ForkRequest, ReadChunk, Store, StreamInfo,
 };
 use crate::ttl::{self, ExpiryIndex};
 
@@ -478,6 +478,17 @@ impl Engine {
     /// # Errors
     /// Every append refusal in [`Error`].
     pub async fn append(&self, name: &str, req: AppendRequest) -> Result<Appended> {
+        self.begin_append(name, req)?.durable().await
+    }
+
+    /// The first half of [`Engine::append`]: validates the append and makes it take effect
+    /// (or refuses it) before returning, without waiting for durability. Later operations
+    /// see it as accepted, so a front end may start the next request of a pipeline while
+    /// this one's commit is pending, and one sync covers both.
+    ///
+    /// # Errors
+    /// Every append refusal in [`Error`].
+    pub fn begin_append(&self, name: &str, req: AppendRequest) -> Result<AppendTicket> {
         let json_body = req.content_type.as_ref().is_some_and(|ct| ct.is_json());
         let payload = if json_body && !req.body.is_empty() {
             json::split_messages(&req.body, JsonUse::Append)
@@ -485,7 +496,7 @@ impl Engine {
             Ok(Payload::opaque(req.body.clone()))
         };
         let now = self.clock.now_ms();
-        with_store!(self.backend()?, s => s.append(name, &req, payload, now).await)
+        with_store!(self.backend()?, s => s.append(name, &req, payload, now))
     }
 
     /// Reads one chunk of at most the configured size (§5.6). Renews a sliding TTL.

@@ -62,6 +62,6 @@ pub use notify::{Tail, TailWatch};
 pub use offset::{Offset, ReadFrom};
 pub use producer::{MAX_PRODUCER_NUMBER, ProducerClaim};
 pub use store::{
-    AppendKind, AppendRequest, Appended, ContentType, CreateRequest, Created, Expiry, ForkLink,
-    ForkRequest, ProducerRequest, ReadChunk, StreamInfo,
+    AppendKind, AppendRequest, AppendTicket, Appended, ContentType, CreateRequest, Created, Expiry,
+    ForkLink, ForkRequest, ProducerRequest, ReadChunk, StreamInfo,
 };

@@ -27,8 +27,8 @@ use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::rules::{self, Plan, WriterState};
 use crate::store::{
-    AppendKind, AppendRequest, Appended, ContentType, CreateRequest, Created, Expiry, ExpiryCheck,
-    ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
+    AppendKind, AppendRequest, AppendTicket, Appended, ContentType, CreateRequest, Created, Expiry,
+    ExpiryCheck, ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
 };
 
 /// The tail block is sealed (made immutable and shareable) once it holds this many bytes.
@@ -768,8 +768,8 @@ impl Store for MemoryStore {
         req: &AppendRequest,
         payload: Result<Payload>,
         now: UnixMs,
-    ) -> impl Future<Output = Result<Appended>> + Send {
-        std::future::ready(self.append_now(name, req, payload, now))
+    ) -> Result<AppendTicket> {
+        self.append_now(name, req, payload, now).map(AppendTicket::done)
     }
 
     fn read(

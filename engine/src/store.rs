@@ -2,8 +2,9 @@
 //!
 //! Every mutation is one call that either fully happens or does not: a store validates the
 //! request against the stream's state and applies it under that stream's write lock, so a
-//! refused request leaves no trace and an accepted one is complete (and, in the persistent
-//! modes, as durable as the mode promises) before the call returns.
+//! refused request leaves no trace and an accepted one is complete before the call returns.
+//! An append is acknowledged only once it is as durable as the mode promises: its call
+//! returns an [`AppendTicket`] that resolves then.
 
 use std::sync::Arc;
 
@@ -251,6 +252,74 @@ pub struct Appended {
     pub producer: Option<ProducerClaim>,
 }
 
+/// An append the store has accepted. It has taken effect: the stream's accepted state holds
+/// it, so any later request (a later request of the same pipeline included) is checked
+/// against it. [`AppendTicket::durable`] resolves once it is as durable as the mode promises;
+/// only then may it be acknowledged. Dropping the ticket does not undo the append.
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only once `durable` resolves"]
+pub struct AppendTicket {
+    ack: Appended,
+    commit: Commit,
+}
+
+#[derive(Debug)]
+enum Commit {
+    /// Durable (or nothing to wait for).
+    Done,
+    /// Waiting for the committer's answer.
+    Waiting(tokio::sync::oneshot::Receiver<Result<()>>),
+    /// The commit failed.
+    Failed(crate::Error),
+}
+
+impl AppendTicket {
+    /// An append that needs no wait (memory mode, or a duplicate of a durable append).
+    pub(crate) fn done(ack: Appended) -> AppendTicket {
+        AppendTicket { ack, commit: Commit::Done }
+    }
+
+    /// An append waiting for the commit that `commit` reports.
+    pub(crate) fn pending(
+        ack: Appended,
+        commit: tokio::sync::oneshot::Receiver<Result<()>>,
+    ) -> AppendTicket {
+        AppendTicket { ack, commit: Commit::Waiting(commit) }
+    }
+
+    /// Whether the commit's outcome is still unknown.
+    #[must_use]
+    pub fn is_pending(&self) -> bool {
+        matches!(self.commit, Commit::Waiting(_))
+    }
+
+    /// Waits for the commit's outcome without consuming the ticket. Cancel-safe: a
+    /// transport may select on it beside other work and call it again.
+    pub async fn settled(&mut self) {
+        if let Commit::Waiting(rx) = &mut self.commit {
+            self.commit = match rx.await {
+                Ok(Ok(())) => Commit::Done,
+                Ok(Err(e)) => Commit::Failed(e),
+                Err(_) => {
+                    Commit::Failed(crate::Error::Storage("commit ended without an answer".into()))
+                }
+            };
+        }
+    }
+
+    /// Waits until the append is as durable as the mode promises.
+    ///
+    /// # Errors
+    /// The commit failed (the store is poisoned), or its committer ended without answering.
+    pub async fn durable(mut self) -> Result<Appended> {
+        self.settled().await;
+        match self.commit {
+            Commit::Failed(e) => Err(e),
+            Commit::Done | Commit::Waiting(_) => Ok(self.ack),
+        }
+    }
+}
+
 /// One bounded chunk of a stream.
 #[derive(Clone, Debug)]
 pub struct ReadChunk {
@@ -321,8 +390,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Created>> + Send;
 
     /// Appends (and/or closes). `payload` is the parsed body, or the reason it is invalid, so
-    /// that the store can report errors in the protocol's order of precedence. Resolves once
-    /// the append is as durable as the store promises.
+    /// that the store can report errors in the protocol's order of precedence. Never waits:
+    /// the append takes effect (or is refused) before this returns, and the ticket resolves
+    /// once it is as durable as the store promises.
     ///
     /// # Errors
     /// Every append refusal in [`crate::Error`].
@@ -332,7 +402,7 @@ pub trait Store: Send + Sync + 'static {
         req: &AppendRequest,
         payload: Result<Payload>,
         now: UnixMs,
-    ) -> impl Future<Output = Result<Appended>> + Send;
+    ) -> Result<AppendTicket>;
 
     /// Reads at most `max_bytes` from `from` (always at least one whole JSON message).
     ///

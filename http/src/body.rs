@@ -1,18 +1,16 @@
-//! Reading request bodies with a size limit, a deadline and a server-wide budget.
+//! The limits every transport applies to request bodies: a size limit, a deadline and a
+//! server-wide budget.
 //!
 //! A declared `Content-Length` over the limit is refused before any byte is read, and a chunked
 //! body is cut off as soon as it passes the limit. Every byte being received is also taken from
-//! one [`ByteBudget`] (`max_pending_body_bytes`) until the handler is done with the body, so the
+//! one [`ByteBudget`] (`max_pending_body_bytes`) until the request is done with the body, so the
 //! memory held by bodies in flight is bounded whatever the number of clients.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, header};
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -104,12 +102,6 @@ pub struct Share {
     bytes: usize,
 }
 
-impl Share {
-    fn merge(&mut self, mut other: Share) {
-        self.bytes += std::mem::take(&mut other.bytes);
-    }
-}
-
 impl Drop for Share {
     fn drop(&mut self) {
         if self.bytes == 0 {
@@ -130,82 +122,47 @@ pub struct Received {
     _share: Option<Share>,
 }
 
-/// Reads the whole body within the limits.
-///
-/// # Errors
-/// 413 over the limit, 408 past the deadline (also while waiting for budget), 400 for a
-/// malformed `Content-Length` or a broken body.
-pub async fn collect(
-    headers: &HeaderMap,
-    body: Body,
-    limits: &BodyLimits,
-) -> Result<Received, ApiError> {
-    let declared = match headers.get(header::CONTENT_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.parse::<usize>().ok())
-                .ok_or_else(|| ApiError::bad_request("invalid Content-Length"))?,
-        ),
-    };
-    if declared.is_some_and(|n| n > limits.max_bytes) {
-        return Err(ApiError::body_too_large(limits.max_bytes));
+impl Received {
+    /// A body of `bytes` holding `share` of the budget until dropped.
+    #[must_use]
+    pub fn new(bytes: Bytes, share: Option<Share>) -> Received {
+        Received { bytes, _share: share }
     }
-    if declared == Some(0) {
-        return Ok(Received { bytes: Bytes::new(), _share: None });
+
+    /// No body.
+    #[must_use]
+    pub fn empty() -> Received {
+        Received { bytes: Bytes::new(), _share: None }
     }
-    let deadline = Instant::now() + limits.timeout;
-    let mut share = match declared {
-        Some(n) => Some(take(limits, n, deadline).await?),
-        None => None,
-    };
-    let mut body = body;
-    let mut single: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
-    let mut total = 0usize;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(ApiError::body_timeout()),
-            Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(ApiError::bad_request("request body was cut off")),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        total = total.saturating_add(data.len());
-        if total > limits.max_bytes {
-            return Err(ApiError::body_too_large(limits.max_bytes));
-        }
-        if declared.is_none() {
-            let more = take(limits, data.len(), deadline).await?;
-            match &mut share {
-                Some(s) => s.merge(more),
-                None => share = Some(more),
-            }
-        }
-        match (&mut single, &mut joined) {
-            (None, None) => single = Some(data),
-            (Some(first), None) => {
-                let mut buf = BytesMut::with_capacity(declared.unwrap_or(total).max(total));
-                buf.extend_from_slice(first);
-                buf.extend_from_slice(&data);
-                single = None;
-                joined = Some(buf);
-            }
-            (_, Some(buf)) => buf.extend_from_slice(&data),
-        }
-    }
-    let bytes = match (single, joined) {
-        (_, Some(buf)) => buf.freeze(),
-        (Some(one), None) => one,
-        (None, None) => Bytes::new(),
-    };
-    Ok(Received { bytes, _share: share })
 }
 
-/// Waiting for room past the body deadline is a body timeout.
-async fn take(limits: &BodyLimits, n: usize, deadline: Instant) -> Result<Share, ApiError> {
-    limits.budget.take(n, deadline).await.ok_or_else(ApiError::body_timeout)
+impl BodyLimits {
+    /// Takes `n` bytes of the server-wide budget, waiting for room until `deadline`.
+    ///
+    /// # Errors
+    /// 408 if the deadline passes first.
+    pub async fn take(&self, n: usize, deadline: Instant) -> Result<Share, ApiError> {
+        self.budget.take(n, deadline).await.ok_or_else(ApiError::body_timeout)
+    }
+
+    /// The length a request declared, checked against the limit before any body byte is
+    /// read.
+    ///
+    /// # Errors
+    /// 413 over the limit.
+    pub fn check_declared(&self, declared: u64) -> Result<usize, ApiError> {
+        usize::try_from(declared)
+            .ok()
+            .filter(|n| *n <= self.max_bytes)
+            .ok_or_else(|| ApiError::body_too_large(self.max_bytes))
+    }
+}
+
+impl Share {
+    /// Adds `other` to this share (both come back together).
+    pub fn merge(&mut self, mut other: Share) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
 }
 
 #[cfg(test)]

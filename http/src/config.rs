@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::http::HeaderValue;
+use crate::response::Value;
 
 /// Which origins may read responses from a browser (`DS_HTTP__CORS_ORIGINS`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,7 +10,7 @@ pub enum CorsOrigins {
     /// `*`: any origin.
     Any,
     /// Only these exact origins, echoed back with `Vary: Origin`.
-    List(Vec<HeaderValue>),
+    List(Vec<String>),
 }
 
 impl CorsOrigins {
@@ -25,8 +25,8 @@ impl CorsOrigins {
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| if s == "*" { None } else { HeaderValue::from_str(s).ok() })
-            .collect::<Option<Vec<HeaderValue>>>()?;
+            .map(|s| (s != "*" && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_owned()))
+            .collect::<Option<Vec<String>>>()?;
         (!list.is_empty()).then_some(CorsOrigins::List(list))
     }
 }
@@ -58,15 +58,35 @@ impl CachePolicy {
 
     /// The header value for a cacheable read.
     #[must_use]
-    pub fn cacheable_value(self) -> HeaderValue {
-        match self {
-            CachePolicy::NoStore => HeaderValue::from_static("no-store"),
-            CachePolicy::Private => {
-                HeaderValue::from_static("private, max-age=60, stale-while-revalidate=300")
-            }
-            CachePolicy::Public => {
-                HeaderValue::from_static("public, max-age=60, stale-while-revalidate=300")
-            }
+    pub fn cacheable_value(self) -> Value {
+        Value::Static(match self {
+            CachePolicy::NoStore => "no-store",
+            CachePolicy::Private => "private, max-age=60, stale-while-revalidate=300",
+            CachePolicy::Public => "public, max-age=60, stale-while-revalidate=300",
+        })
+    }
+}
+
+/// Which HTTP front end serves the protocol (`DS_HTTP__FRONT_END`). Both serve the same
+/// protocol mapping ([`crate::protocol`]); they differ only as transports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FrontEnd {
+    /// The hand-written HTTP/1.1 server on `httparse` (the default): pipelining with
+    /// overlapped commits, strict framing, zero-copy file reads.
+    #[default]
+    Fast,
+    /// axum on hyper: what embeds in an axum application.
+    Axum,
+}
+
+impl FrontEnd {
+    /// Parses `fast` or `axum`.
+    #[must_use]
+    pub fn parse(value: &str) -> Option<FrontEnd> {
+        match value {
+            "fast" => Some(FrontEnd::Fast),
+            "axum" => Some(FrontEnd::Axum),
+            _ => None,
         }
     }
 }
@@ -99,6 +119,8 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Most connections served at once; further clients wait in the accept queue.
     pub max_connections: usize,
+    /// The HTTP front end.
+    pub front_end: FrontEnd,
 }
 
 impl Default for HttpConfig {
@@ -115,6 +137,7 @@ impl Default for HttpConfig {
             body_read_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            front_end: FrontEnd::Fast,
         }
     }
 }

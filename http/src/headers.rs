@@ -3,51 +3,51 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use ds_engine::{
     ContentType, Expiry, ForkRequest, MAX_PRODUCER_NUMBER, ProducerClaim, ProducerRequest,
 };
 
 use crate::error::ApiError;
+use crate::request::{Field, RequestHeaders};
+use crate::response::Value;
 use crate::rfc3339;
 
 /// `Stream-Next-Offset`.
-pub const STREAM_NEXT_OFFSET: HeaderName = HeaderName::from_static("stream-next-offset");
+pub const STREAM_NEXT_OFFSET: &str = "stream-next-offset";
 /// `Stream-Up-To-Date`.
-pub const STREAM_UP_TO_DATE: HeaderName = HeaderName::from_static("stream-up-to-date");
+pub const STREAM_UP_TO_DATE: &str = "stream-up-to-date";
 /// `Stream-Closed`.
-pub const STREAM_CLOSED: HeaderName = HeaderName::from_static("stream-closed");
+pub const STREAM_CLOSED: &str = "stream-closed";
 /// `Stream-Cursor`.
-pub const STREAM_CURSOR: HeaderName = HeaderName::from_static("stream-cursor");
+pub const STREAM_CURSOR: &str = "stream-cursor";
 /// `Stream-TTL`.
-pub const STREAM_TTL: HeaderName = HeaderName::from_static("stream-ttl");
+pub const STREAM_TTL: &str = "stream-ttl";
 /// `Stream-Expires-At`.
-pub const STREAM_EXPIRES_AT: HeaderName = HeaderName::from_static("stream-expires-at");
+pub const STREAM_EXPIRES_AT: &str = "stream-expires-at";
 /// `Stream-Seq`.
-pub const STREAM_SEQ: HeaderName = HeaderName::from_static("stream-seq");
+pub const STREAM_SEQ: &str = "stream-seq";
 /// `Stream-Forked-From`.
-pub const STREAM_FORKED_FROM: HeaderName = HeaderName::from_static("stream-forked-from");
+pub const STREAM_FORKED_FROM: &str = "stream-forked-from";
 /// `Stream-Fork-Offset`.
-pub const STREAM_FORK_OFFSET: HeaderName = HeaderName::from_static("stream-fork-offset");
+pub const STREAM_FORK_OFFSET: &str = "stream-fork-offset";
 /// `Stream-Fork-Sub-Offset`.
-pub const STREAM_FORK_SUB_OFFSET: HeaderName = HeaderName::from_static("stream-fork-sub-offset");
+pub const STREAM_FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
 /// `Stream-SSE-Data-Encoding`.
-pub const STREAM_SSE_DATA_ENCODING: HeaderName =
-    HeaderName::from_static("stream-sse-data-encoding");
+pub const STREAM_SSE_DATA_ENCODING: &str = "stream-sse-data-encoding";
 /// `Producer-Id`.
-pub const PRODUCER_ID: HeaderName = HeaderName::from_static("producer-id");
+pub const PRODUCER_ID: &str = "producer-id";
 /// `Producer-Epoch`.
-pub const PRODUCER_EPOCH: HeaderName = HeaderName::from_static("producer-epoch");
+pub const PRODUCER_EPOCH: &str = "producer-epoch";
 /// `Producer-Seq`.
-pub const PRODUCER_SEQ: HeaderName = HeaderName::from_static("producer-seq");
+pub const PRODUCER_SEQ: &str = "producer-seq";
 /// `Producer-Expected-Seq`.
-pub const PRODUCER_EXPECTED_SEQ: HeaderName = HeaderName::from_static("producer-expected-seq");
+pub const PRODUCER_EXPECTED_SEQ: &str = "producer-expected-seq";
 /// `Producer-Received-Seq`.
-pub const PRODUCER_RECEIVED_SEQ: HeaderName = HeaderName::from_static("producer-received-seq");
+pub const PRODUCER_RECEIVED_SEQ: &str = "producer-received-seq";
 
 /// The value `true`, shared by every presence header.
-pub const TRUE: HeaderValue = HeaderValue::from_static("true");
+pub const TRUE: Value = Value::Static("true");
 
 /// Longest accepted `Producer-Id`, `Stream-Seq` or `Content-Type`, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 256;
@@ -57,16 +57,25 @@ pub const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// The value of a header that must appear at most once, as text.
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
-    let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else { return Ok(None) };
-    if values.next().is_some() {
-        return Err(ApiError::bad_request(format!("{name} must appear only once")));
+fn single<'a>(headers: &RequestHeaders<'a>, field: Field) -> Result<Option<&'a str>, ApiError> {
+    let slot = headers.slot(field);
+    let Some(first) = slot.first else { return Ok(None) };
+    if slot.repeated {
+        return Err(ApiError::bad_request(format!("{} must appear only once", field.name())));
     }
-    first
-        .to_str()
+    visible_ascii(first)
         .map(Some)
-        .map_err(|_| ApiError::bad_request(format!("{name} must be visible ASCII")))
+        .ok_or_else(|| ApiError::bad_request(format!("{} must be visible ASCII", field.name())))
+}
+
+/// `value` as text if it holds only visible ASCII, spaces and tabs.
+#[must_use]
+pub fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// A decimal integer with no sign, no leading zeros and nothing else, at most `max`.
@@ -84,16 +93,16 @@ fn strict_uint(value: &str, max: u64) -> Option<u64> {
 /// `Stream-Closed`: present only when exactly `true`, case-insensitively (§4.1). Any other
 /// value means absent and is not an error.
 #[must_use]
-pub fn stream_closed(headers: &HeaderMap) -> bool {
-    headers.get(STREAM_CLOSED).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+pub fn stream_closed(headers: &RequestHeaders<'_>) -> bool {
+    headers.get(Field::StreamClosed).is_some_and(|v| v.eq_ignore_ascii_case(b"true"))
 }
 
 /// `Content-Type`, if present and non-empty; it must look like `type/subtype`.
 ///
 /// # Errors
 /// 400 for a malformed or oversized value.
-pub fn content_type(headers: &HeaderMap) -> Result<Option<ContentType>, ApiError> {
-    let Some(raw) = single(headers, &axum::http::header::CONTENT_TYPE)? else {
+pub fn content_type(headers: &RequestHeaders<'_>) -> Result<Option<ContentType>, ApiError> {
+    let Some(raw) = single(headers, Field::ContentType)? else {
         return Ok(None);
     };
     let raw = raw.trim();
@@ -117,9 +126,9 @@ pub fn content_type(headers: &HeaderMap) -> Result<Option<ContentType>, ApiError
 ///
 /// # Errors
 /// 400 for a malformed value or for both headers together.
-pub fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
-    let ttl = single(headers, &STREAM_TTL)?;
-    let at = single(headers, &STREAM_EXPIRES_AT)?;
+pub fn expiry(headers: &RequestHeaders<'_>) -> Result<Expiry, ApiError> {
+    let ttl = single(headers, Field::StreamTtl)?;
+    let at = single(headers, Field::StreamExpiresAt)?;
     match (ttl, at) {
         (Some(_), Some(_)) => {
             Err(ApiError::bad_request("send Stream-TTL or Stream-Expires-At, not both"))
@@ -148,13 +157,12 @@ pub fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
 ///
 /// # Errors
 /// 400 for an empty or oversized value.
-pub fn stream_seq(headers: &HeaderMap) -> Result<Option<Bytes>, ApiError> {
-    let mut values = headers.get_all(STREAM_SEQ).iter();
-    let Some(value) = values.next() else { return Ok(None) };
-    if values.next().is_some() {
+pub fn stream_seq(headers: &RequestHeaders<'_>) -> Result<Option<Bytes>, ApiError> {
+    let slot = headers.slot(Field::StreamSeq);
+    let Some(bytes) = slot.first else { return Ok(None) };
+    if slot.repeated {
         return Err(ApiError::bad_request("Stream-Seq must appear only once"));
     }
-    let bytes = value.as_bytes();
     if bytes.is_empty() || bytes.len() > MAX_TOKEN_BYTES {
         return Err(ApiError::bad_request("Stream-Seq must be 1 to 256 bytes"));
     }
@@ -166,10 +174,10 @@ pub fn stream_seq(headers: &HeaderMap) -> Result<Option<Bytes>, ApiError> {
 /// # Errors
 /// 400 when only some are present, the id is empty or oversized, or a number is malformed
 /// or above 2^53-1.
-pub fn producer(headers: &HeaderMap) -> Result<Option<ProducerRequest>, ApiError> {
-    let id = single(headers, &PRODUCER_ID)?;
-    let epoch = single(headers, &PRODUCER_EPOCH)?;
-    let seq = single(headers, &PRODUCER_SEQ)?;
+pub fn producer(headers: &RequestHeaders<'_>) -> Result<Option<ProducerRequest>, ApiError> {
+    let id = single(headers, Field::ProducerId)?;
+    let epoch = single(headers, Field::ProducerEpoch)?;
+    let seq = single(headers, Field::ProducerSeq)?;
     let (id, epoch, seq) = match (id, epoch, seq) {
         (None, None, None) => return Ok(None),
         (Some(id), Some(epoch), Some(seq)) => (id, epoch, seq),
@@ -203,12 +211,12 @@ pub fn producer(headers: &HeaderMap) -> Result<Option<ProducerRequest>, ApiError
 /// # Errors
 /// 400 for a malformed value, or a fork offset or sub-offset without `Stream-Forked-From`.
 pub fn fork(
-    headers: &HeaderMap,
+    headers: &RequestHeaders<'_>,
     content_type_given: bool,
 ) -> Result<Option<ForkRequest>, ApiError> {
-    let from = single(headers, &STREAM_FORKED_FROM)?;
-    let offset = single(headers, &STREAM_FORK_OFFSET)?;
-    let sub = single(headers, &STREAM_FORK_SUB_OFFSET)?;
+    let from = single(headers, Field::StreamForkedFrom)?;
+    let offset = single(headers, Field::StreamForkOffset)?;
+    let sub = single(headers, Field::StreamForkSubOffset)?;
     let Some(from) = from else {
         if offset.is_some() || sub.is_some() {
             return Err(ApiError::bad_request(
@@ -244,27 +252,26 @@ pub fn fork(
     Ok(Some(ForkRequest { source, offset, sub, content_type_given }))
 }
 
-/// A header value from a number, without going through a `String`.
+/// A header value from a number.
 #[must_use]
-pub fn number(n: u64) -> HeaderValue {
-    HeaderValue::from(n)
+pub fn number(n: u64) -> Value {
+    Value::Number(n)
 }
 
 /// A header value from an offset token.
 #[must_use]
-pub fn offset(offset: ds_engine::Offset) -> HeaderValue {
-    // Tokens are ASCII hex and `_`, always a valid header value.
-    HeaderValue::from_bytes(&offset.encode()).unwrap_or(HeaderValue::from_static("invalid"))
+pub fn offset(offset: ds_engine::Offset) -> Value {
+    Value::Offset(offset)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    fn map<'a>(pairs: &[(&'static str, &'a str)]) -> RequestHeaders<'a> {
+        let mut h = RequestHeaders::default();
         for (k, v) in pairs {
-            h.append(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+            h.add(k.as_bytes(), v.as_bytes());
         }
         h
     }
@@ -303,7 +310,7 @@ mod tests {
 
     #[test]
     fn producer_headers_all_or_nothing() {
-        assert_eq!(producer(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(producer(&RequestHeaders::default()).unwrap(), None);
         let ok = producer(&map(&[
             ("producer-id", "p"),
             ("producer-epoch", "0"),
@@ -350,7 +357,7 @@ mod tests {
 
     #[test]
     fn content_type_shape() {
-        assert_eq!(content_type(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(content_type(&RequestHeaders::default()).unwrap(), None);
         let ct = content_type(&map(&[("content-type", "Application/JSON; charset=utf-8")]))
             .unwrap()
             .unwrap();

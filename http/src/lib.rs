@@ -1,58 +1,37 @@
 //! # ds-http
 //!
 //! The HTTP surface of ds-server: the Durable Streams protocol mounted at `/v1/stream/{name}`,
-//! mapped onto [`ds_engine::Engine`]. Handlers parse, call the engine once, and render; the
-//! protocol's rules live in the engine. This crate never touches a file.
+//! mapped onto [`ds_engine::Engine`] once, and served by interchangeable front ends. This
+//! crate never touches a file.
 //!
 //! # Layout
-//! - [`app`]: the router wrapped in [`middleware::Protocol`] (security headers, CORS).
-//! - [`server::serve`]: the accept loop, timeouts and graceful shutdown.
-//! - [`routes`]: one handler per operation; [`sse`] for SSE reads.
-//! - [`headers`], [`query`], [`name`], [`rfc3339`]: strict request parsing.
-//! - [`body`]: bounded body reading. [`respond`]: response rendering. [`cursor`]: §10.1.
-//! - [`error`]: the one mapping from errors to problem+json responses.
+//! - Protocol (transport-agnostic): [`protocol`] routes a [`request::RequestHead`] and
+//!   parses it into an owned call; [`routes`] holds one module per operation; [`sse`] the
+//!   SSE event stream; [`response`] the answer as status, headers and body; [`error`] the
+//!   one mapping from errors to problem+json answers. [`headers`], [`query`], [`name`],
+//!   [`rfc3339`], [`cursor`]: strict parsing and §10.1 cursors. [`respond`]: rendering.
+//! - Transport: [`front`] holds the front ends ([`front::fast`], hand-written HTTP/1.1, and
+//!   [`front::axum`], axum on hyper); [`body`] the body limits both apply; [`io`] the write
+//!   timeout both use.
 
 pub mod body;
 pub mod config;
 pub mod cursor;
 pub mod error;
+pub mod front;
 pub mod headers;
 pub mod io;
-pub mod middleware;
 pub mod name;
+pub mod protocol;
 pub mod query;
+pub mod request;
 pub mod respond;
+pub mod response;
 pub mod rfc3339;
 pub mod routes;
-pub mod server;
 pub mod sse;
 pub mod state;
 
-use axum::Router;
-use axum::routing::{get, put};
-
-pub use config::{CachePolicy, CorsOrigins, HttpConfig};
-pub use middleware::Protocol;
+pub use config::{CachePolicy, CorsOrigins, FrontEnd, HttpConfig};
+pub use front::serve;
 pub use state::AppState;
-
-/// The protocol router, without the outer [`Protocol`] layer.
-pub fn router(state: AppState) -> Router {
-    let stream = put(routes::create::create)
-        .post(routes::append::append)
-        .get(routes::read::read)
-        .head(routes::head::head)
-        .delete(routes::delete::delete)
-        .fallback(routes::method_not_allowed);
-    Router::new()
-        .route("/healthz", get(routes::health))
-        .route("/readyz", get(routes::ready))
-        .route("/v1/stream/{*name}", stream)
-        .fallback(routes::not_found)
-        .with_state(state)
-}
-
-/// The complete service: router plus security and CORS headers.
-pub fn app(state: AppState) -> Protocol<Router> {
-    let cors = state.config.cors_origins.clone();
-    Protocol::new(router(state), cors)
-}

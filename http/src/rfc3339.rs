@@ -108,6 +108,31 @@ fn days_in_month(year: u64, month: u64) -> u64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7, IMF-fixdate) for the `Date` header.
+#[must_use]
+pub fn imf_fixdate(unix_secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let rem = unix_secs % 86_400;
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    let two = |n: u64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    out[5..7].copy_from_slice(&two(day.unsigned_abs()));
+    out[8..11].copy_from_slice(MONTHS[(month.clamp(1, 12) - 1) as usize]);
+    let year = year.clamp(0, 9999).unsigned_abs();
+    out[12..14].copy_from_slice(&two(year / 100));
+    out[14..16].copy_from_slice(&two(year % 100));
+    out[17..19].copy_from_slice(&two(rem / 3600));
+    out[20..22].copy_from_slice(&two(rem / 60 % 60));
+    out[23..25].copy_from_slice(&two(rem % 60));
+    out
+}
+
 fn days_from_civil(year: u64, month: u64, day: u64) -> i64 {
     let y = i64::try_from(year).unwrap_or(0) - i64::from(month <= 2);
     let era = y.div_euclid(400);
@@ -135,6 +160,13 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imf_fixdate_examples() {
+        assert_eq!(&imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&imf_fixdate(1_798_761_600), b"Fri, 01 Jan 2027 00:00:00 GMT");
+    }
 
     #[test]
     fn parses_utc_and_offsets() {

@@ -13,12 +13,8 @@
 //! closing control event, when the stream is deleted, at shutdown, and after the reconnect
 //! interval even while data flows (§10.2).
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use ds_engine::{Offset, ReadChunk, ReadFrom, TailWatch};
@@ -26,13 +22,11 @@ use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::query::ReadQuery;
+use crate::response::{Body, Response, Status, Value};
 use crate::routes::read::now_ms;
 use crate::state::AppState;
 use crate::{cursor, headers};
 
-const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
-const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
-const BASE64: HeaderValue = HeaderValue::from_static("base64");
 const KEEPALIVE: &[u8] = b": keepalive\n\n";
 /// Most stream bytes in one SSE event (a larger JSON message still goes whole). Each reader
 /// formats its own events, so this bounds what one SSE connection holds at a time.
@@ -48,7 +42,7 @@ pub async fn respond(app: AppState, name: String, q: ReadQuery) -> Result<Respon
     let first = app.engine.read_at_most(&name, q.from, SSE_EVENT_BYTES_MAX).await?;
     let binary = !info.content_type.is_text();
     let now = Instant::now();
-    let state = SseState {
+    let body = SseBody {
         reconnect_at: app.config.sse_reconnect_interval.map(|d| now + d),
         keepalive_every: app.config.sse_keepalive_interval,
         app,
@@ -63,20 +57,20 @@ pub async fn respond(app: AppState, name: String, q: ReadQuery) -> Result<Respon
         cursor: 0,
         done: false,
     };
-    let stream = futures_util::stream::unfold(state, SseState::step);
-    let mut resp = Response::new(Body::from_stream(stream));
-    *resp.status_mut() = StatusCode::OK;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, EVENT_STREAM);
-    h.insert(header::CACHE_CONTROL, NO_CACHE);
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut resp = Response::empty(Status::OK);
+    resp.headers.set("content-type", Value::Static("text/event-stream"));
+    resp.headers.set("cache-control", Value::Static("no-cache"));
+    resp.headers.set("x-accel-buffering", Value::Static("no"));
     if binary {
-        h.insert(headers::STREAM_SSE_DATA_ENCODING, BASE64);
+        resp.headers.set(headers::STREAM_SSE_DATA_ENCODING, Value::Static("base64"));
     }
+    resp.body = Body::Sse(Box::new(body));
     Ok(resp)
 }
 
-struct SseState {
+/// The event stream of one SSE response: each call to [`SseBody::next_frame`] yields the
+/// next bytes to send, until the response ends.
+pub struct SseBody {
     app: AppState,
     name: String,
     incarnation: u64,
@@ -97,7 +91,13 @@ struct SseState {
     done: bool,
 }
 
-impl Drop for SseState {
+impl std::fmt::Debug for SseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseBody").field("name", &self.name).field("next", &self.next).finish()
+    }
+}
+
+impl Drop for SseBody {
     /// The reader is leaving: its stream's idle time starts now (§5.1).
     fn drop(&mut self) {
         self.watch = None;
@@ -111,8 +111,11 @@ enum Wake {
     End,
 }
 
-impl SseState {
-    async fn step(mut self) -> Option<(Result<Bytes, Infallible>, SseState)> {
+impl SseBody {
+    /// The next frame: events, or a keep-alive comment. `None` once the response is over
+    /// (the stream closed, was deleted or replaced, the reconnect interval passed, or the
+    /// server is shutting down).
+    pub async fn next_frame(&mut self) -> Option<Bytes> {
         if self.done || self.reconnect_at.is_some_and(|at| Instant::now() >= at) {
             return None;
         }
@@ -132,13 +135,12 @@ impl SseState {
                 return None;
             }
             if !chunk.is_empty() || chunk.reaches_eof() || self.announced != Some(chunk.next) {
-                let frame = self.events(chunk);
-                return Some((Ok(frame), self));
+                return Some(self.events(chunk));
             }
             match self.wait().await {
                 Wake::Tail(tail) if tail.gone => return None,
                 Wake::Tail(_) => {}
-                Wake::KeepAlive => return Some((Ok(Bytes::from_static(KEEPALIVE)), self)),
+                Wake::KeepAlive => return Some(Bytes::from_static(KEEPALIVE)),
                 Wake::End => return None,
             }
         }

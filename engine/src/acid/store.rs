@@ -48,8 +48,8 @@ use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::rules::{self, Effect, Plan, WriterState};
 use crate::store::{
-    AppendKind, AppendRequest, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkOf,
-    RangeRead, ReadChunk, Store, StreamInfo,
+    AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck,
+    ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::StreamCore;
 
@@ -1077,13 +1077,13 @@ impl Store for AcidStore {
         created
     }
 
-    async fn append(
+    fn append(
         &self,
         name: &str,
         req: &AppendRequest,
         payload: Result<Payload>,
         now: UnixMs,
-    ) -> Result<Appended> {
+    ) -> Result<AppendTicket> {
         let inner = &self.inner;
         let stream = inner.live(name, now)?;
         let (waiter, ack, lead) = {
@@ -1130,7 +1130,7 @@ impl Store for AcidStore {
             };
             // A duplicate is acknowledged once what it duplicates is durable.
             if !st.committing && st.batch.is_empty() {
-                return Ok(ack);
+                return Ok(AppendTicket::done(ack));
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push(tx);
@@ -1141,11 +1141,7 @@ impl Store for AcidStore {
         if lead {
             inner.shard(name).committer.enqueue(stream.clone());
         }
-        match waiter.await {
-            Ok(Ok(())) => Ok(ack),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Storage("commit ended without an answer".into())),
-        }
+        Ok(AppendTicket::pending(ack, waiter))
     }
 
     async fn read(

@@ -41,8 +41,8 @@ use crate::payload::Payload;
 use crate::producer::ProducerClaim;
 use crate::rules::{self, Effect, Plan, WriterState};
 use crate::store::{
-    AppendKind, AppendRequest, Appended, CreateRequest, Created, ExpiryCheck, ForkOf, RangeRead,
-    ReadChunk, Store, StreamInfo,
+    AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, ExpiryCheck, ForkOf,
+    RangeRead, ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::StreamCore;
 
@@ -1159,13 +1159,13 @@ impl Store for FileStore {
         created
     }
 
-    async fn append(
+    fn append(
         &self,
         name: &str,
         req: &AppendRequest,
         payload: Result<Payload>,
         now: UnixMs,
-    ) -> Result<Appended> {
+    ) -> Result<AppendTicket> {
         let inner = &self.inner;
         let stream = inner.live(name, now)?;
         let (waiter, ack, lead) = {
@@ -1236,7 +1236,7 @@ impl Store for FileStore {
             };
             // A duplicate is acknowledged once what it duplicates is as durable as promised.
             if !st.committing && st.batch.records.is_empty() && st.visible_end == st.accepted_end {
-                return Ok(ack);
+                return Ok(AppendTicket::done(ack));
             }
             let (tx, rx) = oneshot::channel();
             st.batch.waiters.push(tx);
@@ -1247,11 +1247,7 @@ impl Store for FileStore {
         if lead {
             inner.committer.enqueue(stream.clone());
         }
-        match waiter.await {
-            Ok(Ok(())) => Ok(ack),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Storage("commit task ended without an answer".into())),
-        }
+        Ok(AppendTicket::pending(ack, waiter))
     }
 
     async fn read(

@@ -1,26 +1,39 @@
 //! `GET /v1/stream/{name}`: catch-up (§5.6), long-poll (§5.7) and SSE (§5.8, in `sse`).
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
 use ds_engine::{ReadChunk, ReadFrom, Tail};
 
 use crate::error::ApiError;
-use crate::query::{self, Live, ReadQuery};
+use crate::query::{Live, ReadQuery};
+use crate::response::{Response, Status};
 use crate::state::AppState;
-use crate::{cursor, headers, name, respond, sse};
+use crate::{cursor, headers, respond, sse};
 
-/// Reads from `offset`, in the mode `live` asks for.
-///
-/// # Errors
-/// 400 for a malformed name or query, 404.
-pub async fn read(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let name = name::parse(req.uri().path())?;
-    let q = query::parse(req.uri().query())?;
-    match q.live {
-        Live::No => catch_up(&app, &name, &q, req.headers().get(header::IF_NONE_MATCH)).await,
-        Live::LongPoll => long_poll(&app, &name, &q).await,
-        Live::Sse => sse::respond(app, name, q).await,
+/// A parsed read request.
+#[derive(Debug)]
+pub struct Read {
+    name: String,
+    query: ReadQuery,
+    if_none_match: Option<String>,
+}
+
+impl Read {
+    /// A read of `name` as `query` asks, with the request's `If-None-Match`.
+    #[must_use]
+    pub fn new(name: String, query: ReadQuery, if_none_match: Option<String>) -> Read {
+        Read { name, query, if_none_match }
+    }
+
+    /// Reads from the query's offset, in the mode `live` asks for.
+    ///
+    /// # Errors
+    /// 404, 410, 400 for an offset the stream does not have.
+    pub async fn run(self, app: &AppState) -> Result<Response, ApiError> {
+        let Read { name, query, if_none_match } = self;
+        match query.live {
+            Live::No => catch_up(app, &name, &query, if_none_match.as_deref()).await,
+            Live::LongPoll => long_poll(app, &name, &query).await,
+            Live::Sse => sse::respond(app.clone(), name, query).await,
+        }
     }
 }
 
@@ -28,7 +41,7 @@ async fn catch_up(
     app: &AppState,
     name: &str,
     q: &ReadQuery,
-    if_none_match: Option<&HeaderValue>,
+    if_none_match: Option<&str>,
 ) -> Result<Response, ApiError> {
     let chunk = app.engine.read(name, q.from).await?;
     if q.from == ReadFrom::Tail {
@@ -37,14 +50,14 @@ async fn catch_up(
     }
     let etag = respond::etag(&chunk);
     if respond::etag_matches(if_none_match, &etag) {
-        let mut resp = respond::empty(StatusCode::NOT_MODIFIED);
+        let mut resp = Response::empty(Status::NOT_MODIFIED);
         let cacheable = !chunk.is_empty();
         read_headers(app, &mut resp, &chunk, None, cacheable);
-        resp.headers_mut().insert(header::ETAG, etag);
+        resp.headers.set("etag", etag);
         return Ok(resp);
     }
     let mut resp = chunk_response(app, chunk, None, true);
-    resp.headers_mut().insert(header::ETAG, etag);
+    resp.headers.set("etag", etag);
     Ok(resp)
 }
 
@@ -105,7 +118,7 @@ impl Drop for TouchOnDrop<'_> {
 fn live_chunk(app: &AppState, chunk: ReadChunk, cursor: u64) -> Response {
     let etag = respond::etag(&chunk);
     let mut resp = chunk_response(app, chunk, Some(cursor), true);
-    resp.headers_mut().insert(header::ETAG, etag);
+    resp.headers.set("etag", etag);
     resp
 }
 
@@ -117,10 +130,10 @@ fn chunk_response(
     cursor: Option<u64>,
     cacheable: bool,
 ) -> Response {
-    let mut resp = respond::empty(StatusCode::OK);
+    let mut resp = Response::empty(Status::OK);
     let cacheable = cacheable && !chunk.is_empty();
     read_headers(app, &mut resp, &chunk, cursor, cacheable);
-    *resp.body_mut() = respond::body_from_parts(chunk.into_body());
+    resp.body = respond::body_from_parts(chunk.into_body());
     resp
 }
 
@@ -131,33 +144,33 @@ fn read_headers(
     cursor: Option<u64>,
     cacheable: bool,
 ) {
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, respond::content_type(&chunk.info));
-    h.insert(headers::STREAM_NEXT_OFFSET, headers::offset(chunk.next));
+    let h = &mut resp.headers;
+    h.set("content-type", respond::content_type(&chunk.info));
+    h.set(headers::STREAM_NEXT_OFFSET, headers::offset(chunk.next));
     if chunk.up_to_date {
-        h.insert(headers::STREAM_UP_TO_DATE, headers::TRUE);
+        h.set(headers::STREAM_UP_TO_DATE, headers::TRUE);
     }
     if chunk.reaches_eof() {
-        h.insert(headers::STREAM_CLOSED, headers::TRUE);
+        h.set(headers::STREAM_CLOSED, headers::TRUE);
     } else if let Some(c) = cursor {
-        h.insert(headers::STREAM_CURSOR, headers::number(c));
+        h.set(headers::STREAM_CURSOR, headers::number(c));
     }
     if cacheable {
-        h.insert(header::CACHE_CONTROL, app.config.cache_control.cacheable_value());
+        h.set("cache-control", app.config.cache_control.cacheable_value());
     }
 }
 
 /// A long-poll 204: caught up at `next` (and at EOF if `closed`).
 fn no_content(next: ds_engine::Offset, closed: bool, cursor: Option<u64>) -> Response {
-    let mut resp = respond::empty(StatusCode::NO_CONTENT);
-    let h = resp.headers_mut();
-    h.insert(headers::STREAM_NEXT_OFFSET, headers::offset(next));
-    h.insert(headers::STREAM_UP_TO_DATE, headers::TRUE);
+    let mut resp = Response::empty(Status::NO_CONTENT);
+    let h = &mut resp.headers;
+    h.set(headers::STREAM_NEXT_OFFSET, headers::offset(next));
+    h.set(headers::STREAM_UP_TO_DATE, headers::TRUE);
     if closed {
-        h.insert(headers::STREAM_CLOSED, headers::TRUE);
+        h.set(headers::STREAM_CLOSED, headers::TRUE);
     }
     if let Some(c) = cursor {
-        h.insert(headers::STREAM_CURSOR, headers::number(c));
+        h.set(headers::STREAM_CURSOR, headers::number(c));
     }
     resp
 }

@@ -1,0 +1,279 @@
+//! The axum/hyper front end: the protocol mapping ([`crate::protocol`]) as an axum handler,
+//! and hyper's HTTP/1.1 server under it. This is the front end that embeds in an axum
+//! application ([`routes`] merges into any `Router`), and the one that will carry HTTP/2 and
+//! TLS.
+//!
+//! The handler only translates: hyper's request head into a [`RequestHead`], hyper's body
+//! into a [`Received`] within the body limits, and the protocol's [`Response`] into axum's.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::routing::any;
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::body::{BodyLimits, Received};
+use crate::error::ApiError;
+use crate::io::WriteTimeout;
+use crate::protocol;
+use crate::request::{Method, RequestHead, RequestHeaders};
+use crate::response::{Body, Response, Value};
+use crate::state::AppState;
+
+/// How long in-flight requests get to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The protocol's routes (`/healthz`, `/readyz`, `/v1/stream/{*name}`, any method), to merge
+/// into an axum application.
+pub fn routes(state: AppState) -> Router {
+    unrouted().with_state(state)
+}
+
+/// The whole server as an axum `Router`: [`routes`], with every other path answered by the
+/// protocol too (a problem+json 404).
+pub fn app(state: AppState) -> Router {
+    unrouted().fallback(handle).with_state(state)
+}
+
+fn unrouted() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", any(handle))
+        .route("/readyz", any(handle))
+        .route("/v1/stream/{*name}", any(handle))
+}
+
+/// The one handler: translate, prepare, read the body, run, translate back.
+async fn handle(State(app): State<AppState>, req: Request) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let mut headers = RequestHeaders::default();
+    for (name, value) in &parts.headers {
+        headers.add(name.as_str().as_bytes(), value.as_bytes());
+    }
+    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let head = RequestHead {
+        method: Method::parse(parts.method.as_str().as_bytes()),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        authority: parts.uri.authority().map(axum::http::uri::Authority::as_str).or(host),
+        headers,
+    };
+    let prepared = protocol::prepare(&app, &head);
+    let body = if prepared.wants_body() {
+        collect(&parts.headers, body, &app.body_limits).await
+    } else {
+        Ok(Received::empty())
+    };
+    let resp = match body {
+        Ok(body) => prepared.run(&app, body).await,
+        Err(e) => prepared.refuse(e),
+    };
+    into_axum(resp)
+}
+
+/// Reads the whole body within the limits.
+///
+/// # Errors
+/// 413 over the limit, 408 past the deadline (also while waiting for budget), 400 for a
+/// malformed `Content-Length` or a broken body.
+async fn collect(
+    headers: &HeaderMap,
+    body: AxumBody,
+    limits: &BodyLimits,
+) -> Result<Received, ApiError> {
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("invalid Content-Length"))?,
+        ),
+    };
+    let declared = declared.map(|n| limits.check_declared(n)).transpose()?;
+    if declared == Some(0) {
+        return Ok(Received::empty());
+    }
+    let deadline = Instant::now() + limits.timeout;
+    let mut share = match declared {
+        Some(n) => Some(limits.take(n, deadline).await?),
+        None => None,
+    };
+    let mut body = body;
+    let mut single: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(ApiError::body_timeout()),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(ApiError::bad_request("request body was cut off")),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        total = total.saturating_add(data.len());
+        if total > limits.max_bytes {
+            return Err(ApiError::body_too_large(limits.max_bytes));
+        }
+        if declared.is_none() {
+            let more = limits.take(data.len(), deadline).await?;
+            match &mut share {
+                Some(s) => s.merge(more),
+                None => share = Some(more),
+            }
+        }
+        match (&mut single, &mut joined) {
+            (None, None) => single = Some(data),
+            (Some(first), None) => {
+                let mut buf = BytesMut::with_capacity(declared.unwrap_or(total).max(total));
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(&data);
+                single = None;
+                joined = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&data),
+        }
+    }
+    let bytes = match (single, joined) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(one), None) => one,
+        (None, None) => Bytes::new(),
+    };
+    Ok(Received::new(bytes, share))
+}
+
+/// The protocol's response as axum's.
+fn into_axum(resp: Response) -> axum::response::Response {
+    let body = match resp.body {
+        Body::Empty => AxumBody::empty(),
+        Body::Full(bytes) => AxumBody::from(bytes),
+        Body::Parts(parts) => {
+            let remaining = parts.iter().map(|p| p.len() as u64).sum();
+            AxumBody::new(PartsBody { parts: parts.into(), remaining })
+        }
+        Body::Sse(sse) => {
+            AxumBody::from_stream(futures_util::stream::unfold(sse, |mut sse| async move {
+                sse.next_frame().await.map(|frame| (Ok::<_, Infallible>(frame), sse))
+            }))
+        }
+    };
+    let mut out = axum::response::Response::new(body);
+    *out.status_mut() =
+        StatusCode::from_u16(resp.status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = out.headers_mut();
+    for (name, value) in resp.headers.iter() {
+        let value = match value {
+            Value::Static(s) => HeaderValue::from_static(s),
+            Value::Number(n) => HeaderValue::from(*n),
+            other => match HeaderValue::from_bytes(&other.to_bytes()) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        h.append(HeaderName::from_static(name), value);
+    }
+    if resp.close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    out
+}
+
+/// A body that sends shared buffers one after another without copying them.
+struct PartsBody {
+    parts: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl http_body::Body for PartsBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        Poll::Ready(this.parts.pop_front().map(|part| {
+            this.remaining -= part.len() as u64;
+            Ok(Frame::data(part))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Serves `state` with hyper on `listener` until `state.shutdown` turns true, then drains:
+/// header-read timeouts, a cap on connections, write timeouts, and a graceful shutdown that
+/// stops accepting, ends live reads, and lets in-flight writes finish.
+///
+/// # Errors
+/// Never for client behaviour; only if the runtime fails.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let app = app(state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout)
+        .keep_alive(true)
+        .pipeline_flush(true);
+    let permits = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = state.shutting_down() => break,
+        };
+        let (tcp, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = state.shutting_down() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(WriteTimeout::new(tcp, state.config.write_timeout));
+        let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A client that disconnects or times out is not an error worth logging.
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("connections still open after the shutdown grace period");
+        }
+    }
+    Ok(())
+}
