@@ -1,94 +1,138 @@
-//! Load benchmark: drives the release `ds-server` binary over loopback and prints medians.
+//! Load benchmark: ds-server against the official Rust server (crate `durable-streams`
+//! 0.1.5) in the same run, on the same machine, with a real HTTP client.
 //!
 //! ```sh
-//! cargo bench --bench load                       # every scenario
-//! cargo bench --bench load -- append-64 sse      # some of them
+//! scripts/bench.sh                                  # builds, installs the peer, runs all
+//! cargo bench --bench load                          # memory mode, every scenario
+//! cargo bench --bench load -- append-64 sse-1000    # some scenarios
+//! DS_BENCH_MODE=file-durable cargo bench --bench load   # or acid, or all
+//! DS_BENCH_CLIENT=raw cargo bench --bench load      # the light raw client instead
 //! DS_BENCH_SECS=5 DS_BENCH_RUNS=5 cargo bench --bench load
 //! ```
 //!
-//! Scenarios (each run `DS_BENCH_RUNS` times, default 3; the median run is reported):
-//! - `append-1`: 100-byte appends, one connection, one stream, one request at a time.
+//! Servers (each a separate process, started fresh for every run of every scenario, runs
+//! of the servers interleaved so that drift hits them alike):
+//! - `ds-server` (the release binary) in `DS_BENCH_MODE` (`memory`, `file-durable`, `acid`).
+//! - the official server, `target/tools/bin/durable-streams-server` (install it with
+//!   `cargo install durable-streams --version 0.1.5 --locked --root target/tools`), with
+//!   `--durability memory` against memory mode and `--durability wal` against the others.
+//! - bare hyper: this benchmark re-run as an HTTP/1.1 server that drains each body and
+//!   answers 204, with no storage: the floor a hyper-based server cannot go below.
+//!
+//! Scenarios:
+//! - `append-1`: 100-byte appends, 1 connection, 1 stream, one request at a time.
 //! - `append-64`: 100-byte appends, 64 connections, 64 streams.
 //! - `append-64-shared`: 100-byte appends, 64 connections, all to one stream.
-//! - `producer-pipelined`: 100-byte producer appends, one connection, 64 requests in flight
-//!   (HTTP/1.1 pipelining), each with the next `Producer-Seq`.
-//! - `read-64m`: catch-up reads of a 64 MiB stream, chunk by chunk, on one connection.
-//! - `sse`: 1,000 SSE readers of one stream while a writer appends every 10 ms; the latency
-//!   from the append being sent to each reader parsing it, p50 and p99.
+//! - `producer-pipelined`: 100-byte producer appends on 1 connection, 8 requests in flight
+//!   (HTTP/1.1 pipelining; always the raw client: hyper's client does not pipeline).
+//! - `json-batch`: JSON appends of 100 messages each, 1 connection.
+//! - `read-64m`: catch-up reads of a 64 MiB stream from the start to the tail, 1 connection.
+//! - `sse-1000`: 1,000 SSE readers of one stream, a 100-byte append every 10 ms; latency
+//!   from sending the append to a reader parsing it.
+//! - `long-poll-1000`: 1,000 long-poll readers of one stream, same writer; deliveries/s and
+//!   latency.
+//! - `create-100k`: 100,000 stream creates over 64 connections, then a HEAD of each
+//!   (`DS_BENCH_CREATES` changes the count).
 //!
-//! `DS_BENCH_MODE` picks the storage mode (`memory` by default; `file-fast`, `file-durable`
-//! use a fresh directory under the system temp dir).
-//!
-//! Server CPU per operation comes from `/proc/<pid>/stat` (user + system time) over the run.
-//! The load generator runs on the same machine and competes for the same cores.
+//! Server CPU per operation is the server's user + system time (`/proc/<pid>/stat`) over
+//! the measured window divided by the operations completed. The client runs on the same two
+//! cores and competes with the server for them, as it would for any server measured here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark that fails may panic")]
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const PAYLOAD_BYTES: usize = 100;
+const OCTET: &str = "application/octet-stream";
 
 fn main() {
+    if std::env::var("DS_BENCH_ROLE").as_deref() == Ok("bare-hyper") {
+        bare_hyper::serve();
+        return;
+    }
     let secs: u64 = env_or("DS_BENCH_SECS", 3);
     let runs: usize = env_or("DS_BENCH_RUNS", 3);
+    let creates: usize = env_or("DS_BENCH_CREATES", 100_000);
+    let raw = std::env::var("DS_BENCH_CLIENT").as_deref() == Ok("raw");
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    let modes: Vec<String> = match std::env::var("DS_BENCH_MODE").as_deref() {
+        Ok("all") => vec!["memory".into(), "file-durable".into(), "acid".into()],
+        Ok(mode) => vec![mode.to_owned()],
+        Err(_) => vec!["memory".into()],
+    };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let mode = std::env::var("DS_BENCH_MODE").unwrap_or_else(|_| "memory".into());
+    let official = official_binary();
     println!(
-        "ds-server load benchmark: {mode} mode, {runs} runs of {secs} s, machine: {}",
+        "ds-server load benchmark: {runs} runs of {secs} s, {} client, machine: {}",
+        if raw { "raw" } else { "hyper" },
         machine()
     );
-    let duration = Duration::from_secs(secs);
-    if want("append-1") {
-        report_rate("append-1 (1 conn, 100 B)", runs, || rt.block_on(appends(1, duration)));
+    if official.is_none() {
+        println!("(official server not installed: see the header of benches/load.rs)");
     }
-    if want("append-64") {
-        report_rate("append-64 (64 conns/streams, 100 B)", runs, || {
-            rt.block_on(appends(64, duration))
-        });
-    }
-    if want("append-64-shared") {
-        report_rate("append-64-shared (64 conns, 1 stream, 100 B)", runs, || {
-            rt.block_on(shared_appends(64, duration))
-        });
-    }
-    if want("producer-pipelined") {
-        report_rate("producer-pipelined (1 conn, 64 in flight)", runs, || {
-            rt.block_on(pipelined_producer(duration))
-        });
-    }
-    if want("read-64m") {
-        let results: Vec<Rate> = (0..runs).map(|_| rt.block_on(catch_up_reads(duration))).collect();
-        let median = median_by(results, |r| r.per_sec);
-        println!(
-            "{:<44} {:>10.2} GB/s   server {:>6.1} µs CPU per MiB",
-            "read-64m (catch-up, 1 conn)",
-            median.per_sec / 1e9,
-            median.server_cpu_us_per_op * 1_048_576.0
-        );
-    }
-    if want("sse") {
-        let results: Vec<Latency> = (0..runs).map(|_| rt.block_on(sse_fanout(duration))).collect();
-        let median = median_by(results, |l| l.p99_us as f64);
-        println!(
-            "{:<44} p50 {:>6.2} ms   p99 {:>6.2} ms   ({} deliveries, {} missing)",
-            "sse (1000 readers, append every 10 ms)",
-            median.p50_us as f64 / 1000.0,
-            median.p99_us as f64 / 1000.0,
-            median.delivered,
-            median.missing
-        );
+    let d = Duration::from_secs(secs);
+    for mode in modes {
+        let mut targets = vec![Target::Ds(mode.clone())];
+        if let Some(bin) = &official {
+            let durability = if mode == "memory" { "memory" } else { "wal" };
+            targets.push(Target::Official(bin.clone(), durability));
+        }
+        let with_floor = || {
+            let mut t = targets.clone();
+            if mode == "memory" {
+                t.push(Target::BareHyper);
+            }
+            t
+        };
+        println!("\n== {mode} (official: {}) ==", targets.get(1).map_or("-", Target::label));
+        println!("{:<20} {:<22} {:>14} {:>14}  runs", "scenario", "server", "median", "CPU/op");
+        let client = if raw { Client::Raw } else { Client::Hyper };
+        if want("append-1") {
+            rates(&rt, "append-1", &with_floor(), runs, "ops/s", |t| appends(t, client, 1, 1, d));
+        }
+        if want("append-64") {
+            rates(&rt, "append-64", &with_floor(), runs, "ops/s", |t| {
+                appends(t, client, 64, 64, d)
+            });
+        }
+        if want("append-64-shared") {
+            rates(&rt, "append-64-shared", &targets, runs, "ops/s", |t| {
+                appends(t, client, 64, 1, d)
+            });
+        }
+        if want("producer-pipelined") {
+            rates(&rt, "producer-pipelined", &targets, runs, "ops/s", |t| pipelined(t, d));
+        }
+        if want("json-batch") {
+            rates(&rt, "json-batch", &targets, runs, "ops/s", |t| json_batches(t, client, d));
+        }
+        if want("read-64m") {
+            rates(&rt, "read-64m", &targets, runs, "MB/s", |t| catch_up(t, client, d));
+        }
+        if want("sse-1000") {
+            latencies(&rt, "sse-1000", &targets, runs, |t| live(t, Live::Sse, d));
+        }
+        if want("long-poll-1000") {
+            latencies(&rt, "long-poll-1000", &targets, runs, |t| live(t, Live::LongPoll, d));
+        }
+        if want("create-100k") {
+            rates(&rt, "create-100k", &targets, runs, "ops/s", |t| creates_then_heads(t, creates));
+        }
     }
 }
 
@@ -106,85 +150,228 @@ fn machine() -> String {
     format!("{cores} × {cpu}")
 }
 
-struct Rate {
-    per_sec: f64,
-    server_cpu_us_per_op: f64,
+fn official_binary() -> Option<PathBuf> {
+    let bin =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/durable-streams-server");
+    bin.is_file().then_some(bin)
 }
 
+// ---------------------------------------------------------------------------------------
+// Reporting
+
+/// One measured run: a rate, and the server's CPU per operation in microseconds (for
+/// `read-64m`, per MiB).
+#[derive(Clone, Copy)]
+struct Rate {
+    per_sec: f64,
+    cpu_us: f64,
+    /// A second figure some scenarios report (`create-100k`: HEADs per second).
+    second: Option<f64>,
+}
+
+#[derive(Clone, Copy)]
 struct Latency {
     p50_us: u64,
     p99_us: u64,
-    delivered: usize,
+    per_sec: f64,
+    cpu_us: f64,
     missing: usize,
 }
 
-fn median_by<T>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
-    v.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    let mid = v.len() / 2;
-    v.swap_remove(mid)
+fn median<T: Copy>(v: &[T], key: impl Fn(&T) -> f64) -> T {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted[sorted.len() / 2]
 }
 
-fn report_rate(name: &str, runs: usize, mut run: impl FnMut() -> Rate) {
-    let results: Vec<Rate> = (0..runs).map(|_| run()).collect();
-    let all: Vec<String> = results.iter().map(|r| format!("{:.0}", r.per_sec)).collect();
-    let median = median_by(results, |r| r.per_sec);
-    println!(
-        "{name:<44} {:>10.0} ops/s   server {:>5.1} µs CPU/op   (runs: {})",
-        median.per_sec,
-        median.server_cpu_us_per_op,
-        all.join(", ")
-    );
+/// Runs `run` `runs` times per target, interleaving targets, and prints medians with the
+/// ratio of ds-server to the official server.
+fn rates(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    targets: &[Target],
+    runs: usize,
+    unit: &str,
+    run: impl Fn(&Target) -> std::pin::Pin<Box<dyn Future<Output = Rate>>>,
+) {
+    let mut results: Vec<Vec<Rate>> = vec![Vec::new(); targets.len()];
+    for _ in 0..runs {
+        for (i, t) in targets.iter().enumerate() {
+            results[i].push(rt.block_on(run(t)));
+        }
+    }
+    let medians: Vec<Rate> = results.iter().map(|r| median(r, |x| x.per_sec)).collect();
+    for (i, t) in targets.iter().enumerate() {
+        let m = medians[i];
+        let scale = if unit == "MB/s" { 1e-6 } else { 1.0 };
+        let all: Vec<String> =
+            results[i].iter().map(|r| format!("{:.0}", r.per_sec * scale)).collect();
+        let cpu = if unit == "MB/s" {
+            format!("{:.0} µs/MiB", m.cpu_us * 1_048_576.0)
+        } else {
+            format!("{:.1} µs", m.cpu_us)
+        };
+        let second = m.second.map(|s| format!(", then {s:.0} HEAD/s")).unwrap_or_default();
+        println!(
+            "{:<20} {:<22} {:>9.0} {unit:<5} {:>13}  {}{second}",
+            if i == 0 { name } else { "" },
+            t.label(),
+            m.per_sec * scale,
+            cpu,
+            all.join(" ")
+        );
+    }
+    if let (Some(ours), Some(theirs)) = (medians.first(), medians.get(1)) {
+        println!(
+            "{:<20} {:<22} {:>9.2}×       {:>9.2}× CPU",
+            "",
+            "ds / official",
+            ours.per_sec / theirs.per_sec,
+            ours.cpu_us / theirs.cpu_us
+        );
+    }
 }
 
-/// A release server started for one scenario, killed on drop (its data directory removed).
+fn latencies(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    targets: &[Target],
+    runs: usize,
+    run: impl Fn(&Target) -> std::pin::Pin<Box<dyn Future<Output = Latency>>>,
+) {
+    let mut results: Vec<Vec<Latency>> = vec![Vec::new(); targets.len()];
+    for _ in 0..runs {
+        for (i, t) in targets.iter().enumerate() {
+            results[i].push(rt.block_on(run(t)));
+        }
+    }
+    let medians: Vec<Latency> = results.iter().map(|r| median(r, |x| x.p99_us as f64)).collect();
+    for (i, t) in targets.iter().enumerate() {
+        let m = medians[i];
+        let all: Vec<String> =
+            results[i].iter().map(|r| format!("{:.1}", r.p99_us as f64 / 1000.0)).collect();
+        println!(
+            "{:<20} {:<22} p50 {:>5.1} ms p99 {:>5.1} ms, {:>7.0} deliveries/s, {:.1} µs CPU each, {} missing  p99 runs: {}",
+            if i == 0 { name } else { "" },
+            t.label(),
+            m.p50_us as f64 / 1000.0,
+            m.p99_us as f64 / 1000.0,
+            m.per_sec,
+            m.cpu_us,
+            m.missing,
+            all.join(" ")
+        );
+    }
+    if let (Some(ours), Some(theirs)) = (medians.first(), medians.get(1)) {
+        println!(
+            "{:<20} {:<22} p99 {:.2}×, deliveries {:.2}×, CPU {:.2}×",
+            "",
+            "ds / official",
+            ours.p99_us as f64 / theirs.p99_us.max(1) as f64,
+            ours.per_sec / theirs.per_sec,
+            ours.cpu_us / theirs.cpu_us
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+
+#[derive(Clone)]
+enum Target {
+    Ds(String),
+    Official(PathBuf, &'static str),
+    BareHyper,
+}
+
+impl Target {
+    fn label(&self) -> &str {
+        match self {
+            Target::Ds(mode) => match mode.as_str() {
+                "memory" => "ds-server memory",
+                "file-durable" => "ds-server file-durable",
+                "acid" => "ds-server acid",
+                _ => "ds-server",
+            },
+            Target::Official(_, "memory") => "official memory",
+            Target::Official(..) => "official wal",
+            Target::BareHyper => "bare hyper (floor)",
+        }
+    }
+}
+
+/// A server started for one run, killed on drop (its data directory removed).
 struct Server {
     child: Child,
     addr: SocketAddr,
-    data_dir: std::path::PathBuf,
+    data_dir: PathBuf,
+    /// Whether it speaks the protocol (bare hyper only answers 204).
+    bare: bool,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Server {
-    fn start() -> Server {
-        let mode = std::env::var("DS_BENCH_MODE").unwrap_or_else(|_| "memory".into());
+    fn start(target: &Target) -> Server {
         let data_dir =
             std::env::temp_dir().join(format!("ds-bench-{}-{}", std::process::id(), unique()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ds-server"))
-            .env("DS_STORAGE__MODE", &mode)
-            .env("DS_STORAGE__DATA_DIR", &data_dir)
-            .env("DS_SERVER__HOST", "127.0.0.1")
-            .env("DS_SERVER__PORT", "0")
-            .env("DS_LIMITS__MAX_MEMORY_BYTES", (8u64 << 30).to_string())
-            .env("DS_LIMITS__MAX_STREAM_BYTES", (1u64 << 30).to_string())
-            .env("DS_LIMITS__MAX_BODY_BYTES", (16u64 << 20).to_string())
-            .env("DS_LOG", "warn,ds_server=info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the release server (cargo bench builds it)");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines.next().expect("server printed its address").unwrap();
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+        let port = free_port();
+        let mut cmd = match target {
+            Target::Ds(mode) => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_ds-server"));
+                c.env("DS_STORAGE__MODE", mode)
+                    .env("DS_STORAGE__DATA_DIR", &data_dir)
+                    .env("DS_SERVER__HOST", "127.0.0.1")
+                    .env("DS_SERVER__PORT", port.to_string())
+                    .env("DS_SERVER__LONG_POLL_TIMEOUT_SECS", "5")
+                    .env("DS_LIMITS__MAX_MEMORY_BYTES", (8u64 << 30).to_string())
+                    .env("DS_LIMITS__MAX_STREAM_BYTES", (1u64 << 30).to_string())
+                    .env("DS_LIMITS__MAX_BODY_BYTES", (16u64 << 20).to_string())
+                    .env("DS_LOG", "warn");
+                c
+            }
+            Target::Official(bin, durability) => {
+                let mut c = Command::new(bin);
+                c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .arg("--data-dir")
+                    .arg(&data_dir)
+                    .args(["--durability", durability, "--long-poll-timeout-ms", "5000"]);
+                c
+            }
+            Target::BareHyper => {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.env("DS_BENCH_ROLE", "bare-hyper").env("DS_BENCH_PORT", port.to_string());
+                c
             }
         };
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start server");
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            data_dir,
+            bare: matches!(target, Target::BareHyper),
+        };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let server = Server { child, addr, data_dir };
+        let stderr = server.child.stderr.take().unwrap();
+        std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
         server.wait_ready();
         server
     }
 
     fn wait_ready(&self) {
+        let probe = if self.bare { "/healthz" } else { "/v1/stream/__bench_probe" };
         for _ in 0..500 {
             if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
                 use std::io::{Read, Write};
-                let _ =
-                    s.write_all(b"GET /readyz HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n");
+                let req = format!("HEAD {probe} HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n");
+                let _ = s.write_all(req.as_bytes());
                 let mut out = String::new();
                 let _ = s.read_to_string(&mut out);
-                if out.starts_with("HTTP/1.1 200") {
+                // 404 (no such stream) means the protocol is served; ds-server answers 503
+                // while it recovers.
+                if out.starts_with("HTTP/1.1 404") || out.starts_with("HTTP/1.1 204") {
                     return;
                 }
             }
@@ -195,12 +382,17 @@ impl Server {
 
     /// User + system CPU time of the server so far, in microseconds.
     fn cpu_us(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split(' ').collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        ticks * 10_000 // CLK_TCK is 100 on Linux
+        cpu_us_of(&self.child.id().to_string())
     }
+}
+
+/// User + system CPU time of process `pid` (or `self`) so far, in microseconds.
+fn cpu_us_of(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks * 10_000 // CLK_TCK is 100 on Linux
 }
 
 impl Drop for Server {
@@ -216,35 +408,130 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A connection with the least client work per request: prebuilt requests, and a response
-/// parser that only finds the status, the body length and at most one header.
-struct Fast {
+// ---------------------------------------------------------------------------------------
+// Clients
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// hyper's HTTP/1.1 client: what a Rust user of the server would use.
+    Hyper,
+    /// Prebuilt requests and a minimal response parser: the least client work possible.
+    Raw,
+}
+
+/// One keep-alive connection of either client.
+enum Conn {
+    Hyper(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Raw(Raw),
+}
+
+/// A response: status, body, and `Stream-Next-Offset`.
+struct Answer {
+    status: u16,
+    body: Bytes,
+    next: Option<String>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr, client: Client) -> Conn {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        match client {
+            Client::Raw => Conn::Raw(Raw::new(tcp)),
+            Client::Hyper => {
+                let (send, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+                tokio::spawn(conn);
+                Conn::Hyper(send)
+            }
+        }
+    }
+
+    async fn call(&mut self, req: &Req) -> Answer {
+        match self {
+            Conn::Hyper(send) => {
+                send.ready().await.unwrap();
+                let mut builder = hyper::Request::builder()
+                    .method(req.method)
+                    .uri(&req.path)
+                    .header("host", "bench");
+                for (k, v) in &req.headers {
+                    builder = builder.header(k.as_str(), v.as_str());
+                }
+                let resp = send.send_request(builder.body(Full::new(req.body.clone())).unwrap());
+                let resp = resp.await.unwrap();
+                let status = resp.status().as_u16();
+                let next = resp
+                    .headers()
+                    .get("stream-next-offset")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                Answer { status, body, next }
+            }
+            Conn::Raw(raw) => {
+                raw.send(&req.encoded).await;
+                raw.response().await
+            }
+        }
+    }
+}
+
+/// A request, built once and sent many times.
+struct Req {
+    method: &'static str,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    encoded: Vec<u8>,
+}
+
+impl Req {
+    fn new(method: &'static str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Req {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: bench\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            head.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut encoded = head.into_bytes();
+        encoded.extend_from_slice(body);
+        Req {
+            method,
+            path: path.to_owned(),
+            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            body: Bytes::copy_from_slice(body),
+            encoded,
+        }
+    }
+}
+
+/// The raw client: reads `Content-Length` responses with a minimal parser.
+struct Raw {
     stream: TcpStream,
     buf: Vec<u8>,
     filled: usize,
 }
 
-impl Fast {
-    async fn connect(addr: SocketAddr) -> Fast {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        Fast { stream, buf: vec![0; 64 * 1024], filled: 0 }
+impl Raw {
+    fn new(stream: TcpStream) -> Raw {
+        Raw { stream, buf: vec![0; 64 * 1024], filled: 0 }
     }
 
     async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
     }
 
-    /// Reads one `Content-Length` response; returns its status, body length and the value of
-    /// `header` if asked.
-    async fn response(&mut self, header: Option<&[u8]>) -> (u16, usize, Option<Vec<u8>>) {
+    async fn response(&mut self) -> Answer {
         loop {
             if let Some(end) = find(&self.buf[..self.filled], b"\r\n\r\n") {
                 let head = &self.buf[..end];
                 let status = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
-                let len = header_value(head, b"content-length")
+                let len: usize = header_value(head, b"content-length")
                     .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
-                let wanted = header.and_then(|h| header_value(head, h)).map(<[u8]>::to_vec);
+                let next = header_value(head, b"stream-next-offset")
+                    .map(|v| String::from_utf8(v.to_vec()).unwrap());
                 let total = end + 4 + len;
                 while self.filled < total {
                     if self.buf.len() < total {
@@ -254,9 +541,10 @@ impl Fast {
                     assert!(n > 0, "server closed the connection");
                     self.filled += n;
                 }
+                let body = Bytes::copy_from_slice(&self.buf[end + 4..total]);
                 self.buf.copy_within(total..self.filled, 0);
                 self.filled -= total;
-                return (status, len, wanted);
+                return Answer { status, body, next };
             }
             if self.filled == self.buf.len() {
                 self.buf.resize(self.buf.len() * 2, 0);
@@ -280,135 +568,21 @@ fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     })
 }
 
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: bench\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+async fn create(conn: &mut Conn, server: &Server, name: &str, content_type: &str) {
+    if server.bare {
+        return;
     }
-    req.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    let req =
+        Req::new("PUT", &format!("/v1/stream/{name}"), &[("content-type", content_type)], b"");
+    assert_eq!(conn.call(&req).await.status, 201);
 }
 
-async fn create(conn: &mut Fast, name: &str, content_type: &str) {
-    conn.send(&request(
-        "PUT",
-        &format!("/v1/stream/{name}"),
-        &[("content-type", content_type)],
-        b"",
-    ))
-    .await;
-    assert_eq!(conn.response(None).await.0, 201);
-}
+// ---------------------------------------------------------------------------------------
+// Scenarios
 
-async fn appends(connections: usize, duration: Duration) -> Rate {
-    let server = Server::start();
-    let addr = server.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
-    for i in 0..connections {
-        let (stop, done, ready) = (stop.clone(), done.clone(), ready.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Fast::connect(addr).await;
-            let name = format!("bench-{i}");
-            create(&mut conn, &name, "application/octet-stream").await;
-            let req = request(
-                "POST",
-                &format!("/v1/stream/{name}"),
-                &[("content-type", "application/octet-stream")],
-                &[b'x'; PAYLOAD_BYTES],
-            );
-            ready.wait().await;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                conn.send(&req).await;
-                assert_eq!(conn.response(None).await.0, 204);
-                n += 1;
-            }
-            done.fetch_add(n, Ordering::Relaxed);
-        }));
-    }
-    ready.wait().await;
-    measure(&server, duration, stop, done, tasks).await
-}
+type Run<T> = std::pin::Pin<Box<dyn Future<Output = T>>>;
 
-async fn shared_appends(connections: usize, duration: Duration) -> Rate {
-    let server = Server::start();
-    let addr = server.addr;
-    let mut setup = Fast::connect(addr).await;
-    create(&mut setup, "shared", "application/octet-stream").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (stop, done, ready) = (stop.clone(), done.clone(), ready.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Fast::connect(addr).await;
-            let req = request(
-                "POST",
-                "/v1/stream/shared",
-                &[("content-type", "application/octet-stream")],
-                &[b'x'; PAYLOAD_BYTES],
-            );
-            ready.wait().await;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                conn.send(&req).await;
-                assert_eq!(conn.response(None).await.0, 204);
-                n += 1;
-            }
-            done.fetch_add(n, Ordering::Relaxed);
-        }));
-    }
-    ready.wait().await;
-    measure(&server, duration, stop, done, tasks).await
-}
-
-async fn pipelined_producer(duration: Duration) -> Rate {
-    const IN_FLIGHT: u64 = 64;
-    let server = Server::start();
-    let mut conn = Fast::connect(server.addr).await;
-    create(&mut conn, "pipelined", "application/octet-stream").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let task = {
-        let (stop, done) = (stop.clone(), done.clone());
-        tokio::spawn(async move {
-            let body = [b'p'; PAYLOAD_BYTES];
-            let mut seq = 0u64;
-            let mut batch = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                batch.clear();
-                for _ in 0..IN_FLIGHT {
-                    let s = seq.to_string();
-                    batch.extend_from_slice(&request(
-                        "POST",
-                        "/v1/stream/pipelined",
-                        &[
-                            ("content-type", "application/octet-stream"),
-                            ("producer-id", "bench"),
-                            ("producer-epoch", "0"),
-                            ("producer-seq", &s),
-                        ],
-                        &body,
-                    ));
-                    seq += 1;
-                }
-                conn.send(&batch).await;
-                for _ in 0..IN_FLIGHT {
-                    assert_eq!(conn.response(None).await.0, 200);
-                }
-                done.fetch_add(IN_FLIGHT, Ordering::Relaxed);
-            }
-        })
-    };
-    measure(&server, duration, stop, done, vec![task]).await
-}
-
+/// Counts operations over the measured window after a short warm-up, with the server's CPU.
 async fn measure(
     server: &Server,
     duration: Duration,
@@ -416,137 +590,408 @@ async fn measure(
     done: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 ) -> Rate {
-    // A short warm-up, then the measured window.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ops0, cpu0, t0) = (done.load(Ordering::Relaxed), server.cpu_us(), Instant::now());
+    let client0 = cpu_us_of("self");
     tokio::time::sleep(duration).await;
+    let (ops1, cpu1, elapsed) = (done.load(Ordering::Relaxed), server.cpu_us(), t0.elapsed());
+    if std::env::var("DS_BENCH_CLIENT_CPU").is_ok() {
+        let client = (cpu_us_of("self") - client0) as f64 / (ops1 - ops0).max(1) as f64;
+        println!("  (client CPU {client:.1} µs/op)");
+    }
     stop.store(true, Ordering::Relaxed);
-    let (cpu1, elapsed) = (server.cpu_us(), t0.elapsed());
     for t in tasks {
         t.await.unwrap();
     }
-    // Operations finish up to one request after `stop`; that one is within noise.
-    let ops = done.load(Ordering::Relaxed) - ops0;
+    let ops = ops1 - ops0;
     Rate {
         per_sec: ops as f64 / elapsed.as_secs_f64(),
-        server_cpu_us_per_op: (cpu1 - cpu0) as f64 / ops.max(1) as f64,
+        cpu_us: (cpu1 - cpu0) as f64 / ops.max(1) as f64,
+        second: None,
     }
 }
 
-async fn catch_up_reads(duration: Duration) -> Rate {
-    const STREAM_BYTES: usize = 64 << 20;
-    let server = Server::start();
-    let mut conn = Fast::connect(server.addr).await;
-    create(&mut conn, "big", "application/octet-stream").await;
-    let mib = vec![b'r'; 1 << 20];
-    let append =
-        request("POST", "/v1/stream/big", &[("content-type", "application/octet-stream")], &mib);
-    for _ in 0..STREAM_BYTES >> 20 {
-        conn.send(&append).await;
-        assert_eq!(conn.response(None).await.0, 204);
-    }
-    let (cpu0, t0) = (server.cpu_us(), Instant::now());
-    let mut bytes = 0usize;
-    while t0.elapsed() < duration {
-        let mut offset = "-1".to_owned();
-        let mut read = 0;
-        while read < STREAM_BYTES {
-            conn.send(&request("GET", &format!("/v1/stream/big?offset={offset}"), &[], b"")).await;
-            let (status, len, next) = conn.response(Some(b"stream-next-offset")).await;
-            assert_eq!(status, 200);
-            read += len;
-            offset = String::from_utf8(next.unwrap()).unwrap();
+/// `connections` connections appending 100 bytes in a loop to `streams` streams.
+fn appends(
+    target: &Target,
+    client: Client,
+    connections: usize,
+    streams: usize,
+    duration: Duration,
+) -> Run<Rate> {
+    let target = target.clone();
+    Box::pin(async move {
+        let server = Server::start(&target);
+        let addr = server.addr;
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
+        let mut setup = Conn::open(addr, client).await;
+        for s in 0..streams {
+            create(&mut setup, &server, &format!("s{s}"), OCTET).await;
         }
-        assert_eq!(read, STREAM_BYTES);
-        bytes += read;
-    }
-    let elapsed = t0.elapsed();
-    Rate {
-        per_sec: bytes as f64 / elapsed.as_secs_f64(),
-        server_cpu_us_per_op: (server.cpu_us() - cpu0) as f64 / bytes as f64,
-    }
+        let mut tasks = Vec::new();
+        for i in 0..connections {
+            let (stop, done, ready) = (stop.clone(), done.clone(), ready.clone());
+            let path = format!("/v1/stream/s{}", i % streams);
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(addr, client).await;
+                let req =
+                    Req::new("POST", &path, &[("content-type", OCTET)], &[b'x'; PAYLOAD_BYTES]);
+                ready.wait().await;
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(conn.call(&req).await.status, 204);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        ready.wait().await;
+        measure(&server, duration, stop, done, tasks).await
+    })
 }
 
-async fn sse_fanout(duration: Duration) -> Latency {
-    const READERS: usize = 1000;
-    let server = Server::start();
-    let addr = server.addr;
-    let mut conn = Fast::connect(addr).await;
-    create(&mut conn, "fanout", "text/plain").await;
-    let epoch = Instant::now();
-    let ready = Arc::new(tokio::sync::Barrier::new(READERS + 1));
-    let mut readers = Vec::new();
-    for _ in 0..READERS {
-        let ready = ready.clone();
-        readers.push(tokio::spawn(async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.set_nodelay(true).unwrap();
-            s.write_all(&request("GET", "/v1/stream/fanout?offset=now&live=sse", &[], b"")[..])
-                .await
-                .unwrap();
-            let mut buf = vec![0u8; 16 * 1024];
-            let mut filled = 0;
-            // Wait for the first control event, so every reader is live before writing.
-            while find(&buf[..filled], b"upToDate").is_none() {
-                filled += s.read(&mut buf[filled..]).await.unwrap();
-            }
-            filled = 0;
-            ready.wait().await;
-            let mut latencies = Vec::with_capacity(1024);
-            loop {
-                let read =
-                    tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf[filled..]));
-                let n = match read.await {
-                    Ok(Ok(n)) if n > 0 => n,
-                    _ => break,
-                };
-                let now_us = epoch.elapsed().as_micros() as u64;
-                filled += n;
-                // Each append is `t=<micros>;` padded with dots; a reader that fell behind
-                // gets several in one data event. Nothing else in the stream contains `t=`.
-                let mut consumed = 0;
-                while let Some(at) = find(&buf[consumed..filled], b"t=") {
-                    let start = consumed + at + 2;
-                    let Some(semi) = buf[start..filled].iter().position(|&b| b == b';') else {
-                        break;
-                    };
-                    let sent: u64 =
-                        std::str::from_utf8(&buf[start..start + semi]).unwrap().parse().unwrap();
-                    latencies.push(now_us.saturating_sub(sent));
-                    consumed = start + semi;
+/// Producer appends on one connection, 8 pipelined: the raw client (hyper's client sends
+/// one request at a time).
+fn pipelined(target: &Target, duration: Duration) -> Run<Rate> {
+    const IN_FLIGHT: u64 = 8;
+    let target = target.clone();
+    Box::pin(async move {
+        let server = Server::start(&target);
+        let mut setup = Conn::open(server.addr, Client::Raw).await;
+        create(&mut setup, &server, "pipelined", OCTET).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (stop, done) = (stop.clone(), done.clone());
+            let tcp = TcpStream::connect(server.addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let mut raw = Raw::new(tcp);
+            tokio::spawn(async move {
+                let body = [b'p'; PAYLOAD_BYTES];
+                let mut seq = 0u64;
+                let mut batch = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    batch.clear();
+                    for _ in 0..IN_FLIGHT {
+                        let s = seq.to_string();
+                        let h = [
+                            ("content-type", OCTET),
+                            ("producer-id", "bench"),
+                            ("producer-epoch", "0"),
+                            ("producer-seq", s.as_str()),
+                        ];
+                        batch.extend_from_slice(
+                            &Req::new("POST", "/v1/stream/pipelined", &h, &body).encoded,
+                        );
+                        seq += 1;
+                    }
+                    raw.send(&batch).await;
+                    for _ in 0..IN_FLIGHT {
+                        assert_eq!(raw.response().await.status, 200);
+                    }
+                    done.fetch_add(IN_FLIGHT, Ordering::Relaxed);
                 }
-                buf.copy_within(consumed..filled, 0);
-                filled -= consumed;
+            })
+        };
+        measure(&server, duration, stop, done, vec![task]).await
+    })
+}
+
+/// JSON appends of 100 small messages each, one connection.
+fn json_batches(target: &Target, client: Client, duration: Duration) -> Run<Rate> {
+    let target = target.clone();
+    Box::pin(async move {
+        let server = Server::start(&target);
+        let mut conn = Conn::open(server.addr, client).await;
+        create(&mut conn, &server, "json", "application/json").await;
+        let messages: Vec<String> = (0..100)
+            .map(|i| format!("{{\"id\":{i},\"user\":\"u{i}\",\"text\":\"hello\"}}"))
+            .collect();
+        let body = format!("[{}]", messages.join(","));
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (stop, done) = (stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let req = Req::new(
+                    "POST",
+                    "/v1/stream/json",
+                    &[("content-type", "application/json")],
+                    body.as_bytes(),
+                );
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(conn.call(&req).await.status, 204);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        measure(&server, duration, stop, done, vec![task]).await
+    })
+}
+
+/// Reads a 64 MiB stream from the start to the tail, following `Stream-Next-Offset`.
+fn catch_up(target: &Target, client: Client, duration: Duration) -> Run<Rate> {
+    const STREAM_BYTES: usize = 64 << 20;
+    let target = target.clone();
+    Box::pin(async move {
+        let server = Server::start(&target);
+        let mut conn = Conn::open(server.addr, client).await;
+        create(&mut conn, &server, "big", OCTET).await;
+        let append =
+            Req::new("POST", "/v1/stream/big", &[("content-type", OCTET)], &vec![b'r'; 1 << 20]);
+        for _ in 0..STREAM_BYTES >> 20 {
+            assert_eq!(conn.call(&append).await.status, 204);
+        }
+        let (cpu0, t0) = (server.cpu_us(), Instant::now());
+        let mut bytes = 0usize;
+        while t0.elapsed() < duration {
+            let mut offset = "-1".to_owned();
+            let mut read = 0;
+            while read < STREAM_BYTES {
+                let req = Req::new("GET", &format!("/v1/stream/big?offset={offset}"), &[], b"");
+                let answer = conn.call(&req).await;
+                assert_eq!(answer.status, 200);
+                read += answer.body.len();
+                offset = answer.next.unwrap();
             }
-            latencies
-        }));
+            assert_eq!(read, STREAM_BYTES);
+            bytes += read;
+        }
+        let elapsed = t0.elapsed();
+        Rate {
+            per_sec: bytes as f64 / elapsed.as_secs_f64(),
+            cpu_us: (server.cpu_us() - cpu0) as f64 / bytes as f64,
+            second: None,
+        }
+    })
+}
+
+/// Creates `count` streams over 64 connections, then HEADs each.
+fn creates_then_heads(target: &Target, count: usize) -> Run<Rate> {
+    const CONNECTIONS: usize = 64;
+    let target = target.clone();
+    Box::pin(async move {
+        let server = Server::start(&target);
+        let addr = server.addr;
+        let phase = |method: &'static str, expected: u16| async move {
+            let next = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..CONNECTIONS {
+                let next = next.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut conn = Conn::open(addr, Client::Hyper).await;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if i >= count {
+                            break;
+                        }
+                        let h: &[(&str, &str)] =
+                            if method == "PUT" { &[("content-type", OCTET)] } else { &[] };
+                        let req = Req::new(method, &format!("/v1/stream/c/{i}"), h, b"");
+                        assert_eq!(conn.call(&req).await.status, expected);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        };
+        let (cpu0, t0) = (server.cpu_us(), Instant::now());
+        phase("PUT", 201).await;
+        let create_secs = t0.elapsed().as_secs_f64();
+        let cpu1 = server.cpu_us();
+        let t1 = Instant::now();
+        phase("HEAD", 200).await;
+        let head_secs = t1.elapsed().as_secs_f64();
+        Rate {
+            per_sec: count as f64 / create_secs,
+            cpu_us: (cpu1 - cpu0) as f64 / count as f64,
+            second: Some(count as f64 / head_secs),
+        }
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Live {
+    Sse,
+    LongPoll,
+}
+
+/// 1,000 live readers (SSE or long-poll) of one stream while a writer appends 100 bytes
+/// every 10 ms. Each append carries its send time; readers measure the delay to parsing it.
+fn live(target: &Target, mode: Live, duration: Duration) -> Run<Latency> {
+    const READERS: usize = 1000;
+    let target = target.clone();
+    Box::pin(async move {
+        let server = Server::start(&target);
+        let addr = server.addr;
+        let mut writer = Conn::open(addr, Client::Hyper).await;
+        create(&mut writer, &server, "fanout", "text/plain").await;
+        let tail =
+            writer.call(&Req::new("HEAD", "/v1/stream/fanout", &[], b"")).await.next.unwrap();
+        let epoch = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(tokio::sync::Barrier::new(READERS + 1));
+        let mut readers = Vec::new();
+        for _ in 0..READERS {
+            let (ready, stop, tail) = (ready.clone(), stop.clone(), tail.clone());
+            readers.push(tokio::spawn(async move {
+                match mode {
+                    Live::Sse => sse_reader(addr, epoch, ready, stop).await,
+                    Live::LongPoll => long_poll_reader(addr, epoch, ready, stop, tail).await,
+                }
+            }));
+        }
+        ready.wait().await;
+        // Let every reader park (long-poll readers send their first request after the
+        // barrier).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut ticker = tokio::time::interval(Duration::from_millis(10));
+        let mut sent = 0usize;
+        let (cpu0, t0) = (server.cpu_us(), Instant::now());
+        while t0.elapsed() < duration {
+            ticker.tick().await;
+            let ts = epoch.elapsed().as_micros();
+            let mut body = format!("t={ts};").into_bytes();
+            body.resize(PAYLOAD_BYTES, b'.');
+            let req =
+                Req::new("POST", "/v1/stream/fanout", &[("content-type", "text/plain")], &body);
+            assert_eq!(writer.call(&req).await.status, 204);
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (cpu1, elapsed) = (server.cpu_us(), t0.elapsed());
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::with_capacity(sent * READERS);
+        for r in readers {
+            all.extend(r.await.unwrap());
+        }
+        drop(server);
+        all.sort_unstable();
+        let pick = |q: f64| all.get(((all.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+        Latency {
+            p50_us: pick(0.50),
+            p99_us: pick(0.99),
+            per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+            cpu_us: (cpu1 - cpu0) as f64 / all.len().max(1) as f64,
+            missing: (sent * READERS).saturating_sub(all.len()),
+        }
+    })
+}
+
+/// The send times (`t=<micros>;`) found in `text`, as latencies at `now_us`; returns where
+/// the parsed part ends.
+fn stamps(text: &[u8], now_us: u64, out: &mut Vec<u64>) -> usize {
+    let mut consumed = 0;
+    while let Some(at) = find(&text[consumed..], b"t=") {
+        let start = consumed + at + 2;
+        let Some(semi) = text[start..].iter().position(|&b| b == b';') else { break };
+        let sent: u64 = std::str::from_utf8(&text[start..start + semi]).unwrap().parse().unwrap();
+        out.push(now_us.saturating_sub(sent));
+        consumed = start + semi;
     }
+    consumed
+}
+
+async fn sse_reader(
+    addr: SocketAddr,
+    epoch: Instant,
+    ready: Arc<tokio::sync::Barrier>,
+    stop: Arc<AtomicBool>,
+) -> Vec<u64> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/v1/stream/fanout?offset=now&live=sse")
+        .header("host", "bench")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    let mut pending = Vec::new();
+    // The first control event: this reader is live.
+    while find(&pending, b"upToDate").is_none() {
+        let frame = body.frame().await.unwrap().unwrap();
+        pending.extend_from_slice(&frame.into_data().unwrap());
+    }
+    pending.clear();
     ready.wait().await;
-    let mut ticker = tokio::time::interval(Duration::from_millis(10));
-    let mut sent = 0usize;
-    let t0 = Instant::now();
-    while t0.elapsed() < duration {
-        ticker.tick().await;
-        let ts = epoch.elapsed().as_micros();
-        let mut body = format!("t={ts};").into_bytes();
-        body.resize(PAYLOAD_BYTES, b'.');
-        conn.send(&request("POST", "/v1/stream/fanout", &[("content-type", "text/plain")], &body))
-            .await;
-        assert_eq!(conn.response(None).await.0, 204);
-        sent += 1;
+    let mut latencies = Vec::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        let frame = match tokio::time::timeout(Duration::from_millis(200), body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(_) => break,
+            Err(_) => continue,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        let now_us = epoch.elapsed().as_micros() as u64;
+        pending.extend_from_slice(&data);
+        let used = stamps(&pending, now_us, &mut latencies);
+        pending.drain(..used);
     }
-    // Readers stop after 500 ms without data.
-    let mut all = Vec::with_capacity(sent * READERS);
-    for r in readers {
-        all.extend(r.await.unwrap());
+    latencies
+}
+
+async fn long_poll_reader(
+    addr: SocketAddr,
+    epoch: Instant,
+    ready: Arc<tokio::sync::Barrier>,
+    stop: Arc<AtomicBool>,
+    mut offset: String,
+) -> Vec<u64> {
+    let mut conn = Conn::open(addr, Client::Hyper).await;
+    ready.wait().await;
+    let mut latencies = Vec::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        let req =
+            Req::new("GET", &format!("/v1/stream/fanout?offset={offset}&live=long-poll"), &[], b"");
+        let answer = match tokio::time::timeout(Duration::from_secs(6), conn.call(&req)).await {
+            Ok(answer) => answer,
+            Err(_) => break,
+        };
+        let now_us = epoch.elapsed().as_micros() as u64;
+        if let Some(next) = answer.next {
+            offset = next;
+        }
+        if answer.status == 200 {
+            stamps(&answer.body, now_us, &mut latencies);
+        }
     }
-    drop(server);
-    all.sort_unstable();
-    let pick = |q: f64| all.get(((all.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
-    Latency {
-        p50_us: pick(0.50),
-        p99_us: pick(0.99),
-        delivered: all.len(),
-        missing: (sent * READERS).saturating_sub(all.len()),
+    latencies
+}
+
+// ---------------------------------------------------------------------------------------
+// The floor: hyper with no storage
+
+mod bare_hyper {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    /// Serves on `DS_BENCH_PORT` until killed: drain the body, answer 204.
+    pub fn serve() {
+        let port: u16 = std::env::var("DS_BENCH_PORT").unwrap().parse().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        let mut resp = hyper::Response::new(Empty::<Bytes>::new());
+                        *resp.status_mut() = hyper::StatusCode::NO_CONTENT;
+                        Ok::<_, Infallible>(resp)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
     }
 }

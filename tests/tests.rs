@@ -7,6 +7,7 @@
 mod bad_input;
 mod caching;
 mod fixtures;
+mod framing;
 mod live;
 mod protocol;
 mod support;

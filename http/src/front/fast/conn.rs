@@ -16,8 +16,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::chunked::Decoder;
@@ -52,11 +51,11 @@ const HTTP2_REFUSAL: &[u8] = &[
     0, 0, 0, 0, 0, 0, 0, 0x0d, // last stream 0, HTTP_1_1_REQUIRED
 ];
 
-/// Serves one connection until it closes.
-pub async fn serve(app: AppState, tcp: TcpStream) {
+/// Serves one connection (a TCP socket, or any byte stream in tests) until it closes.
+pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: AppState, io: T) {
     let timeout = app.config.write_timeout;
     let mut conn = Conn {
-        io: WriteTimeout::new(tcp, timeout),
+        io: WriteTimeout::new(io, timeout),
         app,
         rbuf: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(4 * 1024),
@@ -71,8 +70,8 @@ pub async fn serve(app: AppState, tcp: TcpStream) {
     }
 }
 
-struct Conn {
-    io: WriteTimeout<TcpStream>,
+struct Conn<T> {
+    io: WriteTimeout<T>,
     app: AppState,
     /// Bytes read and not yet used.
     rbuf: BytesMut,
@@ -101,7 +100,7 @@ enum Wait {
     Closed,
 }
 
-impl Conn {
+impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     async fn run(&mut self) -> io::Result<()> {
         while self.serve_one().await? {}
         self.answer_all().await
@@ -144,6 +143,7 @@ impl Conn {
             }
         };
         let keep = reply.keep_alive && !skipped && !self.shutting_down();
+        let reply = Reply { keep_alive: keep, ..reply };
         match prepared {
             Prepared::Append(call) => {
                 let pending = call.begin(&self.app, body);
@@ -509,8 +509,8 @@ impl From<io::Error> for Refusal {
 }
 
 /// Writes every slice, however the socket splits the writes.
-async fn write_all_vectored(
-    io: &mut WriteTimeout<TcpStream>,
+async fn write_all_vectored<T: AsyncWrite + Unpin>(
+    io: &mut WriteTimeout<T>,
     mut slices: &mut [IoSlice<'_>],
 ) -> io::Result<()> {
     IoSlice::advance_slices(&mut slices, 0);

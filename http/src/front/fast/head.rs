@@ -51,16 +51,19 @@ pub fn find_end(buf: &[u8], scanned: &mut usize) -> Result<Scan, ApiError> {
     }
     let from = scanned.saturating_sub(2);
     let mut i = from;
+    let mut end = None;
     while let Some(at) = buf.get(i..).and_then(|rest| rest.iter().position(|&b| b == b'\n')) {
         let lf = i + at;
         match (buf.get(lf + 1), buf.get(lf + 2)) {
-            (Some(b'\n'), _) => return Ok(Scan::Complete(lf + 2)),
-            (Some(b'\r'), Some(b'\n')) => return Ok(Scan::Complete(lf + 3)),
+            (Some(b'\n'), _) => end = Some(lf + 2),
+            (Some(b'\r'), Some(b'\n')) => end = Some(lf + 3),
             _ => i = lf + 1,
         }
+        if end.is_some() {
+            break;
+        }
     }
-    *scanned = buf.len();
-    if buf.len() > HEAD_BYTES_MAX {
+    if end.unwrap_or(buf.len()) > HEAD_BYTES_MAX {
         let line_ends = buf.iter().take(TARGET_BYTES_MAX + 64).any(|&b| b == b'\n');
         return Err(if line_ends {
             ApiError::head_too_large(HEAD_BYTES_MAX)
@@ -68,7 +71,13 @@ pub fn find_end(buf: &[u8], scanned: &mut usize) -> Result<Scan, ApiError> {
             ApiError::target_too_long(TARGET_BYTES_MAX)
         });
     }
-    Ok(Scan::Partial)
+    match end {
+        Some(end) => Ok(Scan::Complete(end)),
+        None => {
+            *scanned = buf.len();
+            Ok(Scan::Partial)
+        }
+    }
 }
 
 /// How many bytes of empty lines (CRLF or LF) start `buf`; a server ignores them before a
@@ -538,6 +547,9 @@ mod tests {
         let endless_target = format!("GET /{}", "a".repeat(HEAD_BYTES_MAX));
         let e = find_end(endless_target.as_bytes(), &mut 0).unwrap_err();
         assert_eq!(e.status(), Status::URI_TOO_LONG);
+        let whole = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(HEAD_BYTES_MAX));
+        let e = find_end(whole.as_bytes(), &mut 0).unwrap_err();
+        assert_eq!(e.status(), Status::HEADERS_TOO_LARGE, "a complete head over the limit too");
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! - [`conn`]: one connection: keep-alive, pipelining with overlapped commits, bodies,
 //!   `100-continue`, timeouts, writing answers in order.
 //! - [`write`]: response heads rendered straight into the output buffer.
+//! - [`checks`]: the properties the fuzz targets check.
 //!
 //! Limits are the same as the axum front end's: `header_read_timeout` (a head must arrive
 //! within it, and an idle keep-alive connection closes after it), `body_read_timeout` and
 //! the body limits of [`crate::body`], `write_timeout` ([`crate::io::WriteTimeout`]),
 //! `max_connections`, and a graceful shutdown.
 
+pub mod checks;
 pub mod chunked;
 pub mod conn;
 pub mod head;

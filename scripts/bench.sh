@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The side-by-side load benchmark (benches/load.rs): installs the official Rust server
+# (crate durable-streams 0.1.5) into target/tools if needed, then runs ds-server and it in the
+# same run with hyper's HTTP client. Not part of CI (it takes minutes and wants a quiet
+# machine); results go in benches/README.md.
+#
+#   scripts/bench.sh                          memory mode against official --durability memory
+#   DS_BENCH_MODE=all scripts/bench.sh        also file-durable and acid against --durability wal
+#   scripts/bench.sh append-64 sse-1000       some scenarios
+#   DS_BENCH_SECS=5 DS_BENCH_RUNS=5 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools="$(pwd)/target/tools"
+if [ ! -x "$tools/bin/durable-streams-server" ]; then
+  echo "==> installing the official server (durable-streams 0.1.5) into target/tools"
+  cargo install durable-streams --version 0.1.5 --locked --root "$tools" --quiet
+fi
+exec cargo bench --bench load -- "$@"
