@@ -858,7 +858,9 @@ fn live(target: &Target, mode: Live, duration: Duration) -> Run<Latency> {
             readers.push(tokio::spawn(async move {
                 match mode {
                     Live::Sse => sse_reader(addr, epoch, permit, ready, stop).await,
-                    Live::LongPoll => long_poll_reader(addr, epoch, permit, ready, stop, tail).await,
+                    Live::LongPoll => {
+                        long_poll_reader(addr, epoch, permit, ready, stop, tail).await
+                    }
                 }
             }));
         }

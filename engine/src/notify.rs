@@ -28,9 +28,19 @@ impl TailSignal {
         TailSignal(watch::Sender::new(tail))
     }
 
-    /// Publishes a new tail and wakes every waiting reader.
+    /// Publishes a new tail and wakes every waiting reader. Callers publish and subscribe
+    /// under the stream's lock, so with no receiver at this moment none can be between
+    /// reading the old tail and waiting for a change: the tail is then stored without a
+    /// wake-up (which would lock every shard of the channel's waiter list for nobody).
     pub fn publish(&self, tail: Tail) {
-        self.0.send_replace(tail);
+        if self.0.receiver_count() == 0 {
+            self.0.send_if_modified(|t| {
+                *t = tail;
+                false
+            });
+        } else {
+            self.0.send_replace(tail);
+        }
     }
 
     /// Marks the stream gone, waking every reader so it can stop.
