@@ -125,10 +125,28 @@ async fn cors_origin_list_echoes_only_listed_origins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_cors_allows_any_origin_and_health_is_ok() {
     let server = TestServer::start().await;
-    let health = server.req("GET", "/healthz", &[], b"").await;
+    let browser = [("origin", "https://any.example")];
+    let health = server.req("GET", "/healthz", &browser, b"").await;
     assert_eq!((health.status, health.text().as_str()), (200, "ok"));
     assert_eq!(health.header("access-control-allow-origin"), Some("*"));
+    assert!(health.header("access-control-expose-headers").unwrap().contains("Stream-Cursor"));
     assert_eq!(health.header("cross-origin-resource-policy"), Some("cross-origin"));
+}
+
+/// CORS headers are for browsers, which always send `Origin` cross-origin: a backend's
+/// request gets an answer without ~250 bytes nobody reads. A cacheable answer keeps them,
+/// since a shared cache may later hand it to a browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_headers_only_where_a_browser_can_see_them() {
+    let server = TestServer::with(|c| c.http.cache_control = "public".into()).await;
+    server.req("PUT", &stream("c"), &[TEXT], b"data").await;
+    let append = server.req("POST", &stream("c"), &[TEXT], b"more").await;
+    assert_eq!(append.status, 204);
+    assert_eq!(append.header("access-control-allow-origin"), None);
+    assert_eq!(append.header("x-content-type-options"), Some("nosniff"), "security headers stay");
+    let cached = server.req("GET", &stream("c"), &[], b"").await;
+    assert!(cached.header("cache-control").unwrap().starts_with("public"));
+    assert_eq!(cached.header("access-control-allow-origin"), Some("*"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

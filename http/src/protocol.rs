@@ -76,6 +76,8 @@ struct Cors {
     vary: bool,
     /// A preflight answer, already complete.
     preflight: bool,
+    /// The request carried an `Origin` (a browser's cross-origin request).
+    origin_sent: bool,
 }
 
 /// Routes `head` and parses what the protocol needs from it.
@@ -92,6 +94,7 @@ pub fn prepare(app: &AppState, head: &RequestHead<'_>) -> Prepared {
         allow_origin: allowed_origin(cors_origins, h),
         vary: matches!(cors_origins, CorsOrigins::List(_)),
         preflight: false,
+        origin_sent: h.get(Field::Origin).is_some(),
     };
     let call = match route(app, head) {
         Ok(Routed::Append(append)) => return Prepared::Append(AppendCall { append, cors }),
@@ -266,7 +269,13 @@ fn finish(resp: Result<Response, ApiError>, cors: Cors) -> Response {
         // The answer depends on the Origin, allowed or not: a shared cache must key on it.
         h.append("vary", Value::Static("Origin"));
     }
-    if let Some(origin) = cors.allow_origin {
+    // A request without `Origin` is not a browser's cross-origin one: CORS headers would be
+    // bytes nobody reads. A cacheable answer gets them anyway, since a cache may hand it to
+    // a browser later.
+    let cacheable = h
+        .get("cache-control")
+        .is_some_and(|v| !matches!(v, Value::Static("no-store" | "no-cache")));
+    if let Some(origin) = cors.allow_origin.filter(|_| cors.origin_sent || cacheable) {
         h.set("access-control-allow-origin", origin);
         h.set("access-control-expose-headers", Value::Static(EXPOSE));
     }

@@ -56,7 +56,7 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: AppState, io: T) {
     let timeout = app.config.write_timeout;
     let mut conn = Conn {
         io: WriteTimeout::new(io, timeout),
-        app,
+        app: &app,
         rbuf: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(4 * 1024),
         scanned: 0,
@@ -70,9 +70,11 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: AppState, io: T) {
     }
 }
 
-struct Conn<T> {
+struct Conn<'a, T> {
     io: WriteTimeout<T>,
-    app: AppState,
+    /// Borrowed for the connection's life: a request's call borrows it while the
+    /// connection reads on, with no reference count touched per request.
+    app: &'a AppState,
     /// Bytes read and not yet used.
     rbuf: BytesMut,
     /// Answers not yet written.
@@ -100,7 +102,7 @@ enum Wait {
     Closed,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     async fn run(&mut self) -> io::Result<()> {
         while self.serve_one().await? {}
         self.answer_all().await
@@ -125,7 +127,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 http10: h.http10,
                 keep_alive: h.keep_alive,
             };
-            (protocol::prepare(&self.app, &h.request), h.framing, reply, h.expect_continue)
+            (protocol::prepare(self.app, &h.request), h.framing, reply, h.expect_continue)
         });
         self.rbuf.advance(end);
         self.scanned = 0;
@@ -146,7 +148,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         let reply = Reply { keep_alive: keep, ..reply };
         match prepared {
             Prepared::Append(call) => {
-                let pending = call.begin(&self.app, body);
+                let pending = call.begin(self.app, body);
                 self.inflight.push_back(InFlight { pending, reply });
                 self.answer_ready().await?;
                 if self.inflight.len() >= PIPELINE_DEPTH_MAX {
@@ -156,8 +158,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             }
             Prepared::Other(call) => {
                 self.answer_all().await?;
-                let app = self.app.clone();
-                let resp = self.until_done(call.run(&app, body)).await?;
+                let app = self.app;
+                let resp = self.until_done(call.run(app, body)).await?;
                 let closes = self.respond(resp, reply).await?;
                 self.linger |= skipped;
                 Ok(keep && !closes)
@@ -248,7 +250,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         prepared: &Prepared,
         expect_continue: bool,
     ) -> io::Result<Result<(Received, bool), ApiError>> {
-        let limits = self.app.body_limits.clone();
+        let app = self.app;
+        let limits = &app.body_limits;
         let answered = prepared.is_answered();
         match framing {
             Framing::Empty => Ok(Ok((Received::empty(), false))),
@@ -301,7 +304,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                     self.send_continue().await?;
                 }
                 self.flush().await?;
-                self.read_chunked(&limits).await
+                self.read_chunked(limits).await
             }
         }
     }
