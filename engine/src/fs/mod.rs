@@ -117,7 +117,20 @@ pub trait FsFile: Send + Sync {
     /// # Errors
     /// As the operating system reports.
     fn modified_ms(&self) -> io::Result<u64>;
+
+    /// `len` bytes from `pos` straight from the page cache, without a copy, when this file
+    /// system can map them (the standard one maps ranges of at least
+    /// [`MAP_BYTES_MIN`]; the simulator never does, and callers then read). `None` means
+    /// "read instead". Only for bytes no writer will change and the file keeps while the
+    /// mapping lives: committed records of an append-only log.
+    fn map(&self, _pos: u64, _len: usize) -> Option<bytes::Bytes> {
+        None
+    }
 }
+
+/// Smallest range worth mapping: below it a `pread` into a buffer costs less than setting
+/// up and tearing down a mapping (and the TLB shootdown of the unmap).
+pub const MAP_BYTES_MIN: usize = 64 * 1024;
 
 /// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
 ///

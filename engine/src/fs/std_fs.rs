@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
+use bytes::Bytes;
+
 use super::{Fs, FsFile, OpenMode};
 
 /// `std::fs`. Directories are synced through one descriptor each, kept open: Linux reports a
@@ -129,5 +131,26 @@ impl FsFile for StdFile {
     fn modified_ms(&self) -> io::Result<u64> {
         let modified = self.0.metadata()?.modified()?;
         Ok(modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+    }
+
+    #[expect(unsafe_code, reason = "mapping a file is unsafe in Rust; see SAFETY")]
+    fn map(&self, pos: u64, len: usize) -> Option<Bytes> {
+        if len < super::MAP_BYTES_MIN {
+            return None;
+        }
+        let page = rustix::param::page_size() as u64;
+        let start = pos - pos % page;
+        let skip = usize::try_from(pos - start).ok()?;
+        // SAFETY: the caller maps only committed records of an append-only log: no writer
+        // changes those bytes and the file is never truncated below them while the server
+        // runs (recovery cuts torn tails before anything is served; a delete unlinks, which
+        // keeps mapped pages valid). Another process writing into the data directory is
+        // excluded by its lock file. So the mapped memory never changes under the slice and
+        // never becomes a hole (no SIGBUS).
+        let map = unsafe {
+            memmap2::MmapOptions::new().offset(start).len(skip + len).populate().map(&self.0)
+        }
+        .ok()?;
+        Some(Bytes::from_owner(map).slice(skip..skip + len))
     }
 }

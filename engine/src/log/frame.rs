@@ -283,6 +283,17 @@ fn long_len(n: usize) -> u32 {
 /// from this position to its end (`buf` may hold fewer).
 #[must_use]
 pub fn decode(buf: &[u8], remaining: u64) -> Decoded<'_> {
+    decode_with(buf, remaining, true)
+}
+
+/// Like [`decode`], without checking the CRC of the body: for bytes this process wrote or
+/// has already checked (lengths are still checked, so a bad position is still refused).
+#[must_use]
+pub fn decode_trusted(buf: &[u8], remaining: u64) -> Decoded<'_> {
+    decode_with(buf, remaining, false)
+}
+
+fn decode_with(buf: &[u8], remaining: u64, check_crc: bool) -> Decoded<'_> {
     if remaining == 0 {
         return Decoded::CleanEnd;
     }
@@ -299,7 +310,7 @@ pub fn decode(buf: &[u8], remaining: u64) -> Decoded<'_> {
     let Some(frame) = buf.get(..frame_len) else { return Decoded::NeedMore(frame_len) };
     let stored = le_u32(frame, CRC_AT).unwrap_or(0);
     let body = &frame[FRAME_PREFIX_LEN..];
-    if stored != frame_crc(&frame[LEN_AT..CRC_AT], body) {
+    if check_crc && stored != frame_crc(&frame[LEN_AT..CRC_AT], body) {
         return damaged(buf, remaining, frame_len as u64);
     }
     match parse_body(body) {
