@@ -13,12 +13,13 @@
 //! closing control event, when the stream is deleted, at shutdown, and after the reconnect
 //! interval even while data flows (§10.2).
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use ds_engine::{Offset, ReadChunk, ReadFrom, TailWatch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::ApiError;
 use crate::query::ReadQuery;
@@ -42,9 +43,29 @@ pub async fn respond(app: AppState, name: String, q: ReadQuery) -> Result<Respon
     let first = app.engine.read_at_most(&name, q.from, SSE_EVENT_BYTES_MAX).await?;
     let binary = !info.content_type.is_text();
     let now = Instant::now();
+    let reconnect_at = app.config.sse_reconnect_interval.map(|d| now + d);
+    let keepalive_every = app.config.sse_keepalive_interval;
+    let end = {
+        let app = app.clone();
+        Box::pin(async move {
+            let reconnect = async {
+                match reconnect_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = reconnect => {}
+                () = app.shutting_down() => {}
+            }
+        })
+    };
     let body = SseBody {
-        reconnect_at: app.config.sse_reconnect_interval.map(|d| now + d),
-        keepalive_every: app.config.sse_keepalive_interval,
+        reconnect_at,
+        keepalive_every,
+        keepalive: Box::pin(tokio::time::sleep(keepalive_every)),
+        last_frame: now,
+        end,
         app,
         name,
         incarnation: info.incarnation,
@@ -88,6 +109,14 @@ pub struct SseBody {
     cursor: u64,
     reconnect_at: Option<Instant>,
     keepalive_every: Duration,
+    /// The keep-alive timer. Re-armed only when it fires (to the last frame plus the
+    /// interval), not after every frame: an event costs no timer operation.
+    keepalive: Pin<Box<Sleep>>,
+    /// When the last frame was handed out.
+    last_frame: Instant,
+    /// Resolves at the reconnect deadline or at shutdown. One future for the whole response,
+    /// so waiting for an event registers no timer or waiter besides the tail's.
+    end: Pin<Box<dyn Future<Output = ()> + Send>>,
     done: bool,
 }
 
@@ -135,38 +164,47 @@ impl SseBody {
                 return None;
             }
             if !chunk.is_empty() || chunk.reaches_eof() || self.announced != Some(chunk.next) {
+                self.last_frame = Instant::now();
                 return Some(self.events(chunk));
             }
             match self.wait().await {
                 Wake::Tail(tail) if tail.gone => return None,
                 Wake::Tail(_) => {}
-                Wake::KeepAlive => return Some(Bytes::from_static(KEEPALIVE)),
-                Wake::End => return None,
+                Wake::KeepAlive => {
+                    self.last_frame = Instant::now();
+                    return Some(Bytes::from_static(KEEPALIVE));
+                }
+                Wake::End => {
+                    self.done = true;
+                    return None;
+                }
             }
         }
     }
 
     /// Waits for the tail to move, a keep-alive tick, the reconnect deadline or shutdown.
     async fn wait(&mut self) -> Wake {
-        let keepalive = tokio::time::sleep(self.keepalive_every);
-        let reconnect = async {
-            match self.reconnect_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         let next = self.next;
-        let wait_tail = async {
-            match self.watch.as_mut() {
-                Some(w) => w.wait_beyond(next).await,
-                None => std::future::pending().await,
+        loop {
+            let SseBody { watch, keepalive, end, .. } = self;
+            let wait_tail = async {
+                match watch.as_mut() {
+                    Some(w) => w.wait_beyond(next).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                tail = wait_tail => return Wake::Tail(tail),
+                () = keepalive.as_mut() => {}
+                () = end.as_mut() => return Wake::End,
             }
-        };
-        tokio::select! {
-            tail = wait_tail => Wake::Tail(tail),
-            () = keepalive => Wake::KeepAlive,
-            () = reconnect => Wake::End,
-            () = self.app.shutting_down() => Wake::End,
+            let due = self.last_frame + self.keepalive_every;
+            let now = Instant::now();
+            if now >= due {
+                self.keepalive.as_mut().reset(now + self.keepalive_every);
+                return Wake::KeepAlive;
+            }
+            self.keepalive.as_mut().reset(due);
         }
     }
 
@@ -233,7 +271,9 @@ fn control_event(
     out.put_u8(b'"');
     if let Some(c) = cursor {
         out.put_slice(b",\"streamCursor\":\"");
-        out.put_slice(c.to_string().as_bytes());
+        let mut digits = Vec::with_capacity(20);
+        crate::response::write_decimal(&mut digits, c);
+        out.put_slice(&digits);
         out.put_u8(b'"');
     }
     if up_to_date {

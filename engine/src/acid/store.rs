@@ -19,7 +19,7 @@
 //! A failed commit poisons the store: every later write gets [`Error::Unavailable`] until
 //! restart (redb refuses further writes after an I/O error itself; reopening recovers).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +55,9 @@ use crate::stream_core::StreamCore;
 
 /// What writes get once the store is poisoned.
 const POISONED: &str = "writes are stopped after a storage failure; see the server log";
+/// Most bytes of recent appends a watched stream keeps for its live readers (at least one
+/// append, whatever its size).
+const RECENT_BYTES_MAX: usize = 256 * 1024;
 
 /// The acid store. Cloning shares it; the committer threads stop when the last clone drops.
 #[derive(Clone)]
@@ -123,6 +126,18 @@ struct StreamState {
     refs: u64,
     /// Deleted or expired while forks still read it: gone for direct operations (§4.2).
     soft_deleted: bool,
+    /// The latest visible appends, in order and ending at `visible_end`, kept while live
+    /// readers watch the stream: each of them reads what woke it from here instead of a
+    /// redb read transaction of its own.
+    recent: VecDeque<Recent>,
+    recent_bytes: usize,
+}
+
+/// One committed append, kept for live readers.
+struct Recent {
+    pos: u64,
+    payload: Bytes,
+    lens: Option<Arc<[u32]>>,
 }
 
 /// A stream's share of a commit round: its batch and the appends waiting on it.
@@ -647,6 +662,7 @@ impl Inner {
         .await
         .map_err(|e| Error::Storage(format!("read task failed: {e}")))??;
         let split = if whole { None } else { Some(Split::for_type(&stream.meta.content_type)) };
+        let units = units.into_iter().map(|u| (u.pos, Bytes::from(u.bytes))).collect();
         Ok(chunk_of(units, start, max, split))
     }
 
@@ -765,18 +781,34 @@ fn make_visible(
 ) {
     {
         let mut st = stream.lock();
-        for p in &batch {
+        let keep_recent = stream.has_watchers();
+        if !keep_recent {
+            st.recent.clear();
+            st.recent_bytes = 0;
+        }
+        for p in batch {
             p.effect.replay(&mut st.durable);
             if !p.payload.is_empty() {
                 st.visible_end = p.pos + p.payload.len() as u64;
                 st.visible_records += 1;
+                if keep_recent {
+                    st.recent_bytes += p.payload.len();
+                    let lens = p.lens.map(Arc::from);
+                    st.recent.push_back(Recent { pos: p.pos, payload: p.payload, lens });
+                }
             }
         }
-        stream.publish(&st);
+        while st.recent_bytes > RECENT_BYTES_MAX && st.recent.len() > 1 {
+            if let Some(old) = st.recent.pop_front() {
+                st.recent_bytes -= old.payload.len();
+            }
+        }
     }
+    // Acknowledge before waking live readers (see the file log's `make_visible`).
     for w in waiters {
         let _ = w.send(Ok(()));
     }
+    stream.publish(&stream.lock());
 }
 
 /// Reads the units of `start..end` a chunk of `max` bytes may take, in one read transaction.
@@ -876,34 +908,82 @@ fn push_units(
 /// The chunk a read from `start` returns, as in the memory store: whole units while they fit
 /// in `max` bytes; else the first unit, cut at `max` (or at a character boundary for text,
 /// or whole for a JSON message); with no `split`, only whole units.
-fn chunk_of(units: Vec<Unit>, start: u64, max: usize, split: Option<Split>) -> (Vec<Bytes>, u64) {
+fn chunk_of(
+    units: Vec<(u64, Bytes)>,
+    start: u64,
+    max: usize,
+    split: Option<Split>,
+) -> (Vec<Bytes>, u64) {
     let limit = start.saturating_add(max.max(1) as u64);
     let mut parts = Vec::new();
     let mut next = start;
-    for unit in units {
-        let unit_end = unit.pos + unit.bytes.len() as u64;
+    for (pos, mut bytes) in units {
+        let unit_end = pos + bytes.len() as u64;
         if unit_end <= limit {
             next = unit_end;
-            parts.push(Bytes::from(unit.bytes));
+            parts.push(bytes);
             continue;
         }
         if parts.is_empty() {
-            let want = (limit - unit.pos) as usize;
+            let want = (limit - pos) as usize;
             let take = match split {
                 // Only whole units: none fits.
                 None => break,
-                Some(Split::Never) => unit.bytes.len(),
+                Some(Split::Never) => bytes.len(),
                 Some(Split::Bytes) => want,
-                Some(Split::Utf8) => utf8_cut(&unit.bytes, want),
+                Some(Split::Utf8) => utf8_cut(&bytes, want),
             };
-            next = unit.pos + take as u64;
-            let mut bytes = unit.bytes;
+            next = pos + take as u64;
             bytes.truncate(take);
-            parts.push(Bytes::from(bytes));
+            parts.push(bytes);
         }
         break;
     }
     (parts, next)
+}
+
+/// The units a read from `start` needs, from the recent appends, as [`read_units`] would
+/// load them from redb (until they hold more than `max` bytes); `None` when `start` is not
+/// in the cache, or not where a read may start (then redb answers, with its own error).
+fn recent_units(
+    recent: &VecDeque<Recent>,
+    start: u64,
+    max: usize,
+    json: bool,
+) -> Option<Vec<(u64, Bytes)>> {
+    let first = recent.partition_point(|r| r.pos + r.payload.len() as u64 <= start);
+    if recent.get(first)?.pos > start {
+        return None;
+    }
+    let mut units = Vec::new();
+    let mut taken = 0usize;
+    for r in recent.iter().skip(first) {
+        let skip = usize::try_from(start.saturating_sub(r.pos)).ok()?;
+        match (&r.lens, json) {
+            (Some(lens), true) => {
+                let mut off = 0usize;
+                for &len in lens.iter() {
+                    let len = len as usize;
+                    if off >= skip {
+                        units.push((r.pos + off as u64, r.payload.slice(off..off + len)));
+                        taken += len;
+                    } else if off + len > skip {
+                        return None;
+                    }
+                    off += len;
+                }
+            }
+            (None, false) => {
+                units.push((r.pos + skip as u64, r.payload.slice(skip..)));
+                taken += r.payload.len() - skip;
+            }
+            _ => return None,
+        }
+        if taken > max {
+            break;
+        }
+    }
+    Some(units)
 }
 
 impl AcidStore {
@@ -1154,7 +1234,8 @@ impl Store for AcidStore {
         let inner = &self.inner;
         let stream = inner.live(name, now)?;
         stream.touch(now);
-        let (info, start) = {
+        let json = stream.meta.content_type.is_json();
+        let (info, start, cached) = {
             let st = stream.lock();
             if st.removed {
                 return Err(Error::NotFound);
@@ -1167,10 +1248,17 @@ impl Store for AcidStore {
                 ReadFrom::At(o) if o.pos() > end => return Err(Error::OffsetBeyondTail),
                 ReadFrom::At(o) => o.pos(),
             };
-            (stream.info(&st), start)
+            let cached = (start < end).then(|| recent_units(&st.recent, start, max_bytes, json));
+            (stream.info(&st), start, cached.flatten())
         };
         let end = info.tail.pos();
         let at = Offset::at(start);
+        if let Some(units) = cached {
+            let split = Some(Split::for_type(&stream.meta.content_type));
+            let (parts, next) = chunk_of(units, start, max_bytes, split);
+            let up_to_date = next == end;
+            return Ok(ReadChunk { info, start: at, next: Offset::at(next), parts, up_to_date });
+        }
         if start < stream.base() {
             // Inherited data: the engine reads it from the source.
             return Ok(ReadChunk {
@@ -1266,8 +1354,8 @@ impl Store for AcidStore {
 mod tests {
     use super::*;
 
-    fn units(parts: &[(u64, &'static [u8])]) -> Vec<Unit> {
-        parts.iter().map(|(pos, b)| Unit { pos: *pos, bytes: b.to_vec() }).collect()
+    fn units(parts: &[(u64, &'static [u8])]) -> Vec<(u64, Bytes)> {
+        parts.iter().map(|(pos, b)| (*pos, Bytes::from_static(b))).collect()
     }
 
     #[test]

@@ -718,7 +718,6 @@ impl Inner {
                     st.recent_bytes -= old.payload.len();
                 }
             }
-            stream.publish(&st);
             let due = !st.removed && st.visible_end - st.ckpt_position >= CHECKPOINT_EVERY_BYTES;
             due.then(|| {
                 st.ckpt_position = st.visible_end;
@@ -726,9 +725,13 @@ impl Inner {
                 checkpoint_of(stream, &st)
             })
         };
+        // Acknowledge before waking live readers: the writers' tasks are then queued ahead of
+        // a thousand readers' (a writer waits for its answer; a reader only for news). The
+        // visible state is already updated, so a writer reads its own append at once.
         for w in batch.waiters {
             let _ = w.send(Ok(()));
         }
+        stream.publish(&stream.lock());
         if let Some(ckpt) = checkpoint {
             self.checkpoint_or_poison(&stream.name, &ckpt);
         }

@@ -135,7 +135,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             Ok(parsed) => parsed,
             Err(e) => return self.refuse(e).await,
         };
-        let (body, skipped) = match self.read_body(framing, &prepared, expect_continue).await? {
+        let answered = prepared.is_answered();
+        let (body, skipped) = match self.read_body(framing, answered, expect_continue).await? {
             Ok(read) => read,
             Err(e) => {
                 self.answer_all().await?;
@@ -241,18 +242,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         }
     }
 
-    /// Reads the body as `framing` says, within the body limits. `Ok(Err)` is a refusal to
-    /// answer (then the connection closes); the flag says the body was left unread (a
-    /// refused request whose body could not be skipped cheaply), so the connection closes.
+    /// Reads the body as `framing` says, within the body limits (`answered`: the request is
+    /// already refused, so its body is dropped, or left unread and the connection closed).
+    /// `Ok(Err)` is a refusal to answer (then the connection closes); the flag says the body
+    /// was left unread, so the connection closes.
     async fn read_body(
         &mut self,
         framing: Framing,
-        prepared: &Prepared,
+        answered: bool,
         expect_continue: bool,
     ) -> io::Result<Result<(Received, bool), ApiError>> {
         let app = self.app;
         let limits = &app.body_limits;
-        let answered = prepared.is_answered();
         match framing {
             Framing::Empty => Ok(Ok((Received::empty(), false))),
             Framing::Length(0) => Ok(Ok((Received::empty(), false))),
@@ -458,6 +459,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             let Some(frame) = frame else { break };
             if chunked {
                 write::chunk_size(&mut self.out, frame.len());
+            }
+            if frame.len() <= INLINE_BODY_BYTES_MAX {
+                // One plain write of a small event rather than a vector of three.
+                self.out.extend_from_slice(&frame);
+                if chunked {
+                    self.out.extend_from_slice(b"\r\n");
+                }
+                self.flush().await?;
+            } else if chunked {
                 self.write_parts(&[frame, Bytes::from_static(b"\r\n")]).await?;
             } else {
                 self.write_parts(&[frame]).await?;
