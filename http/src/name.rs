@@ -64,7 +64,8 @@ pub fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hex digit.
+pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

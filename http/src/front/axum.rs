@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,7 +24,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::body::{BodyLimits, Received};
@@ -236,29 +234,9 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
         .header_read_timeout(state.config.header_read_timeout)
         .keep_alive(true)
         .pipeline_flush(true);
-    let permits = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let permits = super::connection_permits(&state);
     let graceful = GracefulShutdown::new();
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = state.shutting_down() => break,
-        };
-        let (tcp, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = state.shutting_down() => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, permit)) = super::accept(&listener, &permits, &state).await {
         let io = TokioIo::new(WriteTimeout::new(tcp, state.config.write_timeout));
         let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);

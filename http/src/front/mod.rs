@@ -11,7 +11,11 @@
 pub mod axum;
 pub mod fast;
 
-use tokio::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::FrontEnd;
 use crate::state::AppState;
@@ -25,5 +29,39 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     match state.config.front_end {
         FrontEnd::Fast => fast::serve(listener, state).await,
         FrontEnd::Axum => axum::serve(listener, state).await,
+    }
+}
+
+/// One permit per connection allowed at once (`max_connections`).
+fn connection_permits(state: &AppState) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(state.config.max_connections.clamp(1, Semaphore::MAX_PERMITS)))
+}
+
+/// Waits for a connection slot, then for the next client (`TCP_NODELAY` set); `None` once
+/// the server shuts down. Failed accepts (out of descriptors and the like) back off instead
+/// of spinning.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    state: &AppState,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        p = permits.clone().acquire_owned() => p.ok()?,
+        () = state.shutting_down() => return None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, permit));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = state.shutting_down() => return None,
+        }
     }
 }

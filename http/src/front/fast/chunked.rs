@@ -6,6 +6,7 @@
 //! and trailer fields are accepted and ignored, within bounds.
 
 use crate::error::ApiError;
+use crate::name::hex;
 
 /// Longest chunk-size line (digits and extensions) accepted.
 pub const SIZE_LINE_BYTES_MAX: usize = 4 * 1024;
@@ -168,15 +169,6 @@ impl Decoder {
 fn unreachable_data() -> State {
     debug_assert!(false, "chunk data is consumed in bulk");
     State::DataCr
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// RFC 9110 `tchar`.

@@ -282,15 +282,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                 self.flush().await?;
                 while self.rbuf.len() < n {
                     self.rbuf.reserve(n - self.rbuf.len());
-                    match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await
-                    {
-                        Err(_) => return Ok(Err(ApiError::body_timeout())),
-                        Ok(Err(e)) => return Err(e),
-                        Ok(Ok(0)) => {
-                            self.peer_done = true;
-                            return Ok(Err(ApiError::bad_framing("request body was cut off")));
-                        }
-                        Ok(Ok(_)) => {}
+                    if let Err(e) = self.read_body_bytes(deadline).await? {
+                        return Ok(Err(e));
                     }
                 }
                 let bytes = self.rbuf.split_to(n).freeze();
@@ -340,15 +333,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             if decoder.is_done() {
                 return Ok(Ok((Received::new(data.freeze(), share), false)));
             }
-            match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
-                Err(_) => return Ok(Err(ApiError::body_timeout())),
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(0)) => {
-                    self.peer_done = true;
-                    return Ok(Err(ApiError::bad_framing("request body was cut off")));
-                }
-                Ok(Ok(_)) => {}
+            if let Err(e) = self.read_body_bytes(deadline).await? {
+                return Ok(Err(e));
             }
+        }
+    }
+
+    /// Reads more of a body before `deadline`: 408 past it, 400 if the client closes first.
+    async fn read_body_bytes(&mut self, deadline: Instant) -> io::Result<Result<(), ApiError>> {
+        match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
+            Err(_) => Ok(Err(ApiError::body_timeout())),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(0)) => {
+                self.peer_done = true;
+                Ok(Err(ApiError::bad_framing("request body was cut off")))
+            }
+            Ok(Ok(_)) => Ok(Ok(())),
         }
     }
 

@@ -18,11 +18,9 @@ pub mod conn;
 pub mod head;
 pub mod write;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::state::AppState;
 
@@ -36,29 +34,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// # Errors
 /// Never for client behaviour; only if the runtime fails.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    let max = state.config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let permits = Arc::new(Semaphore::new(max));
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = state.shutting_down() => break,
-        };
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => tcp,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = state.shutting_down() => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    let permits = super::connection_permits(&state);
+    while let Some((tcp, permit)) = super::accept(&listener, &permits, &state).await {
         let app = state.clone();
         tokio::spawn(async move {
             conn::serve(app, tcp).await;
@@ -66,6 +43,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
         });
     }
     drop(listener);
+    let max = state.config.max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(all)).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace period");
