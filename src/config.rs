@@ -51,6 +51,8 @@ pub struct ServerSection {
     pub write_timeout_secs: u64,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Threads of the async runtime; 0 means one per CPU.
+    pub worker_threads: usize,
 }
 
 /// `[http]`: browser and cache behaviour.
@@ -108,6 +110,7 @@ impl Default for ServerSection {
             body_read_timeout_secs: 30,
             write_timeout_secs: 30,
             max_connections: 10_000,
+            worker_threads: 0,
         }
     }
 }
@@ -285,6 +288,9 @@ impl Config {
         if !(1..=1_000_000).contains(&s.max_connections) {
             return Err(err("server.max_connections must be from 1 to 1000000"));
         }
+        if s.worker_threads > 1024 {
+            return Err(err("server.worker_threads must be from 0 (one per CPU) to 1024"));
+        }
         let l = &self.limits;
         let gib = 1u64 << 30;
         if l.read_chunk_bytes == 0 || l.read_chunk_bytes > gib {
@@ -440,6 +446,7 @@ mod tests {
             ("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", "18446744073709551615"),
             ("DS_SERVER__WRITE_TIMEOUT_SECS", "100000"),
             ("DS_SERVER__MAX_CONNECTIONS", "0"),
+            ("DS_SERVER__WORKER_THREADS", "5000"),
             ("DS_LIMITS__MAX_PENDING_BODY_BYTES", "1"),
             ("DS_HTTP__CORS_ORIGINS", " , "),
             ("DS_HTTP__CORS_ORIGINS", "https://ok.example, bad\u{7f}origin"),

@@ -27,7 +27,11 @@ fn main() -> ExitCode {
         .with(filter)
         .init();
     raise_open_file_limit(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        builder.worker_threads(config.server.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ds-server: cannot start the async runtime: {e}");

@@ -35,17 +35,33 @@ pub enum Expiry {
     },
 }
 
-/// A content type and whether it selects JSON mode (§9.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A content type and whether it selects JSON mode (§9.1). The media type (the part before
+/// any parameters) is located once, when the value is made: every append compares it.
+#[derive(Clone, Debug)]
 pub struct ContentType {
     raw: Arc<str>,
+    /// Where the media type ends and its trimmed start, in `raw`.
+    essence: (u32, u32),
 }
+
+impl PartialEq for ContentType {
+    fn eq(&self, other: &ContentType) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for ContentType {}
 
 impl ContentType {
     /// Wraps a client's `Content-Type` value as given.
     #[must_use]
     pub fn new(raw: &str) -> ContentType {
-        ContentType { raw: Arc::from(raw.trim()) }
+        let raw = raw.trim();
+        let media = raw.split_once(';').map_or(raw, |(m, _)| m);
+        let start = media.len() - media.trim_start().len();
+        let end = media.trim_end().len().max(start);
+        let fit = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        ContentType { raw: Arc::from(raw), essence: (fit(start), fit(end)) }
     }
 
     /// The value as the client set it at creation.
@@ -58,7 +74,8 @@ impl ContentType {
     /// `Application/JSON; charset=utf-8`. Compare with [`ContentType::matches`].
     #[must_use]
     pub fn essence(&self) -> &str {
-        self.raw.split(';').next().unwrap_or("").trim()
+        let (start, end) = (self.essence.0 as usize, self.essence.1 as usize);
+        self.raw.get(start..end).unwrap_or("")
     }
 
     /// Whether two content types name the same media type: case-insensitive, parameters

@@ -110,16 +110,27 @@ pub fn content_type(headers: &RequestHeaders<'_>) -> Result<Option<ContentType>,
         return Ok(None);
     }
     let ct = ContentType::new(raw);
-    let essence = ct.essence();
-    let shape_ok = raw.len() <= MAX_TOKEN_BYTES
-        && essence.split('/').count() == 2
-        && essence.split('/').all(|part| {
-            !part.is_empty() && part.bytes().all(|c| c.is_ascii_graphic() && c != b'/')
-        });
-    if !shape_ok {
+    if raw.len() > MAX_TOKEN_BYTES || !media_type_shape(ct.essence().as_bytes()) {
         return Err(ApiError::bad_request("Content-Type must be a media type like text/plain"));
     }
     Ok(Some(ct))
+}
+
+/// `type/subtype`: two non-empty runs of visible ASCII around exactly one `/`.
+fn media_type_shape(essence: &[u8]) -> bool {
+    let mut slash = None;
+    for (i, &c) in essence.iter().enumerate() {
+        if !c.is_ascii_graphic() {
+            return false;
+        }
+        if c == b'/' {
+            if slash.is_some() {
+                return false;
+            }
+            slash = Some(i);
+        }
+    }
+    slash.is_some_and(|i| i > 0 && i + 1 < essence.len())
 }
 
 /// `Stream-TTL` and `Stream-Expires-At` (§5.1); both at once is a 400.

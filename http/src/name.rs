@@ -23,24 +23,38 @@ pub fn parse(path: &str) -> Result<String, ApiError> {
     if raw.len() > MAX_NAME_BYTES * 3 {
         return Err(ApiError::bad_request("stream name is too long"));
     }
-    let decoded = percent_decode(raw.as_bytes())
-        .ok_or_else(|| ApiError::bad_request("stream name has invalid percent-encoding"))?;
-    let name = String::from_utf8(decoded)
-        .map_err(|_| ApiError::bad_request("stream name must be UTF-8"))?;
+    let name = if raw.contains('%') {
+        let decoded = percent_decode(raw.as_bytes())
+            .ok_or_else(|| ApiError::bad_request("stream name has invalid percent-encoding"))?;
+        String::from_utf8(decoded)
+            .map_err(|_| ApiError::bad_request("stream name must be UTF-8"))?
+    } else {
+        raw.to_owned()
+    };
     if name.is_empty() {
         return Err(ApiError::bad_request("stream name is empty"));
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(ApiError::bad_request("stream name is too long"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("stream name contains control characters"));
-    }
-    if name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
-        return Err(ApiError::bad_request("stream name has an empty, '.' or '..' segment"));
-    }
-    if name.split('/').next() == Some(RESERVED_SEGMENT) {
-        return Err(ApiError::not_found("the __ds namespace is reserved for subscriptions"));
+    // One pass: control characters, and the segments between slashes.
+    let mut segment_start = 0;
+    for (i, c) in name.char_indices().chain(std::iter::once((name.len(), '/'))) {
+        if c.is_control() {
+            return Err(ApiError::bad_request("stream name contains control characters"));
+        }
+        if c == '/' {
+            let segment = &name[segment_start..i];
+            if segment.is_empty() || segment == "." || segment == ".." {
+                return Err(ApiError::bad_request("stream name has an empty, '.' or '..' segment"));
+            }
+            if segment_start == 0 && segment == RESERVED_SEGMENT {
+                return Err(ApiError::not_found(
+                    "the __ds namespace is reserved for subscriptions",
+                ));
+            }
+            segment_start = i + 1;
+        }
     }
     Ok(name)
 }

@@ -253,15 +253,13 @@ pub fn refuse(e: ApiError) -> Response {
     finish(Err(e), Cors::default())
 }
 
-/// The last step of every answer: security headers, the default `Cache-Control`, CORS.
+/// The last step of every answer: the standard headers (security, default `Cache-Control`),
+/// CORS.
 fn finish(resp: Result<Response, ApiError>, cors: Cors) -> Response {
     let mut resp = resp.unwrap_or_else(ApiError::into_response);
+    // The security headers and the default `Cache-Control: no-store`.
+    resp.standard = true;
     let h = &mut resp.headers;
-    h.set("x-content-type-options", Value::Static("nosniff"));
-    h.set("cross-origin-resource-policy", Value::Static("cross-origin"));
-    if !h.contains("cache-control") {
-        h.set("cache-control", Value::Static("no-store"));
-    }
     if cors.preflight {
         return resp;
     }
@@ -275,6 +273,7 @@ fn finish(resp: Result<Response, ApiError>, cors: Cors) -> Response {
     let cacheable = h
         .get("cache-control")
         .is_some_and(|v| !matches!(v, Value::Static("no-store" | "no-cache")));
+    // (An answer without `Cache-Control` gets `no-store`: not cacheable.)
     if let Some(origin) = cors.allow_origin.filter(|_| cors.origin_sent || cacheable) {
         h.set("access-control-allow-origin", origin);
         h.set("access-control-expose-headers", Value::Static(EXPOSE));

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use ds_engine::{Expiry, ReadChunk, StreamInfo};
 
 use crate::headers;
-use crate::response::{Body, HeaderList, Value};
+use crate::response::{Body, ETag, HeaderList, Value};
 use crate::rfc3339;
 
 /// Bodies up to this size are joined into one buffer; larger ones are sent part by part.
@@ -37,12 +37,12 @@ pub fn metadata(h: &mut HeaderList, info: &StreamInfo) {
 /// so that closure always changes the ETag (§10.1).
 #[must_use]
 pub fn etag(chunk: &ReadChunk) -> Value {
-    Value::ETag {
+    Value::ETag(Box::new(ETag {
         incarnation: chunk.info.incarnation,
         start: chunk.start,
         next: chunk.next,
         closed: chunk.reaches_eof(),
-    }
+    }))
 }
 
 /// Whether an `If-None-Match` header names `etag` (or is `*`).
@@ -79,12 +79,12 @@ mod tests {
 
     #[test]
     fn if_none_match_forms() {
-        let tag = Value::ETag {
+        let tag = Value::ETag(Box::new(ETag {
             incarnation: 0xa,
             start: Offset::at(1),
             next: Offset::at(2),
             closed: false,
-        };
+        }));
         let ours = String::from_utf8(tag.to_bytes()).unwrap();
         assert_eq!(
             ours,

@@ -111,18 +111,9 @@ pub enum Value {
     Offset(Offset),
     /// A stream's content type (valid header text: it was one when the stream was created).
     ContentType(ContentType),
-    /// A read's ETag: `"{incarnation:x}:{start}:{next}"`, with `:c` once the read reaches a
-    /// closed stream's end (§10.1).
-    ETag {
-        /// The stream's incarnation.
-        incarnation: u64,
-        /// Where the read started.
-        start: Offset,
-        /// Where it ended.
-        next: Offset,
-        /// It reached the end of a closed stream.
-        closed: bool,
-    },
+    /// A read's ETag (boxed: it is the largest value, and every answer's header list holds
+    /// room for the largest).
+    ETag(Box<ETag>),
     /// Text made for this response (an echoed origin, a `Location`). Always valid header
     /// text: no control characters.
     Text(String),
@@ -136,14 +127,14 @@ impl Value {
             Value::Number(n) => write_decimal(out, *n),
             Value::Offset(o) => out.extend_from_slice(&o.encode()),
             Value::ContentType(ct) => out.extend_from_slice(ct.as_str().as_bytes()),
-            Value::ETag { incarnation, start, next, closed } => {
+            Value::ETag(tag) => {
                 out.push(b'"');
-                write_hex(out, *incarnation);
+                write_hex(out, tag.incarnation);
                 out.push(b':');
-                out.extend_from_slice(&start.encode());
+                out.extend_from_slice(&tag.start.encode());
                 out.push(b':');
-                out.extend_from_slice(&next.encode());
-                if *closed {
+                out.extend_from_slice(&tag.next.encode());
+                if tag.closed {
                     out.extend_from_slice(b":c");
                 }
                 out.push(b'"');
@@ -159,6 +150,20 @@ impl Value {
         self.write_to(&mut out);
         out
     }
+}
+
+/// A read's ETag: `"{incarnation:x}:{start}:{next}"`, with `:c` once the read reaches a
+/// closed stream's end (§10.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ETag {
+    /// The stream's incarnation.
+    pub incarnation: u64,
+    /// Where the read started.
+    pub start: Offset,
+    /// Where it ended.
+    pub next: Offset,
+    /// It reached the end of a closed stream.
+    pub closed: bool,
 }
 
 /// Appends `n` in decimal.
@@ -191,45 +196,43 @@ pub fn write_hex(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// Most headers one response carries: a read with every CORS header has 11, a preflight 9.
-pub const HEADERS_MAX: usize = 16;
+/// Most headers one response carries besides the standard ones (a read with every CORS
+/// header has 9, a refusal with its protocol headers 8); debug builds check it.
+pub const HEADERS_MAX: usize = 12;
 
-/// A response's headers in insertion order, in place (no heap). Names are lower-case
-/// constants. Only the transport adds framing headers (`Content-Length`, `Connection`,
-/// `Transfer-Encoding`, `Date`).
-#[derive(Debug)]
+/// The brief's security headers, on every answer.
+pub const SECURITY_HEADERS: [(&str, &str); 2] =
+    [("x-content-type-options", "nosniff"), ("cross-origin-resource-policy", "cross-origin")];
+
+/// `Cache-Control` of an answer that sets none: nothing may be cached unless said otherwise.
+pub const DEFAULT_CACHE_CONTROL: &str = "no-store";
+
+/// A response's headers in insertion order. One small allocation per answer: an answer
+/// passes through a few futures on its way out, and a list held in place would be copied
+/// whole at each step. Names are lower-case constants. Only the transport adds framing
+/// headers (`Content-Length`, `Connection`, `Transfer-Encoding`, `Date`) and the standard
+/// ones ([`Response::standard_headers`]).
+#[derive(Debug, Default)]
 pub struct HeaderList {
-    items: [Option<(&'static str, Value)>; HEADERS_MAX],
-    len: usize,
-}
-
-impl Default for HeaderList {
-    fn default() -> HeaderList {
-        HeaderList { items: [const { None }; HEADERS_MAX], len: 0 }
-    }
+    items: Vec<(&'static str, Value)>,
 }
 
 impl HeaderList {
     /// Sets `name` to `value`, replacing any earlier value of it.
     pub fn set(&mut self, name: &'static str, value: Value) {
-        if let Some(slot) =
-            self.items[..self.len].iter_mut().flatten().find(|(n, _)| *n == name).map(|(_, v)| v)
-        {
-            *slot = value;
-            return;
+        match self.items.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, slot)) => *slot = value,
+            None => self.append(name, value),
         }
-        self.append(name, value);
     }
 
     /// Adds a value of `name`, keeping earlier ones.
     pub fn append(&mut self, name: &'static str, value: Value) {
-        // The protocol never builds more headers than fit; should it ever, the response is
-        // still well-formed without the extra one.
-        debug_assert!(self.len < HEADERS_MAX, "too many response headers");
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = Some((name, value));
-            self.len += 1;
+        debug_assert!(self.items.len() < HEADERS_MAX, "more response headers than expected");
+        if self.items.capacity() == 0 {
+            self.items.reserve_exact(HEADERS_TYPICAL);
         }
+        self.items.push((name, value));
     }
 
     /// Whether `name` is set.
@@ -246,9 +249,12 @@ impl HeaderList {
 
     /// The headers in order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> {
-        self.items[..self.len].iter().flatten().map(|(n, v)| (*n, v))
+        self.items.iter().map(|(n, v)| (*n, v))
     }
 }
+
+/// Room reserved at an answer's first header: enough for all but reads with CORS headers.
+const HEADERS_TYPICAL: usize = 6;
 
 /// A response body.
 #[derive(Debug, Default)]
@@ -295,13 +301,31 @@ pub struct Response {
     /// The connection must close after this response (the rest of a refused body may still
     /// be in flight, or the request's framing cannot be trusted).
     pub close: bool,
+    /// The answer carries the standard headers ([`Response::standard_headers`]): set by the
+    /// protocol's last step on every answer; kept out of the header list so that transports
+    /// can render them as constants.
+    pub standard: bool,
 }
 
 impl Response {
     /// A response with no headers and no body.
     #[must_use]
     pub fn empty(status: Status) -> Response {
-        Response { status, headers: HeaderList::default(), body: Body::Empty, close: false }
+        Response {
+            status,
+            headers: HeaderList::default(),
+            body: Body::Empty,
+            close: false,
+            standard: false,
+        }
+    }
+
+    /// The standard headers this answer carries besides its list: the security headers, and
+    /// `Cache-Control: no-store` unless the list sets one.
+    pub fn standard_headers(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let default_cache = (!self.headers.contains("cache-control"))
+            .then_some(("cache-control", DEFAULT_CACHE_CONTROL));
+        SECURITY_HEADERS.into_iter().chain(default_cache).filter(|_| self.standard)
     }
 
     /// A `text/plain` response.

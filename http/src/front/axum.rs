@@ -156,8 +156,9 @@ async fn collect(
 }
 
 /// The protocol's response as axum's.
-fn into_axum(resp: Response) -> axum::response::Response {
-    let body = match resp.body {
+fn into_axum(mut resp: Response) -> axum::response::Response {
+    let standard: Vec<(&str, &str)> = resp.standard_headers().collect();
+    let body = match std::mem::take(&mut resp.body) {
         Body::Empty => AxumBody::empty(),
         Body::Full(bytes) => AxumBody::from(bytes),
         Body::Parts(parts) => {
@@ -184,6 +185,9 @@ fn into_axum(resp: Response) -> axum::response::Response {
             },
         };
         h.append(HeaderName::from_static(name), value);
+    }
+    for (name, value) in standard {
+        h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
     if resp.close {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));

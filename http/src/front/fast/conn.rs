@@ -395,7 +395,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             self.flush().await?;
         }
         let resp = pending.finish().await;
-        self.respond(resp, reply).await?;
+        let (_, rest) = self.render(resp, reply);
+        if let Some((plan, body)) = rest {
+            self.send_body(plan, body).await?;
+        }
         Ok(())
     }
 
@@ -410,18 +413,39 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     /// Writes one answer (into the output buffer, or out at once for large and streamed
     /// bodies); `true` if the connection must close after it.
     async fn respond(&mut self, resp: Response, reply: Reply) -> io::Result<bool> {
-        let plan = write::head(&mut self.out, &resp, reply);
-        let closes = resp.close || !reply.keep_alive || plan.closes();
-        match (plan, resp.body) {
-            (BodyPlan::None, _) | (_, Body::Empty) => {}
-            (_, Body::Full(bytes)) if bytes.len() <= INLINE_BODY_BYTES_MAX => {
-                self.out.extend_from_slice(&bytes);
-            }
-            (_, Body::Full(bytes)) => self.write_parts(&[bytes]).await?,
-            (_, Body::Parts(parts)) => self.write_parts(&parts).await?,
-            (plan, Body::Sse(sse)) => self.stream_sse(sse, plan == BodyPlan::Chunked).await?,
+        let (closes, rest) = self.render(resp, reply);
+        if let Some((plan, body)) = rest {
+            self.send_body(plan, body).await?;
         }
         Ok(closes)
+    }
+
+    /// The synchronous part of [`Conn::respond`]: the head and a small body go into the
+    /// output buffer; a large or streamed body is returned to be sent. Kept apart so that the
+    /// answer (a header list held in place) is not moved into a future on the common path.
+    fn render(&mut self, resp: Response, reply: Reply) -> (bool, Option<(BodyPlan, Body)>) {
+        let plan = write::head(&mut self.out, &resp, reply);
+        let closes = resp.close || !reply.keep_alive || plan.closes();
+        let rest = match (plan, resp.body) {
+            (BodyPlan::None, _) | (_, Body::Empty) => None,
+            (_, Body::Full(bytes)) if bytes.len() <= INLINE_BODY_BYTES_MAX => {
+                self.out.extend_from_slice(&bytes);
+                None
+            }
+            (plan, body) => Some((plan, body)),
+        };
+        (closes, rest)
+    }
+
+    /// Sends a body [`Conn::render`] left: large buffers with vectored writes, SSE frame
+    /// by frame.
+    async fn send_body(&mut self, plan: BodyPlan, body: Body) -> io::Result<()> {
+        match body {
+            Body::Empty => Ok(()),
+            Body::Full(bytes) => self.write_parts(&[bytes]).await,
+            Body::Parts(parts) => self.write_parts(&parts).await,
+            Body::Sse(sse) => self.stream_sse(sse, plan == BodyPlan::Chunked).await,
+        }
     }
 
     /// Writes the output buffer and then `parts`, with vectored writes.

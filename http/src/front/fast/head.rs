@@ -52,7 +52,7 @@ pub fn find_end(buf: &[u8], scanned: &mut usize) -> Result<Scan, ApiError> {
     let from = scanned.saturating_sub(2);
     let mut i = from;
     let mut end = None;
-    while let Some(at) = buf.get(i..).and_then(|rest| rest.iter().position(|&b| b == b'\n')) {
+    while let Some(at) = buf.get(i..).and_then(|rest| memchr::memchr(b'\n', rest)) {
         let lf = i + at;
         match (buf.get(lf + 1), buf.get(lf + 2)) {
             (Some(b'\n'), _) => end = Some(lf + 2),

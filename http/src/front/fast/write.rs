@@ -61,6 +61,12 @@ pub fn head(out: &mut Vec<u8>, resp: &Response, reply: Reply) -> BodyPlan {
         value.write_to(out);
         out.extend_from_slice(b"\r\n");
     }
+    for (name, value) in resp.standard_headers() {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     match plan {
         BodyPlan::Length => {
             out.extend_from_slice(b"content-length: ");
