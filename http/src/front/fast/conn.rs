@@ -14,10 +14,11 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::chunked::Decoder;
 use super::head::{self, Framing, Scan};
@@ -56,6 +57,8 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: AppState, io: T) {
     let timeout = app.config.write_timeout;
     let mut conn = Conn {
         io: WriteTimeout::new(io, timeout),
+        head_timer: Box::pin(tokio::time::sleep(app.config.header_read_timeout)),
+        shutdown: Box::pin(app.shutting_down()),
         app: &app,
         rbuf: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(4 * 1024),
@@ -72,6 +75,12 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: AppState, io: T) {
 
 struct Conn<'a, T> {
     io: WriteTimeout<T>,
+    /// The head timeout, one timer for the connection's life: it is re-armed only when it
+    /// fires, to the time the current wait began plus the timeout, so a request costs no
+    /// timer operation.
+    head_timer: Pin<Box<Sleep>>,
+    /// Resolves when the server starts shutting down; one waiter for the connection's life.
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
     /// Borrowed for the connection's life: a request's call borrows it while the
     /// connection reads on, with no reference count touched per request.
     app: &'a AppState,
@@ -187,7 +196,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     /// finish meanwhile.
     async fn wait_for_head(&mut self) -> Result<Wait, Refusal> {
         let timeout = self.app.config.header_read_timeout;
-        let mut deadline = Instant::now() + timeout;
+        // When waiting with nothing else to do began: the head must be in by then + timeout.
+        let mut since: Option<Instant> = None;
         loop {
             let skip = head::leading_empty_lines(&self.rbuf);
             if skip > 0 {
@@ -205,19 +215,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             if !self.inflight.is_empty() {
                 // Work is pending: no head timeout while it lasts.
                 self.read_or_answer().await?;
-                deadline = Instant::now() + timeout;
+                since = None;
                 continue;
             }
             self.flush().await?;
+            let since = *since.get_or_insert_with(Instant::now);
             let idle = self.rbuf.is_empty();
-            let Conn { io, rbuf, app, .. } = self;
+            let Conn { io, rbuf, head_timer, shutdown, .. } = self;
             let read = tokio::select! {
-                r = io.read_buf(rbuf) => r?,
-                () = tokio::time::sleep_until(deadline) => return Ok(Wait::Closed),
-                () = app.shutting_down(), if idle => return Ok(Wait::Closed),
+                r = io.read_buf(rbuf) => Some(r?),
+                () = head_timer.as_mut() => None,
+                () = shutdown.as_mut(), if idle => return Ok(Wait::Closed),
             };
-            if read == 0 {
-                self.peer_done = true;
+            match read {
+                Some(0) => self.peer_done = true,
+                Some(_) => {}
+                None => {
+                    let due = since + timeout;
+                    if Instant::now() >= due {
+                        return Ok(Wait::Closed);
+                    }
+                    self.head_timer.as_mut().reset(due);
+                }
             }
         }
     }
