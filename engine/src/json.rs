@@ -38,13 +38,8 @@ pub fn split_messages(body: &[u8], usage: JsonUse) -> Result<Payload> {
         return Err(Error::InvalidJson("body is not UTF-8".into()));
     }
     let mut p = Parser { b: body, i: 0 };
-    let mut out = BytesMut::with_capacity(body.len() + 1);
-    let mut ends = Vec::new();
-    let mut push = |raw: &[u8]| {
-        out.put_slice(raw);
-        out.put_u8(MESSAGE_SEPARATOR);
-        ends.push(out.len() as u64);
-    };
+    // Where each message is in the body.
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     p.ws();
     if p.peek() == Some(b'[') {
         p.i += 1;
@@ -57,10 +52,11 @@ pub fn split_messages(body: &[u8], usage: JsonUse) -> Result<Payload> {
                 return Err(Error::EmptyJsonArray);
             }
         } else {
+            spans.reserve(16);
             loop {
                 let start = p.i;
                 p.value(1)?;
-                push(&body[start..p.i]);
+                spans.push((start, p.i));
                 p.ws();
                 match p.bump() {
                     Some(b',') => p.ws(),
@@ -72,11 +68,44 @@ pub fn split_messages(body: &[u8], usage: JsonUse) -> Result<Payload> {
     } else {
         let start = p.i;
         p.value(0)?;
-        push(&body[start..p.i]);
+        spans.push((start, p.i));
     }
     p.ws();
     p.end()?;
-    Ok(Payload::from_records(out.freeze(), ends))
+    Ok(stored_form(body, &spans))
+}
+
+/// The messages at `spans` of `body`, each followed by the separator. A compact array
+/// (nothing but a comma between its elements) already is that form: one copy.
+fn stored_form(body: &[u8], spans: &[(usize, usize)]) -> Payload {
+    let (Some(&(first, _)), Some(&(_, last))) = (spans.first(), spans.last()) else {
+        return Payload::from_records(Bytes::new(), Vec::new());
+    };
+    let ends: Vec<u64> = spans.iter().map(|&(_, end)| (end - first + 1) as u64).collect();
+    let compact = spans.windows(2).all(|w| w[1].0 == w[0].1 + 1);
+    let mut out = BytesMut::with_capacity(last - first + 1);
+    if compact {
+        out.put_slice(&body[first..last]);
+        out.put_u8(MESSAGE_SEPARATOR);
+    } else {
+        for &(start, end) in spans {
+            out.put_slice(&body[start..end]);
+            out.put_u8(MESSAGE_SEPARATOR);
+        }
+    }
+    let ends = if compact {
+        ends
+    } else {
+        let mut at = 0u64;
+        spans
+            .iter()
+            .map(|&(start, end)| {
+                at += (end - start + 1) as u64;
+                at
+            })
+            .collect()
+    };
+    Payload::from_records(out.freeze(), ends)
 }
 
 /// A cursor over a body being validated.
@@ -99,22 +128,26 @@ const PLAIN: [bool; 256] = {
 };
 
 impl Parser<'_> {
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
+    #[inline(always)]
     fn bump(&mut self) -> Option<u8> {
         let b = self.peek()?;
         self.i += 1;
         Some(b)
     }
 
+    #[inline(always)]
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
             self.i += 1;
         }
     }
 
+    #[cold]
     fn error(&self, what: &str) -> Error {
         if self.i >= self.b.len() {
             Error::InvalidJson(format!("{what} (the body ends first)"))
@@ -196,6 +229,7 @@ impl Parser<'_> {
     }
 
     /// `"key" :` and the whitespace after it.
+    #[inline(always)]
     fn key(&mut self) -> Result<()> {
         if self.peek() != Some(b'"') {
             return Err(self.error("expected a string key"));
@@ -209,6 +243,7 @@ impl Parser<'_> {
         Ok(())
     }
 
+    #[inline(always)]
     fn string(&mut self) -> Result<()> {
         self.i += 1; // the opening quote
         loop {
@@ -234,6 +269,7 @@ impl Parser<'_> {
         }
     }
 
+    #[inline(always)]
     fn digits(&mut self) -> usize {
         let start = self.i;
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
@@ -242,6 +278,7 @@ impl Parser<'_> {
         self.i - start
     }
 
+    #[inline(always)]
     fn number(&mut self) -> Result<()> {
         if self.peek() == Some(b'-') {
             self.i += 1;
@@ -271,6 +308,7 @@ impl Parser<'_> {
         Ok(())
     }
 
+    #[inline(always)]
     fn literal(&mut self, word: &[u8]) -> Result<()> {
         if self.b.get(self.i..self.i + word.len()) == Some(word) {
             self.i += word.len();
