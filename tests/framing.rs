@@ -295,3 +295,54 @@ async fn requests_arriving_byte_by_byte() {
     assert_eq!(conn.read_response(false).await.unwrap().status, 204);
     assert_eq!(text_of(&server, "b").await, "abc");
 }
+
+/// A request refused by its head is answered at once. Its body is read and dropped only
+/// while that is cheap; a large one (which no budget would account for) is left unread,
+/// and the connection closes after the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_does_not_wait_for_a_large_body() {
+    let server = TestServer::start().await;
+    let mut conn = server.conn().await;
+    conn.send_raw(b"POST /not-a-route HTTP/1.1\r\nhost: x\r\ncontent-length: 1048576\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(2), conn.read_response(false))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    assert_problem(&resp, 404);
+    assert_eq!(resp.header("connection"), Some("close"));
+    // A small one is dropped and the connection serves on.
+    let mut conn = server.conn().await;
+    conn.send_raw(b"POST /not-a-route HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhelloGET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_problem(&conn.read_response(false).await.unwrap(), 404);
+    assert_eq!(conn.read_response(false).await.unwrap().text(), "ok");
+}
+
+/// An SSE response ends when its client goes away, leaving its chunked body unterminated:
+/// nothing may follow it on that connection. A request pipelined behind it is therefore
+/// neither answered nor carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_runs_after_an_sse_stream_whose_client_left() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("s"), &[TEXT], b"a").await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let mut raw = crate::support::http1::encode_request(
+        "GET",
+        &format!("{}?offset=-1&live=sse", stream("s")),
+        &[],
+        b"",
+    );
+    raw.extend(crate::support::http1::encode_request("POST", &stream("s"), &[TEXT], b"b"));
+    tcp.write_all(&raw).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tcp.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest);
+    tokio::time::timeout(Duration::from_secs(3), read).await.expect("the server closes").unwrap();
+    assert_eq!(rest.windows(12).filter(|w| w == b"HTTP/1.1 204").count(), 0);
+    assert_eq!(text_of(&server, "s").await, "a", "the pipelined append did not run");
+}

@@ -102,6 +102,8 @@ fn serve(pieces: &[&[u8]]) -> String {
         }
         let mut out = Vec::new();
         client.read_to_end(&mut out).await.unwrap();
+        // Closing ends the server's lingering read at once.
+        drop(client);
         task.await.unwrap();
         String::from_utf8_lossy(&out)
             .split_inclusive("\r\n")

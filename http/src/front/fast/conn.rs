@@ -40,6 +40,15 @@ const READ_AHEAD_BYTES_MAX: usize = 256 * 1024;
 /// Bodies up to this size are copied into the output buffer, to go out in one write with
 /// the head; larger ones are written from their own buffers.
 const INLINE_BODY_BYTES_MAX: usize = 16 * 1024;
+/// Answers gathered before the output buffer is written even though more requests wait.
+const OUT_BYTES_MAX: usize = 64 * 1024;
+/// Largest body of an already refused request that is read and dropped to keep the
+/// connection; a larger one is left unread and the connection closed.
+const SKIP_BODY_BYTES_MAX: usize = 64 * 1024;
+/// A `Content-Length` body at least this large is read into a buffer of its own, sized
+/// exactly: the store may keep it by reference, and it must not pin the connection's
+/// read buffer (or its spare capacity) with it.
+const OWN_BUFFER_BODY_BYTES_MIN: usize = 64 * 1024;
 /// After an answer that closes the connection while the client may still be sending, the
 /// server reads (and drops) for this long, so the client sees the answer rather than a
 /// reset.
@@ -65,7 +74,7 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: AppState, io: T) {
         scanned: 0,
         inflight: VecDeque::new(),
         peer_done: false,
-        linger: false,
+        closing: false,
     };
     // An I/O error means the client is gone (or stopped reading): nothing left to answer.
     if conn.run().await.is_ok() {
@@ -94,8 +103,8 @@ struct Conn<'a, T> {
     inflight: VecDeque<InFlight>,
     /// The client has closed its sending side.
     peer_done: bool,
-    /// The last answer closes the connection while the client may still be sending.
-    linger: bool,
+    /// An answer already queued closes the connection: no further request is read.
+    closing: bool,
 }
 
 struct InFlight {
@@ -113,7 +122,7 @@ enum Wait {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     async fn run(&mut self) -> io::Result<()> {
-        while self.serve_one().await? {}
+        while !self.closing && self.serve_one().await? {}
         self.answer_all().await
     }
 
@@ -149,8 +158,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             Ok(read) => read,
             Err(e) => {
                 self.answer_all().await?;
-                let closes = self.respond(prepared.refuse(e), reply).await?;
-                self.linger = closes;
+                self.respond(prepared.refuse(e), reply).await?;
                 return Ok(false);
             }
         };
@@ -164,14 +172,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                 if self.inflight.len() >= PIPELINE_DEPTH_MAX {
                     self.answer_front().await?;
                 }
+                if self.out.len() >= OUT_BYTES_MAX {
+                    self.flush().await?;
+                }
                 Ok(keep)
             }
             Prepared::Other(call) => {
                 self.answer_all().await?;
                 let app = self.app;
                 let resp = self.until_done(call.run(app, body)).await?;
-                let closes = self.respond(resp, reply).await?;
-                self.linger |= skipped;
+                // Shutdown may have begun while the call ran (a long-poll, say).
+                let keep = keep && !self.shutting_down();
+                let closes = self.respond(resp, Reply { keep_alive: keep, ..reply }).await?;
                 Ok(keep && !closes)
             }
         }
@@ -184,7 +196,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         self.answer_all().await?;
         let reply = Reply { head_only: false, http10: false, keep_alive: false };
         self.respond(protocol::refuse(e), reply).await?;
-        self.linger = true;
         Ok(false)
     }
 
@@ -283,11 +294,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                     Err(_) if answered => return Ok(Ok((Received::empty(), true))),
                     Err(e) => return Ok(Err(e)),
                 };
-                if expect_continue && self.rbuf.is_empty() {
-                    if answered {
-                        return Ok(Ok((Received::empty(), true)));
-                    }
-                    self.send_continue().await?;
+                // A refused request's body is dropped only while that is cheap: a large one
+                // (outside the body budget, since nothing keeps it) is left unread instead.
+                if answered && (n > SKIP_BODY_BYTES_MAX || expect_continue && self.rbuf.is_empty())
+                {
+                    return Ok(Ok((Received::empty(), true)));
                 }
                 let deadline = Instant::now() + limits.timeout;
                 let share = if answered {
@@ -298,7 +309,32 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                         Err(e) => return Ok(Err(e)),
                     }
                 };
+                // Invited only once there is room for it in the budget.
+                if expect_continue && self.rbuf.is_empty() {
+                    self.send_continue().await?;
+                }
                 self.flush().await?;
+                if n >= OWN_BUFFER_BODY_BYTES_MIN && self.rbuf.len() < n {
+                    // The buffer holds only the start of this body: read the rest into an
+                    // exact buffer of its own (reads never go past its capacity, so no byte
+                    // of a next request can land in it).
+                    let mut own = BytesMut::with_capacity(n);
+                    own.extend_from_slice(&self.rbuf);
+                    self.rbuf.clear();
+                    while own.len() < n {
+                        let read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut own));
+                        match read.await {
+                            Err(_) => return Ok(Err(ApiError::body_timeout())),
+                            Ok(Err(e)) => return Err(e),
+                            Ok(Ok(0)) => {
+                                self.peer_done = true;
+                                return Ok(Err(ApiError::bad_framing("request body was cut off")));
+                            }
+                            Ok(Ok(_)) => {}
+                        }
+                    }
+                    return Ok(Ok((Received::new(own.freeze(), share), false)));
+                }
                 while self.rbuf.len() < n {
                     self.rbuf.reserve(n - self.rbuf.len());
                     if let Err(e) = self.read_body_bytes(deadline).await? {
@@ -414,7 +450,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             self.flush().await?;
         }
         let resp = pending.finish().await;
-        let (_, rest) = self.render(resp, reply);
+        let (closes, rest) = self.render(resp, reply);
+        self.closing |= closes;
         if let Some((plan, body)) = rest {
             self.send_body(plan, body).await?;
         }
@@ -436,7 +473,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         if let Some((plan, body)) = rest {
             self.send_body(plan, body).await?;
         }
-        Ok(closes)
+        Ok(closes || self.closing)
     }
 
     /// The synchronous part of [`Conn::respond`]: the head and a small body go into the
@@ -493,8 +530,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                         r = io.read_buf(rbuf), if reading => r?,
                     };
                     if read == 0 {
-                        // The client is gone: an SSE stream has no one to go to.
+                        // The client is gone: an SSE stream has no one to go to, and its
+                        // chunked body is left unterminated, so nothing may follow it.
                         self.peer_done = true;
+                        self.closing = true;
                         return Ok(());
                     }
                 }
@@ -530,13 +569,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         Ok(())
     }
 
-    /// Writes what is left and closes. After a refusal the client may still be sending
-    /// (the rest of a body): read and drop for a moment, so that closing with unread bytes
-    /// does not reset the connection before the client has read the answer.
+    /// Writes what is left and closes. The client may still be sending (the rest of a
+    /// refused body, requests pipelined at shutdown): read and drop for a moment, so that
+    /// closing with unread bytes does not reset the connection before the client has read
+    /// the answers.
     async fn close(&mut self) -> io::Result<()> {
         self.flush().await?;
         self.io.shutdown().await?;
-        if self.linger && !self.peer_done {
+        // Unread bytes (a refused body, pipelined requests at shutdown) would make the
+        // close a reset, which can destroy answers already sent but not yet read.
+        if !self.peer_done {
             let until = Instant::now() + LINGER;
             let mut scratch = [0u8; 16 * 1024];
             let mut budget = 1usize << 20;
