@@ -65,3 +65,33 @@ async fn private_policy_uses_private() {
     let got = cache_control_of(&server, "GET", &stream("v"), b"").await;
     assert_eq!(got.1, "private, max-age=60, stale-while-revalidate=300");
 }
+
+/// Regression: a stream expiring in 10 s was cached for 60 s plus 300 s stale (§5.6:
+/// `Cache-Control` is derived from TTL/expiry). A cached copy does not renew a sliding TTL,
+/// so a cache must not keep a read past the stream's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_never_outlives_the_stream() {
+    let server = TestServer::with(|c| c.http.cache_control = "public".into()).await;
+    server.req("PUT", &stream("t"), &[TEXT, ("stream-ttl", "10")], b"data").await;
+    let got = cache_control_of(&server, "GET", &stream("t"), b"").await;
+    assert_eq!(got, (200, "public, max-age=10, stale-while-revalidate=0".into()));
+    server.req("PUT", &stream("m"), &[TEXT, ("stream-ttl", "100")], b"data").await;
+    let got = cache_control_of(&server, "GET", &stream("m"), b"").await;
+    assert_eq!(got.1, "public, max-age=60, stale-while-revalidate=40");
+    let soon = ds_http::rfc3339::format_ms(now_ms() + 30_500);
+    server.req("PUT", &stream("a"), &[TEXT, ("stream-expires-at", &soon)], b"data").await;
+    let got = cache_control_of(&server, "GET", &stream("a"), b"").await;
+    assert!(
+        got.1.starts_with("public, max-age=30, ") || got.1.starts_with("public, max-age=29, "),
+        "{got:?}"
+    );
+    server.req("PUT", &stream("l"), &[TEXT, ("stream-ttl", "1000")], b"data").await;
+    assert_eq!(cache_control_of(&server, "GET", &stream("l"), b"").await.1, PUBLIC);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap())
+        .unwrap()
+}

@@ -188,3 +188,100 @@ async fn method_not_allowed_lists_the_allowed_ones() {
     assert_problem(&resp, 405);
     assert!(resp.header("allow").is_some_and(|a| a.contains("POST")));
 }
+
+/// Regression (RFC 9110 §8.6): `HEAD` of a stream said `Content-Length: 0` while `GET` of the
+/// same URL sent 7 bytes. `HEAD` omits the length (it would need a read to know it), in both
+/// front ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_never_claims_a_length_get_would_not_send() {
+    for front_end in ["fast", "axum"] {
+        let server = TestServer::with(|c| c.http.front_end = front_end.into()).await;
+        server.req("PUT", &stream("h"), &[TEXT], b"1234567").await;
+        let get = server.req("GET", &stream("h"), &[], b"").await;
+        assert_eq!(get.header("content-length"), Some("7"), "{front_end}");
+        let head = server.req("HEAD", &stream("h"), &[], b"").await;
+        assert_eq!(head.status, 200, "{front_end}");
+        let length = head.header("content-length");
+        assert!(length.is_none() || length == Some("7"), "{front_end}: HEAD says {length:?}");
+    }
+}
+
+/// Regression: a plain `OPTIONS` (no `Access-Control-Request-Method`: not a preflight) got a
+/// 405 whose `Allow` listed OPTIONS itself. It asks what the resource supports: 204 + `Allow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_options_lists_the_methods() {
+    let server = TestServer::start().await;
+    let resp = server.req("OPTIONS", &stream("anything"), &[], b"").await;
+    assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("allow"), Some("GET, HEAD, POST, PUT, DELETE, OPTIONS"));
+    let probe = server.req("OPTIONS", "/healthz", &[], b"").await;
+    assert_eq!((probe.status, probe.header("allow")), (204, Some("GET, HEAD, OPTIONS")));
+    let refused = server.req("PATCH", &stream("anything"), &[], b"").await;
+    assert_problem(&refused, 405);
+    assert_eq!(refused.header("allow"), Some("GET, HEAD, POST, PUT, DELETE, OPTIONS"));
+}
+
+/// Regression: two `Stream-Closed` lines that disagree were resolved "first wins", so
+/// whether a request closed the stream depended on the order an intermediary kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disagreeing_stream_closed_lines_are_refused() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("s"), &[TEXT], b"").await;
+    for pair in [["true", "false"], ["false", "true"]] {
+        let h = [TEXT, ("stream-closed", pair[0]), ("stream-closed", pair[1])];
+        assert_problem(&server.req("POST", &stream("s"), &h, b"x").await, 400);
+        assert_problem(&server.req("PUT", &stream("s2"), &h, b"").await, 400);
+    }
+    let head = server.req("HEAD", &stream("s"), &[], b"").await;
+    assert_eq!(head.header("stream-closed"), None, "nothing was closed");
+    assert_eq!(server.req("GET", &stream("s"), &[], b"").await.text(), "");
+    let same = [TEXT, ("stream-closed", "true"), ("stream-closed", "TRUE")];
+    let closed = server.req("POST", &stream("s"), &same, b"").await;
+    assert_eq!((closed.status, closed.header("stream-closed")), (204, Some("true")));
+}
+
+/// §5.7 (MAY): a long-poll's `timeout` query parameter shortens the wait, never lengthens
+/// it past the server's own; a malformed one is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_honours_a_shorter_timeout() {
+    let server = TestServer::with(|c| c.server.long_poll_timeout_ms = Some(5_000)).await;
+    let tail = server.req("PUT", &stream("w"), &[TEXT], b"").await;
+    let tail = tail.header("stream-next-offset").unwrap().to_owned();
+    let poll =
+        |timeout: &str| format!("{}?offset={tail}&live=long-poll&timeout={timeout}", stream("w"));
+    let started = std::time::Instant::now();
+    let resp = server.req("GET", &poll("0.2"), &[], b"").await;
+    let waited = started.elapsed();
+    assert_eq!(resp.status, 204);
+    assert!(resp.header("stream-cursor").is_some());
+    assert!(waited >= std::time::Duration::from_millis(200), "{waited:?}");
+    assert!(waited < std::time::Duration::from_secs(3), "waited {waited:?}, not 0.2 s");
+    let started = std::time::Instant::now();
+    assert_eq!(server.req("GET", &poll("0"), &[], b"").await.status, 204);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_problem(&server.req("GET", &poll("soon"), &[], b"").await, 400);
+    assert_problem(&server.req("GET", &poll("-1"), &[], b"").await, 400);
+}
+
+/// §5.6 (MAY): catch-up reads carry `Stream-Cursor`, so a client that goes live next has one
+/// to echo; a read that reaches the end of a closed stream needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_reads_carry_a_cursor() {
+    let server = TestServer::start().await;
+    server.req("PUT", &stream("c"), &[TEXT], b"data").await;
+    let read = server.req("GET", &stream("c"), &[], b"").await;
+    let cursor: u64 = read.header("stream-cursor").unwrap().parse().unwrap();
+    let echoed = format!("{}?offset=-1&cursor={cursor}", stream("c"));
+    let again: u64 = server
+        .req("GET", &echoed, &[], b"")
+        .await
+        .header("stream-cursor")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(again > cursor, "an echoed cursor moves forward: {cursor} -> {again}");
+    server.req("POST", &stream("c"), &[("stream-closed", "true")], b"").await;
+    let eof = server.req("GET", &stream("c"), &[], b"").await;
+    assert_eq!(eof.header("stream-closed"), Some("true"));
+    assert_eq!(eof.header("stream-cursor"), None);
+}

@@ -280,6 +280,12 @@ impl Engine {
         }
     }
 
+    /// The engine's clock: the wall clock, or the one a test injected.
+    #[must_use]
+    pub fn now_ms(&self) -> UnixMs {
+        self.clock.now_ms()
+    }
+
     /// The configuration the engine was opened with.
     #[must_use]
     pub fn config(&self) -> &EngineConfig {
@@ -455,7 +461,13 @@ impl Engine {
         let (ready, expiry, name) = (self.ready.clone(), self.expiry.clone(), name.to_owned());
         detached(async move {
             let backend = ready.backend()?;
-            let created = with_store!(backend, s => s.create(&name, &req, payload, fork.as_ref(), now).await)?;            if let Created::New(info) = &created
+            let created = with_store!(backend, s => s.create(&name, &req, payload, fork.as_ref(), now).await)?;
+            if let Created::Existing(_) = &created {
+                // An idempotent re-create is an access like any other (§5.1): it renews a
+                // sliding TTL.
+                with_store!(backend, s => s.touch(&name, now));
+            }
+            if let Created::New(info) = &created
                 && let Some(at) = ttl::deadline(info.expiry, now)
             {
                 expiry.schedule(at, &name, info.incarnation);

@@ -170,6 +170,23 @@ async fn sliding_ttl_is_renewed_by_reads_and_writes_not_head() {
     assert_eq!(engine.head("t").await.unwrap_err(), Error::NotFound, "HEAD did not renew");
 }
 
+/// Regression: an idempotent `PUT` (200) did not renew a sliding TTL, although it is an
+/// access like a read or a write.
+#[tokio::test]
+async fn an_idempotent_create_renews_a_sliding_ttl() {
+    let (engine, clock) = engine_with(1 << 20, Limits::default());
+    let req = || create("text/plain", Expiry::IdleTtl { secs: 2 }, b"");
+    engine.create("r", req()).await.unwrap();
+    for _ in 0..3 {
+        clock.advance_ms(1500);
+        assert!(matches!(engine.create("r", req()).await, Ok(Created::Existing(_))));
+    }
+    clock.advance_ms(1999);
+    assert!(engine.head("r").await.is_ok(), "1999 ms after the last PUT");
+    clock.advance_ms(1);
+    assert_eq!(engine.head("r").await.unwrap_err(), Error::NotFound);
+}
+
 /// §5.1: "a stream with active live readers will not expire". An SSE reader that waits
 /// longer than the TTL for new data keeps the stream alive; once it leaves, the idle clock
 /// runs from the last time the stream was checked while watched.

@@ -56,16 +56,38 @@ impl CachePolicy {
         }
     }
 
-    /// The header value for a cacheable read.
+    /// The header value for a cacheable read of a stream that ends in `lifetime_secs` if
+    /// nobody touches it again (`None`: it never expires). A cache never keeps a response,
+    /// fresh or stale, past the stream's end (§5.6: derived from TTL/expiry), so both
+    /// `max-age` and `stale-while-revalidate` shrink to the lifetime; a stream with less
+    /// than a second left is not cached at all.
     #[must_use]
-    pub fn cacheable_value(self) -> Value {
-        Value::Static(match self {
-            CachePolicy::NoStore => "no-store",
-            CachePolicy::Private => "private, max-age=60, stale-while-revalidate=300",
-            CachePolicy::Public => "public, max-age=60, stale-while-revalidate=300",
-        })
+    pub fn cacheable_value(self, lifetime_secs: Option<u64>) -> Value {
+        let scope = match self {
+            CachePolicy::NoStore => return Value::Static("no-store"),
+            CachePolicy::Private => "private",
+            CachePolicy::Public => "public",
+        };
+        let life = lifetime_secs.unwrap_or(u64::MAX);
+        if life == 0 {
+            return Value::Static("no-store");
+        }
+        if life >= MAX_AGE_SECS + SWR_SECS {
+            return Value::Static(match self {
+                CachePolicy::Private => "private, max-age=60, stale-while-revalidate=300",
+                _ => "public, max-age=60, stale-while-revalidate=300",
+            });
+        }
+        let max_age = life.min(MAX_AGE_SECS);
+        let swr = (life - max_age).min(SWR_SECS);
+        Value::Text(format!("{scope}, max-age={max_age}, stale-while-revalidate={swr}"))
     }
 }
+
+/// `max-age` of a cacheable read.
+const MAX_AGE_SECS: u64 = 60;
+/// `stale-while-revalidate` of a cacheable read.
+const SWR_SECS: u64 = 300;
 
 /// Which HTTP front end serves the protocol (`DS_HTTP__FRONT_END`). Both serve the same
 /// protocol mapping ([`crate::protocol`]); they differ only as transports.
@@ -139,5 +161,35 @@ impl Default for HttpConfig {
             max_connections: 10_000,
             front_end: FrontEnd::Fast,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(v: Value) -> String {
+        let mut out = Vec::new();
+        v.write_to(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Regression: a stream expiring in 10 s was cached for 60 s plus 300 s stale.
+    #[test]
+    fn caching_never_outlives_the_stream() {
+        let public = CachePolicy::Public;
+        let full = "public, max-age=60, stale-while-revalidate=300";
+        assert_eq!(text(public.cacheable_value(None)), full);
+        assert_eq!(text(public.cacheable_value(Some(360))), full);
+        assert_eq!(
+            text(public.cacheable_value(Some(100))),
+            "public, max-age=60, stale-while-revalidate=40"
+        );
+        assert_eq!(
+            text(CachePolicy::Private.cacheable_value(Some(10))),
+            "private, max-age=10, stale-while-revalidate=0"
+        );
+        assert_eq!(text(public.cacheable_value(Some(0))), "no-store");
+        assert_eq!(text(CachePolicy::NoStore.cacheable_value(Some(10))), "no-store");
     }
 }

@@ -1,6 +1,13 @@
 //! Cache-collapsing cursors (§10.1): the number of 20-second intervals since
 //! 2024-10-09T00:00:00Z, pushed strictly past a client's echoed cursor with random jitter so
 //! that a CDN never serves the same empty response in a loop.
+//!
+//! Cursors never go backwards (§10.1.3, MUST): an echoed cursor at or past the current
+//! interval always gets a larger one. A client that long-polls an idle stream faster than the
+//! jitter runs its cursor ahead of the clock; once it is more than a day of intervals ahead,
+//! it moves by one interval per response instead of by the jitter, so it stays close without
+//! ever being answered with a smaller value. Only `u64::MAX` itself cannot grow and is
+//! answered unchanged.
 
 use std::cell::Cell;
 
@@ -10,8 +17,8 @@ pub const CURSOR_EPOCH_MS: u64 = 1_728_432_000_000;
 pub const CURSOR_INTERVAL_MS: u64 = 20_000;
 /// Jitter added on a collision: 1 to 3600 seconds.
 const JITTER_SECS_MAX: u64 = 3600;
-/// An echoed cursor further ahead of the current interval than this was not minted by any
-/// server clock and is ignored (a day of intervals: plenty for jitter and clock skew).
+/// An echoed cursor further ahead of the current interval than this moves by one interval
+/// rather than by the jitter (a day of intervals: plenty for jitter and clock skew).
 const CURSOR_AHEAD_MAX: u64 = 86_400_000 / CURSOR_INTERVAL_MS;
 
 /// The cursor for a live response at `now_ms`, given the client's `cursor` parameter.
@@ -19,10 +26,15 @@ const CURSOR_AHEAD_MAX: u64 = 86_400_000 / CURSOR_INTERVAL_MS;
 pub fn next(now_ms: u64, client: Option<u64>) -> u64 {
     let current = now_ms.saturating_sub(CURSOR_EPOCH_MS) / CURSOR_INTERVAL_MS;
     match client {
-        Some(c) if c >= current && c - current <= CURSOR_AHEAD_MAX => {
-            let jitter_secs = 1 + random() % JITTER_SECS_MAX;
-            // At least one whole interval, so the cursor always moves.
-            c.saturating_add((jitter_secs * 1000 / CURSOR_INTERVAL_MS).max(1))
+        Some(c) if c >= current => {
+            let step = if c - current <= CURSOR_AHEAD_MAX {
+                let jitter_secs = 1 + random() % JITTER_SECS_MAX;
+                // At least one whole interval, so the cursor always moves.
+                (jitter_secs * 1000 / CURSOR_INTERVAL_MS).max(1)
+            } else {
+                1
+            };
+            c.saturating_add(step)
         }
         _ => current,
     }
@@ -73,7 +85,18 @@ mod tests {
             }
         }
         assert_eq!(next(now, Some(3)), 1000, "an old cursor gets the current interval");
-        assert_eq!(next(now, Some(u64::MAX)), 1000, "a forged cursor is ignored");
         assert!(next(now, Some(1000 + CURSOR_AHEAD_MAX)) > 1000 + CURSOR_AHEAD_MAX);
+    }
+
+    /// Regression: a cursor more than a day of intervals ahead of the clock was ignored and
+    /// answered with the current interval, a smaller value (poll 46 at a 1 s long-poll
+    /// timeout; after about 24 minutes at 30 s).
+    #[test]
+    fn a_cursor_far_ahead_still_moves_forward() {
+        let now = CURSOR_EPOCH_MS + 1000 * CURSOR_INTERVAL_MS;
+        let far = 1000 + CURSOR_AHEAD_MAX + 1;
+        assert_eq!(next(now, Some(far)), far + 1);
+        assert_eq!(next(now, Some(u64::MAX - 1)), u64::MAX);
+        assert_eq!(next(now, Some(u64::MAX)), u64::MAX, "cannot grow, never shrinks");
     }
 }

@@ -91,10 +91,17 @@ fn strict_uint(value: &str, max: u64) -> Option<u64> {
 }
 
 /// `Stream-Closed`: present only when exactly `true`, case-insensitively (§4.1). Any other
-/// value means absent and is not an error.
-#[must_use]
-pub fn stream_closed(headers: &RequestHeaders<'_>) -> bool {
-    headers.get(Field::StreamClosed).is_some_and(|v| v.eq_ignore_ascii_case(b"true"))
+/// value means absent and is not an error. Repeating the same value is harmless.
+///
+/// # Errors
+/// 400 when two `Stream-Closed` lines disagree: whether the request closes the stream must
+/// not depend on which line an intermediary kept.
+pub fn stream_closed(headers: &RequestHeaders<'_>) -> Result<bool, ApiError> {
+    let slot = headers.slot(Field::StreamClosed);
+    if slot.differs {
+        return Err(ApiError::bad_request("Stream-Closed lines disagree"));
+    }
+    Ok(slot.first.is_some_and(|v| v.eq_ignore_ascii_case(b"true")))
 }
 
 /// `Content-Type`, if present and non-empty; it must look like `type/subtype`.
@@ -360,10 +367,22 @@ mod tests {
 
     #[test]
     fn stream_closed_only_when_true() {
-        assert!(stream_closed(&map(&[("stream-closed", "TRUE")])));
+        assert!(stream_closed(&map(&[("stream-closed", "TRUE")])).unwrap());
         for v in ["false", "yes", "1", "", "true "] {
-            assert!(!stream_closed(&map(&[("stream-closed", v)])), "{v:?}");
+            assert!(!stream_closed(&map(&[("stream-closed", v)])).unwrap(), "{v:?}");
         }
+    }
+
+    /// Regression: with two `Stream-Closed` lines the first one won, so `true` then `false`
+    /// closed the stream and `false` then `true` did not.
+    #[test]
+    fn stream_closed_lines_that_disagree_are_refused() {
+        for lines in [["true", "false"], ["false", "true"], ["true", ""]] {
+            let h = map(&[("stream-closed", lines[0]), ("stream-closed", lines[1])]);
+            assert_eq!(stream_closed(&h).unwrap_err().status(), 400, "{lines:?}");
+        }
+        let same = map(&[("stream-closed", "true"), ("stream-closed", "TRUE")]);
+        assert!(stream_closed(&same).unwrap());
     }
 
     #[test]

@@ -23,8 +23,10 @@ use crate::routes::read::Read;
 use crate::state::AppState;
 use crate::{name, query, routes};
 
-/// Methods a stream URL supports (the `Allow` of a 405).
+/// Methods a stream URL supports (the `Allow` of a 405 or an `OPTIONS`).
 const STREAM_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+/// Methods the health and readiness probes support.
+const PROBE_METHODS: &str = "GET, HEAD, OPTIONS";
 /// Response headers a browser script may read.
 const EXPOSE: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
      Stream-TTL, Stream-Expires-At, Stream-SSE-Data-Encoding, ETag, Location, Content-Type, \
@@ -118,12 +120,17 @@ fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
         } else {
             Response::text(Status::SERVICE_UNAVAILABLE, "recovering")
         })),
-        "/healthz" | "/readyz" => return Err(method_not_allowed("GET, HEAD")),
+        "/healthz" | "/readyz" if head.method == Method::Options => options(PROBE_METHODS),
+        "/healthz" | "/readyz" => return Err(method_not_allowed(PROBE_METHODS)),
         path if path.starts_with(name::STREAM_PREFIX) => {
-            if head.method == Method::Other || head.method == Method::Options {
+            if head.method == Method::Other {
                 return Err(method_not_allowed(STREAM_METHODS));
             }
             let name = name::parse(path)?;
+            if head.method == Method::Options {
+                // A plain OPTIONS (not a CORS preflight) asks what the resource supports.
+                return Ok(Routed::Call(options(STREAM_METHODS)));
+            }
             match head.method {
                 Method::Post => return Ok(Routed::Append(Append::parse(name, &head.headers)?)),
                 Method::Put => Call::Create(Create::parse(name, head)?),
@@ -146,6 +153,13 @@ fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
         _ => return Err(ApiError::not_found("no such route; streams live under /v1/stream/")),
     };
     Ok(Routed::Call(call))
+}
+
+/// The answer to a plain `OPTIONS`: 204 with `Allow` (RFC 9110 §9.3.7).
+fn options(allow: &'static str) -> Call {
+    let mut resp = Response::empty(Status::NO_CONTENT);
+    resp.headers.set("allow", Value::Static(allow));
+    Call::Answer(Box::new(resp))
 }
 
 /// A 405 whose `Allow` lists the methods the path supports (RFC 9110 §15.5.6).

@@ -1,5 +1,7 @@
-//! The query string of a read: `offset`, `live` and `cursor`, parsed by hand so that a repeated
-//! or empty `offset` is an error rather than silently resolved (§5.6, §8).
+//! The query string of a read: `offset`, `live`, `cursor` and `timeout`, parsed by hand so that
+//! a repeated or empty `offset` is an error rather than silently resolved (§5.6, §8).
+
+use std::time::Duration;
 
 use ds_engine::ReadFrom;
 
@@ -28,17 +30,21 @@ pub struct ReadQuery {
     pub live: Live,
     /// The client's echoed `cursor`, if it is a number.
     pub cursor: Option<u64>,
+    /// `timeout`: how long a long-poll may wait, in seconds (§5.7, MAY). The server's own
+    /// long-poll timeout still bounds it.
+    pub timeout: Option<Duration>,
 }
 
-/// Parses `offset`, `live` and `cursor`; other parameters are ignored.
+/// Parses `offset`, `live`, `cursor` and `timeout`; other parameters are ignored.
 ///
 /// # Errors
-/// 400 for a repeated, empty or malformed `offset`, an unknown or repeated `live`, or a live
-/// mode without `offset`.
+/// 400 for a repeated, empty or malformed `offset`, an unknown or repeated `live`, a live
+/// mode without `offset`, or a repeated or malformed `timeout`.
 pub fn parse(query: Option<&str>) -> Result<ReadQuery, ApiError> {
     let mut offset: Option<String> = None;
     let mut live: Option<Live> = None;
     let mut cursor = None;
+    let mut timeout = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = decode(value)?;
@@ -59,7 +65,15 @@ pub fn parse(query: Option<&str>) -> Result<ReadQuery, ApiError> {
                     return Err(ApiError::bad_request("live must appear only once"));
                 }
             }
-            "cursor" => cursor = value.parse::<u64>().ok(),
+            "cursor" => cursor = parse_cursor(&value),
+            "timeout" => {
+                let t = parse_timeout(&value).ok_or_else(|| {
+                    ApiError::bad_request("timeout must be a number of seconds, like 5 or 0.5")
+                })?;
+                if timeout.replace(t).is_some() {
+                    return Err(ApiError::bad_request("timeout must appear only once"));
+                }
+            }
             _ => {}
         }
     }
@@ -72,7 +86,28 @@ pub fn parse(query: Option<&str>) -> Result<ReadQuery, ApiError> {
     if live != Live::No && offset.is_none() {
         return Err(ApiError::bad_request("live reads need an offset"));
     }
-    Ok(ReadQuery { from, offset_given: offset.is_some(), live, cursor })
+    Ok(ReadQuery { from, offset_given: offset.is_some(), live, cursor, timeout })
+}
+
+/// A cursor is a decimal number; one too large for `u64` counts as `u64::MAX`, so that it is
+/// never answered with a smaller cursor. Anything else was not minted by a server and is
+/// ignored.
+fn parse_cursor(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// Seconds as `S` or `S.fff`: up to 9 whole digits and 3 decimals, no sign or exponent.
+fn parse_timeout(value: &str) -> Option<Duration> {
+    let (whole, frac) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str, max: usize| s.len() <= max && s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole, 9) || !digits(frac, 3) || value.ends_with('.') {
+        return None;
+    }
+    let millis = format!("{frac:0<3}").parse::<u64>().ok()?;
+    Some(Duration::from_secs(whole.parse().ok()?) + Duration::from_millis(millis))
 }
 
 /// Form-style decoding: `+` is a space, `%XX` an escape.
@@ -104,6 +139,26 @@ mod tests {
         assert_eq!((q.live, q.cursor), (Live::LongPoll, Some(17)));
         assert_eq!(parse(Some("offset=now&live=sse")).unwrap().from, ReadFrom::Tail);
         assert_eq!(parse(Some("offset=now&cursor=x")).unwrap().cursor, None);
+        assert_eq!(parse(Some("offset=now&cursor=-1")).unwrap().cursor, None);
+        assert_eq!(parse(Some("offset=now&cursor=")).unwrap().cursor, None);
+        let huge = parse(Some("offset=now&cursor=99999999999999999999999")).unwrap();
+        assert_eq!(huge.cursor, Some(u64::MAX), "too large saturates, never resets");
+    }
+
+    #[test]
+    fn parses_a_timeout_in_seconds() {
+        let t = |q: &str| parse(Some(q)).unwrap().timeout;
+        assert_eq!(t("offset=-1"), None);
+        assert_eq!(t("offset=-1&timeout=5"), Some(Duration::from_secs(5)));
+        assert_eq!(t("offset=-1&timeout=0"), Some(Duration::ZERO));
+        assert_eq!(t("offset=-1&timeout=0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(t("offset=-1&timeout=2.25"), Some(Duration::from_millis(2250)));
+        for bad in ["", "-1", "1e3", "1.", ".5", "0.0001", "abc", "1234567890", "5s", "+5"] {
+            let q = format!("offset=-1&live=long-poll&timeout={bad}");
+            assert_eq!(parse(Some(&q)).unwrap_err().status(), 400, "{bad:?}");
+        }
+        let twice = parse(Some("offset=-1&timeout=1&timeout=1")).unwrap_err();
+        assert_eq!(twice.status(), 400);
     }
 
     #[test]

@@ -159,6 +159,8 @@ pub struct Slot<'a> {
     pub first: Option<&'a [u8]>,
     /// The header appeared on more than one line.
     pub repeated: bool,
+    /// A later line's value differs from the first one (ignoring ASCII case).
+    pub differs: bool,
 }
 
 /// The protocol's request headers, one slot per [`Field`].
@@ -178,8 +180,9 @@ impl<'a> RequestHeaders<'a> {
     /// Records one value of a known field.
     pub fn add_field(&mut self, field: Field, value: &'a [u8]) {
         let slot = &mut self.slots[field as usize];
-        if slot.first.is_some() {
+        if let Some(first) = slot.first {
             slot.repeated = true;
+            slot.differs |= !first.eq_ignore_ascii_case(value);
         } else {
             slot.first = Some(value);
         }

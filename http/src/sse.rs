@@ -24,7 +24,6 @@ use tokio::time::{Instant, Sleep};
 use crate::error::ApiError;
 use crate::query::ReadQuery;
 use crate::response::{Body, Response, Status, Value};
-use crate::routes::read::now_ms;
 use crate::state::AppState;
 use crate::{cursor, headers};
 
@@ -223,7 +222,7 @@ impl SseBody {
         if up_to_date {
             self.announced = Some(next);
         }
-        self.cursor = self.cursor.max(cursor::next(now_ms(), self.client_cursor));
+        self.cursor = self.cursor.max(cursor::next(self.app.engine.now_ms(), self.client_cursor));
         control_event(&mut out, next, (!eof).then_some(self.cursor), up_to_date, eof);
         self.done = eof;
         out.freeze()

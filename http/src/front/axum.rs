@@ -81,7 +81,8 @@ async fn handle(State(app): State<AppState>, req: Request) -> axum::response::Re
         Ok(body) => prepared.run(&app, body).await,
         Err(e) => prepared.refuse(e),
     };
-    into_axum(resp)
+    let head_only = parts.method == axum::http::Method::HEAD;
+    into_axum(resp, head_only)
 }
 
 /// Reads the whole body within the limits.
@@ -156,9 +157,15 @@ async fn collect(
 }
 
 /// The protocol's response as axum's.
-fn into_axum(mut resp: Response) -> axum::response::Response {
+fn into_axum(mut resp: Response, head_only: bool) -> axum::response::Response {
     let standard: Vec<(&str, &str)> = resp.standard_headers().collect();
     let body = match std::mem::take(&mut resp.body) {
+        // The answer to a `HEAD` has no body, and its length is not known here (it is what
+        // a `GET` would send, RFC 9110 §8.6): a body of unknown size keeps axum from
+        // claiming `Content-Length: 0`.
+        Body::Empty if head_only => {
+            AxumBody::from_stream(futures_util::stream::empty::<Result<Bytes, Infallible>>())
+        }
         Body::Empty => AxumBody::empty(),
         Body::Full(bytes) => AxumBody::from(bytes),
         Body::Parts(parts) => {

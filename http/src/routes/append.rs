@@ -34,7 +34,7 @@ impl Append {
         let content_type = headers::content_type(h);
         let stream_seq = headers::stream_seq(h)?;
         let producer = headers::producer(h)?;
-        let close = headers::stream_closed(h);
+        let close = headers::stream_closed(h)?;
         Ok(Append { name, content_type, stream_seq, producer, close })
     }
 

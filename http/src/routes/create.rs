@@ -32,7 +32,7 @@ impl Create {
         let content_type =
             content_type.unwrap_or_else(|| ContentType::new(headers::DEFAULT_CONTENT_TYPE));
         let expiry = headers::expiry(h)?;
-        let closed = headers::stream_closed(h);
+        let closed = headers::stream_closed(h)?;
         let location = location(head);
         Ok(Create { name, content_type, fork, expiry, closed, location })
     }

@@ -1,6 +1,6 @@
 //! `GET /v1/stream/{name}`: catch-up (§5.6), long-poll (§5.7) and SSE (§5.8, in `sse`).
 
-use ds_engine::{ReadChunk, ReadFrom, Tail};
+use ds_engine::{Expiry, ReadChunk, ReadFrom, StreamInfo, Tail};
 
 use crate::error::ApiError;
 use crate::query::{Live, ReadQuery};
@@ -44,19 +44,22 @@ async fn catch_up(
     if_none_match: Option<&str>,
 ) -> Result<Response, ApiError> {
     let chunk = app.engine.read(name, q.from).await?;
+    // Catch-up reads carry a cursor too (§5.6, MAY), so a client that goes live next can
+    // echo it from the start.
+    let cursor = Some(cursor::next(app.engine.now_ms(), q.cursor));
     if q.from == ReadFrom::Tail {
         // `offset=now`: never cached and no ETag (§8), the body is empty (`[]` for JSON).
-        return Ok(chunk_response(app, chunk, None, false));
+        return Ok(chunk_response(app, chunk, cursor, false));
     }
     let etag = respond::etag(&chunk);
     if respond::etag_matches(if_none_match, &etag) {
         let mut resp = Response::empty(Status::NOT_MODIFIED);
         let cacheable = !chunk.is_empty();
-        read_headers(app, &mut resp, &chunk, None, cacheable);
+        read_headers(app, &mut resp, &chunk, cursor, cacheable);
         resp.headers.set("etag", etag);
         return Ok(resp);
     }
-    let mut resp = chunk_response(app, chunk, None, true);
+    let mut resp = chunk_response(app, chunk, cursor, true);
     resp.headers.set("etag", etag);
     Ok(resp)
 }
@@ -74,7 +77,7 @@ async fn long_poll(app: &AppState, name: &str, q: &ReadQuery) -> Result<Response
             break (watch, first);
         }
     };
-    let cursor = cursor::next(now_ms(), q.cursor);
+    let cursor = cursor::next(app.engine.now_ms(), q.cursor);
     if !first.is_empty() {
         return Ok(live_chunk(app, first, cursor));
     }
@@ -82,9 +85,12 @@ async fn long_poll(app: &AppState, name: &str, q: &ReadQuery) -> Result<Response
         return Ok(no_content(first.next, true, None));
     }
     let at = first.next;
+    // The client may ask for a shorter wait (§5.7 `timeout`), never a longer one.
+    let wait =
+        q.timeout.map_or(app.config.long_poll_timeout, |t| t.min(app.config.long_poll_timeout));
     let woke = tokio::select! {
         tail = watch.wait_beyond(at) => Some(tail),
-        () = tokio::time::sleep(app.config.long_poll_timeout) => None,
+        () = tokio::time::sleep(wait) => None,
         () = app.shutting_down() => None,
     };
     match woke {
@@ -156,7 +162,18 @@ fn read_headers(
         h.set(headers::STREAM_CURSOR, headers::number(c));
     }
     if cacheable {
-        h.set("cache-control", app.config.cache_control.cacheable_value());
+        let lifetime = lifetime_secs(&chunk.info, app.engine.now_ms());
+        h.set("cache-control", app.config.cache_control.cacheable_value(lifetime));
+    }
+}
+
+/// Seconds until the stream ends if nobody touches it again: a cached copy of a read does
+/// not renew a sliding TTL (§5.1), so a cache must not keep it longer.
+fn lifetime_secs(info: &StreamInfo, now_ms: u64) -> Option<u64> {
+    match info.expiry {
+        Expiry::Never => None,
+        Expiry::IdleTtl { secs } => Some(secs),
+        Expiry::At { unix_ms } => Some(unix_ms.saturating_sub(now_ms) / 1000),
     }
 }
 
@@ -173,11 +190,4 @@ fn no_content(next: ds_engine::Offset, closed: bool, cursor: Option<u64>) -> Res
         h.set(headers::STREAM_CURSOR, headers::number(c));
     }
     resp
-}
-
-/// Wall-clock milliseconds, for cursors.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
