@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ds_engine::{EngineConfig, Limits, StorageMode};
-use ds_http::{CachePolicy, CorsOrigins, FrontEnd, HttpConfig};
+use ds_http::{CachePolicy, CorsOrigins, FrontEnd, HttpConfig, RateLimit};
 use serde::{Deserialize, Serialize};
+
+/// Most client addresses the rate limiter remembers at once (about 4 MiB of buckets).
+const RATE_LIMIT_CLIENTS: usize = 65_536;
 
 /// The file read from the working directory when it exists.
 pub const LOCAL_CONFIG_FILE: &str = "ds-server.toml";
@@ -81,7 +84,7 @@ pub struct StorageSection {
     pub acid_shard_count: u32,
 }
 
-/// `[limits]`: sizes, in bytes.
+/// `[limits]`: sizes, in bytes, and the request rate per client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
@@ -95,6 +98,10 @@ pub struct LimitsSection {
     pub max_pending_body_bytes: u64,
     /// One read response (a larger JSON message is still returned whole).
     pub read_chunk_bytes: u64,
+    /// Requests per second per client address; 0 turns rate limiting off.
+    pub rate_limit_per_sec: u64,
+    /// Requests a client may send at once after idling; 0 means twice the rate.
+    pub rate_limit_burst: u64,
 }
 
 impl Default for ServerSection {
@@ -145,6 +152,8 @@ impl Default for LimitsSection {
             max_body_bytes: limits.max_stream_bytes,
             max_pending_body_bytes: 256 * 1024 * 1024,
             read_chunk_bytes: 1024 * 1024,
+            rate_limit_per_sec: 0,
+            rate_limit_burst: 0,
         }
     }
 }
@@ -304,6 +313,12 @@ impl Config {
                 "limits.max_pending_body_bytes must be at least limits.max_body_bytes, at most 1 TiB",
             ));
         }
+        if l.rate_limit_per_sec > 1_000_000 {
+            return Err(err("limits.rate_limit_per_sec must be from 0 (off) to 1000000"));
+        }
+        if l.rate_limit_burst > 10_000_000 {
+            return Err(err("limits.rate_limit_burst must be from 0 (twice the rate) to 10000000"));
+        }
         Ok(())
     }
 
@@ -356,6 +371,22 @@ impl Config {
         }
     }
 
+    /// The rate limit, if one is set: the burst defaults to twice the rate, and at most
+    /// `RATE_LIMIT_CLIENTS` client addresses are remembered.
+    fn rate_limit(&self) -> Option<RateLimit> {
+        let l = &self.limits;
+        (l.rate_limit_per_sec > 0).then(|| {
+            let burst =
+                if l.rate_limit_burst == 0 { 2 * l.rate_limit_per_sec } else { l.rate_limit_burst };
+            #[allow(clippy::cast_precision_loss, reason = "both are at most 10^7")]
+            RateLimit {
+                per_sec: l.rate_limit_per_sec as f64,
+                burst: burst as f64,
+                max_clients: RATE_LIMIT_CLIENTS,
+            }
+        })
+    }
+
     /// The HTTP layer's part of the configuration.
     #[must_use]
     pub fn http(&self) -> HttpConfig {
@@ -378,6 +409,7 @@ impl Config {
                 .unwrap_or(usize::MAX),
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs.max(1)),
             max_connections: s.max_connections,
+            rate_limit: self.rate_limit(),
         }
     }
 }
@@ -403,6 +435,18 @@ mod tests {
         assert_eq!(c.storage.data_dir, PathBuf::from("./data/streams"));
         assert_eq!(c.limits.max_memory_bytes, 100 * 1024 * 1024);
         assert_eq!(c.limits.max_stream_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.http().rate_limit, None, "rate limiting is off by default");
+    }
+
+    #[test]
+    fn rate_limit_burst_defaults_to_twice_the_rate() {
+        let c = load(Vec::new(), env(&[("DS_LIMITS__RATE_LIMIT_PER_SEC", "50")])).unwrap();
+        let limit = c.http().rate_limit.unwrap();
+        assert_eq!((limit.per_sec, limit.burst), (50.0, 100.0));
+        let both =
+            env(&[("DS_LIMITS__RATE_LIMIT_PER_SEC", "5"), ("DS_LIMITS__RATE_LIMIT_BURST", "7")]);
+        let limit = load(Vec::new(), both).unwrap().http().rate_limit.unwrap();
+        assert_eq!((limit.per_sec, limit.burst), (5.0, 7.0));
     }
 
     #[test]
@@ -443,6 +487,9 @@ mod tests {
             ("DS_HTTP__CACHE_CONTROL", "forever"),
             ("DS_HTTP__FRONT_END", "hyper"),
             ("DS_LIMITS__READ_CHUNK_BYTES", "0"),
+            ("DS_LIMITS__RATE_LIMIT_PER_SEC", "-1"),
+            ("DS_LIMITS__RATE_LIMIT_PER_SEC", "2000000"),
+            ("DS_LIMITS__RATE_LIMIT_BURST", "ten"),
             ("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", "18446744073709551615"),
             ("DS_SERVER__WRITE_TIMEOUT_SECS", "100000"),
             ("DS_SERVER__MAX_CONNECTIONS", "0"),

@@ -10,4 +10,5 @@ mod fixtures;
 mod framing;
 mod live;
 mod protocol;
+mod rate_limit;
 mod support;

@@ -143,6 +143,8 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// The HTTP front end.
     pub front_end: FrontEnd,
+    /// Requests per second per client address (§12.5); `None`: no limit.
+    pub rate_limit: Option<crate::rate::RateLimit>,
 }
 
 impl Default for HttpConfig {
@@ -160,6 +162,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             front_end: FrontEnd::Fast,
+            rate_limit: None,
         }
     }
 }

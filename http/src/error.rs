@@ -107,6 +107,17 @@ impl ApiError {
         .closing()
     }
 
+    /// 429 for a client over its rate limit, with `Retry-After` in whole seconds (at least 1).
+    pub fn too_many_requests(retry_after: std::time::Duration) -> ApiError {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        ApiError::new(
+            Status::TOO_MANY_REQUESTS,
+            "TOO_MANY_REQUESTS",
+            "request rate limit exceeded for this client address",
+        )
+        .with("retry-after", Value::Number(secs.max(1)))
+    }
+
     /// 405.
     pub fn method_not_allowed() -> ApiError {
         ApiError::new(Status::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed")

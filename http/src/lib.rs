@@ -10,6 +10,7 @@
 //!   SSE event stream; [`response`] the answer as status, headers and body; [`error`] the
 //!   one mapping from errors to problem+json answers. [`headers`], [`query`], [`name`],
 //!   [`rfc3339`], [`cursor`]: strict parsing and §10.1 cursors. [`respond`]: rendering.
+//!   [`rate`]: per-client rate limits (§12.5), applied by [`protocol::prepare`].
 //! - Transport: [`front`] holds the front ends ([`front::fast`], hand-written HTTP/1.1, and
 //!   [`front::axum`], axum on hyper); [`body`] the body limits both apply; [`io`] the write
 //!   timeout both use.
@@ -24,6 +25,7 @@ pub mod io;
 pub mod name;
 pub mod protocol;
 pub mod query;
+pub mod rate;
 pub mod request;
 pub mod respond;
 pub mod response;
@@ -34,4 +36,5 @@ pub mod state;
 
 pub use config::{CachePolicy, CorsOrigins, FrontEnd, HttpConfig};
 pub use front::serve;
+pub use rate::RateLimit;
 pub use state::AppState;

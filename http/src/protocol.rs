@@ -87,6 +87,18 @@ struct Cors {
 pub fn prepare(app: &AppState, head: &RequestHead<'_>) -> Prepared {
     let h = &head.headers;
     let cors_origins = &app.config.cors_origins;
+    if let Err(e) = admit(app, head) {
+        let cors = Cors {
+            allow_origin: allowed_origin(cors_origins, h),
+            origin_sent: h.get(Field::Origin).is_some(),
+            vary: matches!(cors_origins, CorsOrigins::List(_)),
+            preflight: false,
+        };
+        return Prepared::Other(OtherCall {
+            call: Call::Answer(Box::new(e.into_response())),
+            cors,
+        });
+    }
     if head.method == Method::Options && h.get(Field::AccessControlRequestMethod).is_some() {
         let resp = preflight(cors_origins, h);
         let cors = Cors { preflight: true, ..Cors::default() };
@@ -104,6 +116,19 @@ pub fn prepare(app: &AppState, head: &RequestHead<'_>) -> Prepared {
         Err(e) => Call::Answer(Box::new(e.into_response())),
     };
     Prepared::Other(OtherCall { call, cors })
+}
+
+/// The rate limit (§12.5): one token per request from the client's address. Health and
+/// readiness probes are never limited: a load balancer must not see a busy client as a
+/// dead server.
+fn admit(app: &AppState, head: &RequestHead<'_>) -> Result<(), ApiError> {
+    let (Some(limiter), Some(peer)) = (&app.rate_limiter, head.peer) else {
+        return Ok(());
+    };
+    if matches!(head.path, "/healthz" | "/readyz") {
+        return Ok(());
+    }
+    limiter.check(peer, tokio::time::Instant::now()).map_err(ApiError::too_many_requests)
 }
 
 enum Routed {

@@ -215,6 +215,8 @@ pub struct RequestHead<'a> {
     pub authority: Option<&'a str>,
     /// The protocol's headers.
     pub headers: RequestHeaders<'a>,
+    /// The client's address, when the transport knows it (for rate limits).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 #[cfg(test)]

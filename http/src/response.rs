@@ -42,6 +42,8 @@ impl Status {
     pub const URI_TOO_LONG: Status = Status(414);
     /// 417.
     pub const EXPECTATION_FAILED: Status = Status(417);
+    /// 429.
+    pub const TOO_MANY_REQUESTS: Status = Status(429);
     /// 431.
     pub const HEADERS_TOO_LARGE: Status = Status(431);
     /// 500.
@@ -78,6 +80,7 @@ impl Status {
             413 => "Payload Too Large",
             414 => "URI Too Long",
             417 => "Expectation Failed",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
             501 => "Not Implemented",

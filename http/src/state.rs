@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::body::{BodyLimits, ByteBudget};
 use crate::config::HttpConfig;
+use crate::rate::RateLimiter;
 
 /// Shared by all handlers; cloning it clones a few pointers.
 #[derive(Clone, Debug)]
@@ -19,6 +20,8 @@ pub struct AppState {
     pub body_limits: BodyLimits,
     /// Becomes `true` when the server shuts down, so live reads end cleanly.
     pub shutdown: watch::Receiver<bool>,
+    /// Per-client token buckets, when a rate limit is configured.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl AppState {
@@ -34,7 +37,8 @@ impl AppState {
             timeout: config.body_read_timeout,
             budget: Arc::new(ByteBudget::new(config.max_pending_body_bytes)),
         };
-        AppState { engine, config: Arc::new(config), body_limits, shutdown }
+        let rate_limiter = config.rate_limit.map(|limit| Arc::new(RateLimiter::new(limit)));
+        AppState { engine, config: Arc::new(config), body_limits, shutdown, rate_limiter }
     }
 
     /// Resolves when the server starts shutting down.

@@ -8,13 +8,14 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body as AxumBody;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::routing::any;
 use bytes::{Bytes, BytesMut};
@@ -25,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tower::ServiceExt as _;
 
 use crate::body::{BodyLimits, Received};
 use crate::error::ApiError;
@@ -70,6 +72,9 @@ async fn handle(State(app): State<AppState>, req: Request) -> axum::response::Re
         query: parts.uri.query(),
         authority: parts.uri.authority().map(axum::http::uri::Authority::as_str).or(host),
         headers,
+        // Set by our `serve`, or by axum's `into_make_service_with_connect_info` when the
+        // routes are embedded in an application.
+        peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
     };
     let prepared = protocol::prepare(&app, &head);
     let body = if prepared.wants_body() {
@@ -247,9 +252,15 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
         .pipeline_flush(true);
     let permits = super::connection_permits(&state);
     let graceful = GracefulShutdown::new();
-    while let Some((tcp, permit)) = super::accept(&listener, &permits, &state).await {
+    while let Some((tcp, peer, permit)) = super::accept(&listener, &permits, &state).await {
         let io = TokioIo::new(WriteTimeout::new(tcp, state.config.write_timeout));
-        let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
+        // The client's address travels with each request, as axum's own `serve` does it.
+        let service =
+            app.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let conn = http.serve_connection(io, TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             // A client that disconnects or times out is not an error worth logging.

@@ -11,6 +11,7 @@
 pub mod axum;
 pub mod fast;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,14 +38,14 @@ fn connection_permits(state: &AppState) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(state.config.max_connections.clamp(1, Semaphore::MAX_PERMITS)))
 }
 
-/// Waits for a connection slot, then for the next client (`TCP_NODELAY` set); `None` once
+/// Waits for a connection slot, then for the next client (`TCP_NODELAY` set) and its address; `None` once
 /// the server shuts down. Failed accepts (out of descriptors and the like) back off instead
 /// of spinning.
 async fn accept(
     listener: &TcpListener,
     permits: &Arc<Semaphore>,
     state: &AppState,
-) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     let permit = tokio::select! {
         p = permits.clone().acquire_owned() => p.ok()?,
         () = state.shutting_down() => return None,
@@ -52,9 +53,9 @@ async fn accept(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
+                Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    return Some((tcp, permit));
+                    return Some((tcp, peer, permit));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

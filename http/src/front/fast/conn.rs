@@ -62,7 +62,12 @@ const HTTP2_REFUSAL: &[u8] = &[
 ];
 
 /// Serves one connection (a TCP socket, or any byte stream in tests) until it closes.
-pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: AppState, io: T) {
+/// `peer` is the client's address, if known (for rate limits).
+pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
+    app: AppState,
+    io: T,
+    peer: Option<std::net::IpAddr>,
+) {
     let timeout = app.config.write_timeout;
     let mut conn = Conn {
         io: WriteTimeout::new(io, timeout),
@@ -75,6 +80,7 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: AppState, io: T) {
         inflight: VecDeque::new(),
         peer_done: false,
         closing: false,
+        peer,
     };
     // An I/O error means the client is gone (or stopped reading): nothing left to answer.
     if conn.run().await.is_ok() {
@@ -105,6 +111,8 @@ struct Conn<'a, T> {
     peer_done: bool,
     /// An answer already queued closes the connection: no further request is read.
     closing: bool,
+    /// The client's address.
+    peer: Option<std::net::IpAddr>,
 }
 
 struct InFlight {
@@ -139,7 +147,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             }
             Err(Refusal::Api(e)) => return self.refuse(e).await,
         };
-        let parsed = head::parse(&self.rbuf[..end]).map(|h| {
+        let peer = self.peer;
+        let parsed = head::parse(&self.rbuf[..end]).map(|mut h| {
+            h.request.peer = peer;
             let reply = Reply {
                 head_only: h.request.method == Method::Head,
                 http10: h.http10,

@@ -220,7 +220,14 @@ pub fn parse(buf: &[u8]) -> Result<Head<'_>, ApiError> {
         None => headers.get(Field::Host).and_then(|h| std::str::from_utf8(h).ok()),
     };
     Ok(Head {
-        request: RequestHead { method, path: target.path, query: target.query, authority, headers },
+        request: RequestHead {
+            method,
+            path: target.path,
+            query: target.query,
+            authority,
+            headers,
+            peer: None,
+        },
         http10,
         framing,
         keep_alive: !close && (!http10 || keep_alive_token),

@@ -35,10 +35,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Never for client behaviour; only if the runtime fails.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let permits = super::connection_permits(&state);
-    while let Some((tcp, permit)) = super::accept(&listener, &permits, &state).await {
+    while let Some((tcp, peer, permit)) = super::accept(&listener, &permits, &state).await {
         let app = state.clone();
         tokio::spawn(async move {
-            conn::serve(app, tcp).await;
+            conn::serve(app, tcp, Some(peer.ip())).await;
             drop(permit);
         });
     }
