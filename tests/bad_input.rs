@@ -195,7 +195,8 @@ async fn malformed_reads_and_methods() {
         "?live=long-poll",
         "?offset=-1&live=maybe",
         "?offset=%",
-        "?offset=0000000000000000_0000000000000001",
+        // One byte into the first record: not a position a text stream's reads stop at.
+        "?offset=0000000000000000_0000000100000000",
     ] {
         let resp = server.req("GET", &format!("{}{query}", stream("r")), &[], b"").await;
         assert_problem(&resp, 400);

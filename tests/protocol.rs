@@ -285,3 +285,27 @@ async fn catch_up_reads_carry_a_cursor() {
     assert_eq!(eof.header("stream-closed"), Some("true"));
     assert_eq!(eof.header("stream-cursor"), None);
 }
+
+/// Regression (issue 12): `PUT` "abc", `POST` "def", `DELETE`, `PUT` "123456789", then a read
+/// at the first stream's offset answered 200 "456789": a reader resuming from a saved offset
+/// read another stream from its middle. Offsets now name their incarnation: 410.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_a_deleted_stream_get_410() {
+    let server = TestServer::start().await;
+    let created = server.req("PUT", &stream("d"), &[TEXT], b"abc").await;
+    let saved = created.header("stream-next-offset").unwrap().to_owned();
+    server.req("POST", &stream("d"), &[TEXT], b"def").await;
+    assert_eq!(server.req("DELETE", &stream("d"), &[], b"").await.status, 204);
+    assert_eq!(server.req("PUT", &stream("d"), &[TEXT], b"123456789").await.status, 201);
+    let at = |query: &str| format!("{}?offset={saved}{query}", stream("d"));
+    for query in ["", "&live=long-poll", "&live=sse"] {
+        let resp = server.req("GET", &at(query), &[], b"").await;
+        assert_problem(&resp, 410);
+        assert!(resp.text().contains("offset belongs to a deleted stream"), "{}", resp.text());
+    }
+    let fresh = server.req("GET", &stream("d"), &[], b"").await;
+    assert_eq!(fresh.text(), "123456789");
+    let next = fresh.header("stream-next-offset").unwrap();
+    let tail = server.req("GET", &format!("{}?offset={next}", stream("d")), &[], b"").await;
+    assert_eq!((tail.status, tail.text().as_str()), (200, ""));
+}

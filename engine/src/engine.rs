@@ -19,7 +19,7 @@ use crate::log::recovery::{self, Expiring, Report};
 use crate::log::{Durability, FileStore};
 use crate::memory::MemoryStore;
 use crate::notify::TailWatch;
-use crate::offset::{Offset, ReadFrom};
+use crate::offset::{Offset, ReadFrom, TagCheck};
 use crate::payload::Payload;
 use crate::store::{
     AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkLink,
@@ -346,10 +346,21 @@ impl Engine {
         if anchor.sub() != 0 {
             return Err(Error::OffsetUnknown);
         }
+        // The fork point's token as the source mints it, which the fork then mints too.
+        // An offset of an earlier incarnation of the source names nothing in it.
+        let lineage = source.lineage();
+        let at_tag = match lineage.check(anchor) {
+            TagCheck::Foreign => return Err(Error::OffsetUnknown),
+            TagCheck::Valid if anchor.tag() == 0 => lineage.stamp(anchor).tag(),
+            // Checked (for an inherited position, by the stitched read below).
+            TagCheck::Valid | TagCheck::Inherited => anchor.tag(),
+        };
         let json = source.content_type.is_json();
         let source_name: Arc<str> = Arc::from(fork.source.as_str());
-        let prefix =
-            self.fork_prefix(backend, &source_name, anchor, source.tail, fork.sub, json).await?;
+        let prefix = self
+            .fork_prefix(backend, &source_name, anchor, source.tail, fork.sub, json)
+            .await
+            .map_err(|e| if e == Error::OffsetGone { Error::OffsetUnknown } else { e })?;
         let body = if json && !req.body.is_empty() {
             json::split_messages(&req.body, JsonUse::Create)?
         } else {
@@ -357,7 +368,7 @@ impl Engine {
         };
         let payload = prefix.then(body);
         let fork_of = ForkOf {
-            link: ForkLink { source: source_name, at: anchor.pos() },
+            link: ForkLink { source: source_name, at: anchor.pos(), at_tag },
             requested_offset: fork.offset,
             requested_sub: fork.sub,
         };
@@ -421,7 +432,9 @@ impl Engine {
 
     /// The stored bytes `name` shows in `start..end` (at most `max`), its forks' inherited
     /// ranges read from their sources: whole records while they fit, the first one cut if it
-    /// alone does not (or, with `whole`, nothing then). Renews no TTL.
+    /// alone does not (or, with `whole`, nothing then). Renews no TTL. `start`'s tag is
+    /// checked by the stream of the chain that owns its position, and the end comes back
+    /// stamped by the one that owns it.
     fn view<'a>(
         &'a self,
         backend: &'a Backend,
@@ -433,8 +446,12 @@ impl Engine {
     ) -> BoxFuture<'a, Result<(Vec<Bytes>, Offset)>> {
         Box::pin(async move {
             let own = with_store!(backend, s => s.read_range(&name, start, end, max, whole).await)?;
+            let lineage = own.lineage;
             let Some(link) = own.fork.filter(|l| start.pos() < l.at) else {
-                return Ok((own.parts, own.next));
+                if lineage.check(start) == TagCheck::Foreign {
+                    return Err(Error::OffsetGone);
+                }
+                return Ok((own.parts, lineage.stamp(own.next)));
             };
             let at = link.at.min(end);
             let (mut parts, mut next) =
@@ -444,7 +461,9 @@ impl Engine {
                 // Past the fork point only whole records join what the source gave.
                 let rest = with_store!(backend, s => s.read_range(&name, next, end, max - taken, whole || taken > 0).await)?;
                 parts.extend(rest.parts);
-                next = rest.next;
+                if rest.next != next {
+                    next = lineage.stamp(rest.next);
+                }
             }
             Ok((parts, next))
         })
@@ -532,17 +551,50 @@ impl Engine {
         let max = max_bytes.min(self.config.read_chunk_bytes);
         let now = self.clock.now_ms();
         let backend = self.backend()?;
-        let chunk = with_store!(backend, s => s.read(name, from, max, now).await)?;
+        let chunk = match with_store!(backend, s => s.read(name, from, max, now).await) {
+            Ok(chunk) => chunk,
+            Err(e) => return Err(self.offset_error(backend, name, from, e, now)),
+        };
+        let lineage = chunk.info.lineage();
+        // The client's token, tag included (the store reads positions only).
+        let start = match from {
+            ReadFrom::At(off) => {
+                if lineage.check(off) == TagCheck::Foreign {
+                    return Err(Error::OffsetGone);
+                }
+                off
+            }
+            _ => lineage.stamp(chunk.start),
+        };
         // A fork's inherited range: stitched from its sources, then its own data.
         match &chunk.info.fork {
             Some(link) if chunk.start.pos() < link.at => {
                 let tail = chunk.info.tail;
-                let (parts, next) = self
-                    .view(backend, Arc::from(name), chunk.start, tail.pos(), max, false)
-                    .await?;
-                Ok(ReadChunk { parts, next, up_to_date: next == tail, ..chunk })
+                let (parts, next) =
+                    self.view(backend, Arc::from(name), start, tail.pos(), max, false).await?;
+                Ok(ReadChunk { parts, start, next, up_to_date: next == tail, ..chunk })
             }
-            _ => Ok(chunk),
+            _ => Ok(ReadChunk { start, next: lineage.stamp(chunk.next), ..chunk }),
+        }
+    }
+
+    /// A read refused for its offset: if the token was minted by an earlier incarnation of
+    /// the name, say so (410) rather than how the position fails in the new stream.
+    fn offset_error(
+        &self,
+        backend: &Backend,
+        name: &str,
+        from: ReadFrom,
+        e: Error,
+        now: UnixMs,
+    ) -> Error {
+        let ReadFrom::At(off) = from else { return e };
+        if !matches!(e, Error::OffsetBeyondTail | Error::OffsetUnknown) || off.tag() == 0 {
+            return e;
+        }
+        match with_store!(backend, s => s.head(name, now)) {
+            Ok(info) if info.lineage().check(off) == TagCheck::Foreign => Error::OffsetGone,
+            _ => e,
         }
     }
 

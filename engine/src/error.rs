@@ -63,6 +63,8 @@ pub enum Error {
     OffsetBeyondTail,
     /// The read offset names no position of this stream (inside a JSON message, say).
     OffsetUnknown,
+    /// The offset was minted by an earlier incarnation of the name: a stream since deleted.
+    OffsetGone,
     /// The engine cannot take writes now: still recovering, or stopped after a failed sync.
     Unavailable(&'static str),
     /// The storage failed or holds damaged data; the message is for the server log.
@@ -113,6 +115,7 @@ impl fmt::Display for Error {
             Error::ExpiryInPast => f.write_str("Stream-Expires-At is in the past"),
             Error::OffsetBeyondTail => f.write_str("offset is beyond the stream's tail"),
             Error::OffsetUnknown => f.write_str("offset does not name a position in this stream"),
+            Error::OffsetGone => f.write_str("offset belongs to a deleted stream"),
             Error::Unavailable(why) => f.write_str(why),
             Error::Storage(why) => write!(f, "storage failure: {why}"),
             Error::Gone => f.write_str(

@@ -219,10 +219,9 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
             name: meta.name.clone(),
             mode: "file-log",
             shard: None,
-            forked_from: meta
-                .fork
-                .as_ref()
-                .map(|f| (f.link.source.to_string(), Offset::at(f.link.at))),
+            forked_from: meta.fork.as_ref().map(|f| {
+                (f.link.source.to_string(), Offset::at(f.link.at).with_tag(f.link.at_tag))
+            }),
             forks: forks.get(&meta.name).copied().unwrap_or(0),
             incarnation: inc,
             content_type: meta.content_type.as_str().to_owned(),
@@ -260,7 +259,9 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
             producers.sort();
             out.push(StreamSummary {
                 forks: forks.get(&s.name).copied().unwrap_or(0),
-                forked_from: s.fork.map(|f| (f.link.source.to_string(), Offset::at(f.link.at))),
+                forked_from: s.fork.map(|f| {
+                    (f.link.source.to_string(), Offset::at(f.link.at).with_tag(f.link.at_tag))
+                }),
                 name: s.name,
                 mode: "acid",
                 shard: Some(index),

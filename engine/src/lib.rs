@@ -59,7 +59,7 @@ pub use config::{EngineConfig, Limits, StorageMode};
 pub use engine::{Engine, OpenError};
 pub use error::{Error, Result};
 pub use notify::{Tail, TailWatch};
-pub use offset::{Offset, ReadFrom};
+pub use offset::{Lineage, Offset, ReadFrom, TagCheck, tag_of};
 pub use producer::{MAX_PRODUCER_NUMBER, ProducerClaim};
 pub use store::{
     AppendKind, AppendRequest, AppendTicket, Appended, ContentType, CreateRequest, Created, Expiry,

@@ -23,7 +23,7 @@ use crate::clock::UnixMs;
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::notify::{Tail, TailSignal, TailWatch};
-use crate::offset::{Offset, ReadFrom};
+use crate::offset::{Lineage, Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::rules::{self, Plan, WriterState};
 use crate::store::{
@@ -64,6 +64,8 @@ struct MemStream {
     signal: TailSignal,
     /// For a fork: its source and where it diverges (its log starts there).
     fork: Option<ForkOf>,
+    /// How its offsets are tagged.
+    lineage: Lineage,
 }
 
 #[derive(Debug, Default)]
@@ -303,7 +305,7 @@ impl MemStream {
             incarnation: self.incarnation,
             content_type: self.content_type.clone(),
             expiry: self.expiry,
-            tail: Offset::at(inner.log.tail()),
+            tail: self.lineage.at(inner.log.tail()),
             closed: inner.writer.closed,
             fork: self.fork.as_ref().map(|f| f.link.clone()),
         }
@@ -555,8 +557,10 @@ impl MemoryStore {
             inner.log.append(payload);
             inner.writer.closed = req.closed;
             let tail = Tail { next: Offset::at(inner.log.tail()), closed: req.closed, gone: false };
+            let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
             let stream = Arc::new(MemStream {
-                incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
+                incarnation,
+                lineage: crate::store::lineage_of(incarnation, fork.map(|f| &f.link)),
                 content_type: req.content_type.clone(),
                 expiry: req.expiry,
                 last_access_ms: AtomicU64::new(now),
@@ -582,7 +586,7 @@ impl MemoryStore {
         if inner.removed {
             return Err(Error::NotFound);
         }
-        let tail = Offset::at(inner.log.tail());
+        let tail = stream.lineage.at(inner.log.tail());
         let plan = rules::plan_append(&inner.writer, &stream.content_type, tail, req, &payload)?;
         let close = match plan {
             Plan::Duplicate { producer } => {
@@ -613,7 +617,7 @@ impl MemoryStore {
         stream.publish(&inner);
         Ok(Appended {
             kind,
-            tail: Offset::at(inner.log.tail()),
+            tail: stream.lineage.at(inner.log.tail()),
             closed: inner.writer.closed,
             producer: req.producer.as_ref().map(|p| p.claim),
         })
@@ -687,14 +691,19 @@ impl MemoryStore {
         let start = from.pos();
         if start < inner.log.base {
             let fork = stream.fork.as_ref().map(|f| f.link.clone());
-            return Ok(RangeRead { parts: Vec::new(), next: from, fork });
+            return Ok(RangeRead { parts: Vec::new(), next: from, fork, lineage: stream.lineage });
         }
         let end = end.min(inner.log.tail());
         if start > end {
             return Err(Error::OffsetBeyondTail);
         }
         let stop = stream.chunk_end(&inner.log, start, end, max_bytes, whole)?;
-        Ok(RangeRead { parts: inner.log.slice(start, stop), next: Offset::at(stop), fork: None })
+        Ok(RangeRead {
+            parts: inner.log.slice(start, stop),
+            next: Offset::at(stop),
+            fork: None,
+            lineage: stream.lineage,
+        })
     }
 
     pub(crate) fn head_now(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {

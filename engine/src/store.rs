@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::clock::UnixMs;
 use crate::error::Result;
 use crate::notify::TailWatch;
-use crate::offset::{Offset, ReadFrom};
+use crate::offset::{Lineage, Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::producer::ProducerClaim;
 
@@ -179,6 +179,10 @@ pub struct ForkLink {
     pub source: Arc<str>,
     /// Where the fork's own data starts: the source's data before it is the fork's.
     pub at: u64,
+    /// The tag the source gives the token of `at` (0: the beginning, or not known because
+    /// the fork was created before offsets carried tags), so that the fork stamps it
+    /// identically; see [`crate::offset`].
+    pub at_tag: u32,
 }
 
 /// A fork as the engine resolved it, handed to a store's `create`.
@@ -215,6 +219,8 @@ pub struct RangeRead {
     pub next: Offset,
     /// Set when the range starts before the stream's own data: read the source first.
     pub fork: Option<ForkLink>,
+    /// How the stream read tags its offsets.
+    pub lineage: Lineage,
 }
 
 /// A stream's metadata, as `HEAD` reports it.
@@ -233,6 +239,20 @@ pub struct StreamInfo {
     /// For a fork: where its inherited data comes from. Not shown to clients (forks are
     /// transparent); the engine uses it to stitch reads.
     pub fork: Option<ForkLink>,
+}
+
+impl StreamInfo {
+    /// How this stream tags its offsets.
+    #[must_use]
+    pub fn lineage(&self) -> Lineage {
+        lineage_of(self.incarnation, self.fork.as_ref())
+    }
+}
+
+/// The lineage of incarnation `incarnation` with fork link `fork`.
+#[must_use]
+pub fn lineage_of(incarnation: u64, fork: Option<&ForkLink>) -> Lineage {
+    Lineage::new(incarnation, fork.map(|l| (l.at, l.at_tag)))
 }
 
 /// The result of a create.

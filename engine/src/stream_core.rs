@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::clock::UnixMs;
 use crate::log::meta::Meta;
 use crate::notify::{Tail, TailSignal, TailWatch};
-use crate::offset::Offset;
-use crate::store::{Expiry, ForkOf, StreamInfo};
+use crate::offset::{Lineage, Offset};
+use crate::store::{Expiry, ForkOf, StreamInfo, lineage_of};
 
 /// A persistent stream's identity, expiry clock and tail signal.
 pub(crate) struct StreamCore {
@@ -17,6 +17,8 @@ pub(crate) struct StreamCore {
     pub(crate) meta: Meta,
     /// For a fork: its source and where it diverges.
     pub(crate) fork: Option<ForkOf>,
+    /// How its offsets are tagged.
+    pub(crate) lineage: Lineage,
     last_access_ms: AtomicU64,
     signal: TailSignal,
 }
@@ -32,6 +34,7 @@ impl StreamCore {
     ) -> StreamCore {
         StreamCore {
             name: Arc::from(meta.name.as_str()),
+            lineage: lineage_of(meta.incarnation, fork.as_ref().map(|f| &f.link)),
             meta,
             fork,
             last_access_ms: AtomicU64::new(last_access_ms),
@@ -77,7 +80,7 @@ impl StreamCore {
             incarnation: self.meta.incarnation,
             content_type: self.meta.content_type.clone(),
             expiry: self.meta.expiry,
-            tail: Offset::at(end),
+            tail: self.lineage.at(end),
             closed,
             fork: self.fork.as_ref().map(|f| f.link.clone()),
         }

@@ -197,6 +197,7 @@ impl From<Error> for ApiError {
                 ApiError::new(Status::BAD_REQUEST, "INVALID_OFFSET", detail)
             }
             Error::Gone => ApiError::new(Status::GONE, "STREAM_DELETED", detail),
+            Error::OffsetGone => ApiError::new(Status::GONE, "OFFSET_GONE", detail),
             Error::SourceDeleted => ApiError::new(Status::CONFLICT, "FORK_SOURCE_DELETED", detail),
             Error::SubOffsetOvershoot => {
                 ApiError::new(Status::BAD_REQUEST, "INVALID_SUB_OFFSET", detail)

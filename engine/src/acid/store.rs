@@ -1172,7 +1172,7 @@ impl Store for AcidStore {
                 return Err(Error::NotFound);
             }
             inner.writable()?;
-            let tail = Offset::at(st.accepted_end);
+            let tail = stream.lineage.at(st.accepted_end);
             let plan =
                 rules::plan_append(&st.accepted, &stream.meta.content_type, tail, req, &payload)?;
             let ack = match plan {
@@ -1202,7 +1202,7 @@ impl Store for AcidStore {
                     stream.touch(now);
                     Appended {
                         kind,
-                        tail: Offset::at(st.accepted_end),
+                        tail: stream.lineage.at(st.accepted_end),
                         closed: st.accepted.closed,
                         producer: req.producer.as_ref().map(|p| p.claim),
                     }
@@ -1296,14 +1296,14 @@ impl Store for AcidStore {
         let start = from.pos();
         if start < stream.base() {
             let fork = stream.fork.as_ref().map(|f| f.link.clone());
-            return Ok(RangeRead { parts: Vec::new(), next: from, fork });
+            return Ok(RangeRead { parts: Vec::new(), next: from, fork, lineage: stream.lineage });
         }
         let end = end.min(visible);
         if start > end {
             return Err(Error::OffsetBeyondTail);
         }
         let (parts, next) = inner.read_own(&stream, start, end, max_bytes, whole).await?;
-        Ok(RangeRead { parts, next: Offset::at(next), fork: None })
+        Ok(RangeRead { parts, next: Offset::at(next), fork: None, lineage: stream.lineage })
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {

@@ -205,6 +205,7 @@ pub fn encode_fork(fork: &ForkOf) -> Vec<u8> {
         None => out.push(0),
     }
     out.extend_from_slice(&fork.requested_sub.to_le_bytes());
+    out.extend_from_slice(&fork.link.at_tag.to_le_bytes());
     out
 }
 
@@ -220,8 +221,10 @@ pub fn decode_fork(b: &[u8]) -> Option<ForkOf> {
         _ => return None,
     };
     let requested_sub = r.u64()?;
+    // Written since offsets carry tags; older rows have none (0: not checked).
+    let at_tag = if r.0.is_empty() { 0 } else { r.u32()? };
     r.0.is_empty().then_some(ForkOf {
-        link: ForkLink { source, at },
+        link: ForkLink { source, at, at_tag },
         requested_offset,
         requested_sub,
     })
@@ -406,6 +409,21 @@ mod tests {
             assert_eq!(TailRow::decode(&row.encode()), Some(row));
         }
         assert_eq!(TailRow::decode(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn fork_rows_roundtrip_with_and_without_a_tag() {
+        let fork = ForkOf {
+            link: ForkLink { source: Arc::from("a/b"), at: 77, at_tag: 0x1234_5678 },
+            requested_offset: Some(Offset::at(77)),
+            requested_sub: 2,
+        };
+        let row = encode_fork(&fork);
+        assert_eq!(decode_fork(&row), Some(fork));
+        // Rows written before offsets carried tags end without one.
+        let legacy = decode_fork(&row[..row.len() - 4]).unwrap();
+        assert_eq!(legacy.link.at_tag, 0);
+        assert_eq!(decode_fork(&row[..row.len() - 2]), None);
     }
 
     #[test]

@@ -188,6 +188,7 @@ impl Meta {
                 None => w.u8(0),
             }
             w.u64(fork.requested_sub);
+            w.u32(fork.link.at_tag);
         }
         seal(META_MAGIC, &w.0)
     }
@@ -222,7 +223,10 @@ impl Meta {
                 _ => return None,
             };
             let requested_sub = r.u64()?;
-            Some(ForkOf { link: ForkLink { source, at }, requested_offset, requested_sub })
+            // Written since offsets carry tags; older forks have none (0: not checked).
+            let at_tag = if r.done() { 0 } else { r.u32()? };
+            let link = ForkLink { source, at, at_tag };
+            Some(ForkOf { link, requested_offset, requested_sub })
         };
         r.done().then_some(Meta { incarnation, created_ms, expiry, content_type, name, fork })
     }
@@ -315,13 +319,18 @@ mod tests {
         assert_eq!(Meta::decode(&bytes), Some(meta.clone()));
         let fork = Meta {
             fork: Some(ForkOf {
-                link: ForkLink { source: Arc::from("chats/41"), at: 77 },
+                link: ForkLink { source: Arc::from("chats/41"), at: 77, at_tag: 0xdead_beef },
                 requested_offset: Some(Offset::at(70)),
                 requested_sub: 7,
             }),
             ..meta
         };
-        assert_eq!(Meta::decode(&fork.encode()), Some(fork));
+        assert_eq!(Meta::decode(&fork.encode()), Some(fork.clone()));
+        // Metadata of a fork written before offsets carried tags ends without one.
+        let full = fork.encode();
+        let body = open(META_MAGIC, &full).unwrap();
+        let legacy = Meta::decode(&seal(META_MAGIC, &body[..body.len() - 4])).unwrap();
+        assert_eq!(legacy.fork.unwrap().link.at_tag, 0);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;

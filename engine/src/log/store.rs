@@ -1212,7 +1212,7 @@ impl Store for FileStore {
                 )));
             }
             inner.writable()?;
-            let tail = Offset::at(st.accepted_end);
+            let tail = stream.lineage.at(st.accepted_end);
             let plan =
                 rules::plan_append(&st.accepted, &stream.meta.content_type, tail, req, &payload)?;
             let ack = match plan {
@@ -1261,7 +1261,7 @@ impl Store for FileStore {
                     stream.touch(now);
                     Appended {
                         kind,
-                        tail: Offset::at(st.accepted_end),
+                        tail: stream.lineage.at(st.accepted_end),
                         closed: st.accepted.closed,
                         producer: req.producer.as_ref().map(|p| p.claim),
                     }
@@ -1388,14 +1388,19 @@ impl Store for FileStore {
         };
         if from.pos() < stream.base {
             let fork = stream.fork.as_ref().map(|f| f.link.clone());
-            return Ok(RangeRead { parts: Vec::new(), next: from, fork });
+            return Ok(RangeRead { parts: Vec::new(), next: from, fork, lineage: stream.lineage });
         }
         let end = end.min(visible);
         if from.pos() > end || (from.pos() == end && from.sub() > 0) {
             return Err(Error::OffsetBeyondTail);
         }
         if from.pos() == end {
-            return Ok(RangeRead { parts: Vec::new(), next: from, fork: None });
+            return Ok(RangeRead {
+                parts: Vec::new(),
+                next: from,
+                fork: None,
+                lineage: stream.lineage,
+            });
         }
         let split = Split::for_type(&stream.meta.content_type);
         let (task_inner, task_stream) = (inner.clone(), stream.clone());
@@ -1409,7 +1414,7 @@ impl Store for FileStore {
             FileRead::Part(..) if whole => (Vec::new(), from),
             FileRead::Part(part, next) => (vec![part], next),
         };
-        Ok(RangeRead { parts, next, fork: None })
+        Ok(RangeRead { parts, next, fork: None, lineage: stream.lineage })
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
