@@ -10,6 +10,9 @@
 //! also forks a stream that is then deleted at once (soft delete), writes to the fork, and
 //! checks after every restart that the fork still reads its source's record exactly once and
 //! the source answers 410; at the end, deleting the forks removes their sources (404).
+//! Each round also closes a stream while two writers append to it: from the close on, their
+//! appends are refused (409), and no refused record may ever be found in the stream after a
+//! restart (issue 13: a refusal is as durable as an acknowledgement).
 //!
 //! Run by `scripts/test.sh` as `cargo test --release --test crash_kill`, so it drives the
 //! release binary. Bounded: `DS_CRASH_ROUNDS` rounds (default 4) of at most ~1 s of writes.
@@ -40,6 +43,11 @@ struct Writer {
     acked: u64,
     /// A request sent but not answered when the server died.
     in_flight: Option<u64>,
+    /// Writes to a stream that gets closed under it: a 409 ends its writing, and the
+    /// refused record must never appear.
+    refusable: bool,
+    /// Appends refused so far.
+    refused: u64,
 }
 
 fn json(stream: usize) -> bool {
@@ -131,6 +139,13 @@ async fn write(addr: SocketAddr, mut w: Writer, stop: Instant) -> Writer {
         let n = w.acked;
         w.in_flight = Some(n);
         match append(&mut conn, &w, n).await {
+            Ok(409) if w.refusable => {
+                // Closed under it: record `n` was refused, and so must stay absent (the
+                // checks after every restart expect exactly 0..acked).
+                w.refused += 1;
+                w.in_flight = None;
+                break;
+            }
             Ok(status) => {
                 assert!(status == 200 || status == 204, "append got {status}");
                 w.acked += 1;
@@ -193,6 +208,8 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
             producer: i >= STREAMS,
             acked: 0,
             in_flight: None,
+            refusable: false,
+            refused: 0,
         })
         .collect();
     let mut seed = u64::from(std::process::id()) | 1;
@@ -216,24 +233,51 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
             let stream = STREAMS + round as usize;
             writers.push(fork_writer(&mut conn, stream, round).await);
         }
+        // A stream closed mid-round under two writers.
+        let closing = CLOSING_BASE + round as usize;
+        let ct = ("content-type", content_type(closing));
+        assert_eq!(conn.request("PUT", &path(closing), &[ct], b"").await.unwrap().status, 201);
+        for id in [closing, closing + 50] {
+            let w = Writer {
+                stream: closing,
+                id,
+                producer: false,
+                acked: 0,
+                in_flight: None,
+                refusable: true,
+                refused: 0,
+            };
+            writers.push(w);
+        }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let run_for = Duration::from_millis(200 + seed % 800);
+        let close_after = Duration::from_millis(seed % (run_for.as_millis() as u64));
         let stop = Instant::now() + Duration::from_secs(5);
         let tasks: Vec<_> =
             writers.iter().cloned().map(|w| tokio::spawn(write(addr, w, stop))).collect();
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(close_after).await;
+            let mut conn = Conn::connect(addr).await.ok()?;
+            let close = [("content-type", content_type(closing)), ("stream-closed", "true")];
+            conn.request("POST", &path(closing), &close, b"").await.ok().map(|r| r.status)
+        });
         tokio::time::sleep(run_for).await;
         server.child.kill().unwrap();
         server.child.wait().unwrap();
         let mut written = 0;
+        let mut refused = 0;
         for (i, t) in tasks.into_iter().enumerate() {
             let w = t.await.unwrap();
             written += w.acked - writers[i].acked;
+            refused += w.refused - writers[i].refused;
             writers[i] = w;
         }
+        let closed = closer.await.unwrap();
         println!(
-            "  {mode} round {round}: killed after {run_for:?}, {written} appends acknowledged"
+            "  {mode} round {round}: killed after {run_for:?}, {written} appends acknowledged, \
+             {refused} refused (close answered {closed:?})"
         );
     }
     let server = start(mode, dir);
@@ -265,7 +309,7 @@ async fn verify(addr: SocketAddr, writers: &mut [Writer]) {
         assert_eq!(status, 204, "retry of writer {}'s last acknowledged append", w.id);
     }
     for w in writers.iter_mut() {
-        if let (true, Some(n)) = (w.producer, w.in_flight) {
+        if let (true, Some(n)) = (w.producer && !w.refusable, w.in_flight) {
             // The same (epoch, seq) again: 200 if it was lost, 204 if it was kept.
             let status = append(&mut conn, w, n).await.unwrap();
             assert!(status == 200 || status == 204, "retry of writer {} got {status}", w.id);
@@ -277,7 +321,7 @@ async fn verify(addr: SocketAddr, writers: &mut [Writer]) {
     streams.dedup();
     for stream in streams {
         let body = read_all(addr, stream).await;
-        if stream >= STREAMS {
+        if (STREAMS..CLOSING_BASE).contains(&stream) {
             // A fork: its source's one record, inherited, exactly once.
             let inherited = records_of(stream, &body, SOURCE_WRITER);
             assert_eq!(inherited, vec![(stream - STREAMS) as u64], "inherited by {}", path(stream));
@@ -330,8 +374,19 @@ async fn fork_writer(conn: &mut Conn, stream: usize, round: u32) -> Writer {
     let fork = [ct, ("stream-forked-from", src.as_str())];
     assert_eq!(conn.request("PUT", &path(stream), &fork, b"").await.unwrap().status, 201);
     assert_eq!(conn.request("DELETE", &src, &[], b"").await.unwrap().status, 204);
-    Writer { stream, id: 100 + stream, producer: round % 2 == 0, acked: 0, in_flight: None }
+    Writer {
+        stream,
+        id: 100 + stream,
+        producer: round % 2 == 0,
+        acked: 0,
+        in_flight: None,
+        refusable: false,
+        refused: 0,
+    }
 }
+
+/// Streams closed under their writers: one per round from here.
+const CLOSING_BASE: usize = 200;
 
 fn main() {
     let rounds = std::env::var("DS_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4);

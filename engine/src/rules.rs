@@ -179,6 +179,20 @@ pub fn same_config(
     content_type.matches(&req.content_type) && expiry == req.expiry && closed == req.closed
 }
 
+/// Whether a refusal may rest on what earlier appends did: such a refusal waits for the
+/// commit of any accepted state that is not durable yet. The others depend only on the
+/// request and the stream's fixed configuration.
+pub(crate) fn rests_on_state(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::InvalidJson(_)
+            | Error::EmptyJsonArray
+            | Error::EmptyBody
+            | Error::ContentTypeMismatch
+            | Error::MissingContentType
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,14 +289,20 @@ pub struct Appended {
     pub producer: Option<ProducerClaim>,
 }
 
-/// An append the store has accepted. It has taken effect: the stream's accepted state holds
-/// it, so any later request (a later request of the same pipeline included) is checked
-/// against it. [`AppendTicket::durable`] resolves once it is as durable as the mode promises;
-/// only then may it be acknowledged. Dropping the ticket does not undo the append.
+/// An append the store has accepted, or refused on grounds a crash could still undo. An
+/// accepted append has taken effect: the stream's accepted state holds it, so any later
+/// request (a later request of the same pipeline included) is checked against it.
+/// [`AppendTicket::durable`] resolves once it is as durable as the mode promises; only then
+/// may it be acknowledged. Dropping the ticket does not undo the append.
+///
+/// A refusal computed from accepted state that is not durable yet (a close, an epoch bump,
+/// earlier appends still in their commit) is a ticket too: it resolves once that state's
+/// commit settles, as the refusal if the commit succeeded, or as the commit's failure (503)
+/// if it did not. No answer rests on state a crash can still undo.
 #[derive(Debug)]
 #[must_use = "an append is acknowledged only once `durable` resolves"]
 pub struct AppendTicket {
-    ack: Appended,
+    outcome: Result<Appended>,
     commit: Commit,
 }
 
@@ -313,15 +319,15 @@ enum Commit {
 impl AppendTicket {
     /// An append that needs no wait (memory mode, or a duplicate of a durable append).
     pub(crate) fn done(ack: Appended) -> AppendTicket {
-        AppendTicket { ack, commit: Commit::Done }
+        AppendTicket { outcome: Ok(ack), commit: Commit::Done }
     }
 
-    /// An append waiting for the commit that `commit` reports.
+    /// An append (or a refusal) waiting for the commit that `commit` reports.
     pub(crate) fn pending(
-        ack: Appended,
+        outcome: Result<Appended>,
         commit: tokio::sync::oneshot::Receiver<Result<()>>,
     ) -> AppendTicket {
-        AppendTicket { ack, commit: Commit::Waiting(commit) }
+        AppendTicket { outcome, commit: Commit::Waiting(commit) }
     }
 
     /// Whether the commit's outcome is still unknown.
@@ -344,15 +350,17 @@ impl AppendTicket {
         }
     }
 
-    /// Waits until the append is as durable as the mode promises.
+    /// Waits until the append is as durable as the mode promises (or, for a refusal, until
+    /// the state it rests on is).
     ///
     /// # Errors
-    /// The commit failed (the store is poisoned), or its committer ended without answering.
+    /// The refusal; the commit failed (the store is poisoned), or its committer ended
+    /// without answering.
     pub async fn durable(mut self) -> Result<Appended> {
         self.settled().await;
         match self.commit {
             Commit::Failed(e) => Err(e),
-            Commit::Done | Commit::Waiting(_) => Ok(self.ack),
+            Commit::Done | Commit::Waiting(_) => self.outcome,
         }
     }
 }

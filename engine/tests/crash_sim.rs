@@ -12,6 +12,13 @@
 //!   absent;
 //! - later operations behave the same in both engines (so producer state and closure survived
 //!   with the data), and new offsets are larger than every offset handed out before.
+//!
+//! Pipelines interleave: several appends (plain, producer, closing) take effect one after
+//! another without waiting for their commits, as the fast front end runs a connection's
+//! pipelined requests, and a sync may fail under them. Their answers must be those of the
+//! same appends run one at a time; a refusal must never rest on a change whose commit then
+//! failed (it waits for that commit, and fails with it); and after the restart no refused
+//! append is in the stream, every acknowledged one is, and of the failed ones a prefix.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
@@ -60,6 +67,42 @@ enum Op {
     FailSync {
         after: u64,
     },
+    /// Appends begun back to back on one stream, answered once all have settled; the
+    /// `fail_sync`-th sync from now fails under them.
+    Pipeline {
+        stream: usize,
+        appends: Vec<PipelinedAppend>,
+        fail_sync: Option<u64>,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct PipelinedAppend {
+    body: Vec<u8>,
+    producer: Option<(u8, u64, u64)>,
+    close: bool,
+}
+
+/// Refusals that depend only on the request and the stream's fixed configuration, never on
+/// what earlier appends did: these may be answered at once.
+fn state_independent(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::InvalidJson(_)
+            | Error::EmptyJsonArray
+            | Error::EmptyBody
+            | Error::ContentTypeMismatch
+            | Error::MissingContentType
+    )
+}
+
+fn pipelined() -> impl Strategy<Value = PipelinedAppend> {
+    (
+        prop::collection::vec(any::<u8>(), 0..12),
+        prop::option::weighted(0.6, (0u8..2, 0u64..3, 0u64..3)),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(body, producer, close)| PipelinedAppend { body, producer, close })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +124,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..4, any::<u64>()).prop_map(|(torn, seed)| Op::PowerCut { torn, seed }),
         1 => Just(Op::ProcessCrash),
         1 => (0u64..4).prop_map(|after| Op::FailSync { after }),
+        3 => (
+            0..STREAMS.len(),
+            prop::collection::vec(pipelined(), 2..6),
+            prop::option::weighted(0.5, 0u64..3),
+        )
+            .prop_map(|(stream, appends, fail_sync)| Op::Pipeline { stream, appends, fail_sync }),
     ]
 }
 
@@ -274,10 +323,93 @@ impl Harness {
                 };
                 (o(&got), o(&want))
             }
-            Op::PowerCut { .. } | Op::ProcessCrash | Op::FailSync { .. } => unreachable!(),
+            Op::PowerCut { .. } | Op::ProcessCrash | Op::FailSync { .. } | Op::Pipeline { .. } => {
+                unreachable!()
+            }
         };
         assert_eq!(got, want, "file store and reference disagree on {op:?}");
         None
+    }
+
+    fn pipelined_request(&self, stream: usize, a: &PipelinedAppend) -> AppendRequest {
+        let mut req =
+            AppendRequest::data(self.content_type(stream), self.body_for(stream, &a.body));
+        req.close = a.close;
+        if let Some((id, epoch, seq)) = a.producer {
+            req = req.with_producer(&format!("p{id}"), epoch, seq);
+        }
+        req
+    }
+
+    /// Runs a pipeline: every append begun before any is awaited. Returns the appends that
+    /// failed (a suffix: the store stops at the first failed sync), to be found after the
+    /// restart wholly or not at all, a prefix of them.
+    async fn pipeline(&mut self, stream: usize, appends: &[PipelinedAppend]) -> Vec<Op> {
+        self.clock.advance_ms(1);
+        let name = STREAMS[stream];
+        let tickets: Vec<_> = appends
+            .iter()
+            .map(|a| self.file.begin_append(name, self.pipelined_request(stream, a)))
+            .collect();
+        let mut answers = Vec::with_capacity(tickets.len());
+        for ticket in tickets {
+            answers.push(match ticket {
+                Ok(t) => t.durable().await,
+                Err(e) => Err(e),
+            });
+        }
+        let mut failed = Vec::new();
+        for (a, got) in appends.iter().zip(answers) {
+            if let Err(e) = &got
+                && is_failure(e)
+            {
+                failed.push(Op::Append {
+                    stream,
+                    body: a.body.clone(),
+                    producer: a.producer,
+                    close: a.close,
+                });
+                continue;
+            }
+            assert!(
+                failed.is_empty() || got.as_ref().is_err_and(state_independent),
+                "{got:?} answered after an earlier append of the pipeline failed: it rested on \
+                 a change that never became durable"
+            );
+            let want = self.reference.append(name, self.pipelined_request(stream, a)).await;
+            let o = |r: &ds_engine::Result<ds_engine::Appended>| match r {
+                Ok(a) => Outcome::Appended(a.kind, a.closed, a.producer),
+                Err(e) => refused(e),
+            };
+            assert_eq!(o(&got), o(&want), "pipelined {a:?} answered unlike one at a time");
+            if let Ok(done) = &got {
+                let last = self.last_tail.entry(stream).or_insert(Offset::ZERO);
+                assert!(done.tail >= *last, "offsets never go backwards");
+                *last = done.tail;
+            }
+        }
+        failed
+    }
+
+    /// Restarts after a pipeline whose `failed` appends may have reached the disk: the file
+    /// engine must hold the reference plus a prefix of them, each whole.
+    async fn restart_after_pipeline(&mut self, image: SimFs, failed: Vec<Op>) {
+        self.sim = image;
+        self.file = open(self.mode, &self.sim, &self.clock).await;
+        for op in std::iter::once(None).chain(failed.iter().map(Some)) {
+            if let Some(op) = op {
+                self.apply_to_reference(op).await;
+            }
+            if self.matches_reference().await {
+                // The rest of the failed appends are not there: the reference must not
+                // have them either for the rest of the run.
+                return;
+            }
+        }
+        panic!(
+            "lost acknowledged data, or kept a refused or half-written append: {}",
+            self.diff().await
+        );
     }
 
     /// Restarts the file engine from what the disk holds, then checks it against the
@@ -405,6 +537,16 @@ async fn run(mode: StorageMode, ops: Vec<Op>) {
             }
             Op::FailSync { after } if survives_power_loss(mode) => h.sim.fail_at_sync(*after),
             Op::FailSync { .. } => {}
+            Op::Pipeline { stream, appends, fail_sync } => {
+                if let Some(after) = fail_sync.filter(|_| survives_power_loss(mode)) {
+                    h.sim.fail_at_sync(after);
+                }
+                let failed = h.pipeline(*stream, appends).await;
+                if !failed.is_empty() {
+                    let image = h.sim.power_loss(torn_model(mode, 1, ops.len() as u64));
+                    h.restart_after_pipeline(image, failed).await;
+                }
+            }
             op => {
                 if let Some(failed) = h.apply(op).await {
                     // The disk stopped answering under this operation: cut the power now.
@@ -465,5 +607,98 @@ async fn producer_retry_after_power_cut(mode: StorageMode) {
         assert_eq!(done.kind, ds_engine::AppendKind::Duplicate);
         let chunk = h.file.read("s0", ReadFrom::Start).await.unwrap();
         assert_eq!(chunk.parts.concat(), b"once");
+    }
+}
+
+/// Regression (issue 13): a refusal computed from a change still in its commit (a close, a
+/// producer's epoch bump) was answered at once; when that commit then failed, the client had
+/// been told "closed" or "fenced" about a stream that, after the restart, was neither. Such
+/// a refusal now waits for the commit it rests on, and fails with it.
+#[test]
+fn refusals_wait_for_the_commit_they_rest_on() {
+    for mode in [StorageMode::FileDurable, StorageMode::Acid] {
+        block_on(refusal_waits(mode, true));
+        block_on(refusal_waits(mode, false));
+    }
+}
+
+async fn refusal_waits(mode: StorageMode, commit_fails: bool) {
+    let mut h = Harness::new(mode).await;
+    h.apply(&Op::Create { stream: 0, json: false, closed: false, body: vec![] }).await;
+    let bump = AppendRequest::data("text/plain", "bump").with_producer("p0", 1, 0);
+    h.file.append("s0", bump).await.unwrap();
+    if commit_fails {
+        h.sim.fail_at_sync(0);
+    }
+    let close = AppendRequest { close: true, ..AppendRequest::data("text/plain", "last") };
+    let closing = h.file.begin_append("s0", close).unwrap();
+    let epoch = AppendRequest::data("text/plain", "epoch 2").with_producer("p0", 2, 0);
+    let bumping = h.file.begin_append("s0", epoch);
+    let late = h.file.begin_append("s0", AppendRequest::data("text/plain", "late"));
+    let closed = closing.durable().await;
+    let late = match late {
+        Ok(ticket) => ticket.durable().await,
+        Err(e) => Err(e),
+    };
+    let bumping = match bumping {
+        Ok(ticket) => ticket.durable().await,
+        Err(e) => Err(e),
+    };
+    if commit_fails {
+        assert!(closed.as_ref().is_err_and(is_failure), "{mode:?}: {closed:?}");
+        assert!(late.as_ref().is_err_and(is_failure), "{mode:?}: told {late:?} of a failed close");
+        assert!(bumping.as_ref().is_err_and(is_failure), "{mode:?}: {bumping:?}");
+        let image = h.sim.power_loss(Torn::Clean);
+        h.sim = image;
+        h.file = open(mode, &h.sim, &h.clock).await;
+        let info = h.file.head("s0").await.unwrap();
+        assert!(!info.closed, "{mode:?}: the close never became durable");
+        let data = h.file.read("s0", ReadFrom::Start).await.unwrap().parts.concat();
+        assert_eq!(data, b"bump", "{mode:?}: nothing refused or failed is in the stream");
+    } else {
+        assert!(closed.is_ok(), "{mode:?}");
+        assert!(matches!(late, Err(Error::StreamClosed { .. })), "{mode:?}: {late:?}");
+        assert!(matches!(bumping, Err(Error::StreamClosed { .. })), "{mode:?}: {bumping:?}");
+    }
+}
+
+/// An append that finds its stream being deleted waits for the delete to be durable before
+/// it is told 404; if the delete fails, so does the append (503), and after the restart the
+/// stream is back without it.
+#[test]
+fn a_404_waits_for_the_delete_it_rests_on() {
+    for mode in [StorageMode::FileDurable, StorageMode::Acid] {
+        block_on(append_during_delete(mode, true));
+        block_on(append_during_delete(mode, false));
+    }
+}
+
+async fn append_during_delete(mode: StorageMode, delete_fails: bool) {
+    let mut h = Harness::new(mode).await;
+    h.apply(&Op::Create { stream: 0, json: false, closed: false, body: b"keep".to_vec() }).await;
+    if delete_fails {
+        h.sim.fail_at_sync(0);
+    }
+    let late = async {
+        // Let the delete mark the stream removed and start making that durable.
+        tokio::task::yield_now().await;
+        match h.file.begin_append("s0", AppendRequest::data("text/plain", "late")) {
+            Ok(ticket) => ticket.durable().await,
+            Err(e) => Err(e),
+        }
+    };
+    let (deleted, late) = tokio::join!(h.file.delete("s0"), late);
+    if delete_fails {
+        assert!(deleted.as_ref().is_err_and(is_failure), "{mode:?}: {deleted:?}");
+        assert!(late.as_ref().is_err_and(is_failure), "{mode:?}: told {late:?} of a failed delete");
+        let image = h.sim.power_loss(Torn::Clean);
+        h.sim = image;
+        h.file = open(mode, &h.sim, &h.clock).await;
+        if let Ok(chunk) = h.file.read("s0", ReadFrom::Start).await {
+            assert_eq!(chunk.parts.concat(), b"keep", "{mode:?}: the refused append is absent");
+        }
+    } else {
+        assert!(deleted.is_ok(), "{mode:?}");
+        assert_eq!(late.unwrap_err(), Error::NotFound, "{mode:?}");
     }
 }

@@ -131,6 +131,9 @@ struct StreamState {
     /// redb read transaction of its own.
     recent: VecDeque<Recent>,
     recent_bytes: usize,
+    /// While a removal is being committed: appends that find the stream removed wait here
+    /// for its outcome (404 once it is durable, its failure if not).
+    removing: Option<Vec<oneshot::Sender<Result<()>>>>,
 }
 
 /// One committed append, kept for live readers.
@@ -505,6 +508,7 @@ impl Inner {
                     return;
                 }
                 st.removed = true;
+                st.removing = Some(Vec::new());
             }
             if let Err(e) = self.clone().remove(stream.clone()).await {
                 // The next start finishes it: a soft-deleted stream without forks is removed.
@@ -529,6 +533,7 @@ impl Inner {
             }
             if st.refs == 0 {
                 st.removed = true;
+                st.removing = Some(Vec::new());
             }
             st.refs > 0
         };
@@ -633,7 +638,11 @@ impl Inner {
                 map.remove(&stream.name);
             }
         }
-        let st = stream.lock();
+        let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
+        let mut st = stream.lock();
+        for w in st.removing.take().unwrap_or_default() {
+            let _ = w.send(outcome.clone());
+        }
         stream.publish(&st);
         drop(st);
         result.map_err(|e| storage("deleting a stream", e))
@@ -1165,63 +1174,83 @@ impl Store for AcidStore {
         now: UnixMs,
     ) -> Result<AppendTicket> {
         let inner = &self.inner;
+        inner.writable()?;
         let stream = inner.live(name, now)?;
-        let (waiter, ack, lead) = {
+        let (waiter, outcome, lead) = {
             let mut st = stream.lock();
             if st.removed {
-                return Err(Error::NotFound);
+                let Some(waiters) = &mut st.removing else { return Err(Error::NotFound) };
+                // A 404 must not rest on a delete a crash can still undo: wait for it.
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                return Ok(AppendTicket::pending(Err(Error::NotFound), rx));
             }
             inner.writable()?;
             let tail = stream.lineage.at(st.accepted_end);
-            let plan =
-                rules::plan_append(&st.accepted, &stream.meta.content_type, tail, req, &payload)?;
-            let ack = match plan {
-                Plan::Duplicate { producer } => Appended {
-                    kind: AppendKind::Duplicate,
+            // Every check runs before anything is queued: a refusal leaves no trace.
+            let outcome = (|| -> Result<Appended> {
+                let plan = rules::plan_append(
+                    &st.accepted,
+                    &stream.meta.content_type,
                     tail,
-                    closed: st.accepted.closed,
-                    producer,
-                },
-                Plan::Write { close } => {
-                    let payload = payload.unwrap_or_default();
-                    let pos = st.accepted_end;
-                    // Every check before anything is queued: a refusal leaves no trace.
-                    let limit = inner.limits.max_stream_bytes;
-                    if pos + payload.len() > limit {
-                        return Err(Error::StreamTooLarge { limit_bytes: limit });
-                    }
-                    let lens = message_lens(&payload, stream.meta.content_type.is_json());
-                    st.batch.push(Pending {
-                        pos,
-                        payload: payload.bytes().clone(),
-                        lens,
-                        effect: Effect::of_request(req, close),
-                    });
-                    st.accepted_end += payload.len();
-                    let kind = st.accepted.apply(req, close, !payload.is_empty());
-                    stream.touch(now);
-                    Appended {
-                        kind,
-                        tail: stream.lineage.at(st.accepted_end),
+                    req,
+                    &payload,
+                )?;
+                Ok(match plan {
+                    Plan::Duplicate { producer } => Appended {
+                        kind: AppendKind::Duplicate,
+                        tail,
                         closed: st.accepted.closed,
-                        producer: req.producer.as_ref().map(|p| p.claim),
+                        producer,
+                    },
+                    Plan::Write { close } => {
+                        let payload = payload.unwrap_or_default();
+                        let pos = st.accepted_end;
+                        // Every check before anything is queued: a refusal leaves no trace.
+                        let limit = inner.limits.max_stream_bytes;
+                        if pos + payload.len() > limit {
+                            return Err(Error::StreamTooLarge { limit_bytes: limit });
+                        }
+                        let lens = message_lens(&payload, stream.meta.content_type.is_json());
+                        st.batch.push(Pending {
+                            pos,
+                            payload: payload.bytes().clone(),
+                            lens,
+                            effect: Effect::of_request(req, close),
+                        });
+                        st.accepted_end += payload.len();
+                        let kind = st.accepted.apply(req, close, !payload.is_empty());
+                        stream.touch(now);
+                        Appended {
+                            kind,
+                            tail: stream.lineage.at(st.accepted_end),
+                            closed: st.accepted.closed,
+                            producer: req.producer.as_ref().map(|p| p.claim),
+                        }
                     }
-                }
-            };
-            // A duplicate is acknowledged once what it duplicates is durable.
+                })
+            })();
+            // Nothing accepted is still waiting for its commit: answer now. Otherwise a
+            // duplicate is acknowledged once what it duplicates is as durable as promised, and
+            // a refusal that may rest on accepted state once that state is.
             if !st.committing && st.batch.is_empty() {
-                return Ok(AppendTicket::done(ack));
+                return outcome.map(AppendTicket::done);
+            }
+            if let Err(e) = &outcome
+                && !rules::rests_on_state(e)
+            {
+                return outcome.map(AppendTicket::done);
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push(tx);
             let lead = !st.committing;
             st.committing = true;
-            (rx, ack, lead)
+            (rx, outcome, lead)
         };
         if lead {
             inner.shard(name).committer.enqueue(stream.clone());
         }
-        Ok(AppendTicket::pending(ack, waiter))
+        Ok(AppendTicket::pending(outcome, waiter))
     }
 
     async fn read(

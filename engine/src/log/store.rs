@@ -170,6 +170,9 @@ pub(crate) struct StreamState {
     /// Deleted or expired while forks still read it (its `.gone` file): gone for direct
     /// operations (§4.2).
     pub(crate) soft_deleted: bool,
+    /// While a removal is being made durable: appends that find the stream removed wait
+    /// here for its outcome (404 once it is durable, its failure if not).
+    removing: Option<Vec<oneshot::Sender<Result<()>>>>,
 }
 
 #[derive(Default)]
@@ -206,6 +209,18 @@ fn fail(batch: Batch, error: &Error) {
     for w in batch.waiters {
         let _ = w.send(Err(error.clone()));
     }
+}
+
+/// The refusal of an append to a removed stream: at once if the removal is durable, else
+/// once it is (and failed with it if it fails): a 404 must not rest on a delete that a
+/// crash can still undo.
+fn removed_refusal(
+    removing: &mut Option<Vec<oneshot::Sender<Result<()>>>>,
+) -> Result<AppendTicket> {
+    let Some(waiters) = removing else { return Err(Error::NotFound) };
+    let (tx, rx) = oneshot::channel();
+    waiters.push(tx);
+    Ok(AppendTicket::pending(Err(Error::NotFound), rx))
 }
 
 fn io_error(context: &str, e: &io::Error) -> Error {
@@ -475,6 +490,7 @@ impl Inner {
                     return;
                 }
                 st.removed = true;
+                st.removing = Some(Vec::new());
             }
             if let Err(e) = self.clone().remove_files(stream.clone()).await {
                 // The next start finishes it: a soft-deleted stream without forks is removed.
@@ -499,6 +515,7 @@ impl Inner {
             }
             if st.refs == 0 {
                 st.removed = true;
+                st.removing = Some(Vec::new());
             }
             st.refs > 0
         };
@@ -563,7 +580,15 @@ impl Inner {
             }
         }
         self.handles.forget(inc);
-        let st = stream.lock();
+        let outcome = match &result {
+            Ok(()) => Ok(()),
+            Err((_, Failed::Sync)) => Err(Error::Unavailable(POISONED)),
+            Err((e, Failed::Io)) => Err(io_error("deleting stream files", e)),
+        };
+        let mut st = stream.lock();
+        for w in st.removing.take().unwrap_or_default() {
+            let _ = w.send(outcome.clone());
+        }
         stream.publish(&st);
         drop(st);
         result.map_err(|(e, _)| io_error("deleting stream files", &e))
@@ -1200,11 +1225,12 @@ impl Store for FileStore {
         now: UnixMs,
     ) -> Result<AppendTicket> {
         let inner = &self.inner;
+        inner.writable()?;
         let stream = inner.live(name, now)?;
-        let (waiter, ack, lead) = {
+        let (waiter, outcome, lead) = {
             let mut st = stream.lock();
             if st.removed {
-                return Err(Error::NotFound);
+                return removed_refusal(&mut st.removing);
             }
             if let Some(why) = &st.damaged {
                 return Err(Error::Storage(format!(
@@ -1213,74 +1239,93 @@ impl Store for FileStore {
             }
             inner.writable()?;
             let tail = stream.lineage.at(st.accepted_end);
-            let plan =
-                rules::plan_append(&st.accepted, &stream.meta.content_type, tail, req, &payload)?;
-            let ack = match plan {
-                Plan::Duplicate { producer } => Appended {
-                    kind: AppendKind::Duplicate,
+            // Every check runs before anything is queued: a refusal leaves no trace.
+            let outcome = (|| -> Result<Appended> {
+                let plan = rules::plan_append(
+                    &st.accepted,
+                    &stream.meta.content_type,
                     tail,
-                    closed: st.accepted.closed,
-                    producer,
-                },
-                Plan::Write { close } => {
-                    let payload = payload.unwrap_or_default();
-                    let json = stream.meta.content_type.is_json();
-                    let record = Record {
-                        kind: if payload.is_empty() { Kind::Close } else { Kind::Append },
-                        closes: close,
-                        producer: req.producer.as_ref().map(|p| {
-                            (std::borrow::Cow::Borrowed(p.id.as_ref()), p.claim.epoch, p.claim.seq)
-                        }),
-                        stream_seq: req.stream_seq.as_deref(),
-                        message_lens: message_lens(&payload, json),
-                        payload: payload.bytes(),
-                    };
-                    // Every check before the first byte is written: a refusal leaves no trace.
-                    let pos = st.accepted_end;
-                    inner.check_size(&stream, pos + frame::frame_len(&record))?;
-                    if !frame::fits(&record) {
-                        return Err(Error::StreamTooLarge {
-                            limit_bytes: u64::from(frame::MAX_BODY_LEN),
-                        });
-                    }
-                    let before = st.batch.bytes.len();
-                    let frame_len = frame::encode(&record, &mut st.batch.bytes) as u64;
-                    let payload_len = payload.bytes().len();
-                    let payload_range =
-                        before + frame_len as usize - payload_len..before + frame_len as usize;
-                    let effect = effect_of(&record);
-                    st.batch.records.push(BatchRecord {
-                        pos,
-                        end: pos + frame_len,
-                        payload: payload_range,
-                        lens: record.message_lens.map(Arc::from),
-                        effect,
-                    });
-                    st.accepted_end += frame_len;
-                    let kind = st.accepted.apply(req, close, !payload.is_empty());
-                    stream.touch(now);
-                    Appended {
-                        kind,
-                        tail: stream.lineage.at(st.accepted_end),
+                    req,
+                    &payload,
+                )?;
+                Ok(match plan {
+                    Plan::Duplicate { producer } => Appended {
+                        kind: AppendKind::Duplicate,
+                        tail,
                         closed: st.accepted.closed,
-                        producer: req.producer.as_ref().map(|p| p.claim),
+                        producer,
+                    },
+                    Plan::Write { close } => {
+                        let payload = payload.unwrap_or_default();
+                        let json = stream.meta.content_type.is_json();
+                        let record = Record {
+                            kind: if payload.is_empty() { Kind::Close } else { Kind::Append },
+                            closes: close,
+                            producer: req.producer.as_ref().map(|p| {
+                                (
+                                    std::borrow::Cow::Borrowed(p.id.as_ref()),
+                                    p.claim.epoch,
+                                    p.claim.seq,
+                                )
+                            }),
+                            stream_seq: req.stream_seq.as_deref(),
+                            message_lens: message_lens(&payload, json),
+                            payload: payload.bytes(),
+                        };
+                        // Every check before the first byte is written: a refusal leaves no trace.
+                        let pos = st.accepted_end;
+                        inner.check_size(&stream, pos + frame::frame_len(&record))?;
+                        if !frame::fits(&record) {
+                            return Err(Error::StreamTooLarge {
+                                limit_bytes: u64::from(frame::MAX_BODY_LEN),
+                            });
+                        }
+                        let before = st.batch.bytes.len();
+                        let frame_len = frame::encode(&record, &mut st.batch.bytes) as u64;
+                        let payload_len = payload.bytes().len();
+                        let payload_range =
+                            before + frame_len as usize - payload_len..before + frame_len as usize;
+                        let effect = effect_of(&record);
+                        st.batch.records.push(BatchRecord {
+                            pos,
+                            end: pos + frame_len,
+                            payload: payload_range,
+                            lens: record.message_lens.map(Arc::from),
+                            effect,
+                        });
+                        st.accepted_end += frame_len;
+                        let kind = st.accepted.apply(req, close, !payload.is_empty());
+                        stream.touch(now);
+                        Appended {
+                            kind,
+                            tail: stream.lineage.at(st.accepted_end),
+                            closed: st.accepted.closed,
+                            producer: req.producer.as_ref().map(|p| p.claim),
+                        }
                     }
-                }
-            };
-            // A duplicate is acknowledged once what it duplicates is as durable as promised.
+                })
+            })();
+            // Nothing accepted is still waiting for its commit: answer now. Otherwise a
+            // duplicate is acknowledged once what it duplicates is as durable as promised, and
+            // a refusal that may rest on accepted state once that state is.
             if !st.committing && st.batch.records.is_empty() && st.visible_end == st.accepted_end {
-                return Ok(AppendTicket::done(ack));
+                return outcome.map(AppendTicket::done);
+            }
+            if let Err(e) = &outcome
+                && !rules::rests_on_state(e)
+            {
+                return outcome.map(AppendTicket::done);
             }
             let (tx, rx) = oneshot::channel();
             st.batch.waiters.push(tx);
             let lead = !st.committing;
             st.committing = true;
-            (rx, ack, lead)
+            (rx, outcome, lead)
         };
         if lead {
             inner.committer.enqueue(stream.clone());
         }
-        Ok(AppendTicket::pending(ack, waiter))
+        Ok(AppendTicket::pending(outcome, waiter))
     }
 
     async fn read(
