@@ -286,7 +286,16 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
 /// # Errors
 /// If the directory cannot be listed.
 pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
-    let (metas, leftovers) = metas(fs, dir)?;
+    let (metas, mut leftovers) = metas(fs, dir)?;
+    // A failed commit's cut list: the next start shortens these logs before serving.
+    if let Ok(bytes) = recovery::read_small(fs, &dir.join(crate::log::store::CUT_NAME)) {
+        match crate::log::meta::Cut::decode(&bytes) {
+            Some(cut) => leftovers.extend(cut.entries.iter().map(|(inc, len)| {
+                format!("cut list: the next start shortens {inc:016x}.log to {len} bytes")
+            })),
+            None => leftovers.push("cut list CUT is damaged: the server will not start".into()),
+        }
+    }
     let mut report = VerifyReport { leftovers, ..VerifyReport::default() };
     let file_names: std::collections::HashSet<String> = metas
         .iter()

@@ -40,7 +40,9 @@ use crate::store::{ContentType, Expiry, ForkLink, ForkOf};
 pub const META_MAGIC: [u8; 8] = *b"DSMETA\r\n";
 /// Magic of checkpoint files.
 pub const CKPT_MAGIC: [u8; 8] = *b"DSCKPT\r\n";
-/// Version of both side files.
+/// Magic of the cut list.
+pub const CUT_MAGIC: [u8; 8] = *b"DSCUT\r\n\0";
+/// Version of the side files.
 pub const SIDE_VERSION: u16 = 1;
 const ENVELOPE_HEAD_LEN: usize = 16;
 
@@ -157,6 +159,38 @@ fn open(magic: [u8; 8], file: &[u8]) -> Option<&[u8]> {
         return None;
     }
     Some(body)
+}
+
+/// The cut list (`CUT`): logs to shorten at the next start, because a commit that wrote
+/// their ends failed and its requests were answered as failed. Each entry is a log's
+/// incarnation and the file length it had before that commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// `(incarnation, file length)` pairs.
+    pub entries: Vec<(u64, u64)>,
+}
+
+impl Cut {
+    /// The file's bytes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::new());
+        w.u32(u32::try_from(self.entries.len()).unwrap_or(u32::MAX));
+        for &(incarnation, len) in &self.entries {
+            w.u64(incarnation);
+            w.u64(len);
+        }
+        seal(CUT_MAGIC, &w.0)
+    }
+
+    /// Parses a cut list; `None` if it is damaged or not one.
+    #[must_use]
+    pub fn decode(file: &[u8]) -> Option<Cut> {
+        let mut r = Reader { b: open(CUT_MAGIC, file)?, at: 0 };
+        let n = r.u32()?;
+        let entries = (0..n).map(|_| Some((r.u64()?, r.u64()?))).collect::<Option<Vec<_>>>()?;
+        r.done().then_some(Cut { entries })
+    }
 }
 
 impl Meta {
@@ -338,6 +372,15 @@ mod tests {
         }
         assert_eq!(Meta::decode(&bytes[..bytes.len() - 1]), None);
         assert_eq!(Checkpoint::decode(&bytes), None, "wrong magic");
+    }
+
+    #[test]
+    fn cut_list_roundtrips() {
+        let cut = Cut { entries: vec![(7, 40), (u64::MAX, 1 << 40)] };
+        let bytes = cut.encode();
+        assert_eq!(Cut::decode(&bytes), Some(cut));
+        assert_eq!(Cut::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Meta::decode(&bytes), None, "wrong magic");
     }
 
     #[test]

@@ -22,10 +22,10 @@ use crate::config::Limits;
 use crate::fs::{self, Fs, FsFile, OpenMode};
 use crate::log::frame::{self, FILE_HEADER_LEN};
 use crate::log::handles::log_name;
-use crate::log::meta::{Checkpoint, Meta};
+use crate::log::meta::{Checkpoint, Cut, Meta};
 use crate::log::scan::{self, ScanEnd};
 use crate::log::store::{
-    Durability, FileStore, FileStream, StreamState, ckpt_name, effect_of, meta_name,
+    CUT_NAME, Durability, FileStore, FileStream, StreamState, ckpt_name, effect_of, meta_name,
 };
 use crate::rules::WriterState;
 use crate::store::Expiry;
@@ -80,6 +80,7 @@ pub fn open(
     fs.create_dir_all(dir)?;
     check_layout(fs.as_ref(), dir)?;
     let mut report = Report::default();
+    apply_cut(fs.as_ref(), dir, &mut report)?;
     let mut metas = Vec::new();
     let mut files: HashMap<u64, Vec<String>> = HashMap::new();
     for name in fs.list(dir)? {
@@ -277,6 +278,40 @@ fn check_layout(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Applies the cut list a failed commit left (`CUT`, see FORMAT.md): each log it names is
+/// shortened to its length before that commit, and made durable so; then the list goes.
+/// A crash midway repeats it at the next start (cutting twice cuts nothing more).
+///
+/// # Errors
+/// An I/O error, or a damaged list (written atomically, so never torn: damage at rest).
+fn apply_cut(fs: &dyn Fs, dir: &Path, report: &mut Report) -> io::Result<()> {
+    let path = dir.join(CUT_NAME);
+    let bytes = match read_small(fs, &path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    let cut = Cut::decode(&bytes).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "the cut list (CUT) is damaged")
+    })?;
+    for (incarnation, len) in cut.entries {
+        let name = log_name(incarnation);
+        let log = match fs.open(&dir.join(&name), OpenMode::ReadWrite) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
+        let had = log.len()?;
+        if had > len {
+            log.set_len(len)?;
+            log.sync_data()?;
+            tracing::warn!(file = %name, bytes = had - len, "cut the writes of a failed commit");
+            report.torn.push((name, len, had - len));
+        }
+    }
+    fs.remove(&path)?;
+    fs.sync_dir(dir)?;
+    Ok(())
 }
 
 /// Reads a small side file whole.

@@ -85,6 +85,9 @@ pub fn gone_name(incarnation: u64) -> String {
     format!("{incarnation:016x}.gone")
 }
 
+/// File name of the cut list (`meta::Cut`), present only after a failed commit.
+pub const CUT_NAME: &str = "CUT";
+
 /// File name of a stream's checkpoint.
 #[must_use]
 pub fn ckpt_name(incarnation: u64) -> String {
@@ -669,6 +672,17 @@ impl Inner {
         drop(written);
         if let Some(e) = &failure {
             self.poison("appending to stream logs", e);
+            // The round's requests are answered as failed: their bytes, which may still
+            // reach the disk, must not come back after a restart. Recovery cuts each log
+            // the round wrote to its length before the round; the list is on disk before
+            // any of them is answered.
+            let entries = kept
+                .iter()
+                .filter_map(|(s, b)| {
+                    b.records.first().map(|r| (s.incarnation(), s.file_pos(r.pos)))
+                })
+                .collect();
+            self.write_cut(&crate::log::meta::Cut { entries });
         }
         let stopped = failure.is_some() || poisoned;
         for (stream, batch) in kept {
@@ -679,6 +693,20 @@ impl Inner {
                 self.make_visible(&stream, batch);
             }
             self.finish(stream);
+        }
+    }
+
+    /// Writes the cut list after a failed commit, with the mode's durability. If even that
+    /// fails, nothing better can be done: the failed requests may come back after a restart.
+    fn write_cut(&self, cut: &crate::log::meta::Cut) {
+        if cut.entries.is_empty() {
+            return;
+        }
+        let syncs = self.durability.syncs();
+        if let Err(e) =
+            fs::write_atomic(self.fs.as_ref(), &self.dir, CUT_NAME, &cut.encode(), syncs)
+        {
+            tracing::error!(error = %e, "could not record the failed commit's cut list; its requests may reappear after a restart");
         }
     }
 
