@@ -5,10 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::oneshot;
+
 use crate::clock::UnixMs;
+use crate::error::{Error, Result};
 use crate::log::meta::Meta;
 use crate::notify::{Tail, TailSignal, TailWatch};
 use crate::offset::{Lineage, Offset};
+use crate::store::AppendTicket;
 use crate::store::{Expiry, ForkOf, StreamInfo, lineage_of};
 
 /// A persistent stream's identity, expiry clock and tail signal.
@@ -97,5 +101,57 @@ impl StreamCore {
 
     pub(crate) fn subscribe(&self) -> TailWatch {
         self.signal.subscribe()
+    }
+}
+
+/// A removal (delete or expiry) on its way to disk. Until it is durable, nothing may be told
+/// the stream is gone: a crash could still bring it back. Appends that find the stream
+/// removed, and batches a committer finds removed before writing them, wait here and are
+/// answered 404 once the removal is durable, or with its failure.
+#[derive(Debug, Default)]
+pub(crate) struct Removing {
+    /// Refused appends: their tickets already hold the 404.
+    refusals: Vec<oneshot::Sender<Result<()>>>,
+    /// Accepted appends whose batch was never written: their tickets hold an acknowledgement,
+    /// so they are sent the 404 itself.
+    dropped: Vec<oneshot::Sender<Result<()>>>,
+}
+
+impl Removing {
+    /// The answer to an append that finds the stream removed: at once if the removal is
+    /// durable (`removing` is `None`), else once it is.
+    pub(crate) fn refuse(removing: &mut Option<Removing>) -> Result<AppendTicket> {
+        let Some(r) = removing else { return Err(Error::NotFound) };
+        let (tx, rx) = oneshot::channel();
+        r.refusals.push(tx);
+        Ok(AppendTicket::pending(Err(Error::NotFound), rx))
+    }
+
+    /// Fails accepted appends whose batch a committer found removed: with 404 once the
+    /// removal is durable. `settled` is the answer if the removal already ended: 404, or the
+    /// store's failure if it is poisoned (the removal may have failed).
+    pub(crate) fn drop_batch(
+        removing: &mut Option<Removing>,
+        waiters: Vec<oneshot::Sender<Result<()>>>,
+        settled: &Error,
+    ) {
+        match removing {
+            Some(r) => r.dropped.extend(waiters),
+            None => {
+                for w in waiters {
+                    let _ = w.send(Err(settled.clone()));
+                }
+            }
+        }
+    }
+
+    /// The removal's outcome is known: answers everything that waited for it.
+    pub(crate) fn settle(self, outcome: &Result<()>) {
+        for w in self.refusals {
+            let _ = w.send(outcome.clone());
+        }
+        for w in self.dropped {
+            let _ = w.send(outcome.clone().and(Err(Error::NotFound)));
+        }
     }
 }

@@ -51,7 +51,7 @@ use crate::store::{
     AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck,
     ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
 };
-use crate::stream_core::StreamCore;
+use crate::stream_core::{Removing, StreamCore};
 
 /// What writes get once the store is poisoned.
 const POISONED: &str = "writes are stopped after a storage failure; see the server log";
@@ -133,7 +133,7 @@ struct StreamState {
     recent_bytes: usize,
     /// While a removal is being committed: appends that find the stream removed wait here
     /// for its outcome (404 once it is durable, its failure if not).
-    removing: Option<Vec<oneshot::Sender<Result<()>>>>,
+    removing: Option<Removing>,
 }
 
 /// One committed append, kept for live readers.
@@ -508,7 +508,7 @@ impl Inner {
                     return;
                 }
                 st.removed = true;
-                st.removing = Some(Vec::new());
+                st.removing = Some(Removing::default());
             }
             if let Err(e) = self.clone().remove(stream.clone()).await {
                 // The next start finishes it: a soft-deleted stream without forks is removed.
@@ -533,7 +533,7 @@ impl Inner {
             }
             if st.refs == 0 {
                 st.removed = true;
-                st.removing = Some(Vec::new());
+                st.removing = Some(Removing::default());
             }
             st.refs > 0
         };
@@ -640,8 +640,8 @@ impl Inner {
         }
         let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
         let mut st = stream.lock();
-        for w in st.removing.take().unwrap_or_default() {
-            let _ = w.send(outcome.clone());
+        if let Some(removing) = st.removing.take() {
+            removing.settle(&outcome);
         }
         stream.publish(&st);
         drop(st);
@@ -677,7 +677,8 @@ impl Inner {
 
     /// One round of a shard's committer: every queued stream's batch in one transaction.
     ///
-    /// A stream removed before the transaction began is skipped (its appends get 404); one
+    /// A stream removed before the transaction began is skipped (its appends get 404 once the
+    /// removal is committed, or its failure); one
     /// removed after is deleted by a transaction that runs after this one. A failed
     /// transaction poisons the store: nothing of the round is acknowledged, nor after it.
     fn commit_round(&self, index: usize, streams: Vec<Arc<AcidStream>>) {
@@ -701,7 +702,15 @@ impl Inner {
         for (i, (stream, batch, waiters)) in work.into_iter().enumerate() {
             match &outcome {
                 Err(e) => fail(waiters, e),
-                Ok(skipped) if skipped.contains(&i) => fail(waiters, &Error::NotFound),
+                Ok(skipped) if skipped.contains(&i) => {
+                    // Never written: 404, once the removal is durable.
+                    let settled = if self.poisoned.load(Ordering::Relaxed) {
+                        Error::Unavailable(POISONED)
+                    } else {
+                        Error::NotFound
+                    };
+                    Removing::drop_batch(&mut stream.lock().removing, waiters, &settled);
+                }
                 Ok(_) => make_visible(&stream, batch, waiters),
             }
             self.finish(index, stream);
@@ -1179,11 +1188,8 @@ impl Store for AcidStore {
         let (waiter, outcome, lead) = {
             let mut st = stream.lock();
             if st.removed {
-                let Some(waiters) = &mut st.removing else { return Err(Error::NotFound) };
                 // A 404 must not rest on a delete a crash can still undo: wait for it.
-                let (tx, rx) = oneshot::channel();
-                waiters.push(tx);
-                return Ok(AppendTicket::pending(Err(Error::NotFound), rx));
+                return Removing::refuse(&mut st.removing);
             }
             inner.writable()?;
             let tail = stream.lineage.at(st.accepted_end);

@@ -44,7 +44,7 @@ use crate::store::{
     AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, ExpiryCheck, ForkOf,
     RangeRead, ReadChunk, Store, StreamInfo,
 };
-use crate::stream_core::StreamCore;
+use crate::stream_core::{Removing, StreamCore};
 
 /// What an acknowledged write survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +175,7 @@ pub(crate) struct StreamState {
     pub(crate) soft_deleted: bool,
     /// While a removal is being made durable: appends that find the stream removed wait
     /// here for its outcome (404 once it is durable, its failure if not).
-    removing: Option<Vec<oneshot::Sender<Result<()>>>>,
+    removing: Option<Removing>,
 }
 
 #[derive(Default)]
@@ -212,18 +212,6 @@ fn fail(batch: Batch, error: &Error) {
     for w in batch.waiters {
         let _ = w.send(Err(error.clone()));
     }
-}
-
-/// The refusal of an append to a removed stream: at once if the removal is durable, else
-/// once it is (and failed with it if it fails): a 404 must not rest on a delete that a
-/// crash can still undo.
-fn removed_refusal(
-    removing: &mut Option<Vec<oneshot::Sender<Result<()>>>>,
-) -> Result<AppendTicket> {
-    let Some(waiters) = removing else { return Err(Error::NotFound) };
-    let (tx, rx) = oneshot::channel();
-    waiters.push(tx);
-    Ok(AppendTicket::pending(Err(Error::NotFound), rx))
 }
 
 fn io_error(context: &str, e: &io::Error) -> Error {
@@ -493,7 +481,7 @@ impl Inner {
                     return;
                 }
                 st.removed = true;
-                st.removing = Some(Vec::new());
+                st.removing = Some(Removing::default());
             }
             if let Err(e) = self.clone().remove_files(stream.clone()).await {
                 // The next start finishes it: a soft-deleted stream without forks is removed.
@@ -518,7 +506,7 @@ impl Inner {
             }
             if st.refs == 0 {
                 st.removed = true;
-                st.removing = Some(Vec::new());
+                st.removing = Some(Removing::default());
             }
             st.refs > 0
         };
@@ -589,8 +577,8 @@ impl Inner {
             Err((e, Failed::Io)) => Err(io_error("deleting stream files", e)),
         };
         let mut st = stream.lock();
-        for w in st.removing.take().unwrap_or_default() {
-            let _ = w.send(outcome.clone());
+        if let Some(removing) = st.removing.take() {
+            removing.settle(&outcome);
         }
         stream.publish(&st);
         drop(st);
@@ -607,7 +595,8 @@ impl Inner {
     /// One round of the committer thread: write every stream's pending batch, make them all
     /// durable with one sync, then make them visible and acknowledge them.
     ///
-    /// A stream deleted meanwhile is skipped (its appends get 404). A stream whose log cannot
+    /// A stream deleted meanwhile is skipped (its appends get 404 once the delete is durable,
+    /// or its failure). A stream whose log cannot
     /// be opened (out of descriptors, say) fails its appends and rolls its accepted state
     /// back, without touching other streams. A failed `pwrite` or sync poisons the store:
     /// nothing of the round is acknowledged, and nothing after it.
@@ -616,10 +605,21 @@ impl Inner {
         for stream in streams {
             let (batch, removed) = {
                 let mut st = stream.lock();
-                (std::mem::take(&mut st.batch), st.removed)
+                let batch = std::mem::take(&mut st.batch);
+                if st.removed {
+                    // Never written: 404, once the removal is durable.
+                    let settled = if self.poisoned.load(Ordering::Relaxed) {
+                        Error::Unavailable(POISONED)
+                    } else {
+                        Error::NotFound
+                    };
+                    Removing::drop_batch(&mut st.removing, batch.waiters, &settled);
+                    (Batch::default(), true)
+                } else {
+                    (batch, false)
+                }
             };
             if removed {
-                fail(batch, &Error::NotFound);
                 self.finish(stream);
             } else {
                 work.push((stream, batch));
@@ -1258,7 +1258,7 @@ impl Store for FileStore {
         let (waiter, outcome, lead) = {
             let mut st = stream.lock();
             if st.removed {
-                return removed_refusal(&mut st.removing);
+                return Removing::refuse(&mut st.removing);
             }
             if let Some(why) = &st.damaged {
                 return Err(Error::Storage(format!(
