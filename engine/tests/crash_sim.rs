@@ -64,8 +64,11 @@ enum Op {
         seed: u64,
     },
     ProcessCrash,
+    /// The `after`-th sync from now fails; with `transient` only that one, else every
+    /// operation after it too (a dead disk).
     FailSync {
         after: u64,
+        transient: bool,
     },
     /// Appends begun back to back on one stream, answered once all have settled; the
     /// `fail_sync.0`-th sync from now fails under them, and with `fail_sync.1` only that
@@ -124,7 +127,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(stream, source, sub)| Op::Fork { stream, source, sub }),
         1 => (0u8..4, any::<u64>()).prop_map(|(torn, seed)| Op::PowerCut { torn, seed }),
         1 => Just(Op::ProcessCrash),
-        1 => (0u64..4).prop_map(|after| Op::FailSync { after }),
+        1 => (0u64..4, any::<bool>()).prop_map(|(after, transient)| Op::FailSync { after, transient }),
         3 => (
             0..STREAMS.len(),
             prop::collection::vec(pipelined(), 2..6),
@@ -176,12 +179,13 @@ fn config(mode: StorageMode) -> EngineConfig {
     }
 }
 
-/// Whether an append answered as failed (its sync failed) must be absent after the restart.
+/// Whether an append, create or fork answered as failed (its sync failed) must be absent
+/// after the restart (a failed delete may still have happened: it writes no data).
 /// redb never shows a transaction whose commit failed. The file log cuts what a failed
 /// commit wrote, from a list it writes before answering: that needs the disk to take one
 /// more write after the failure (a transient writeback error, a full disk), so on a disk
 /// that fails for good the failed appends may still come back.
-fn failed_appends_vanish(mode: StorageMode, disk_survived: bool) -> bool {
+fn failed_writes_vanish(mode: StorageMode, disk_survived: bool) -> bool {
     mode == StorageMode::Acid || disk_survived
 }
 
@@ -412,7 +416,7 @@ impl Harness {
         for op in std::iter::once(None).chain(failed.iter().map(Some)) {
             if let Some(op) = op {
                 assert!(
-                    !failed_appends_vanish(self.mode, self.disk_survived),
+                    !failed_writes_vanish(self.mode, self.disk_survived),
                     "an append answered as failed came back after the restart: {}",
                     self.diff().await
                 );
@@ -442,9 +446,9 @@ impl Harness {
             panic!("lost or changed acknowledged data: {}", self.diff().await);
         };
         assert!(
-            !(matches!(op, Op::Append { .. })
-                && failed_appends_vanish(self.mode, self.disk_survived)),
-            "an append answered as failed came back after the restart: {}",
+            !(matches!(op, Op::Append { .. } | Op::Create { .. } | Op::Fork { .. })
+                && failed_writes_vanish(self.mode, self.disk_survived)),
+            "{op:?} answered as failed came back after the restart: {}",
             self.diff().await
         );
         // The failed operation did reach the disk: it must be wholly there.
@@ -559,9 +563,13 @@ async fn run(mode: StorageMode, ops: Vec<Op>) {
                 let image = h.sim.process_crash();
                 h.restart(image, None).await;
             }
-            Op::FailSync { after } if survives_power_loss(mode) => {
-                h.sim.fail_at_sync(*after);
-                h.disk_survived = false;
+            Op::FailSync { after, transient } if survives_power_loss(mode) => {
+                if *transient {
+                    h.sim.fail_one_sync(*after);
+                } else {
+                    h.sim.fail_at_sync(*after);
+                }
+                h.disk_survived = *transient;
             }
             Op::FailSync { .. } => {}
             Op::Pipeline { stream, appends, fail_sync } => {

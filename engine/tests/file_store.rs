@@ -97,6 +97,30 @@ async fn a_failed_append_never_comes_back() {
     }
 }
 
+/// A create answered as failed because its last sync (the directory's, after the metadata's
+/// rename) failed must not exist after a restart, although the rename may well have reached
+/// the disk (here: the process dies with it in the page cache).
+#[tokio::test]
+async fn a_failed_create_never_comes_back() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = open(StorageMode::FileDurable, &sim, &clock).await;
+    // Syncs of a create: the log, the metadata's temporary file, the directory.
+    sim.fail_one_sync(2);
+    let err = engine.create("s", create(Expiry::Never)).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_) | Error::Storage(_)), "{err:?}");
+    drop(engine);
+    let sim = sim.process_crash();
+    let engine = open(StorageMode::FileDurable, &sim, &clock).await;
+    assert_eq!(engine.head("s").await.unwrap_err(), Error::NotFound, "the failed create is gone");
+    let files = sim.list(Path::new("/data")).unwrap();
+    assert!(
+        !files.iter().any(|f| f.ends_with(".meta") || f.ends_with(".log") || f == "CUT"),
+        "nothing of it is left: {files:?}"
+    );
+    engine.create("s", create(Expiry::Never)).await.unwrap();
+    assert_eq!(text(&engine, "s").await, "a");
+}
+
 /// A 204 to DELETE means the stream is gone for good, power cut or not; expired streams are
 /// removed from disk by the sweeper.
 #[tokio::test]

@@ -295,7 +295,20 @@ fn apply_cut(fs: &dyn Fs, dir: &Path, report: &mut Report) -> io::Result<()> {
     let cut = Cut::decode(&bytes).ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidData, "the cut list (CUT) is damaged")
     })?;
-    for (incarnation, len) in cut.entries {
+    let mut dropped = false;
+    for &(incarnation, len) in &cut.entries {
+        if len == 0 {
+            // A create that failed: the stream must not exist (its log is then a leftover).
+            match fs.remove(&dir.join(meta_name(incarnation))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                Ok(()) => {
+                    tracing::warn!(incarnation, "removed a stream whose create failed");
+                    dropped = true;
+                }
+                Err(_) => {}
+            }
+            continue;
+        }
         let name = log_name(incarnation);
         let log = match fs.open(&dir.join(&name), OpenMode::ReadWrite) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -308,6 +321,10 @@ fn apply_cut(fs: &dyn Fs, dir: &Path, report: &mut Report) -> io::Result<()> {
             tracing::warn!(file = %name, bytes = had - len, "cut the writes of a failed commit");
             report.torn.push((name, len, had - len));
         }
+    }
+    if dropped {
+        // Durable before the list goes.
+        fs.sync_dir(dir)?;
     }
     fs.remove(&path)?;
     fs.sync_dir(dir)?;

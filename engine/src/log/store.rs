@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     next_incarnation: AtomicU64,
     poisoned: AtomicBool,
     committer: CommitQueue<Arc<FileStream>>,
+    /// Everything this process has put in the cut list (`CUT` holds all of it).
+    cuts: Mutex<Vec<(u64, u64)>>,
 }
 
 #[derive(Default)]
@@ -299,6 +301,7 @@ impl FileStore {
             next_incarnation: AtomicU64::new(next_incarnation),
             poisoned: AtomicBool::new(false),
             committer: CommitQueue::default(),
+            cuts: Mutex::new(Vec::new()),
         };
         for stream in streams {
             let shard = inner.shard(&stream.name);
@@ -702,6 +705,10 @@ impl Inner {
         if cut.entries.is_empty() {
             return;
         }
+        // The file holds every cut of this process, not only this one.
+        let mut all = self.cuts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.extend_from_slice(&cut.entries);
+        let cut = crate::log::meta::Cut { entries: all.clone() };
         let syncs = self.durability.syncs();
         if let Err(e) =
             fs::write_atomic(self.fs.as_ref(), &self.dir, CUT_NAME, &cut.encode(), syncs)
@@ -1201,6 +1208,9 @@ impl FileStore {
         let file = created.map_err(|(e, failed)| {
             if failed == Failed::Sync {
                 inner.poison("creating a stream", &e);
+                // Its metadata may have been renamed into place and still reach the disk:
+                // the create is answered as failed, so the next start removes the stream.
+                inner.write_cut(&crate::log::meta::Cut { entries: vec![(incarnation, 0)] });
             }
             io_error("creating stream files", &e)
         })?;
