@@ -118,13 +118,14 @@ pub(crate) struct Removing {
 }
 
 impl Removing {
-    /// The answer to an append that finds the stream removed: at once if the removal is
-    /// durable (`removing` is `None`), else once it is.
-    pub(crate) fn refuse(removing: &mut Option<Removing>) -> Result<AppendTicket> {
-        let Some(r) = removing else { return Err(Error::NotFound) };
+    /// The answer (`refusal`: 404, or 410 for a soft delete) to an append that finds the
+    /// stream removed: at once if the removal is durable (`removing` is `None`), else once
+    /// it is.
+    pub(crate) fn refuse(removing: &mut Option<Removing>, refusal: Error) -> Result<AppendTicket> {
+        let Some(r) = removing else { return Err(refusal) };
         let (tx, rx) = oneshot::channel();
         r.refusals.push(tx);
-        Ok(AppendTicket::pending(Err(Error::NotFound), rx))
+        Ok(AppendTicket::pending(Err(refusal), rx))
     }
 
     /// Fails accepted appends whose batch a committer found removed: with 404 once the

@@ -77,6 +77,9 @@ enum Op {
         stream: usize,
         appends: Vec<PipelinedAppend>,
         fail_sync: Option<(u64, bool)>,
+        /// A delete of the stream starts before the append at this index (it runs beside
+        /// the appends begun after it).
+        delete_at: Option<prop::sample::Index>,
     },
 }
 
@@ -132,8 +135,14 @@ fn op() -> impl Strategy<Value = Op> {
             0..STREAMS.len(),
             prop::collection::vec(pipelined(), 2..6),
             prop::option::weighted(0.5, (0u64..3, any::<bool>())),
+            prop::option::weighted(0.3, any::<prop::sample::Index>()),
         )
-            .prop_map(|(stream, appends, fail_sync)| Op::Pipeline { stream, appends, fail_sync }),
+            .prop_map(|(stream, appends, fail_sync, delete_at)| Op::Pipeline {
+                stream,
+                appends,
+                fail_sync,
+                delete_at,
+            }),
     ]
 }
 
@@ -358,25 +367,82 @@ impl Harness {
         req
     }
 
-    /// Runs a pipeline: every append begun before any is awaited. Returns the appends that
-    /// failed (a suffix: the store stops at the first failed sync), to be found after the
-    /// restart wholly or not at all, a prefix of them.
-    async fn pipeline(&mut self, stream: usize, appends: &[PipelinedAppend]) -> Vec<Op> {
+    /// Runs a pipeline: every append begun before any is awaited, with a delete of the stream
+    /// started before the append at `delete_at` (if any) and running beside the rest. Returns
+    /// the operations that failed, to be found after the restart as
+    /// [`Harness::restart_after_pipeline`] says.
+    async fn pipeline(
+        &mut self,
+        stream: usize,
+        appends: &[PipelinedAppend],
+        delete_at: Option<usize>,
+    ) -> Vec<Op> {
         self.clock.advance_ms(1);
         let name = STREAMS[stream];
-        let tickets: Vec<_> = appends
-            .iter()
-            .map(|a| self.file.begin_append(name, self.pipelined_request(stream, a)))
-            .collect();
-        let mut answers = Vec::with_capacity(tickets.len());
-        for ticket in tickets {
-            answers.push(match ticket {
-                Ok(t) => t.durable().await,
-                Err(e) => Err(e),
-            });
-        }
+        let split = delete_at.unwrap_or(appends.len());
+        let (answers, deleted) = {
+            let this = &*self;
+            let begin = |a: &PipelinedAppend| {
+                this.file.begin_append(name, this.pipelined_request(stream, a))
+            };
+            let mut tickets: Vec<_> = appends[..split].iter().map(begin).collect();
+            let mut deleted = None;
+            let mut delete = std::pin::pin!(this.file.delete(name));
+            if delete_at.is_some() {
+                // Let the delete start (mark the stream removed) before the next appends.
+                for _ in 0..3 {
+                    tokio::select! {
+                        biased;
+                        done = &mut delete => {
+                            deleted = Some(done);
+                            break;
+                        }
+                        () = tokio::task::yield_now() => {}
+                    }
+                }
+            }
+            tickets.extend(appends[split..].iter().map(begin));
+            let mut answers = Vec::with_capacity(tickets.len());
+            for ticket in tickets {
+                answers.push(match ticket {
+                    Ok(t) => t.durable().await,
+                    Err(e) => Err(e),
+                });
+            }
+            let deleted = match (delete_at, deleted) {
+                (None, _) => None,
+                (Some(_), Some(done)) => Some(done),
+                (Some(_), None) => Some(delete.await),
+            };
+            (answers, deleted)
+        };
+        self.check_pipeline(stream, appends, answers, deleted.map(|d| (split, d))).await
+    }
+
+    /// Checks a pipeline's answers against the reference, run one at a time, and applies to
+    /// it what took effect. An append begun before a concurrent delete may have been written
+    /// before it, or dropped with it (404, once the delete is durable); one begun after it
+    /// is refused as the reference refuses it.
+    async fn check_pipeline(
+        &mut self,
+        stream: usize,
+        appends: &[PipelinedAppend],
+        answers: Vec<ds_engine::Result<ds_engine::Appended>>,
+        delete: Option<(usize, ds_engine::Result<()>)>,
+    ) -> Vec<Op> {
+        let name = STREAMS[stream];
+        let o = |r: &ds_engine::Result<ds_engine::Appended>| match r {
+            Ok(a) => Outcome::Appended(a.kind, a.closed, a.producer),
+            Err(e) => refused(e),
+        };
+        let delete_ok = delete.as_ref().is_some_and(|(_, d)| d.is_ok());
         let mut failed = Vec::new();
-        for (a, got) in appends.iter().zip(answers) {
+        for (i, (a, got)) in appends.iter().zip(answers).enumerate() {
+            if let Some((at, deleted)) = &delete
+                && *at == i
+            {
+                self.apply_delete(stream, deleted, &mut failed).await;
+            }
             if let Err(e) = &got
                 && is_failure(e)
             {
@@ -388,16 +454,24 @@ impl Harness {
                 });
                 continue;
             }
+            let before_delete = delete.as_ref().is_some_and(|(at, _)| i < *at);
+            // After a delete that succeeded, 404 or 410 rests on that delete, durable.
+            let gone =
+                delete_ok && !before_delete && matches!(got, Err(Error::NotFound | Error::Gone));
             assert!(
-                failed.is_empty() || got.as_ref().is_err_and(state_independent),
-                "{got:?} answered after an earlier append of the pipeline failed: it rested on \
-                 a change that never became durable"
+                failed.is_empty() || gone || got.as_ref().is_err_and(state_independent),
+                "{got:?} answered after an earlier operation of the pipeline failed: it rested \
+                 on a change that never became durable"
             );
+            if before_delete
+                && delete_ok
+                && matches!(got, Err(Error::NotFound))
+                && self.reference.head(name).await.is_ok()
+            {
+                // Dropped with the stream before it was written: gone with it anyway.
+                continue;
+            }
             let want = self.reference.append(name, self.pipelined_request(stream, a)).await;
-            let o = |r: &ds_engine::Result<ds_engine::Appended>| match r {
-                Ok(a) => Outcome::Appended(a.kind, a.closed, a.producer),
-                Err(e) => refused(e),
-            };
             assert_eq!(o(&got), o(&want), "pipelined {a:?} answered unlike one at a time");
             if let Ok(done) = &got {
                 let last = self.last_tail.entry(stream).or_insert(Offset::ZERO);
@@ -405,31 +479,57 @@ impl Harness {
                 *last = done.tail;
             }
         }
+        if let Some((at, deleted)) = &delete
+            && *at == appends.len()
+        {
+            self.apply_delete(stream, deleted, &mut failed).await;
+        }
         failed
     }
 
-    /// Restarts after a pipeline whose `failed` appends may have reached the disk: the file
-    /// engine must hold the reference plus a prefix of them, each whole.
+    /// Applies a pipeline's delete to the reference as its answer says.
+    async fn apply_delete(
+        &mut self,
+        stream: usize,
+        got: &ds_engine::Result<()>,
+        failed: &mut Vec<Op>,
+    ) {
+        if got.as_ref().is_err_and(is_failure) {
+            failed.push(Op::Delete { stream });
+            return;
+        }
+        let want = self.reference.delete(STREAMS[stream]).await;
+        let o = |r: &ds_engine::Result<()>| match r {
+            Ok(()) => Outcome::Deleted,
+            Err(e) => refused(e),
+        };
+        assert_eq!(o(got), o(&want), "pipelined delete answered unlike one at a time");
+        if got.is_ok() {
+            self.last_tail.remove(&stream);
+        }
+    }
+
+    /// Restarts after a pipeline whose `failed` operations may have reached the disk: the
+    /// file engine must hold the reference plus a prefix of them, each whole; where failed
+    /// writes must vanish, only a failed delete may have happened.
     async fn restart_after_pipeline(&mut self, image: SimFs, failed: Vec<Op>) {
         self.sim = image;
         self.file = open(self.mode, &self.sim, &self.clock).await;
-        for op in std::iter::once(None).chain(failed.iter().map(Some)) {
-            if let Some(op) = op {
-                assert!(
-                    !failed_writes_vanish(self.mode, self.disk_survived),
-                    "an append answered as failed came back after the restart: {}",
-                    self.diff().await
-                );
-                self.apply_to_reference(op).await;
+        let strict = failed_writes_vanish(self.mode, self.disk_survived);
+        let maybe: Vec<&Op> =
+            failed.iter().filter(|op| !strict || matches!(op, Op::Delete { .. })).collect();
+        for k in 0..=maybe.len() {
+            if k > 0 {
+                self.apply_to_reference(maybe[k - 1]).await;
             }
             if self.matches_reference().await {
-                // The rest of the failed appends are not there: the reference must not
+                // The rest of the failed operations did not happen: the reference must not
                 // have them either for the rest of the run.
                 return;
             }
         }
         panic!(
-            "lost acknowledged data, or kept a refused or half-written append: {}",
+            "lost acknowledged data, or kept a refused, failed or half-written append: {}",
             self.diff().await
         );
     }
@@ -572,7 +672,7 @@ async fn run(mode: StorageMode, ops: Vec<Op>) {
                 h.disk_survived = *transient;
             }
             Op::FailSync { .. } => {}
-            Op::Pipeline { stream, appends, fail_sync } => {
+            Op::Pipeline { stream, appends, fail_sync, delete_at } => {
                 if let Some((after, transient)) = fail_sync.filter(|_| survives_power_loss(mode)) {
                     if transient {
                         h.sim.fail_one_sync(after);
@@ -581,7 +681,8 @@ async fn run(mode: StorageMode, ops: Vec<Op>) {
                     }
                     h.disk_survived = transient;
                 }
-                let failed = h.pipeline(*stream, appends).await;
+                let delete_at = delete_at.map(|i| i.index(appends.len() + 1));
+                let failed = h.pipeline(*stream, appends, delete_at).await;
                 if !failed.is_empty() {
                     let image = h.sim.power_loss(torn_model(mode, 1, ops.len() as u64));
                     h.restart_after_pipeline(image, failed).await;

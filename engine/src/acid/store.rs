@@ -134,6 +134,8 @@ struct StreamState {
     /// While a removal is being committed: appends that find the stream removed wait here
     /// for its outcome (404 once it is durable, its failure if not).
     removing: Option<Removing>,
+    /// A soft delete is being made durable: appends wait for it (410 once it is).
+    soft_deleting: bool,
 }
 
 /// One committed append, kept for live readers.
@@ -533,8 +535,10 @@ impl Inner {
             }
             if st.refs == 0 {
                 st.removed = true;
-                st.removing = Some(Removing::default());
+            } else {
+                st.soft_deleting = true;
             }
+            st.removing = Some(Removing::default());
             st.refs > 0
         };
         if !soft {
@@ -550,13 +554,21 @@ impl Inner {
             txn.commit()?;
             Ok::<(), redb::Error>(())
         })
-        .await
-        .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
-        if let Err(e) = marked {
-            self.poison("soft-deleting a stream", &e);
-            return Err(storage("soft-deleting a stream", e));
-        }
+        .await;
+        let outcome = match marked {
+            Err(e) => Err(Error::Storage(format!("delete task failed: {e}"))),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.poison("soft-deleting a stream", &e);
+                Err(storage("soft-deleting a stream", e))
+            }
+        };
         let mut st = stream.lock();
+        st.soft_deleting = false;
+        if let Some(removing) = st.removing.take() {
+            removing.settle(&outcome);
+        }
+        outcome?;
         st.soft_deleted = true;
         // Its own readers stop; its forks read its data without it.
         stream.core.publish(st.visible_end, st.durable.closed, true);
@@ -1189,7 +1201,10 @@ impl Store for AcidStore {
             let mut st = stream.lock();
             if st.removed {
                 // A 404 must not rest on a delete a crash can still undo: wait for it.
-                return Removing::refuse(&mut st.removing);
+                return Removing::refuse(&mut st.removing, Error::NotFound);
+            }
+            if st.soft_deleting {
+                return Removing::refuse(&mut st.removing, Error::Gone);
             }
             inner.writable()?;
             let tail = stream.lineage.at(st.accepted_end);

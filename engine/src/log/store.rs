@@ -178,6 +178,8 @@ pub(crate) struct StreamState {
     /// While a removal is being made durable: appends that find the stream removed wait
     /// here for its outcome (404 once it is durable, its failure if not).
     removing: Option<Removing>,
+    /// A soft delete is being made durable: appends wait for it (410 once it is).
+    soft_deleting: bool,
 }
 
 #[derive(Default)]
@@ -509,8 +511,10 @@ impl Inner {
             }
             if st.refs == 0 {
                 st.removed = true;
-                st.removing = Some(Removing::default());
+            } else {
+                st.soft_deleting = true;
             }
+            st.removing = Some(Removing::default());
             st.refs > 0
         };
         if !soft {
@@ -523,18 +527,23 @@ impl Inner {
             // Durable before the 204, in both modes, as a delete is.
             fs::write_atomic_or_which(inner.fs.as_ref(), &inner.dir, &gone_name(inc), b"", true)
         })
-        .await
-        .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
-        match marked {
-            Ok(()) => {}
-            Err((e, failed)) => {
+        .await;
+        let outcome = match marked {
+            Err(e) => Err(Error::Storage(format!("delete task failed: {e}"))),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((e, failed))) => {
                 if failed == Failed::Sync {
                     self.poison("soft-deleting a stream", &e);
                 }
-                return Err(io_error("soft-deleting a stream", &e));
+                Err(io_error("soft-deleting a stream", &e))
             }
-        }
+        };
         let mut st = stream.lock();
+        st.soft_deleting = false;
+        if let Some(removing) = st.removing.take() {
+            removing.settle(&outcome);
+        }
+        outcome?;
         st.soft_deleted = true;
         // Its own readers stop; its forks read its data without it.
         stream.core.publish(st.visible_end, st.durable.closed, true);
@@ -1268,7 +1277,10 @@ impl Store for FileStore {
         let (waiter, outcome, lead) = {
             let mut st = stream.lock();
             if st.removed {
-                return Removing::refuse(&mut st.removing);
+                return Removing::refuse(&mut st.removing, Error::NotFound);
+            }
+            if st.soft_deleting {
+                return Removing::refuse(&mut st.removing, Error::Gone);
             }
             if let Some(why) = &st.damaged {
                 return Err(Error::Storage(format!(
