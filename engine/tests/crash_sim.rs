@@ -71,7 +71,7 @@ enum Op {
         transient: bool,
     },
     /// Appends begun back to back on one stream, answered once all have settled; the
-    /// `fail_sync.0`-th sync from now fails under them, and with `fail_sync.1` only that
+    /// `fail_sync.0`-th sync from now (0 to 5: any of the syncs a pipeline with a delete makes) fails under them, and with `fail_sync.1` only that
     /// one (a transient error: the disk keeps working), else every operation after it.
     Pipeline {
         stream: usize,
@@ -134,7 +134,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (
             0..STREAMS.len(),
             prop::collection::vec(pipelined(), 2..6),
-            prop::option::weighted(0.5, (0u64..3, any::<bool>())),
+            prop::option::weighted(0.5, (0u64..6, any::<bool>())),
             prop::option::weighted(0.3, any::<prop::sample::Index>()),
         )
             .prop_map(|(stream, appends, fail_sync, delete_at)| Op::Pipeline {
