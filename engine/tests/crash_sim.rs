@@ -70,9 +70,10 @@ enum Op {
         after: u64,
         transient: bool,
     },
-    /// Appends begun back to back on one stream, answered once all have settled; the
-    /// `fail_sync.0`-th sync from now (0 to 5: any of the syncs a pipeline with a delete makes) fails under them, and with `fail_sync.1` only that
-    /// one (a transient error: the disk keeps working), else every operation after it.
+    /// Appends begun back to back on one stream, answered once all have settled. The
+    /// `fail_sync.0`-th sync from now (0 to 5: any of the syncs a pipeline with a delete
+    /// makes) fails under them; with `fail_sync.1` only that one (a transient error: the
+    /// disk keeps working), else every operation after it (a dead disk).
     Pipeline {
         stream: usize,
         appends: Vec<PipelinedAppend>,
