@@ -345,6 +345,34 @@ async fn append_dropped_by_failing_delete(mode: StorageMode) {
     }
 }
 
+/// Regression (issue 13): while a delete was still being made durable, reads, HEAD and live
+/// reads already answered 404; had the delete then failed, the stream would have come back
+/// after a restart. Until the delete is durable the stream now reads as it was; after it,
+/// 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reads_as_it_was_until_its_delete_is_durable() {
+    for mode in DURABLE {
+        let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+        let engine = Arc::new(open(mode, &sim, &clock).await);
+        engine.create("d", create(Expiry::Never)).await.unwrap();
+        sim.hold_syncs();
+        let _release = Release(sim.clone());
+        let delete = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.delete("d").await })
+        };
+        until(|| sim.syncs_waiting() == 1).await;
+        assert!(engine.head("d").await.is_ok(), "{mode:?}: HEAD during the delete");
+        assert_eq!(text(&engine, "d").await, "a", "{mode:?}: read during the delete");
+        assert!(engine.subscribe("d").await.is_ok(), "{mode:?}: live read during the delete");
+        sim.release_syncs();
+        delete.await.unwrap().unwrap();
+        assert_eq!(engine.head("d").await.unwrap_err(), Error::NotFound, "{mode:?}");
+        let read = engine.read("d", ReadFrom::Start).await.unwrap_err();
+        assert_eq!(read, Error::NotFound, "{mode:?}");
+    }
+}
+
 /// Regression: a producer's retry arriving while the original append's sync was failing
 /// was answered "duplicate, 204" although the original never became durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,6 +204,12 @@ impl AcidStream {
 }
 
 impl StreamState {
+    /// Deleted for good: the removal is committed (while it is not, the stream still reads
+    /// as it was, since a crash could still bring it back).
+    fn gone(&self) -> bool {
+        self.removed && self.removing.is_none()
+    }
+
     fn at(end: u64, records: u64, writer: WriterState) -> StreamState {
         StreamState {
             accepted: writer.clone(),
@@ -636,7 +642,15 @@ impl Inner {
         let inner = self.clone();
         let task_stream = stream.clone();
         let result = tokio::task::spawn_blocking(move || {
-            remove_rows(&inner.shard(&task_stream.name).db, &task_stream)
+            let removed = remove_rows(&inner.shard(&task_stream.name).db, &task_stream);
+            if removed.is_ok() {
+                // Committed: from here on the stream is gone for everyone.
+                let removing = task_stream.lock().removing.take();
+                if let Some(removing) = removing {
+                    removing.settle(&Ok(()));
+                }
+            }
+            removed
         })
         .await
         .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
@@ -1287,7 +1301,7 @@ impl Store for AcidStore {
         let json = stream.meta.content_type.is_json();
         let (info, start, cached) = {
             let st = stream.lock();
-            if st.removed {
+            if st.gone() {
                 return Err(Error::NotFound);
             }
             let end = st.visible_end;
@@ -1320,6 +1334,10 @@ impl Store for AcidStore {
             });
         }
         let (parts, next) = inner.read_own(&stream, start, end, max_bytes, false).await?;
+        if stream.lock().gone() {
+            // Its removal committed while the read ran: what it read may be missing rows.
+            return Err(Error::NotFound);
+        }
         Ok(ReadChunk { info, start: at, next: Offset::at(next), parts, up_to_date: next == end })
     }
 
@@ -1359,7 +1377,7 @@ impl Store for AcidStore {
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
         let stream = self.inner.live(name, now)?;
         let st = stream.lock();
-        if st.removed {
+        if st.gone() {
             return Err(Error::NotFound);
         }
         Ok(stream.info(&st))
@@ -1382,7 +1400,7 @@ impl Store for AcidStore {
     fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
         let stream = self.inner.live(name, now)?;
         let st = stream.lock();
-        if st.removed {
+        if st.gone() {
             return Err(Error::NotFound);
         }
         let watch = stream.subscribe();

@@ -128,7 +128,7 @@ impl SimFs {
         s.stop_after_failure = false;
     }
 
-    /// Makes every file sync (`sync_data`, `sync_all_files`) wait until
+    /// Makes every sync (`sync_data`, `sync_all_files`, `sync_dir`) wait until
     /// [`SimFs::release_syncs`], so that a test can act while a commit is in flight.
     pub fn hold_syncs(&self) {
         self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = true;
@@ -326,6 +326,7 @@ impl Fs for SimFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.wait_while_held();
         let mut s = self.lock();
         SimFs::sync_point(&mut s)?;
         s.durable.retain(|p, _| p.parent() != Some(dir));

@@ -182,6 +182,14 @@ pub(crate) struct StreamState {
     soft_deleting: bool,
 }
 
+impl StreamState {
+    /// Deleted for good: the removal is durable (while it is not, the stream still reads as
+    /// it was, since a crash could still bring it back).
+    fn gone(&self) -> bool {
+        self.removed && self.removing.is_none()
+    }
+}
+
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
@@ -557,11 +565,17 @@ impl Inner {
     async fn remove_files(self: Arc<Self>, stream: Arc<FileStream>) -> Result<()> {
         let inner = self.clone();
         let inc = stream.incarnation();
+        let task_stream = stream.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), (io::Error, Failed)> {
             let io = |e| (e, Failed::Io);
             inner.fs.remove(&inner.dir.join(meta_name(inc))).map_err(io)?;
             // Durable before the 204, in both modes: a deleted stream must not come back.
             inner.fs.sync_dir(&inner.dir).map_err(|e| (e, Failed::Sync))?;
+            // From here on the stream is gone for everyone, before its files go.
+            let removing = task_stream.lock().removing.take();
+            if let Some(removing) = removing {
+                removing.settle(&Ok(()));
+            }
             for name in [log_name(inc), ckpt_name(inc), gone_name(inc)] {
                 match inner.fs.remove(&inner.dir.join(name)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(e)),
@@ -1391,7 +1405,7 @@ impl Store for FileStore {
         let split = Split::for_type(&stream.meta.content_type);
         let (info, start, cached) = {
             let st = stream.lock();
-            if st.removed {
+            if st.gone() {
                 return Err(Error::NotFound);
             }
             let end = st.visible_end;
@@ -1449,7 +1463,10 @@ impl Store for FileStore {
                     task_inner.read_from_file(&task_stream, start, end, max_bytes, split)
                 })
                 .await
-                .map_err(|e| Error::Storage(format!("read task failed: {e}")))??;
+                .map_err(|e| Error::Storage(format!("read task failed: {e}")))?;
+                // A delete that became durable meanwhile may have removed the file.
+                let read =
+                    read.map_err(|e| if stream.lock().gone() { Error::NotFound } else { e })?;
                 match read {
                     FileRead::Pieces(pieces) => pieces,
                     FileRead::Part(part, next) => {
@@ -1515,7 +1532,7 @@ impl Store for FileStore {
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
         let stream = self.inner.live(name, now)?;
         let st = stream.lock();
-        if st.removed {
+        if st.gone() {
             return Err(Error::NotFound);
         }
         Ok(stream.info(&st))
@@ -1538,7 +1555,7 @@ impl Store for FileStore {
     fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
         let stream = self.inner.live(name, now)?;
         let st = stream.lock();
-        if st.removed {
+        if st.gone() {
             return Err(Error::NotFound);
         }
         let watch = stream.subscribe();
