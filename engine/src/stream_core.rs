@@ -104,6 +104,29 @@ impl StreamCore {
     }
 }
 
+/// What taking a reference on a fork's source found.
+pub(crate) enum Acquired {
+    /// The reference is taken.
+    Taken,
+    /// Refused at once.
+    Refused(Error),
+    /// The source is removed or being removed: 404, once [`Removing::refusal_after`] says.
+    Removed(Option<oneshot::Receiver<Result<()>>>),
+}
+
+impl Acquired {
+    /// The outcome, after waiting for a removal in flight.
+    pub(crate) async fn result(self) -> Result<()> {
+        match self {
+            Acquired::Taken => Ok(()),
+            Acquired::Refused(e) => Err(e),
+            Acquired::Removed(waiter) => {
+                Err(Removing::refusal_after(waiter, Error::NotFound).await)
+            }
+        }
+    }
+}
+
 /// A removal (delete or expiry) on its way to disk. Until it is durable, nothing may be told
 /// the stream is gone: a crash could still bring it back. Appends that find the stream
 /// removed, and batches a committer finds removed before writing them, wait here and are
@@ -126,6 +149,31 @@ impl Removing {
         let (tx, rx) = oneshot::channel();
         r.refusals.push(tx);
         Ok(AppendTicket::pending(Err(refusal), rx))
+    }
+
+    /// For a request refused because the stream is removed (a fork of it, say): `None` if the
+    /// removal is durable (refuse at once), else what resolves once it is (`Ok`: refuse;
+    /// `Err`: the removal failed, answer that).
+    pub(crate) fn wait(removing: &mut Option<Removing>) -> Option<oneshot::Receiver<Result<()>>> {
+        let r = removing.as_mut()?;
+        let (tx, rx) = oneshot::channel();
+        r.refusals.push(tx);
+        Some(rx)
+    }
+
+    /// Waits as [`Removing::wait`] says, then gives the answer: `refusal`, or the failure.
+    pub(crate) async fn refusal_after(
+        waiter: Option<oneshot::Receiver<Result<()>>>,
+        refusal: Error,
+    ) -> Error {
+        match waiter {
+            None => refusal,
+            Some(rx) => match rx.await {
+                Ok(Ok(())) => refusal,
+                Ok(Err(e)) => e,
+                Err(_) => Error::Storage("a removal ended without an answer".into()),
+            },
+        }
     }
 
     /// Fails accepted appends whose batch a committer found removed: with 404 once the

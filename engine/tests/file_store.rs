@@ -373,6 +373,40 @@ async fn a_stream_reads_as_it_was_until_its_delete_is_durable() {
     }
 }
 
+/// A fork of a stream whose delete is in flight is refused (404) only once that delete is
+/// durable: until then the delete could still fail and the source come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_of_a_stream_being_deleted_waits_for_the_delete() {
+    for mode in DURABLE {
+        let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+        let engine = Arc::new(open(mode, &sim, &clock).await);
+        engine.create("src", create(Expiry::Never)).await.unwrap();
+        sim.hold_syncs();
+        let _release = Release(sim.clone());
+        let delete = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.delete("src").await })
+        };
+        until(|| sim.syncs_waiting() == 1).await;
+        let fork = {
+            let engine = engine.clone();
+            let req = ds_engine::ForkRequest {
+                source: "src".into(),
+                offset: None,
+                sub: 0,
+                content_type_given: false,
+            };
+            tokio::spawn(async move { engine.fork("f", create(Expiry::Never), req).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(!fork.is_finished(), "{mode:?}: answered before the delete was durable");
+        sim.release_syncs();
+        delete.await.unwrap().unwrap();
+        assert_eq!(fork.await.unwrap().unwrap_err(), Error::NotFound, "{mode:?}");
+        assert_eq!(engine.head("f").await.unwrap_err(), Error::NotFound, "{mode:?}");
+    }
+}
+
 /// Regression: a producer's retry arriving while the original append's sync was failing
 /// was answered "duplicate, 204" although the original never became durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,7 @@ use crate::store::{
     AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, ExpiryCheck, ForkOf,
     RangeRead, ReadChunk, Store, StreamInfo,
 };
-use crate::stream_core::{Removing, StreamCore};
+use crate::stream_core::{Acquired, Removing, StreamCore};
 
 /// What an acknowledged write survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -466,17 +466,21 @@ impl Inner {
 
     /// Takes a reference on a fork's source, so that it outlives a delete while the fork
     /// reads it.
-    fn acquire(&self, source: &str, now: UnixMs) -> Result<()> {
-        let stream = self.get(source).ok_or(Error::NotFound)?;
+    fn acquire(&self, source: &str, now: UnixMs) -> Acquired {
+        let Some(stream) = self.get(source) else { return Acquired::Removed(None) };
         let mut st = stream.lock();
-        if st.removed || stream.expired(now) {
-            return Err(Error::NotFound);
+        if st.removed {
+            // Refused only once the delete is durable: it could still fail.
+            return Acquired::Removed(Removing::wait(&mut st.removing));
+        }
+        if stream.expired(now) {
+            return Acquired::Removed(None);
         }
         if st.soft_deleted {
-            return Err(Error::SourceDeleted);
+            return Acquired::Refused(Error::SourceDeleted);
         }
         st.refs += 1;
-        Ok(())
+        Acquired::Taken
     }
 
     /// Gives a fork's reference on its source back: a soft-deleted source left without forks
@@ -1264,7 +1268,7 @@ impl Store for FileStore {
         // A fork takes its reference on the source before the target's `writes` lock (the
         // two may share a shard), and gives it back unless the fork is new.
         if let Some(f) = fork {
-            inner.acquire(&f.link.source, now)?;
+            inner.acquire(&f.link.source, now).result().await?;
         }
         let (created, release) = self.create_locked(name, req, payload, fork, now).await;
         if let Some(source) = release {
