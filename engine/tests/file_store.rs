@@ -355,7 +355,7 @@ async fn a_stream_reads_as_it_was_until_its_delete_is_durable() {
         let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
         let engine = Arc::new(open(mode, &sim, &clock).await);
         engine.create("d", create(Expiry::Never)).await.unwrap();
-        sim.hold_syncs();
+        sim.hold_all_syncs();
         let _release = Release(sim.clone());
         let delete = {
             let engine = engine.clone();
@@ -381,7 +381,7 @@ async fn a_fork_of_a_stream_being_deleted_waits_for_the_delete() {
         let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
         let engine = Arc::new(open(mode, &sim, &clock).await);
         engine.create("src", create(Expiry::Never)).await.unwrap();
-        sim.hold_syncs();
+        sim.hold_all_syncs();
         let _release = Release(sim.clone());
         let delete = {
             let engine = engine.clone();

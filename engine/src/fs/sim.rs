@@ -22,13 +22,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Fs, FsFile, OpenMode};
 
+/// File syncs held, syncs waiting, directory syncs held too.
+type Held = (bool, usize, bool);
+
 /// The simulated file system. Clones share the same state.
 #[derive(Clone, Debug, Default)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
     /// While true, file syncs wait (directory syncs do not): lets a test hold a commit open.
     /// The count is how many syncs are waiting.
-    held: Arc<(Mutex<(bool, usize)>, std::sync::Condvar)>,
+    held: Arc<(Mutex<Held>, std::sync::Condvar)>,
 }
 
 #[derive(Debug, Default)]
@@ -128,15 +131,25 @@ impl SimFs {
         s.stop_after_failure = false;
     }
 
-    /// Makes every sync (`sync_data`, `sync_all_files`, `sync_dir`) wait until
+    /// Makes every file sync (`sync_data`, `sync_all_files`) wait until
     /// [`SimFs::release_syncs`], so that a test can act while a commit is in flight.
     pub fn hold_syncs(&self) {
         self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = true;
     }
 
+    /// As [`SimFs::hold_syncs`], and directory syncs too (a delete in flight).
+    pub fn hold_all_syncs(&self) {
+        let mut held = self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.0 = true;
+        held.2 = true;
+    }
+
     /// Lets held syncs go on.
     pub fn release_syncs(&self) {
-        self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = false;
+        let mut held = self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.0 = false;
+        held.2 = false;
+        drop(held);
         self.held.1.notify_all();
     }
 
@@ -146,8 +159,11 @@ impl SimFs {
         self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1
     }
 
-    fn wait_while_held(&self) {
+    fn wait_while_held(&self, dir: bool) {
         let mut held = self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if dir && !held.2 {
+            return;
+        }
         held.1 += 1;
         while held.0 {
             held = self.held.1.wait(held).unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -316,7 +332,7 @@ impl Fs for SimFs {
     }
 
     fn sync_all_files(&self, _dir: &Path) -> io::Result<()> {
-        self.wait_while_held();
+        self.wait_while_held(false);
         let mut s = self.lock();
         SimFs::sync_point(&mut s)?;
         for data in s.files.values_mut() {
@@ -326,7 +342,7 @@ impl Fs for SimFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.wait_while_held();
+        self.wait_while_held(true);
         let mut s = self.lock();
         SimFs::sync_point(&mut s)?;
         s.durable.retain(|p, _| p.parent() != Some(dir));
@@ -403,7 +419,7 @@ impl FsFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.fs.wait_while_held();
+        self.fs.wait_while_held(false);
         let mut s = self.fs.lock();
         SimFs::sync_point(&mut s)?;
         let d = s.files.get_mut(&self.id).ok_or_else(failed)?;

@@ -571,8 +571,7 @@ impl Inner {
         let inc = stream.incarnation();
         let task_stream = stream.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), (io::Error, Failed)> {
-            let io = |e| (e, Failed::Io);
-            inner.fs.remove(&inner.dir.join(meta_name(inc))).map_err(io)?;
+            inner.fs.remove(&inner.dir.join(meta_name(inc))).map_err(|e| (e, Failed::Io))?;
             // Durable before the 204, in both modes: a deleted stream must not come back.
             inner.fs.sync_dir(&inner.dir).map_err(|e| (e, Failed::Sync))?;
             // From here on the stream is gone for everyone, before its files go.
@@ -581,17 +580,35 @@ impl Inner {
                 removing.settle(&Ok(()));
             }
             for name in [log_name(inc), ckpt_name(inc), gone_name(inc)] {
-                match inner.fs.remove(&inner.dir.join(name)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(e)),
+                match inner.fs.remove(&inner.dir.join(&name)) {
+                    // The delete is durable: a file left behind is a leftover that the next
+                    // start removes.
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        tracing::warn!(file = %name, error = %e, "could not remove a deleted stream's file");
+                    }
                     _ => {}
                 }
             }
             Ok(())
         })
         .await
-        .map_err(|e| Error::Storage(format!("delete task failed: {e}")))?;
-        if let Err((e, Failed::Sync)) = &result {
-            self.poison("syncing the data directory after a delete", e);
+        .unwrap_or_else(|e| Err((io::Error::other(format!("delete task failed: {e}")), Failed::Io)));
+        match &result {
+            Err((e, Failed::Io)) => {
+                // The metadata is still there: nothing was deleted. The stream stays, and
+                // what waited for the delete gets its failure.
+                let error = io_error("deleting stream files", e);
+                let mut st = stream.lock();
+                st.removed = false;
+                if let Some(removing) = st.removing.take() {
+                    removing.settle(&Err(error.clone()));
+                }
+                return Err(error);
+            }
+            Err((e, Failed::Sync)) => {
+                self.poison("syncing the data directory after a delete", e);
+            }
+            Ok(()) => {}
         }
         {
             let shard = self.shard(&stream.name);
@@ -601,11 +618,7 @@ impl Inner {
             }
         }
         self.handles.forget(inc);
-        let outcome = match &result {
-            Ok(()) => Ok(()),
-            Err((_, Failed::Sync)) => Err(Error::Unavailable(POISONED)),
-            Err((e, Failed::Io)) => Err(io_error("deleting stream files", e)),
-        };
+        let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
         let mut st = stream.lock();
         if let Some(removing) = st.removing.take() {
             removing.settle(&outcome);
