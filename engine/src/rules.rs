@@ -193,6 +193,17 @@ pub(crate) fn rests_on_state(e: &Error) -> bool {
     )
 }
 
+/// Whether an append's `outcome` is answered at once: when nothing the stream accepted is
+/// still waiting for its commit (`settled`), or when it is a refusal that does not rest on
+/// accepted state. Otherwise a duplicate waits until what it duplicates is durable, and a
+/// refusal until the state it rests on is.
+pub(crate) fn answer_now(
+    outcome: &crate::error::Result<crate::store::Appended>,
+    settled: bool,
+) -> bool {
+    settled || outcome.as_ref().is_err_and(|e| !rests_on_state(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,10 +145,10 @@ impl Removing {
     /// stream removed: at once if the removal is durable (`removing` is `None`), else once
     /// it is.
     pub(crate) fn refuse(removing: &mut Option<Removing>, refusal: Error) -> Result<AppendTicket> {
-        let Some(r) = removing else { return Err(refusal) };
-        let (tx, rx) = oneshot::channel();
-        r.refusals.push(tx);
-        Ok(AppendTicket::pending(Err(refusal), rx))
+        match Removing::wait(removing) {
+            None => Err(refusal),
+            Some(rx) => Ok(AppendTicket::pending(Err(refusal), rx)),
+        }
     }
 
     /// For a request refused because the stream is removed (a fork of it, say): `None` if the
@@ -194,12 +194,14 @@ impl Removing {
         }
     }
 
-    /// The removal's outcome is known: answers everything that waited for it.
-    pub(crate) fn settle(self, outcome: &Result<()>) {
-        for w in self.refusals {
+    /// The removal's outcome is known: empties `removing` and answers everything that
+    /// waited for it (nothing if another path settled it already).
+    pub(crate) fn settle(removing: &mut Option<Removing>, outcome: &Result<()>) {
+        let Some(r) = removing.take() else { return };
+        for w in r.refusals {
             let _ = w.send(outcome.clone());
         }
-        for w in self.dropped {
+        for w in r.dropped {
             let _ = w.send(outcome.clone().and(Err(Error::NotFound)));
         }
     }

@@ -575,9 +575,7 @@ impl Inner {
         };
         let mut st = stream.lock();
         st.soft_deleting = false;
-        if let Some(removing) = st.removing.take() {
-            removing.settle(&outcome);
-        }
+        Removing::settle(&mut st.removing, &outcome);
         outcome?;
         st.soft_deleted = true;
         // Its own readers stop; its forks read its data without it.
@@ -649,10 +647,7 @@ impl Inner {
             let removed = remove_rows(&inner.shard(&task_stream.name).db, &task_stream);
             if removed.is_ok() {
                 // Committed: from here on the stream is gone for everyone.
-                let removing = task_stream.lock().removing.take();
-                if let Some(removing) = removing {
-                    removing.settle(&Ok(()));
-                }
+                Removing::settle(&mut task_stream.lock().removing, &Ok(()));
             }
             removed
         })
@@ -670,9 +665,7 @@ impl Inner {
         }
         let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
         let mut st = stream.lock();
-        if let Some(removing) = st.removing.take() {
-            removing.settle(&outcome);
-        }
+        Removing::settle(&mut st.removing, &outcome);
         stream.publish(&st);
         drop(st);
         result.map_err(|e| storage("deleting a stream", e))
@@ -1226,7 +1219,6 @@ impl Store for AcidStore {
             }
             inner.writable()?;
             let tail = stream.lineage.at(st.accepted_end);
-            // Every check runs before anything is queued: a refusal leaves no trace.
             let outcome = (|| -> Result<Appended> {
                 let plan = rules::plan_append(
                     &st.accepted,
@@ -1269,15 +1261,7 @@ impl Store for AcidStore {
                     }
                 })
             })();
-            // Nothing accepted is still waiting for its commit: answer now. Otherwise a
-            // duplicate is acknowledged once what it duplicates is as durable as promised, and
-            // a refusal that may rest on accepted state once that state is.
-            if !st.committing && st.batch.is_empty() {
-                return outcome.map(AppendTicket::done);
-            }
-            if let Err(e) = &outcome
-                && !rules::rests_on_state(e)
-            {
+            if rules::answer_now(&outcome, !st.committing && st.batch.is_empty()) {
                 return outcome.map(AppendTicket::done);
             }
             let (tx, rx) = oneshot::channel();

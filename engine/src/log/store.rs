@@ -552,9 +552,7 @@ impl Inner {
         };
         let mut st = stream.lock();
         st.soft_deleting = false;
-        if let Some(removing) = st.removing.take() {
-            removing.settle(&outcome);
-        }
+        Removing::settle(&mut st.removing, &outcome);
         outcome?;
         st.soft_deleted = true;
         // Its own readers stop; its forks read its data without it.
@@ -575,10 +573,7 @@ impl Inner {
             // Durable before the 204, in both modes: a deleted stream must not come back.
             inner.fs.sync_dir(&inner.dir).map_err(|e| (e, Failed::Sync))?;
             // From here on the stream is gone for everyone, before its files go.
-            let removing = task_stream.lock().removing.take();
-            if let Some(removing) = removing {
-                removing.settle(&Ok(()));
-            }
+            Removing::settle(&mut task_stream.lock().removing, &Ok(()));
             for name in [log_name(inc), ckpt_name(inc), gone_name(inc)] {
                 match inner.fs.remove(&inner.dir.join(&name)) {
                     // The delete is durable: a file left behind is a leftover that the next
@@ -600,9 +595,7 @@ impl Inner {
                 let error = io_error("deleting stream files", e);
                 let mut st = stream.lock();
                 st.removed = false;
-                if let Some(removing) = st.removing.take() {
-                    removing.settle(&Err(error.clone()));
-                }
+                Removing::settle(&mut st.removing, &Err(error.clone()));
                 return Err(error);
             }
             Err((e, Failed::Sync)) => {
@@ -620,9 +613,7 @@ impl Inner {
         self.handles.forget(inc);
         let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
         let mut st = stream.lock();
-        if let Some(removing) = st.removing.take() {
-            removing.settle(&outcome);
-        }
+        Removing::settle(&mut st.removing, &outcome);
         stream.publish(&st);
         drop(st);
         result.map_err(|(e, _)| io_error("deleting stream files", &e))
@@ -1320,7 +1311,6 @@ impl Store for FileStore {
             }
             inner.writable()?;
             let tail = stream.lineage.at(st.accepted_end);
-            // Every check runs before anything is queued: a refusal leaves no trace.
             let outcome = (|| -> Result<Appended> {
                 let plan = rules::plan_append(
                     &st.accepted,
@@ -1386,15 +1376,9 @@ impl Store for FileStore {
                     }
                 })
             })();
-            // Nothing accepted is still waiting for its commit: answer now. Otherwise a
-            // duplicate is acknowledged once what it duplicates is as durable as promised, and
-            // a refusal that may rest on accepted state once that state is.
-            if !st.committing && st.batch.records.is_empty() && st.visible_end == st.accepted_end {
-                return outcome.map(AppendTicket::done);
-            }
-            if let Err(e) = &outcome
-                && !rules::rests_on_state(e)
-            {
+            let settled =
+                !st.committing && st.batch.records.is_empty() && st.visible_end == st.accepted_end;
+            if rules::answer_now(&outcome, settled) {
                 return outcome.map(AppendTicket::done);
             }
             let (tx, rx) = oneshot::channel();
