@@ -155,6 +155,7 @@ fn config(mode: StorageMode, shards: u32, dir: &Path) -> EngineConfig {
         limits: Limits { max_stream_bytes: 1 << 40, max_memory_bytes: 1 << 40 },
         read_chunk_bytes: 1 << 20,
         acid_shard_count: shards.max(1),
+        journal_bytes: ds_engine::log::journal::DEFAULT_JOURNAL_BYTES,
         ..EngineConfig::default()
     }
 }

@@ -15,7 +15,7 @@ if ! "$tools/bin/cargo-fuzz" --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --root "$tools" --quiet
 fi
 export PATH="$tools/bin:$PATH"
-for target in frame_decode log_recovery http_head chunked_body; do
+for target in frame_decode log_recovery journal_scan http_head chunked_body; do
   echo "==> fuzzing $target for ${secs}s"
   mkdir -p "fuzz/corpus-new/$target"
   log="fuzz/corpus-new/$target.log"

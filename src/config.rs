@@ -82,6 +82,9 @@ pub struct StorageSection {
     pub max_open_files: usize,
     /// Shards of the acid mode: a power of two, fixed once the data directory is created.
     pub acid_shard_count: u32,
+    /// Size of the `file-durable` journal, which makes a commit round over many streams
+    /// durable with one sync; 0 turns it off (each round syncs the logs it wrote).
+    pub journal_bytes: u64,
 }
 
 /// `[limits]`: sizes, in bytes, and the request rate per client.
@@ -139,6 +142,7 @@ impl Default for StorageSection {
             data_dir: PathBuf::from("./data/streams"),
             max_open_files: 1024,
             acid_shard_count: 4,
+            journal_bytes: ds_engine::log::journal::DEFAULT_JOURNAL_BYTES,
         }
     }
 }
@@ -290,6 +294,10 @@ impl Config {
         if !(1..=1_000_000).contains(&self.storage.max_open_files) {
             return Err(err("storage.max_open_files must be from 1 to 1000000"));
         }
+        let journal = self.storage.journal_bytes;
+        if journal != 0 && !(1 << 20..=1 << 32).contains(&journal) {
+            return Err(err("storage.journal_bytes must be 0 (off) or from 1 MiB to 4 GiB"));
+        }
         let shards = self.storage.acid_shard_count;
         if !shards.is_power_of_two() || shards > 256 {
             return Err(err("storage.acid_shard_count must be a power of two from 1 to 256"));
@@ -368,6 +376,7 @@ impl Config {
             read_chunk_bytes: usize::try_from(self.limits.read_chunk_bytes).unwrap_or(usize::MAX),
             max_open_files: self.storage.max_open_files,
             acid_shard_count: self.storage.acid_shard_count,
+            journal_bytes: self.storage.journal_bytes,
         }
     }
 
@@ -435,6 +444,7 @@ mod tests {
         assert_eq!(c.storage.data_dir, PathBuf::from("./data/streams"));
         assert_eq!(c.limits.max_memory_bytes, 100 * 1024 * 1024);
         assert_eq!(c.limits.max_stream_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.engine().journal_bytes, 64 << 20);
         assert_eq!(c.http().rate_limit, None, "rate limiting is off by default");
     }
 
@@ -461,6 +471,7 @@ mod tests {
                 ("DS_LIMITS__MAX_STREAM_BYTES", "123"),
                 ("DS_STORAGE__MODE", "acid"),
                 ("DS_STORAGE__ACID_SHARD_COUNT", "16"),
+                ("DS_STORAGE__JOURNAL_BYTES", "0"),
                 ("DS_HTTP__FRONT_END", "axum"),
                 ("PATH", "/usr/bin"),
                 ("DS_LOG", "debug"),
@@ -472,6 +483,7 @@ mod tests {
         assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.engine().limits.max_stream_bytes, 123);
         assert_eq!((c.engine().mode, c.engine().acid_shard_count), (StorageMode::Acid, 16));
+        assert_eq!(c.engine().journal_bytes, 0);
         assert!(matches!(c.http().cors_origins, CorsOrigins::List(ref l) if l.len() == 2));
         assert_eq!(c.http().front_end, FrontEnd::Axum);
     }
@@ -500,6 +512,8 @@ mod tests {
             ("DS_STORAGE__ACID_SHARD_COUNT", "3"),
             ("DS_STORAGE__ACID_SHARD_COUNT", "0"),
             ("DS_STORAGE__ACID_SHARD_COUNT", "512"),
+            ("DS_STORAGE__JOURNAL_BYTES", "4096"),
+            ("DS_STORAGE__JOURNAL_BYTES", "8589934592"),
         ] {
             assert!(load(Vec::new(), env(&[bad])).is_err(), "{bad:?}");
         }

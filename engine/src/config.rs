@@ -72,6 +72,8 @@ pub struct EngineConfig {
     pub max_open_files: usize,
     /// Shards of the acid mode (a power of two).
     pub acid_shard_count: u32,
+    /// Size of the `file-durable` journal (`log::journal`); 0 runs without one.
+    pub journal_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +85,7 @@ impl Default for EngineConfig {
             read_chunk_bytes: 1024 * 1024,
             max_open_files: 1024,
             acid_shard_count: 4,
+            journal_bytes: crate::log::journal::DEFAULT_JOURNAL_BYTES,
         }
     }
 }

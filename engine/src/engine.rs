@@ -188,7 +188,10 @@ impl Engine {
                         &config.data_dir,
                         durability,
                         config.limits,
-                        config.max_open_files,
+                        recovery::Options {
+                            max_open_files: config.max_open_files,
+                            journal_bytes: config.journal_bytes,
+                        },
                         now,
                     )
                     .map(|(store, expiring, report)| {

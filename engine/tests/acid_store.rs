@@ -22,6 +22,7 @@ fn config(shards: u32) -> EngineConfig {
         mode: StorageMode::Acid,
         data_dir: PathBuf::from("/data"),
         acid_shard_count: shards,
+        journal_bytes: 0,
         ..EngineConfig::default()
     }
 }

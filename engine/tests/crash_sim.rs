@@ -185,6 +185,7 @@ fn config(mode: StorageMode) -> EngineConfig {
         data_dir: PathBuf::from("/data"),
         read_chunk_bytes: 64,
         acid_shard_count: 2,
+        journal_bytes: 4 << 10,
         ..EngineConfig::default()
     }
 }

@@ -32,6 +32,7 @@ async fn open_on(mode: StorageMode, sim: &SimFs, clock: &ManualClock) -> Engine 
         mode,
         data_dir: std::path::PathBuf::from("/data"),
         acid_shard_count: 2,
+        journal_bytes: 1 << 20,
         ..EngineConfig::default()
     };
     let engine = Engine::open_on(config, Arc::new(clock.clone()), Arc::new(sim.clone())).unwrap();
@@ -53,6 +54,7 @@ async fn engine_in(mode: StorageMode, chunk: usize) -> Engine {
         data_dir: std::path::PathBuf::from("/data"),
         read_chunk_bytes: chunk,
         acid_shard_count: 2,
+        journal_bytes: 1 << 20,
         ..EngineConfig::default()
     };
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));

@@ -22,6 +22,11 @@ fn frame_decode_corpus() {
 }
 
 #[test]
+fn journal_scan_corpus() {
+    replay("journal_scan", ds_engine::log::checks::journal_scan);
+}
+
+#[test]
 fn log_recovery_corpus() {
     replay("log_recovery", ds_engine::log::checks::log_recovery);
 }

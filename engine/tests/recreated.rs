@@ -24,6 +24,7 @@ async fn open(mode: StorageMode, sim: &SimFs, clock: &ManualClock) -> Engine {
         mode,
         data_dir: std::path::PathBuf::from("/data"),
         acid_shard_count: 2,
+        journal_bytes: 1 << 20,
         ..EngineConfig::default()
     };
     let engine = if mode == StorageMode::Memory {

@@ -22,18 +22,38 @@ use crate::config::Limits;
 use crate::fs::{self, Fs, FsFile, OpenMode};
 use crate::log::frame::{self, FILE_HEADER_LEN};
 use crate::log::handles::log_name;
+use crate::log::journal::{self, Journal};
 use crate::log::meta::{Checkpoint, Cut, Meta};
 use crate::log::scan::{self, ScanEnd};
 use crate::log::store::{
-    CUT_NAME, Durability, FileStore, FileStream, StreamState, ckpt_name, effect_of, meta_name,
+    CUT_NAME, Durability, FileStore, FileStream, Recovered, StreamState, ckpt_name, effect_of,
+    meta_name,
 };
 use crate::rules::WriterState;
 use crate::store::Expiry;
 
 /// Name of the file that marks a directory as a ds-server file-log data directory.
 pub const LAYOUT_FILE: &str = "LAYOUT";
-/// Its content for this format.
+/// Its content for the first format, without a journal: still read, and upgraded in place.
 pub const LAYOUT_V1: &[u8] = b"ds-server file-log 1\n";
+/// Its content for this format: version 1 plus the journal (`JOURNAL`), which an older
+/// server would not replay.
+pub const LAYOUT_V2: &[u8] = b"ds-server file-log 2\n";
+
+/// How a file-log directory is opened, beside its mode and limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Most log files kept open at once.
+    pub max_open_files: usize,
+    /// Size of the `file-durable` journal; 0 runs without one (each round syncs its logs).
+    pub journal_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { max_open_files: 1024, journal_bytes: journal::DEFAULT_JOURNAL_BYTES }
+    }
+}
 
 /// What recovery found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -50,6 +70,8 @@ pub struct Report {
     pub skipped: Vec<(String, String)>,
     /// Leftover files removed.
     pub removed: Vec<String>,
+    /// Journal entries replayed into logs.
+    pub journal_entries: u64,
 }
 
 /// A recovered stream that needs an expiry check.
@@ -74,12 +96,26 @@ pub fn open(
     dir: &Path,
     durability: Durability,
     limits: Limits,
-    max_open_files: usize,
+    options: Options,
     now: UnixMs,
 ) -> io::Result<(FileStore, Vec<Expiring>, Report)> {
     fs.create_dir_all(dir)?;
     check_layout(fs.as_ref(), dir)?;
     let mut report = Report::default();
+    // The journal first: until it is replayed, logs may lack acknowledged records. Then it
+    // starts over (or goes), before the cut list is applied and removed: the writes of a
+    // failed commit may be in the journal too, and must not be replayed after their cut.
+    let replayed = journal::replay(fs.as_ref(), dir)?;
+    report.journal_entries = replayed.entries;
+    let journal = if durability.syncs() && options.journal_bytes > 0 {
+        Some(Journal::start(fs.as_ref(), dir, options.journal_bytes, &replayed)?)
+    } else {
+        if replayed.present {
+            fs.remove(&dir.join(journal::JOURNAL_NAME))?;
+            fs.sync_dir(dir)?;
+        }
+        None
+    };
     apply_cut(fs.as_ref(), dir, &mut report)?;
     let mut metas = Vec::new();
     let mut files: HashMap<u64, Vec<String>> = HashMap::new();
@@ -171,14 +207,14 @@ pub fn open(
     }
     report.streams = streams.len();
     let next = (max_incarnation + 1).max(now.saturating_mul(1024));
+    let recovered = Recovered { streams, next_incarnation: next, journal };
     let store = FileStore::from_parts(
         fs,
         dir.to_path_buf(),
         durability,
         limits,
-        max_open_files,
-        streams,
-        next,
+        options.max_open_files,
+        recovered,
     )?;
     Ok((store, expiring, report))
 }
@@ -249,7 +285,9 @@ fn link_forks(
 
 fn check_layout(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
     match read_small(fs, &dir.join(LAYOUT_FILE)) {
-        Ok(found) if found == LAYOUT_V1 => Ok(()),
+        Ok(found) if found == LAYOUT_V2 => Ok(()),
+        // Version 1 is version 2 without a journal: marked as 2 before a journal exists.
+        Ok(found) if found == LAYOUT_V1 => fs::write_atomic(fs, dir, LAYOUT_FILE, LAYOUT_V2, true),
         Ok(found) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -274,7 +312,7 @@ fn check_layout(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
                     ),
                 ));
             }
-            fs::write_atomic(fs, dir, LAYOUT_FILE, LAYOUT_V1, true)
+            fs::write_atomic(fs, dir, LAYOUT_FILE, LAYOUT_V2, true)
         }
         Err(e) => Err(e),
     }

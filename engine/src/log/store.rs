@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::fs::{self, Failed, Fs, FsFile, OpenMode};
 use crate::log::frame::{self, Decoded, FILE_HEADER_LEN, FileHeader, Kind, Record};
 use crate::log::handles::{Handles, log_name};
+use crate::log::journal::{self, Journal};
 use crate::log::meta::{Checkpoint, Meta};
 use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom};
@@ -58,7 +59,7 @@ pub enum Durability {
 }
 
 impl Durability {
-    fn syncs(self) -> bool {
+    pub(crate) fn syncs(self) -> bool {
         self == Durability::PowerLoss
     }
 }
@@ -122,6 +123,15 @@ pub(crate) struct Inner {
     committer: CommitQueue<Arc<FileStream>>,
     /// Everything this process has put in the cut list (`CUT` holds all of it).
     cuts: Mutex<Vec<(u64, u64)>>,
+    /// `file-durable` with a journal: what makes commit rounds durable.
+    journal: Option<Journal>,
+}
+
+/// What recovery hands to the store it opens.
+pub(crate) struct Recovered {
+    pub(crate) streams: Vec<Arc<FileStream>>,
+    pub(crate) next_incarnation: u64,
+    pub(crate) journal: Option<Journal>,
 }
 
 #[derive(Default)]
@@ -298,10 +308,11 @@ impl FileStore {
         durability: Durability,
         limits: Limits,
         max_open_files: usize,
-        streams: Vec<Arc<FileStream>>,
-        next_incarnation: u64,
+        recovered: Recovered,
     ) -> io::Result<FileStore> {
+        let Recovered { streams, next_incarnation, journal } = recovered;
         let inner = Inner {
+            journal,
             handles: Handles::new(fs.clone(), dir.clone(), max_open_files),
             fs,
             dir,
@@ -688,20 +699,13 @@ impl Inner {
             }
             kept.push((stream, batch));
         }
-        if failure.is_none() && !poisoned && self.durability.syncs() && !written.is_empty() {
-            let synced = match written.as_slice() {
-                [one] => one.sync_data(),
-                many => match self.fs.sync_all_files(&self.dir) {
-                    // No trustworthy syncfs here: one fdatasync per log instead.
-                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                        many.iter().try_for_each(|f| f.sync_data())
-                    }
-                    other => other,
-                },
-            };
-            if let Err(e) = synced {
-                failure = Some(e);
-            }
+        if failure.is_none()
+            && !poisoned
+            && self.durability.syncs()
+            && !written.is_empty()
+            && let Err(e) = self.make_durable(&written, &kept)
+        {
+            failure = Some(e);
         }
         drop(written);
         if let Some(e) = &failure {
@@ -727,6 +731,50 @@ impl Inner {
                 self.make_visible(&stream, batch);
             }
             self.finish(stream);
+        }
+    }
+
+    /// Makes a round's writes (to the logs `written`, the batches in `kept`) durable: one
+    /// journal entry and one `fdatasync` of the journal; or, without a journal or for a round
+    /// too large for it, the logs' own sync: `fdatasync` of the one log written, `syncfs` for
+    /// several.
+    fn make_durable(
+        &self,
+        written: &[Arc<dyn FsFile>],
+        kept: &[(Arc<FileStream>, Batch)],
+    ) -> io::Result<()> {
+        if let Some(journal) = &self.journal {
+            let pieces: Vec<journal::Piece<'_>> = kept
+                .iter()
+                .filter_map(|(s, b)| {
+                    let first = b.records.first()?;
+                    let pos = s.file_pos(first.pos);
+                    Some(journal::Piece { incarnation: s.incarnation(), pos, bytes: &b.bytes })
+                })
+                .collect();
+            if journal.takes(journal::entry_len(pieces.iter().map(|p| p.bytes.len()))) {
+                return journal.commit(&pieces, |dirty| self.sync_logs(dirty.iter().copied()));
+            }
+        }
+        match written {
+            [one] => one.sync_data(),
+            _ => self.sync_logs(kept.iter().map(|(s, _)| s.incarnation())),
+        }
+    }
+
+    /// Makes every log of the data directory durable: one `syncfs`, or, where `syncfs` cannot
+    /// be trusted, an `fdatasync` of each of `incarnations` (the logs written since they last
+    /// were; deleted ones are skipped).
+    fn sync_logs(&self, incarnations: impl IntoIterator<Item = u64>) -> io::Result<()> {
+        match self.fs.sync_all_files(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                incarnations.into_iter().try_for_each(|inc| match self.handles.get(inc) {
+                    Ok(file) => file.sync_data(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                })
+            }
+            other => other,
         }
     }
 
@@ -851,7 +899,8 @@ impl Inner {
     }
 
     /// The clean-stop sequence: wait for running commits; make every log durable (one
-    /// `syncfs`; `file-durable` logs already are); write a checkpoint for each stream whose
+    /// `syncfs`; `file-durable` logs already are, and with a journal that one `syncfs` lets
+    /// the journal start over empty); write a checkpoint for each stream whose
     /// position or last access moved since its last one; make those durable with one more
     /// `syncfs` and the directory sync. Two syncs in all, however many streams.
     fn checkpoint_all(&self) -> Result<()> {
@@ -881,7 +930,14 @@ impl Inner {
         } else {
             streams.iter().filter_map(|s| self.handles.get(s.incarnation()).ok()).collect()
         };
-        sync_all(&logs).map_err(|e| io_error("syncing the logs", &e))?;
+        if let Some(journal) = &self.journal {
+            // The logs durable in themselves, so that the next start replays nothing.
+            journal
+                .reset(|dirty| self.sync_logs(dirty.iter().copied()))
+                .map_err(|e| io_error("resetting the journal", &e))?;
+        } else {
+            sync_all(&logs).map_err(|e| io_error("syncing the logs", &e))?;
+        }
         let mut written = Vec::new();
         for stream in &streams {
             let ckpt = {
