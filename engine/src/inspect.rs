@@ -1,7 +1,8 @@
 //! Read-only views of a data directory, for `engine-inspect`: the file-log streams in it and
 //! the acid shards under its `acid/`. Nothing here writes, takes the directory's lock or cuts
 //! a torn tail, so it is safe while the server runs (it then sees a moment's state) and after
-//! a crash (it shows what recovery will find). Acid shards are opened through a
+//! a crash (it shows what recovery will find: logs are read with the `file-durable`
+//! journal's entries over them, as the next start writes them back). Acid shards are opened through a
 //! copy-on-write backend ([`crate::acid::inspect`]).
 
 use std::io;
@@ -11,6 +12,7 @@ use crate::acid::inspect::{self as acid, ShardCheck};
 use crate::clock::UnixMs;
 use crate::fs::{Fs, OpenMode};
 use crate::log::frame::{FILE_HEADER_LEN, Kind};
+use crate::log::journal::Overlay;
 use crate::log::meta::Meta;
 use crate::log::recovery::{self, LogView};
 use crate::log::scan::{self, ScanEnd};
@@ -77,6 +79,9 @@ pub struct VerifyReport {
     pub leftovers: Vec<String>,
     /// The acid shards' checks.
     pub shards: Vec<ShardCheck>,
+    /// Entries of the `file-durable` journal that the next start writes back into their
+    /// logs (the streams above are checked as they will read then).
+    pub journal_entries: u64,
 }
 
 impl VerifyReport {
@@ -182,7 +187,8 @@ fn problem_of(view: &LogView) -> Option<String> {
 /// # Errors
 /// If the directory cannot be listed.
 pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummary>> {
-    let (metas, _) = metas(fs, dir)?;
+    let overlay = Overlay::new(fs, dir)?;
+    let (metas, _) = metas(&overlay, dir)?;
     let mut forks: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for (_, meta) in &metas {
         if let Ok(Some(Meta { fork: Some(f), .. })) = meta {
@@ -192,7 +198,9 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
     let mut out = Vec::new();
     for (inc, meta) in metas {
         let Ok(Some(meta)) = meta else { continue };
-        let Ok(view) = recovery::load_log(fs, dir, &meta, OpenMode::Read, false) else { continue };
+        let Ok(view) = recovery::load_log(&overlay, dir, &meta, OpenMode::Read, false) else {
+            continue;
+        };
         let expired = match meta.expiry {
             Expiry::Never => false,
             Expiry::IdleTtl { secs } => view.last_access_ms.saturating_add(secs * 1000) <= now,
@@ -286,7 +294,8 @@ pub fn list(fs: &dyn Fs, dir: &Path, now: UnixMs) -> io::Result<Vec<StreamSummar
 /// # Errors
 /// If the directory cannot be listed.
 pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
-    let (metas, mut leftovers) = metas(fs, dir)?;
+    let overlay = Overlay::new(fs, dir)?;
+    let (metas, mut leftovers) = metas(&overlay, dir)?;
     // A failed commit's cut list: the next start shortens these logs before serving.
     if let Ok(bytes) = recovery::read_small(fs, &dir.join(crate::log::store::CUT_NAME)) {
         match crate::log::meta::Cut::decode(&bytes) {
@@ -296,7 +305,8 @@ pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
             None => leftovers.push("cut list CUT is damaged: the server will not start".into()),
         }
     }
-    let mut report = VerifyReport { leftovers, ..VerifyReport::default() };
+    let mut report =
+        VerifyReport { leftovers, journal_entries: overlay.entries, ..VerifyReport::default() };
     let file_names: std::collections::HashSet<String> = metas
         .iter()
         .filter_map(|(_, m)| m.as_ref().ok().and_then(Option::as_ref).map(|m| m.name.clone()))
@@ -315,7 +325,7 @@ pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
                 continue;
             }
         };
-        let mut check = check_stream(fs, dir, &meta);
+        let mut check = check_stream(&overlay, dir, &meta);
         if let Some(f) = &meta.fork
             && !file_names.contains(f.link.source.as_ref())
         {
@@ -457,6 +467,8 @@ pub fn dump(
             rows => return Ok(rows?.into_iter().map(dump_row).collect()),
         }
     }
+    let overlay = Overlay::new(fs, dir)?;
+    let fs: &dyn Fs = &overlay;
     let (metas, _) = metas(fs, dir)?;
     let meta = metas
         .into_iter()

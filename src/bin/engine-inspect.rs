@@ -156,6 +156,7 @@ fn verify(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
                 "checkpoint": s.checkpoint, "ok": s.ok,
             })).collect::<Vec<_>>(),
             "leftovers": report.leftovers,
+            "journal_entries": report.journal_entries,
             "shards": report.shards.iter().map(|s| json!({
                 "index": s.index, "integrity": s.integrity, "problems": s.problems, "ok": s.ok,
             })).collect::<Vec<_>>(),
@@ -168,6 +169,13 @@ fn verify(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
         }
         for l in &report.leftovers {
             println!("leftover file (recovery removes it): {l}");
+        }
+        if report.journal_entries > 0 {
+            println!(
+                "journal: {} entries the next start writes back into their logs (checked as \
+                 the logs will read then)",
+                report.journal_entries
+            );
         }
         for shard in &report.shards {
             println!("acid shard {}: integrity {}", shard.index, shard.integrity);

@@ -31,7 +31,7 @@ pub enum OpenMode {
 }
 
 /// A directory tree of files.
-pub trait Fs: Send + Sync + 'static {
+pub trait Fs: Send + Sync {
     /// Creates `dir` and its parents.
     ///
     /// # Errors

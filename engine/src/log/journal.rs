@@ -304,6 +304,148 @@ pub fn replay(fs: &dyn Fs, dir: &Path) -> io::Result<Replayed> {
     Ok(out)
 }
 
+/// A piece's log position and bytes.
+type OwnedPiece = (u64, Box<[u8]>);
+
+/// A read-only view of a data directory as the next start will see it once the journal is
+/// replayed: each log reads with the journal's pieces written over it. For
+/// `engine-inspect`, which must not write (the server may be running).
+pub struct Overlay<'a> {
+    fs: &'a dyn Fs,
+    /// Log file name to the pieces written over it, in journal order.
+    pieces: HashMap<String, Arc<[OwnedPiece]>>,
+    /// Entries of the journal's current epoch.
+    pub entries: u64,
+}
+
+impl<'a> Overlay<'a> {
+    /// Reads the journal of `dir`, if any.
+    ///
+    /// # Errors
+    /// An I/O error reading the journal.
+    pub fn new(fs: &'a dyn Fs, dir: &Path) -> io::Result<Overlay<'a>> {
+        let mut out = Overlay { fs, pieces: HashMap::new(), entries: 0 };
+        let file = match fs.open(&dir.join(JOURNAL_NAME), OpenMode::Read) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            other => other?,
+        };
+        let len =
+            usize::try_from(file.len()?).map_err(|_| io::Error::other("journal too large"))?;
+        let mut bytes = vec![0u8; len];
+        crate::fs::read_exact_at(file.as_ref(), &mut bytes, 0)?;
+        let found = scan(&bytes);
+        let mut by_log: HashMap<String, Vec<OwnedPiece>> = HashMap::new();
+        for piece in found.entries.iter().flatten() {
+            by_log
+                .entry(log_name(piece.incarnation))
+                .or_default()
+                .push((piece.pos, piece.bytes.into()));
+        }
+        out.entries = found.entries.len() as u64;
+        out.pieces = by_log.into_iter().map(|(k, v)| (k, Arc::from(v))).collect();
+        Ok(out)
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "a journal overlay is read-only")
+}
+
+impl Fs for Overlay<'_> {
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.fs.list(dir)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FsFile>> {
+        if mode != OpenMode::Read {
+            return Err(read_only());
+        }
+        let file = self.fs.open(path, mode)?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        Ok(match self.pieces.get(name) {
+            Some(pieces) => Arc::new(OverlayFile { file, pieces: pieces.clone() }),
+            None => file,
+        })
+    }
+
+    fn rename(&self, _from: &Path, _to: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn remove(&self, _path: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_all_files(&self, _dir: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+}
+
+/// A log with journal pieces over it.
+struct OverlayFile {
+    file: Arc<dyn FsFile>,
+    pieces: Arc<[OwnedPiece]>,
+}
+
+impl FsFile for OverlayFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let len = self.len()?;
+        if pos >= len {
+            return Ok(0);
+        }
+        let n = usize::try_from(len - pos).unwrap_or(usize::MAX).min(buf.len());
+        let buf = &mut buf[..n];
+        // The file's own bytes, then zeros past its end, then the pieces in journal order.
+        let mut filled = 0;
+        while filled < n {
+            let got = self.file.read_at(&mut buf[filled..], pos + filled as u64)?;
+            if got == 0 {
+                break;
+            }
+            filled += got;
+        }
+        buf[filled..].fill(0);
+        let end = pos + n as u64;
+        for (at, bytes) in self.pieces.iter() {
+            let (from, to) = ((*at).max(pos), (at + bytes.len() as u64).min(end));
+            if from < to {
+                let src = &bytes[(from - at) as usize..(to - at) as usize];
+                buf[(from - pos) as usize..(to - pos) as usize].copy_from_slice(src);
+            }
+        }
+        Ok(n)
+    }
+
+    fn write_all_at(&self, _buf: &[u8], _pos: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        let own = self.file.len()?;
+        Ok(self.pieces.iter().map(|(at, b)| at + b.len() as u64).fold(own, u64::max))
+    }
+
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn modified_ms(&self) -> io::Result<u64> {
+        self.file.modified_ms()
+    }
+}
+
 /// The open journal of a running store. Only the committer thread writes it.
 pub struct Journal {
     file: Arc<dyn FsFile>,
