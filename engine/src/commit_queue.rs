@@ -4,7 +4,7 @@
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-/// Streams with a batch to commit.
+/// Streams with a batch to commit. One committer thread takes from each queue.
 pub(crate) struct CommitQueue<T> {
     queue: Mutex<Queued<T>>,
     wake: Condvar,
@@ -13,12 +13,15 @@ pub(crate) struct CommitQueue<T> {
 struct Queued<T> {
     items: Vec<T>,
     stop: bool,
+    /// The committer is waiting on the condition variable: only then does a push need a
+    /// wake-up (each one is a system call, and a busy committer takes the items anyway).
+    waiting: bool,
 }
 
 impl<T> Default for CommitQueue<T> {
     fn default() -> CommitQueue<T> {
         CommitQueue {
-            queue: Mutex::new(Queued { items: Vec::new(), stop: false }),
+            queue: Mutex::new(Queued { items: Vec::new(), stop: false, waiting: false }),
             wake: Condvar::new(),
         }
     }
@@ -32,8 +35,13 @@ impl<T> CommitQueue<T> {
 
     /// Queues a stream and wakes the committer.
     pub(crate) fn enqueue(&self, item: T) {
-        self.lock().items.push(item);
-        self.wake.notify_one();
+        let mut q = self.lock();
+        q.items.push(item);
+        let wake = std::mem::take(&mut q.waiting);
+        drop(q);
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// Waits for the next round's streams; `None` once stopped and drained.
@@ -46,6 +54,7 @@ impl<T> CommitQueue<T> {
             if q.stop {
                 return None;
             }
+            q.waiting = true;
             q = self.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
@@ -108,6 +117,34 @@ mod tests {
         q.stop();
         assert_eq!(q.next_round(), Some(vec![1, 2]));
         assert_eq!(q.next_round(), None);
+    }
+
+    /// Pushes wake the committer only while it waits; one that arrives while it is busy is
+    /// found by its next look, and one that arrives while it waits wakes it.
+    #[test]
+    fn a_waiting_committer_is_woken_and_a_busy_one_finds_the_items() {
+        let q: Arc<CommitQueue<u32>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rq = q.clone();
+        let consumer = std::thread::spawn(move || {
+            while let Some(round) = rq.next_round() {
+                tx.send(round).unwrap();
+            }
+        });
+        let timeout = std::time::Duration::from_secs(10);
+        for i in 0..50 {
+            // Sometimes while the committer waits, sometimes while it is busy sending.
+            if i % 2 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            q.enqueue(i);
+            let mut got = rx.recv_timeout(timeout).expect("the committer was not woken");
+            while !got.contains(&i) {
+                got = rx.recv_timeout(timeout).expect("the committer was not woken");
+            }
+        }
+        q.stop();
+        consumer.join().unwrap();
     }
 
     #[test]
