@@ -52,6 +52,7 @@ pub mod producer;
 pub mod rules;
 pub mod store;
 mod stream_core;
+pub mod subscription;
 pub mod ttl;
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixMs};

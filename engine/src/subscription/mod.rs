@@ -1,0 +1,6 @@
+//! Subscriptions (§6–7): durable cursors over sets of streams that wake workers. Being built
+//! in steps (issue 9); so far:
+//!
+//! - [`glob`]: patterns over stream paths, and the path rules subscriptions share.
+
+pub mod glob;
