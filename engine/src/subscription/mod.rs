@@ -2,5 +2,8 @@
 //! in steps (issue 9); so far:
 //!
 //! - [`glob`]: patterns over stream paths, and the path rules subscriptions share.
+//! - [`state`]: one subscription's links, cursors, wakes, fencing, leases and retries, as
+//!   pure transitions.
 
 pub mod glob;
+pub mod state;
