@@ -609,6 +609,17 @@ impl Engine {
         with_store!(self.backend()?, s => s.head(name, self.clock.now_ms()))
     }
 
+    /// Every live stream whose name starts with `prefix`, with its metadata (tail, closure),
+    /// by name: what a subscription's pattern is matched against when it is created. Scans
+    /// every stream the store holds (all of them are in memory), so it costs in proportion
+    /// to the whole store.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] while recovering.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(Arc<str>, StreamInfo)>> {
+        Ok(with_store!(self.backend()?, s => s.list(prefix, self.clock.now_ms())))
+    }
+
     /// Closes without appending (§5.3): an append with no body and `Stream-Closed: true`.
     ///
     /// # Errors

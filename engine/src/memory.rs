@@ -826,6 +826,10 @@ impl Store for MemoryStore {
     fn touch(&self, name: &str, now: UnixMs) {
         self.touch_now(name, now);
     }
+
+    fn names(&self, prefix: &str) -> Vec<Arc<str>> {
+        crate::store::names_in(self.shards.iter(), prefix)
+    }
 }
 
 #[cfg(test)]

@@ -507,4 +507,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// Renews a sliding TTL as of `now` (a live read just ended); no-op for a missing stream.
     fn touch(&self, name: &str, now: UnixMs);
+
+    /// Names of the streams in memory whose names start with `prefix`, in no order: live
+    /// ones, and possibly some deleted, soft-deleted or expired ([`Store::list`] filters).
+    fn names(&self, prefix: &str) -> Vec<Arc<str>>;
+
+    /// Every live stream whose name starts with `prefix`, with its metadata, by name. Scans
+    /// every name the store holds in memory (each store keeps all of them there).
+    fn list(&self, prefix: &str, now: UnixMs) -> Vec<(Arc<str>, StreamInfo)> {
+        let mut out: Vec<(Arc<str>, StreamInfo)> = self
+            .names(prefix)
+            .into_iter()
+            .filter_map(|name| self.head(&name, now).ok().map(|info| (name, info)))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// The names in `maps` that start with `prefix`.
+pub(crate) fn names_in<'a, V: 'a>(
+    maps: impl IntoIterator<Item = &'a std::sync::RwLock<std::collections::HashMap<Arc<str>, V>>>,
+    prefix: &str,
+) -> Vec<Arc<str>> {
+    let mut out = Vec::new();
+    for map in maps {
+        let map = map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.extend(map.keys().filter(|k| k.starts_with(prefix)).cloned());
+    }
+    out
 }

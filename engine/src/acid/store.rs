@@ -1404,6 +1404,10 @@ impl Store for AcidStore {
             stream.touch(now);
         }
     }
+
+    fn names(&self, prefix: &str) -> Vec<Arc<str>> {
+        crate::store::names_in(self.inner.shards.iter().map(|s| &s.map), prefix)
+    }
 }
 
 #[cfg(test)]

@@ -1634,6 +1634,10 @@ impl Store for FileStore {
             }
         }
     }
+
+    fn names(&self, prefix: &str) -> Vec<Arc<str>> {
+        crate::store::names_in(self.inner.shards.iter().map(|s| &s.map), prefix)
+    }
 }
 
 /// The message lengths a JSON record carries, so that reads can cut between messages.
