@@ -4,6 +4,8 @@
 //! - [`glob`]: patterns over stream paths, and the path rules subscriptions share.
 //! - [`state`]: one subscription's links, cursors, wakes, fencing, leases and retries, as
 //!   pure transitions.
+//! - [`webhook_url`]: which webhook URLs and resolved addresses are allowed (SSRF rules).
 
 pub mod glob;
 pub mod state;
+pub mod webhook_url;
