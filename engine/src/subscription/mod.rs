@@ -1,11 +1,14 @@
 //! Subscriptions (§6–7): durable cursors over sets of streams that wake workers. Being built
 //! in steps (issue 9); so far:
 //!
+//! - [`config`]: a subscription's configuration as a client sends it, checked and
+//!   normalized; subscription ids.
 //! - [`glob`]: patterns over stream paths, and the path rules subscriptions share.
 //! - [`state`]: one subscription's links, cursors, wakes, fencing, leases and retries, as
 //!   pure transitions.
 //! - [`webhook_url`]: which webhook URLs and resolved addresses are allowed (SSRF rules).
 
+pub mod config;
 pub mod glob;
 pub mod state;
 pub mod webhook_url;
