@@ -4,11 +4,14 @@
 //! - [`config`]: a subscription's configuration as a client sends it, checked and
 //!   normalized; subscription ids.
 //! - [`glob`]: patterns over stream paths, and the path rules subscriptions share.
+//! - [`keys`]: the webhook signing key (Ed25519, JWKS, `Webhook-Signature`) and the HS256
+//!   tokens of callbacks and claims.
 //! - [`state`]: one subscription's links, cursors, wakes, fencing, leases and retries, as
 //!   pure transitions.
 //! - [`webhook_url`]: which webhook URLs and resolved addresses are allowed (SSRF rules).
 
 pub mod config;
 pub mod glob;
+pub mod keys;
 pub mod state;
 pub mod webhook_url;
