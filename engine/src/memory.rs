@@ -592,6 +592,7 @@ impl MemoryStore {
             Plan::Duplicate { producer } => {
                 return Ok(Appended {
                     kind: AppendKind::Duplicate,
+                    start: tail,
                     tail,
                     closed: inner.writer.closed,
                     producer,
@@ -617,6 +618,7 @@ impl MemoryStore {
         stream.publish(&inner);
         Ok(Appended {
             kind,
+            start: tail,
             tail: stream.lineage.at(inner.log.tail()),
             closed: inner.writer.closed,
             producer: req.producer.as_ref().map(|p| p.claim),

@@ -281,6 +281,11 @@ pub enum AppendKind {
 pub struct Appended {
     /// What happened.
     pub kind: AppendKind,
+    /// The stream's tail before the request (as accepted: earlier appends of a pipeline
+    /// included): where its data starts. A subscription that first matches the stream
+    /// through this append links it here, so that exactly this append and later ones are
+    /// pending (§6.2). A duplicate appends nothing: its `start` is its `tail`.
+    pub start: Offset,
     /// The stream's tail after the request.
     pub tail: Offset,
     /// Whether the stream is now closed.

@@ -1230,6 +1230,7 @@ impl Store for AcidStore {
                 Ok(match plan {
                     Plan::Duplicate { producer } => Appended {
                         kind: AppendKind::Duplicate,
+                        start: tail,
                         tail,
                         closed: st.accepted.closed,
                         producer,
@@ -1254,6 +1255,7 @@ impl Store for AcidStore {
                         stream.touch(now);
                         Appended {
                             kind,
+                            start: tail,
                             tail: stream.lineage.at(st.accepted_end),
                             closed: st.accepted.closed,
                             producer: req.producer.as_ref().map(|p| p.claim),

@@ -1378,6 +1378,7 @@ impl Store for FileStore {
                 Ok(match plan {
                     Plan::Duplicate { producer } => Appended {
                         kind: AppendKind::Duplicate,
+                        start: tail,
                         tail,
                         closed: st.accepted.closed,
                         producer,
@@ -1425,6 +1426,7 @@ impl Store for FileStore {
                         stream.touch(now);
                         Appended {
                             kind,
+                            start: tail,
                             tail: stream.lineage.at(st.accepted_end),
                             closed: st.accepted.closed,
                             producer: req.producer.as_ref().map(|p| p.claim),

@@ -1,6 +1,9 @@
-//! Listing streams by name prefix (issue 9: a subscription's pattern is matched against the
-//! existing streams when it is created): only live streams, with their current tails, in
-//! name order, in every mode and after a restart.
+//! What subscriptions (issue 9) need from the engine, in every mode:
+//! - listing streams by name prefix (a new subscription's pattern is matched against the
+//!   existing streams): only live streams, with their current tails, in name order, also
+//!   after a restart;
+//! - where an append's data starts (a stream that first matches through an append is
+//!   linked there), pipelined appends included.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
@@ -109,5 +112,24 @@ async fn lists_live_streams_by_prefix_with_their_tails() {
                 listed(&engine, "events/").into_iter().map(|(n, _)| n).collect();
             assert_eq!(names, ["events/a", "events/b"], "{mode:?} once idle again");
         }
+    }
+}
+
+#[tokio::test]
+async fn an_append_reports_where_its_data_starts() {
+    for mode in MODES {
+        let (sim, clock) = (SimFs::new(), ManualClock::new(1_000_000));
+        let engine = open(mode, &sim, &clock).await;
+        engine.create("s", create("ab", Expiry::Never)).await.unwrap();
+        let before = engine.head("s").await.unwrap().tail;
+        let first = engine.append("s", AppendRequest::data("text/plain", "c")).await.unwrap();
+        assert_eq!(first.start, before, "{mode:?}");
+        assert!(first.tail > first.start, "{mode:?}");
+        // Pipelined: the second starts where the first (not yet durable) ends.
+        let t1 = engine.begin_append("s", AppendRequest::data("text/plain", "dd")).unwrap();
+        let t2 = engine.begin_append("s", AppendRequest::data("text/plain", "e")).unwrap();
+        let (a1, a2) = (t1.durable().await.unwrap(), t2.durable().await.unwrap());
+        assert_eq!((a1.start, a2.start), (first.tail, a1.tail), "{mode:?}");
+        assert_eq!(engine.head("s").await.unwrap().tail, a2.tail, "{mode:?}");
     }
 }
