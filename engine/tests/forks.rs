@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,16 +30,7 @@ fn engine(chunk: usize) -> (Engine, ManualClock) {
 
 /// A persistent engine in `mode` on `sim`.
 async fn open_on(mode: StorageMode, sim: &SimFs, clock: &ManualClock) -> Engine {
-    let config = EngineConfig {
-        mode,
-        data_dir: std::path::PathBuf::from("/data"),
-        acid_shard_count: 2,
-        journal_bytes: 1 << 20,
-        ..EngineConfig::default()
-    };
-    let engine = Engine::open_on(config, Arc::new(clock.clone()), Arc::new(sim.clone())).unwrap();
-    engine.ready().await.unwrap();
-    engine
+    common::open(mode, sim, clock).await
 }
 
 fn plain(ct: &str, body: &'static str) -> CreateRequest {
@@ -49,14 +42,7 @@ async fn engine_in(mode: StorageMode, chunk: usize) -> Engine {
     if mode == StorageMode::Memory {
         return engine(chunk).0;
     }
-    let config = EngineConfig {
-        mode,
-        data_dir: std::path::PathBuf::from("/data"),
-        read_chunk_bytes: chunk,
-        acid_shard_count: 2,
-        journal_bytes: 1 << 20,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig { read_chunk_bytes: chunk, ..common::config(mode) };
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let engine = Engine::open_on(config, clock, Arc::new(SimFs::new())).unwrap();
     engine.ready().await.unwrap();

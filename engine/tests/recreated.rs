@@ -7,34 +7,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use ds_engine::fs::sim::{SimFs, Torn};
 use ds_engine::{
-    AppendRequest, ContentType, CreateRequest, Engine, EngineConfig, Error, Expiry, ForkRequest,
-    ManualClock, Offset, ReadFrom, StorageMode,
+    AppendRequest, ContentType, CreateRequest, Engine, Error, Expiry, ForkRequest, ManualClock,
+    Offset, ReadFrom, StorageMode,
 };
 
-const MODES: [StorageMode; 4] =
-    [StorageMode::Memory, StorageMode::FileFast, StorageMode::FileDurable, StorageMode::Acid];
+mod common;
 
-async fn open(mode: StorageMode, sim: &SimFs, clock: &ManualClock) -> Engine {
-    let config = EngineConfig {
-        mode,
-        data_dir: std::path::PathBuf::from("/data"),
-        acid_shard_count: 2,
-        journal_bytes: 1 << 20,
-        ..EngineConfig::default()
-    };
-    let engine = if mode == StorageMode::Memory {
-        Engine::open_with_clock(config, Arc::new(clock.clone())).unwrap()
-    } else {
-        Engine::open_on(config, Arc::new(clock.clone()), Arc::new(sim.clone())).unwrap()
-    };
-    engine.ready().await.unwrap();
-    engine
-}
+use common::{MODES, open};
 
 fn text(body: &'static str) -> CreateRequest {
     CreateRequest {
