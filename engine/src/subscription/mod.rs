@@ -6,6 +6,8 @@
 //! - [`glob`]: patterns over stream paths, and the path rules subscriptions share.
 //! - [`keys`]: the webhook signing key (Ed25519, JWKS, `Webhook-Signature`) and the HS256
 //!   tokens of callbacks and claims.
+//! - [`registry`]: every subscription by id, with the indexes that keep the append hook
+//!   cheap (pattern prefixes, explicit links).
 //! - [`state`]: one subscription's links, cursors, wakes, fencing, leases and retries, as
 //!   pure transitions.
 //! - [`webhook_url`]: which webhook URLs and resolved addresses are allowed (SSRF rules).
@@ -13,5 +15,6 @@
 pub mod config;
 pub mod glob;
 pub mod keys;
+pub mod registry;
 pub mod state;
 pub mod webhook_url;
