@@ -251,6 +251,19 @@ pub struct Replayed {
     pub present: bool,
 }
 
+/// The whole journal of `dir`; `None` if there is none.
+fn read(fs: &dyn Fs, dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = match fs.open(&dir.join(JOURNAL_NAME), OpenMode::Read) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        other => other?,
+    };
+    let len = usize::try_from(file.len()?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "journal larger than memory"))?;
+    let mut bytes = vec![0u8; len];
+    crate::fs::read_exact_at(file.as_ref(), &mut bytes, 0)?;
+    Ok(Some(bytes))
+}
+
 /// Writes every entry of the journal's current epoch back into its log and syncs those logs.
 /// Logs that no longer exist (their stream was deleted) are skipped. Runs at start, before
 /// anything reads a log; writing bytes that are already there changes nothing.
@@ -258,14 +271,7 @@ pub struct Replayed {
 /// # Errors
 /// An I/O error reading the journal or writing or syncing a log.
 pub fn replay(fs: &dyn Fs, dir: &Path) -> io::Result<Replayed> {
-    let file = match fs.open(&dir.join(JOURNAL_NAME), OpenMode::Read) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replayed::default()),
-        other => other?,
-    };
-    let len = usize::try_from(file.len()?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "journal larger than memory"))?;
-    let mut bytes = vec![0u8; len];
-    crate::fs::read_exact_at(file.as_ref(), &mut bytes, 0)?;
+    let Some(bytes) = read(fs, dir)? else { return Ok(Replayed::default()) };
     let found = scan(&bytes);
     let mut out = Replayed { epoch: found.epoch, present: true, ..Replayed::default() };
     if found.epoch.is_none() {
@@ -325,14 +331,7 @@ impl<'a> Overlay<'a> {
     /// An I/O error reading the journal.
     pub fn new(fs: &'a dyn Fs, dir: &Path) -> io::Result<Overlay<'a>> {
         let mut out = Overlay { fs, pieces: HashMap::new(), entries: 0 };
-        let file = match fs.open(&dir.join(JOURNAL_NAME), OpenMode::Read) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            other => other?,
-        };
-        let len =
-            usize::try_from(file.len()?).map_err(|_| io::Error::other("journal too large"))?;
-        let mut bytes = vec![0u8; len];
-        crate::fs::read_exact_at(file.as_ref(), &mut bytes, 0)?;
+        let Some(bytes) = read(fs, dir)? else { return Ok(out) };
         let found = scan(&bytes);
         let mut by_log: HashMap<String, Vec<OwnedPiece>> = HashMap::new();
         for piece in found.entries.iter().flatten() {

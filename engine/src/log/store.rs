@@ -766,14 +766,20 @@ impl Inner {
     /// be trusted, an `fdatasync` of each of `incarnations` (the logs written since they last
     /// were; deleted ones are skipped).
     fn sync_logs(&self, incarnations: impl IntoIterator<Item = u64>) -> io::Result<()> {
+        self.sync_all_or(|| {
+            incarnations.into_iter().try_for_each(|inc| match self.handles.get(inc) {
+                Ok(file) => file.sync_data(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            })
+        })
+    }
+
+    /// One `syncfs` of the data directory's file system, or `each` (an `fdatasync` per file
+    /// that needs it) where `syncfs` cannot be trusted.
+    fn sync_all_or(&self, each: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         match self.fs.sync_all_files(&self.dir) {
-            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                incarnations.into_iter().try_for_each(|inc| match self.handles.get(inc) {
-                    Ok(file) => file.sync_data(),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(e),
-                })
-            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => each(),
             other => other,
         }
     }
@@ -918,12 +924,7 @@ impl Inner {
             return Err(Error::Unavailable(POISONED));
         }
         let sync_all = |files: &[Arc<dyn FsFile>]| -> io::Result<()> {
-            match self.fs.sync_all_files(&self.dir) {
-                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                    files.iter().try_for_each(|f| f.sync_data())
-                }
-                other => other,
-            }
+            self.sync_all_or(|| files.iter().try_for_each(|f| f.sync_data()))
         };
         let logs: Vec<Arc<dyn FsFile>> = if self.durability.syncs() {
             Vec::new()
