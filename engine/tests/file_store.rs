@@ -11,8 +11,8 @@ use std::sync::Arc;
 use ds_engine::fs::Fs;
 use ds_engine::fs::sim::{SimFs, Torn};
 use ds_engine::{
-    AppendRequest, ContentType, CreateRequest, Engine, EngineConfig, Error, Expiry, ManualClock,
-    OpenError, ReadFrom, StorageMode,
+    AppendRequest, Appended, ContentType, CreateRequest, Engine, EngineConfig, Error, Expiry,
+    ManualClock, OpenError, ReadFrom, StorageMode,
 };
 
 /// The modes whose acknowledged writes survive power loss.
@@ -242,7 +242,13 @@ async fn an_append_racing_a_delete_does_not_stop_other_streams() {
     }
 }
 
-async fn append_racing_a_delete(mode: StorageMode) {
+/// Holds a commit round of "busy" open, lets an append to "doomed" be accepted behind it,
+/// runs `before_delete`, deletes "doomed" and releases the syncs. Returns the engine and the
+/// outcomes of the held append, the delete and the doomed append.
+async fn delete_behind_a_held_commit(
+    mode: StorageMode,
+    before_delete: impl FnOnce(&SimFs),
+) -> (Arc<Engine>, Result<Appended, Error>, Result<(), Error>, Result<Appended, Error>) {
     let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
     let engine = Arc::new(open(mode, &sim, &clock).await);
     engine.create("busy", create(Expiry::Never)).await.unwrap();
@@ -256,7 +262,8 @@ async fn append_racing_a_delete(mode: StorageMode) {
         )
     };
     until(|| sim.syncs_waiting() == 1).await;
-    // The committer is now inside the held sync; this append waits for the next round.
+    // The committer is now inside the held sync: this append is accepted and waits for the
+    // next round, which will find its stream removed.
     let doomed = {
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -264,6 +271,7 @@ async fn append_racing_a_delete(mode: StorageMode) {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    before_delete(&sim);
     // In acid mode the delete's transaction waits for the held commit, so it runs as a task.
     let delete = {
         let engine = engine.clone();
@@ -271,9 +279,16 @@ async fn append_racing_a_delete(mode: StorageMode) {
     };
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     sim.release_syncs();
-    delete.await.unwrap().unwrap();
-    first.await.unwrap().unwrap();
-    let lost = doomed.await.unwrap();
+    let deleted = delete.await.unwrap();
+    let first = first.await.unwrap();
+    let dropped = doomed.await.unwrap();
+    (engine, first, deleted, dropped)
+}
+
+async fn append_racing_a_delete(mode: StorageMode) {
+    let (engine, first, deleted, lost) = delete_behind_a_held_commit(mode, |_| {}).await;
+    deleted.unwrap();
+    first.unwrap();
     assert!(matches!(lost, Err(Error::NotFound) | Ok(_)), "{lost:?}");
     engine
         .append("busy", AppendRequest::data("text/plain", "2"))
@@ -294,40 +309,10 @@ async fn an_append_dropped_by_a_failing_delete_is_not_told_404() {
 }
 
 async fn append_dropped_by_failing_delete(mode: StorageMode) {
-    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
-    let engine = Arc::new(open(mode, &sim, &clock).await);
-    engine.create("busy", create(Expiry::Never)).await.unwrap();
-    engine.create("doomed", create(Expiry::Never)).await.unwrap();
-    sim.hold_syncs();
-    let _release = Release(sim.clone());
-    let first = {
-        let engine = engine.clone();
-        tokio::spawn(
-            async move { engine.append("busy", AppendRequest::data("text/plain", "1")).await },
-        )
-    };
-    until(|| sim.syncs_waiting() == 1).await;
-    // The committer is inside the held sync: this append is accepted and waits for the next
-    // round, which will find its stream removed.
-    let doomed = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine.append("doomed", AppendRequest::data("text/plain", "x")).await
-        })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     // The delete's own sync fails (the file log's directory sync; in acid one of the commits
     // after the held round).
-    sim.fail_one_sync(if mode == StorageMode::Acid { 1 } else { 0 });
-    let delete = {
-        let engine = engine.clone();
-        tokio::spawn(async move { engine.delete("doomed").await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    sim.release_syncs();
-    let deleted = delete.await.unwrap();
-    let _ = first.await.unwrap();
-    let dropped = doomed.await.unwrap();
+    let fail = |sim: &SimFs| sim.fail_one_sync(if mode == StorageMode::Acid { 1 } else { 0 });
+    let (_engine, _, deleted, dropped) = delete_behind_a_held_commit(mode, fail).await;
     if deleted.is_err() {
         // Written before the delete (acid may commit it first), or failed: never "gone".
         assert!(
