@@ -196,13 +196,18 @@ impl Removing {
 
     /// The removal's outcome is known: empties `removing` and answers everything that
     /// waited for it (nothing if another path settled it already).
-    pub(crate) fn settle(removing: &mut Option<Removing>, outcome: &Result<()>) {
+    ///
+    /// Dropped appends get `dropped` if the removal succeeded: the answer the committer gives
+    /// a dropped batch at the time of settling (404, or the store's failure once it is
+    /// poisoned, as [`Removing::drop_batch`]'s `settled`), so that no append is answered 404
+    /// after the store has failed under it.
+    pub(crate) fn settle(removing: &mut Option<Removing>, outcome: &Result<()>, dropped: &Error) {
         let Some(r) = removing.take() else { return };
         for w in r.refusals {
             let _ = w.send(outcome.clone());
         }
         for w in r.dropped {
-            let _ = w.send(outcome.clone().and(Err(Error::NotFound)));
+            let _ = w.send(outcome.clone().and(Err(dropped.clone())));
         }
     }
 }

@@ -429,6 +429,16 @@ impl Inner {
         Ok(stream)
     }
 
+    /// The answer to an accepted append dropped with its removed stream: 404, or the store's
+    /// failure once it is poisoned.
+    fn dropped_answer(&self) -> Error {
+        if self.poisoned.load(Ordering::Relaxed) {
+            Error::Unavailable(POISONED)
+        } else {
+            Error::NotFound
+        }
+    }
+
     fn writable(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Relaxed) {
             Err(Error::Unavailable(POISONED))
@@ -575,7 +585,7 @@ impl Inner {
         };
         let mut st = stream.lock();
         st.soft_deleting = false;
-        Removing::settle(&mut st.removing, &outcome);
+        Removing::settle(&mut st.removing, &outcome, &self.dropped_answer());
         outcome?;
         st.soft_deleted = true;
         // Its own readers stop; its forks read its data without it.
@@ -647,7 +657,11 @@ impl Inner {
             let removed = remove_rows(&inner.shard(&task_stream.name).db, &task_stream);
             if removed.is_ok() {
                 // Committed: from here on the stream is gone for everyone.
-                Removing::settle(&mut task_stream.lock().removing, &Ok(()));
+                Removing::settle(
+                    &mut task_stream.lock().removing,
+                    &Ok(()),
+                    &inner.dropped_answer(),
+                );
             }
             removed
         })
@@ -665,7 +679,7 @@ impl Inner {
         }
         let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
         let mut st = stream.lock();
-        Removing::settle(&mut st.removing, &outcome);
+        Removing::settle(&mut st.removing, &outcome, &self.dropped_answer());
         stream.publish(&st);
         drop(st);
         result.map_err(|e| storage("deleting a stream", e))
@@ -727,11 +741,7 @@ impl Inner {
                 Err(e) => fail(waiters, e),
                 Ok(skipped) if skipped.contains(&i) => {
                     // Never written: 404, once the removal is durable.
-                    let settled = if self.poisoned.load(Ordering::Relaxed) {
-                        Error::Unavailable(POISONED)
-                    } else {
-                        Error::NotFound
-                    };
+                    let settled = self.dropped_answer();
                     Removing::drop_batch(&mut stream.lock().removing, waiters, &settled);
                 }
                 Ok(_) => make_visible(&stream, batch, waiters),

@@ -413,6 +413,16 @@ impl Inner {
         Ok(stream)
     }
 
+    /// The answer to an accepted append dropped with its removed stream: 404, or the store's
+    /// failure once it is poisoned.
+    fn dropped_answer(&self) -> Error {
+        if self.poisoned.load(Ordering::Relaxed) {
+            Error::Unavailable(POISONED)
+        } else {
+            Error::NotFound
+        }
+    }
+
     fn writable(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Relaxed) {
             Err(Error::Unavailable(
@@ -563,7 +573,7 @@ impl Inner {
         };
         let mut st = stream.lock();
         st.soft_deleting = false;
-        Removing::settle(&mut st.removing, &outcome);
+        Removing::settle(&mut st.removing, &outcome, &self.dropped_answer());
         outcome?;
         st.soft_deleted = true;
         // Its own readers stop; its forks read its data without it.
@@ -584,7 +594,7 @@ impl Inner {
             // Durable before the 204, in both modes: a deleted stream must not come back.
             inner.fs.sync_dir(&inner.dir).map_err(|e| (e, Failed::Sync))?;
             // From here on the stream is gone for everyone, before its files go.
-            Removing::settle(&mut task_stream.lock().removing, &Ok(()));
+            Removing::settle(&mut task_stream.lock().removing, &Ok(()), &inner.dropped_answer());
             for name in [log_name(inc), ckpt_name(inc), gone_name(inc)] {
                 match inner.fs.remove(&inner.dir.join(&name)) {
                     // The delete is durable: a file left behind is a leftover that the next
@@ -606,7 +616,7 @@ impl Inner {
                 let error = io_error("deleting stream files", e);
                 let mut st = stream.lock();
                 st.removed = false;
-                Removing::settle(&mut st.removing, &Err(error.clone()));
+                Removing::settle(&mut st.removing, &Err(error.clone()), &self.dropped_answer());
                 return Err(error);
             }
             Err((e, Failed::Sync)) => {
@@ -624,7 +634,7 @@ impl Inner {
         self.handles.forget(inc);
         let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
         let mut st = stream.lock();
-        Removing::settle(&mut st.removing, &outcome);
+        Removing::settle(&mut st.removing, &outcome, &self.dropped_answer());
         stream.publish(&st);
         drop(st);
         result.map_err(|(e, _)| io_error("deleting stream files", &e))
@@ -653,11 +663,7 @@ impl Inner {
                 let batch = std::mem::take(&mut st.batch);
                 if st.removed {
                     // Never written: 404, once the removal is durable.
-                    let settled = if self.poisoned.load(Ordering::Relaxed) {
-                        Error::Unavailable(POISONED)
-                    } else {
-                        Error::NotFound
-                    };
+                    let settled = self.dropped_answer();
                     Removing::drop_batch(&mut st.removing, batch.waiters, &settled);
                     (Batch::default(), true)
                 } else {
