@@ -28,6 +28,36 @@ pub struct Config {
     pub storage: StorageSection,
     /// `[limits]`
     pub limits: LimitsSection,
+    /// `[subscriptions]`
+    pub subscriptions: SubscriptionsSection,
+}
+
+/// `[subscriptions]`: webhooks and pull-wake (§6–7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionsSection {
+    /// Accept `http://localhost` and `http://127.x.x.x` webhook URLs and deliver to
+    /// loopback addresses (for development and tests; never in production).
+    pub allow_local_webhooks: bool,
+    /// When set, a claim needs `Authorization: Bearer` with an HS256 JWT signed by this
+    /// secret; empty: claims are open.
+    pub claim_secret: String,
+    /// A PEM (PKCS#8) Ed25519 private key that signs webhooks; empty: the server makes one
+    /// (and stores it in the data directory in the persistent modes).
+    pub signing_key_file: String,
+    /// Connect-and-exchange timeout of one webhook delivery, in milliseconds.
+    pub webhook_timeout_ms: u64,
+}
+
+impl Default for SubscriptionsSection {
+    fn default() -> SubscriptionsSection {
+        SubscriptionsSection {
+            allow_local_webhooks: false,
+            claim_secret: String::new(),
+            signing_key_file: String::new(),
+            webhook_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[server]`: listening and timing.
@@ -68,6 +98,9 @@ pub struct HttpSection {
     pub cache_control: String,
     /// `fast` (the hand-written HTTP/1.1 server) or `axum` (axum on hyper).
     pub front_end: String,
+    /// The server's public URL (`https://streams.example.com`), the base of the callback
+    /// and JWKS URLs subscriptions hand out; empty: taken from each request's `Host`.
+    pub public_url: String,
 }
 
 /// `[storage]`: the backend.
@@ -131,6 +164,7 @@ impl Default for HttpSection {
             cors_origins: "*".into(),
             cache_control: "no-store".into(),
             front_end: "fast".into(),
+            public_url: String::new(),
         }
     }
 }
@@ -327,7 +361,36 @@ impl Config {
         if l.rate_limit_burst > 10_000_000 {
             return Err(err("limits.rate_limit_burst must be from 0 (twice the rate) to 10000000"));
         }
+        let url = &self.http.public_url;
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty()
+            && (!scheme_ok
+                || !url.bytes().all(|b| b.is_ascii_graphic())
+                || url.contains(['?', '#']))
+        {
+            return Err(err(format!(
+                "http.public_url `{url}` must be an http:// or https:// URL without query or fragment"
+            )));
+        }
+        if !(100..=600_000).contains(&self.subscriptions.webhook_timeout_ms) {
+            return Err(err("subscriptions.webhook_timeout_ms must be from 100 to 600000"));
+        }
         Ok(())
+    }
+
+    /// The subscription service's settings.
+    #[must_use]
+    pub fn subscriptions(&self) -> ds_engine::subscription::Settings {
+        let s = &self.subscriptions;
+        let public = self.http.public_url.trim_end_matches('/');
+        ds_engine::subscription::Settings {
+            allow_local_webhooks: s.allow_local_webhooks,
+            claim_secret: (!s.claim_secret.is_empty()).then(|| s.claim_secret.clone()),
+            signing_key_file: (!s.signing_key_file.is_empty())
+                .then(|| PathBuf::from(&s.signing_key_file)),
+            webhook_timeout: Duration::from_millis(s.webhook_timeout_ms),
+            public_base: (!public.is_empty()).then(|| format!("{public}/v1/stream")),
+        }
     }
 
     fn cors_origins(&self) -> Result<CorsOrigins, ConfigError> {
@@ -419,6 +482,7 @@ impl Config {
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs.max(1)),
             max_connections: s.max_connections,
             rate_limit: self.rate_limit(),
+            public_url: (!self.http.public_url.is_empty()).then(|| self.http.public_url.clone()),
         }
     }
 }

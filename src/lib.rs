@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ds_engine::Engine;
+use ds_engine::subscription::Subscriptions;
 use ds_http::AppState;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +24,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    subscriptions: JoinHandle<()>,
     engine: Arc<Engine>,
     engine_failed: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -57,6 +59,7 @@ impl RunningServer {
     pub async fn wait(self) -> std::io::Result<()> {
         let served = self.serve.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         self.sweeper.abort();
+        self.subscriptions.abort();
         let stopped = self.engine.shutdown().await.map_err(std::io::Error::other);
         if let Some(why) = self.engine_failed.lock().ok().and_then(|mut f| f.take()) {
             return Err(std::io::Error::other(format!("recovery failed: {why}")));
@@ -74,13 +77,35 @@ pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error:
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
-    let state = AppState::new(engine.clone(), config.http(), rx);
+    let sender = Arc::new(ds_http::webhook::WebhookClient::new()?);
+    let subs = Subscriptions::new(engine.clone(), config.subscriptions(), sender);
+    let state = AppState::new(engine.clone(), config.http(), rx).with_subscriptions(subs.clone());
     let sweeper = tokio::spawn(engine.clone().run_sweeper());
+    // The subscriptions load once recovery is done, then run their scheduler; if they
+    // cannot load (unreadable keys or control database), the server stops.
+    let subscriptions_failed = {
+        let tx = tx.clone();
+        move |why: String| {
+            tracing::error!(error = %why, "subscriptions could not start");
+            let _ = tx.send(true);
+        }
+    };
     let serve = tokio::spawn(ds_http::serve(listener, state));
     tracing::info!(%addr, mode = config.storage.mode, "ds-server listening");
     // Recovery runs in the background (/readyz says when it is done); if it fails, the
     // server stops rather than answer 503 forever.
     let engine_failed = Arc::new(std::sync::Mutex::new(None));
+    let subscriptions = {
+        let failed = engine_failed.clone();
+        tokio::spawn(async move {
+            if let Err(why) = subs.run().await {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(why.clone());
+                }
+                subscriptions_failed(why);
+            }
+        })
+    };
     {
         let (engine, failed, tx) = (engine.clone(), engine_failed.clone(), tx.clone());
         tokio::spawn(async move {
@@ -92,5 +117,5 @@ pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error:
             }
         });
     }
-    Ok(RunningServer { addr, shutdown: tx, serve, sweeper, engine, engine_failed })
+    Ok(RunningServer { addr, shutdown: tx, serve, sweeper, subscriptions, engine, engine_failed })
 }

@@ -69,8 +69,13 @@ async fn hostile_stream_names_are_refused_before_anything_is_created() {
         let resp = server.req("PUT", path, &[TEXT], b"x").await;
         assert_problem(&resp, 400);
     }
-    let reserved = server.req("PUT", "/v1/stream/__ds/subscriptions/x", &[TEXT], b"").await;
-    assert_problem(&reserved, 404);
+    // `__ds` is the subscription control API: no stream can be made under it.
+    for path in ["/v1/stream/__ds", "/v1/stream/__ds/x", "/v1/stream/__ds/subscriptions/"] {
+        let reserved = server.req("PUT", path, &[TEXT], b"x").await;
+        assert_eq!(reserved.status, 404, "{path}");
+        let body: serde_json::Value = serde_json::from_slice(&reserved.body).unwrap();
+        assert_eq!(body["error"]["code"], "SUBSCRIPTION_NOT_FOUND", "{path}");
+    }
     // Nothing was created under a decoded form of those names either.
     for name in ["a", "b", "a/b", "n"] {
         assert_eq!(server.req("HEAD", &stream(name), &[], b"").await.status, 404, "{name}");

@@ -11,4 +11,5 @@ mod framing;
 mod live;
 mod protocol;
 mod rate_limit;
+mod subscriptions;
 mod support;

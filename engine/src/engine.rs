@@ -102,9 +102,32 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(work).await.map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
 }
 
+/// What the engine tells subscriptions about streams (see [`crate::subscription::service`]).
+/// Called after the change is as durable as the mode promises, outside every store lock.
+pub(crate) trait StreamHook: Send + Sync {
+    /// Whether an append to `name` may concern a subscription: cheap, asked on every append.
+    fn concerns(&self, name: &str) -> bool;
+    /// Data was appended to `name`: its tail moved from `start` to `tail`.
+    fn appended(&self, name: &str, start: Offset, tail: Offset);
+    /// `name` was deleted or expired.
+    fn removed(&self, name: &str);
+}
+
+/// The hook, once subscriptions are open; weak, since they hold the engine.
+#[derive(Default)]
+struct HookSlot(OnceLock<std::sync::Weak<dyn StreamHook>>);
+
+impl HookSlot {
+    fn get(&self) -> Option<Arc<dyn StreamHook>> {
+        self.0.get().and_then(std::sync::Weak::upgrade)
+    }
+}
+
 /// The storage engine.
 pub struct Engine {
     ready: Arc<Readiness>,
+    hook: Arc<HookSlot>,
+    fs: Arc<dyn Fs>,
     clock: Arc<dyn Clock>,
     expiry: Arc<ExpiryIndex>,
     config: EngineConfig,
@@ -159,6 +182,8 @@ impl Engine {
     ) -> Result<Engine, OpenError> {
         let engine = Engine {
             ready: Arc::new(Readiness::default()),
+            hook: Arc::new(HookSlot::default()),
+            fs: fs.clone(),
             clock,
             expiry: Arc::new(ExpiryIndex::default()),
             config,
@@ -293,6 +318,23 @@ impl Engine {
     #[must_use]
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The file system the persistent stores use.
+    pub(crate) fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
+    }
+
+    /// Installs the subscriptions' hook (once).
+    pub(crate) fn set_hook(&self, hook: std::sync::Weak<dyn StreamHook>) {
+        let _ = self.hook.0.set(hook);
+    }
+
+    /// A stream's tail, `None` if it does not exist (or is deleted and kept for its forks).
+    #[must_use]
+    pub fn tail(&self, name: &str) -> Option<Offset> {
+        let backend = self.backend().ok()?;
+        with_store!(backend, s => s.head(name, self.clock.now_ms())).ok().map(|i| i.tail)
     }
 
     /// Creates a stream, or confirms an identical one (§5.1).
@@ -481,9 +523,20 @@ impl Engine {
         now: UnixMs,
     ) -> Result<Created> {
         let (ready, expiry, name) = (self.ready.clone(), self.expiry.clone(), name.to_owned());
+        let hook = self.hook.clone();
         detached(async move {
             let backend = ready.backend()?;
+            // Where a new stream's own data starts: a subscription that first matches it
+            // through this create links it there (§6.2).
+            let data_start = (!payload.is_empty())
+                .then(|| fork.as_ref().map_or(Offset::ZERO, |f| Offset::at(f.link.at)));
             let created = with_store!(backend, s => s.create(&name, &req, payload, fork.as_ref(), now).await)?;
+            if let (Created::New(info), Some(start)) = (&created, data_start)
+                && let Some(hook) = hook.get()
+                && hook.concerns(&name)
+            {
+                hook.appended(&name, start, info.tail);
+            }
             if let Created::Existing(_) = &created {
                 // An idempotent re-create is an access like any other (§5.1): it renews a
                 // sliding TTL.
@@ -523,6 +576,23 @@ impl Engine {
     /// # Errors
     /// Every append refusal in [`Error`].
     pub fn begin_append(&self, name: &str, req: AppendRequest) -> Result<AppendTicket> {
+        let mut ticket = self.begin_append_quiet(name, req)?;
+        if let Some(hook) = self.hook.get()
+            && hook.concerns(name)
+        {
+            let name = name.to_owned();
+            ticket.on_durable(Box::new(move |ack| hook.appended(&name, ack.start, ack.tail)));
+        }
+        Ok(ticket)
+    }
+
+    /// An append subscriptions do not hear of: their own wake events, so that a wake stream
+    /// never wakes its own subscription (§6.3).
+    pub(crate) async fn append_quiet(&self, name: &str, req: AppendRequest) -> Result<Appended> {
+        self.begin_append_quiet(name, req)?.durable().await
+    }
+
+    fn begin_append_quiet(&self, name: &str, req: AppendRequest) -> Result<AppendTicket> {
         let json_body = req.content_type.as_ref().is_some_and(|ct| ct.is_json());
         let payload = if json_body && !req.body.is_empty() {
             json::split_messages(&req.body, JsonUse::Append)
@@ -643,9 +713,13 @@ impl Engine {
     pub async fn delete(&self, name: &str) -> Result<()> {
         let now = self.clock.now_ms();
         let (ready, expiry, name) = (self.ready.clone(), self.expiry.clone(), name.to_owned());
+        let hook = self.hook.clone();
         detached(async move {
             let incarnation = with_store!(ready.backend()?, s => s.delete(&name, now).await)?;
             expiry.unschedule(incarnation);
+            if let Some(hook) = hook.get() {
+                hook.removed(&name);
+            }
             Ok(())
         })
         .await
@@ -668,7 +742,12 @@ impl Engine {
         for (incarnation, name) in self.expiry.take_due(now) {
             let check = with_store!(backend, s => s.expire(&name, incarnation, now).await);
             match check {
-                ExpiryCheck::Removed => removed += 1,
+                ExpiryCheck::Removed => {
+                    removed += 1;
+                    if let Some(hook) = self.hook.get() {
+                        hook.removed(&name);
+                    }
+                }
                 ExpiryCheck::Later(at) => self.expiry.schedule(at, &name, incarnation),
                 ExpiryCheck::Missing => {}
             }

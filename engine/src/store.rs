@@ -304,11 +304,45 @@ pub struct Appended {
 /// earlier appends still in their commit) is a ticket too: it resolves once that state's
 /// commit settles, as the refusal if the commit succeeded, or as the commit's failure (503)
 /// if it did not. No answer rests on state a crash can still undo.
-#[derive(Debug)]
 #[must_use = "an append is acknowledged only once `durable` resolves"]
 pub struct AppendTicket {
     outcome: Result<Appended>,
     commit: Commit,
+    /// Runs once the append is durable (subscriptions' append hook), whether or not the
+    /// ticket's holder waits for it: a dropped ticket hands it to a task that does.
+    on_durable: Option<OnDurable>,
+}
+
+/// What [`AppendTicket::on_durable`] runs.
+pub(crate) type OnDurable = Box<dyn FnOnce(Appended) + Send>;
+
+impl std::fmt::Debug for AppendTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendTicket")
+            .field("outcome", &self.outcome)
+            .field("commit", &self.commit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AppendTicket {
+    fn drop(&mut self) {
+        let Some(hook) = self.on_durable.take() else { return };
+        let Ok(ack) = self.outcome.clone() else { return };
+        match std::mem::replace(&mut self.commit, Commit::Done) {
+            Commit::Done => hook(ack),
+            Commit::Failed(_) => {}
+            Commit::Waiting(rx) => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if let Ok(Ok(())) = rx.await {
+                            hook(ack);
+                        }
+                    });
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -324,7 +358,7 @@ enum Commit {
 impl AppendTicket {
     /// An append that needs no wait (memory mode, or a duplicate of a durable append).
     pub(crate) fn done(ack: Appended) -> AppendTicket {
-        AppendTicket { outcome: Ok(ack), commit: Commit::Done }
+        AppendTicket { outcome: Ok(ack), commit: Commit::Done, on_durable: None }
     }
 
     /// An append (or a refusal) waiting for the commit that `commit` reports.
@@ -332,7 +366,15 @@ impl AppendTicket {
         outcome: Result<Appended>,
         commit: tokio::sync::oneshot::Receiver<Result<()>>,
     ) -> AppendTicket {
-        AppendTicket { outcome, commit: Commit::Waiting(commit) }
+        AppendTicket { outcome, commit: Commit::Waiting(commit), on_durable: None }
+    }
+
+    /// Runs `hook` once this ticket's append of data is durable (never for a refusal, a
+    /// duplicate or a close without data, nor if the commit fails).
+    pub(crate) fn on_durable(&mut self, hook: OnDurable) {
+        if matches!(&self.outcome, Ok(a) if a.kind == AppendKind::Appended) {
+            self.on_durable = Some(hook);
+        }
     }
 
     /// Whether the commit's outcome is still unknown.
@@ -363,9 +405,16 @@ impl AppendTicket {
     /// without answering.
     pub async fn durable(mut self) -> Result<Appended> {
         self.settled().await;
-        match self.commit {
-            Commit::Failed(e) => Err(e),
-            Commit::Done | Commit::Waiting(_) => self.outcome,
+        let hook = self.on_durable.take();
+        match &self.commit {
+            Commit::Failed(e) => Err(e.clone()),
+            Commit::Done | Commit::Waiting(_) => {
+                let outcome = self.outcome.clone();
+                if let (Some(hook), Ok(ack)) = (hook, &outcome) {
+                    hook(*ack);
+                }
+                outcome
+            }
         }
     }
 }

@@ -145,6 +145,9 @@ pub struct HttpConfig {
     pub front_end: FrontEnd,
     /// Requests per second per client address (§12.5); `None`: no limit.
     pub rate_limit: Option<crate::rate::RateLimit>,
+    /// The server's public URL (`scheme://authority`, `DS_HTTP__PUBLIC_URL`): the base of
+    /// the callback and JWKS URLs subscriptions hand out. `None`: the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -163,6 +166,7 @@ impl Default for HttpConfig {
             max_connections: 10_000,
             front_end: FrontEnd::Fast,
             rate_limit: None,
+            public_url: None,
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   one mapping from errors to problem+json answers. [`headers`], [`query`], [`name`],
 //!   [`rfc3339`], [`cursor`]: strict parsing and §10.1 cursors. [`respond`]: rendering.
 //!   [`rate`]: per-client rate limits (§12.5), applied by [`protocol::prepare`].
+//!   [`routes::subscriptions`]: the subscription control API under `/v1/stream/__ds/`.
+//! - [`webhook`]: the webhook client (rustls), which subscriptions deliver wakes with.
 //! - Transport: [`front`] holds the front ends ([`front::fast`], hand-written HTTP/1.1, and
 //!   [`front::axum`], axum on hyper); [`body`] the body limits both apply; [`io`] the write
 //!   timeout both use.
@@ -33,6 +35,7 @@ pub mod rfc3339;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod webhook;
 
 pub use config::{CachePolicy, CorsOrigins, FrontEnd, HttpConfig};
 pub use front::serve;

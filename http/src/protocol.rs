@@ -65,6 +65,8 @@ enum Call {
     Read(Read),
     Head(String),
     Delete(String),
+    /// The subscription control API (`/v1/stream/__ds/…`).
+    Control(Box<routes::subscriptions::Control>),
     /// Answered without the engine (health, readiness, a preflight, or a refusal).
     Answer(Box<Response>),
 }
@@ -147,6 +149,12 @@ fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
         })),
         "/healthz" | "/readyz" if head.method == Method::Options => options(PROBE_METHODS),
         "/healthz" | "/readyz" => return Err(method_not_allowed(PROBE_METHODS)),
+        path if routes::subscriptions::is_control_path(path) => {
+            match routes::subscriptions::parse(app, head) {
+                Ok(control) => Call::Control(Box::new(control)),
+                Err(resp) => Call::Answer(Box::new(resp)),
+            }
+        }
         path if path.starts_with(name::STREAM_PREFIX) => {
             if head.method == Method::Other {
                 return Err(method_not_allowed(STREAM_METHODS));
@@ -199,7 +207,11 @@ impl Prepared {
     pub fn wants_body(&self) -> bool {
         match self {
             Prepared::Append(_) => true,
-            Prepared::Other(other) => matches!(other.call, Call::Create(_)),
+            Prepared::Other(other) => match &other.call {
+                Call::Create(_) => true,
+                Call::Control(control) => control.wants_body(),
+                _ => false,
+            },
         }
     }
 
@@ -279,6 +291,7 @@ impl OtherCall {
             Call::Read(read) => read.run(app).await,
             Call::Head(name) => routes::head::head(app, &name).await,
             Call::Delete(name) => routes::delete::delete(app, &name).await,
+            Call::Control(control) => Ok(control.run(app, body).await),
             Call::Answer(resp) => Ok(*resp),
         };
         finish(resp, self.cors)

@@ -77,10 +77,12 @@ pub enum Field {
     AccessControlRequestMethod,
     /// `Access-Control-Request-Headers`.
     AccessControlRequestHeaders,
+    /// `Authorization` (subscription callbacks, acks, releases and claims).
+    Authorization,
 }
 
 /// Number of [`Field`]s.
-const FIELD_COUNT: usize = 17;
+const FIELD_COUNT: usize = 18;
 
 impl Field {
     /// Every field, in declaration order.
@@ -102,6 +104,7 @@ impl Field {
         Field::XForwardedProto,
         Field::AccessControlRequestMethod,
         Field::AccessControlRequestHeaders,
+        Field::Authorization,
     ];
 
     /// The header's name in lower case.
@@ -125,6 +128,7 @@ impl Field {
             Field::XForwardedProto => "x-forwarded-proto",
             Field::AccessControlRequestMethod => "access-control-request-method",
             Field::AccessControlRequestHeaders => "access-control-request-headers",
+            Field::Authorization => "authorization",
         }
     }
 
@@ -139,7 +143,7 @@ impl Field {
             10 => &[Field::StreamSeq, Field::StreamTtl],
             11 => &[Field::ProducerId],
             12 => &[Field::ContentType, Field::ProducerSeq],
-            13 => &[Field::StreamClosed, Field::IfNoneMatch],
+            13 => &[Field::StreamClosed, Field::IfNoneMatch, Field::Authorization],
             14 => &[Field::ProducerEpoch],
             17 => &[Field::StreamExpiresAt, Field::XForwardedProto],
             18 => &[Field::StreamForkedFrom, Field::StreamForkOffset],

@@ -24,6 +24,8 @@ impl Status {
     pub const NOT_MODIFIED: Status = Status(304);
     /// 400.
     pub const BAD_REQUEST: Status = Status(400);
+    /// 401.
+    pub const UNAUTHORIZED: Status = Status(401);
     /// 403.
     pub const FORBIDDEN: Status = Status(403);
     /// 404.
@@ -71,6 +73,7 @@ impl Status {
             204 => "No Content",
             304 => "Not Modified",
             400 => "Bad Request",
+            401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ds_engine::Engine;
+use ds_engine::subscription::Subscriptions;
 use tokio::sync::watch;
 
 use crate::body::{BodyLimits, ByteBudget};
@@ -22,6 +23,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Per-client token buckets, when a rate limit is configured.
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// The subscription service (`None`: the control API answers 404).
+    pub subscriptions: Option<Arc<Subscriptions>>,
 }
 
 impl AppState {
@@ -38,7 +41,21 @@ impl AppState {
             budget: Arc::new(ByteBudget::new(config.max_pending_body_bytes)),
         };
         let rate_limiter = config.rate_limit.map(|limit| Arc::new(RateLimiter::new(limit)));
-        AppState { engine, config: Arc::new(config), body_limits, shutdown, rate_limiter }
+        AppState {
+            engine,
+            config: Arc::new(config),
+            body_limits,
+            shutdown,
+            rate_limiter,
+            subscriptions: None,
+        }
+    }
+
+    /// The same state serving `subscriptions` under `/v1/stream/__ds/`.
+    #[must_use]
+    pub fn with_subscriptions(mut self, subscriptions: Arc<Subscriptions>) -> AppState {
+        self.subscriptions = Some(subscriptions);
+        self
     }
 
     /// Resolves when the server starts shutting down.

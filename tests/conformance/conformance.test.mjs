@@ -7,4 +7,7 @@ if (!baseUrl) {
   throw new Error("DS_CONFORMANCE_URL is not set; run scripts/conformance.sh")
 }
 
-runConformanceTests({ baseUrl })
+// `subscriptions: true` turns on the six "Reserved subscription APIs" tests (webhooks and
+// pull-wake); the server runs with DS_SUBSCRIPTIONS__ALLOW_LOCAL_WEBHOOKS=true so that the
+// suite's receiver on 127.0.0.1 is a valid webhook URL.
+runConformanceTests({ baseUrl, subscriptions: true })

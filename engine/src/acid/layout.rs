@@ -134,11 +134,31 @@ pub fn open_shards(fs: &Arc<dyn Fs>, dir: &Path, shards: u32) -> io::Result<Vec<
 }
 
 fn open_shard(fs: &Arc<dyn Fs>, dir: &Path, index: usize) -> io::Result<Database> {
-    let path = dir.join(shard_name(index));
+    open_database(fs, dir, &shard_name(index), CACHE_BYTES_PER_SHARD)
+}
+
+/// Opens the redb database `dir/name`, creating it if missing: as `name.tmp`, initialised by
+/// redb (which syncs it), renamed into place, the directory synced; so a cut leaves either
+/// no database or a whole empty one. Used for the acid shards and the subscriptions'
+/// control database.
+///
+/// # Errors
+/// I/O and redb errors.
+pub(crate) fn open_database(
+    fs: &Arc<dyn Fs>,
+    dir: &Path,
+    name: &str,
+    cache_bytes: usize,
+) -> io::Result<Database> {
+    let path = dir.join(name);
     let file = match fs.open(&path, OpenMode::ReadWrite) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let tmp = dir.join(format!("{}{}", shard_name(index), fs::TMP_SUFFIX));
+            let tmp = dir.join(format!("{name}{}", fs::TMP_SUFFIX));
+            match fs.remove(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let fresh = fs.open(&tmp, OpenMode::CreateNew)?;
             drop(redb::Builder::new().create_with_backend(FsBackend(fresh)).map_err(redb_io)?);
             fs.rename(&tmp, &path)?;
@@ -148,16 +168,16 @@ fn open_shard(fs: &Arc<dyn Fs>, dir: &Path, index: usize) -> io::Result<Database
         Err(e) => return Err(e),
     };
     let shown = std::sync::atomic::AtomicBool::new(false);
-    let shard = path.display().to_string();
+    let database = path.display().to_string();
     redb::Builder::new()
-        .set_cache_size(CACHE_BYTES_PER_SHARD)
+        .set_cache_size(cache_bytes)
         .set_repair_callback(move |session| {
             if !shown.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 tracing::warn!(
-                    shard,
+                    database,
                     progress = session.progress(),
-                    "acid shard was not closed cleanly: redb is checking it and rebuilding its \
-                     allocator state (reads the whole shard)"
+                    "redb database was not closed cleanly: redb is checking it and rebuilding \
+                     its allocator state (reads the whole file)"
                 );
             }
         })

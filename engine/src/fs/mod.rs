@@ -28,6 +28,8 @@ pub enum OpenMode {
     ReadWrite,
     /// A new file, read and write; fails if it exists.
     CreateNew,
+    /// As `CreateNew`, readable and writable by the owner only (mode 0600): secrets.
+    CreatePrivate,
 }
 
 /// A directory tree of files.
@@ -173,13 +175,25 @@ pub fn write_atomic_or_which(
     bytes: &[u8],
     durable: bool,
 ) -> Result<(), (io::Error, Failed)> {
+    write_atomic_as(fs, dir, name, bytes, durable, false)
+}
+
+fn write_atomic_as(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durable: bool,
+    private: bool,
+) -> Result<(), (io::Error, Failed)> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     // A name of its own, so that two writers of the same file never rename each other's tmp.
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!("{name}.{n}{TMP_SUFFIX}"));
     let io = |e| (e, Failed::Io);
     let sync = |e| (e, Failed::Sync);
-    let file = fs.open(&tmp, OpenMode::CreateNew).map_err(io)?;
+    let mode = if private { OpenMode::CreatePrivate } else { OpenMode::CreateNew };
+    let file = fs.open(&tmp, mode).map_err(io)?;
     file.write_all_at(bytes, 0).map_err(io)?;
     if durable {
         file.sync_data().map_err(sync)?;
@@ -204,6 +218,14 @@ pub fn write_atomic(
     durable: bool,
 ) -> io::Result<()> {
     write_atomic_or_which(fs, dir, name, bytes, durable).map_err(|(e, _)| e)
+}
+
+/// [`write_atomic`] of a secret: the file is readable by its owner only (mode 0600).
+///
+/// # Errors
+/// As [`write_atomic_or_which`].
+pub fn write_atomic_private(fs: &dyn Fs, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_as(fs, dir, name, bytes, true, true).map_err(|(e, _)| e)
 }
 
 /// Suffix of temporary files; recovery removes any it finds.

@@ -299,10 +299,10 @@ impl Fs for SimFs {
         let mut s = self.lock();
         check(&s)?;
         let id = match (mode, s.live.get(path).copied()) {
-            (OpenMode::CreateNew, Some(_)) => {
+            (OpenMode::CreateNew | OpenMode::CreatePrivate, Some(_)) => {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
             }
-            (OpenMode::CreateNew, None) => {
+            (OpenMode::CreateNew | OpenMode::CreatePrivate, None) => {
                 let id = s.next_id;
                 s.next_id += 1;
                 let modified_ms = s.now_ms;

@@ -72,6 +72,10 @@ impl Fs for StdFs {
             OpenMode::Read => opts.read(true),
             OpenMode::ReadWrite => opts.read(true).write(true),
             OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
+            OpenMode::CreatePrivate => {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.read(true).write(true).create_new(true).mode(0o600)
+            }
         };
         Ok(Arc::new(StdFile(opts.open(path)?)))
     }

@@ -143,6 +143,10 @@ pub fn parse(body: &Value, allow_local_webhooks: bool) -> Result<Config, ConfigE
             Some(_) => return Err(invalid("wake_stream must be a string")),
             None => return Err(invalid("pull-wake subscriptions need a wake_stream")),
         };
+        if streams.contains(&wake_stream) {
+            // Its own wake events would be pending work forever: each done would wake again.
+            return Err(invalid("a subscription cannot link its own wake_stream"));
+        }
         Delivery::PullWake { wake_stream }
     };
     Ok(Config { delivery, pattern, streams, lease_ttl_ms, description })
@@ -233,6 +237,7 @@ mod tests {
             json!({"type": "webhook", "pattern": "e/*", "webhook": {"url": 5}}),
             json!({"type": "webhook", "pattern": "e/*", "webhook": "https://example.com"}),
             json!({"type": "webhook", "pattern": "e/*", "webhook": {"url": "https://example.com"}, "wake_stream": "w"}),
+            json!({"type": "pull-wake", "streams": ["a", "w"], "wake_stream": "w"}),
         ] {
             assert!(matches!(refused(body.clone()), ConfigError::Invalid(_)), "{body}");
         }

@@ -73,6 +73,17 @@ impl SigningKey {
         Ok(SigningKey { pair, x, kid })
     }
 
+    /// The key of a PKCS#8 (v1 or v2) Ed25519 private key, DER-encoded.
+    ///
+    /// # Errors
+    /// If the document is not an Ed25519 private key.
+    pub fn from_pkcs8(der: &[u8]) -> Result<SigningKey, ring::error::KeyRejected> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)?;
+        let x = B64.encode(pair.public_key().as_ref());
+        let kid = thumbprint_kid(&x);
+        Ok(SigningKey { pair, x, kid })
+    }
+
     /// A new random key and its seed (to store).
     ///
     /// # Errors

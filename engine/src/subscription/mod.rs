@@ -1,6 +1,9 @@
-//! Subscriptions (§6–7): durable cursors over sets of streams that wake workers. Being built
-//! in steps (issue 9); so far:
+//! Subscriptions (§6–7): durable cursors over sets of streams that wake workers.
 //!
+//! - [`service`]: the [`Subscriptions`] service: requests, the append hook, the scheduler
+//!   of leases, deliveries and retries, and persistence.
+//! - [`control`]: the control database and key file of the persistent modes.
+//! - [`view`]: the JSON clients and receivers see.
 //! - [`config`]: a subscription's configuration as a client sends it, checked and
 //!   normalized; subscription ids.
 //! - [`glob`]: patterns over stream paths, and the path rules subscriptions share.
@@ -15,9 +18,14 @@
 //! - [`webhook_url`]: which webhook URLs and resolved addresses are allowed (SSRF rules).
 
 pub mod config;
+pub mod control;
 pub mod glob;
 pub mod keys;
 pub mod record;
 pub mod registry;
+pub mod service;
 pub mod state;
+pub mod view;
 pub mod webhook_url;
+
+pub use service::{Settings, SubError, Subscriptions, WebhookRequest, WebhookSender};

@@ -1,5 +1,5 @@
-//! A subscription as one self-describing record (a JSON object), for the control store that
-//! will keep subscriptions across restarts (issue 9). [`decode`] checks everything
+//! A subscription as one self-describing record (a JSON object), as the control database
+//! keeps it across restarts ([`crate::subscription::control`]). [`decode`] checks everything
 //! [`encode`] writes, so a damaged or foreign record is refused instead of loaded half-right.
 //!
 //! ```text
@@ -10,7 +10,8 @@
 //!  "generation":…,
 //!  "wake":null | {"id":…, "triggered_by":…, "snapshot":[[path, "<token>"]…],
 //!                 "holder":…?, "lease_deadline_ms":…?},
-//!  "retry":{"attempts":…, "next_attempt_at_ms":…?}}
+//!  "retry":{"attempts":…, "next_attempt_at_ms":…?},
+//!  "base_url":"<scheme://authority/stream-root>"}
 //! ```
 
 use serde_json::{Map, Value, json};
@@ -84,6 +85,7 @@ pub fn encode(sub: &Subscription) -> Vec<u8> {
         "generation": sub.generation,
         "wake": wake,
         "retry": retry,
+        "base_url": sub.base_url,
     })
     .to_string()
     .into_bytes()
@@ -195,6 +197,7 @@ pub fn decode(bytes: &[u8]) -> Option<Subscription> {
         generation: number(&m, "generation")?,
         wake,
         retry,
+        base_url: text(&m, "base_url")?.to_owned(),
     })
 }
 

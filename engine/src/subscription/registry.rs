@@ -224,9 +224,23 @@ impl Registry {
         out
     }
 
+    /// Whether an append to `path` may concern some subscription (no allocation: asked on
+    /// every append).
+    #[must_use]
+    pub fn concerns(&self, path: &str) -> bool {
+        if self.explicit.contains_key(path) || self.by_prefix.contains_key("") {
+            return true;
+        }
+        if self.by_prefix.is_empty() {
+            return false;
+        }
+        let with_slash = format!("{path}/");
+        with_slash.match_indices('/').any(|(i, _)| self.by_prefix.contains_key(&with_slash[..=i]))
+    }
+
     /// An append moved `path` from `before` to its current tail (`tails`): every
     /// subscription it concerns links and wakes as [`Subscription::appended`] says. Returns
-    /// the wakes made, by subscription id.
+    /// the subscriptions that changed (a new link, or a wake), with the wake made.
     pub fn appended(
         &mut self,
         path: &str,
@@ -234,12 +248,18 @@ impl Registry {
         tails: &dyn Tails,
         now_ms: u64,
         mut wake_id: impl FnMut() -> String,
-    ) -> Vec<(String, Woke)> {
+    ) -> Vec<(String, Option<Woke>)> {
         let mut out = Vec::new();
         for id in self.candidates(path) {
-            let woke =
-                self.update_glob(&id, |s| s.appended(path, before, tails, now_ms, &mut wake_id));
-            if let Some(Some(woke)) = woke {
+            let changed = self.update_glob(&id, |s| {
+                let link = |s: &Subscription| {
+                    s.links.iter().find(|l| l.path == path).map(|l| (l.explicit, l.glob))
+                };
+                let was = link(s);
+                let woke = s.appended(path, before, tails, now_ms, &mut wake_id);
+                (woke.is_some() || link(s) != was).then_some(woke)
+            });
+            if let Some(Some(woke)) = changed {
                 out.push((id, woke));
             }
         }
@@ -247,11 +267,26 @@ impl Registry {
     }
 
     /// A stream was deleted or expired: every subscription linking it forgets it (glob) or
-    /// restarts it (explicit).
-    pub fn stream_removed(&mut self, path: &str) {
+    /// restarts it (explicit). Returns the subscriptions that linked it.
+    pub fn stream_removed(&mut self, path: &str) -> Vec<String> {
+        let mut out = Vec::new();
         for id in self.candidates(path) {
-            self.update_glob(&id, |s| s.stream_removed(path));
+            let linked = self.update_glob(&id, |s| {
+                let linked = s.links.iter().any(|l| l.path == path);
+                s.stream_removed(path);
+                linked
+            });
+            if linked == Some(true) {
+                out.push(id);
+            }
         }
+        out
+    }
+
+    /// The lowest incarnation not given yet (stored, so that a restart never reuses one).
+    #[must_use]
+    pub fn next_incarnation(&self) -> u64 {
+        self.next_incarnation
     }
 
     /// Every subscription, for timers and listing.
@@ -330,7 +365,7 @@ mod tests {
         let ids: Vec<&str> = woke.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
         assert!(r.appended("e/1", Offset::ZERO, &tails, 1, &mut next).is_empty(), "in flight");
-        r.stream_removed("e/1");
+        assert_eq!(r.stream_removed("e/1"), ["a", "b"]);
         assert!(r.get("a").unwrap().links.is_empty());
         assert_eq!(r.get("b").unwrap().links[0].acked, Offset::ZERO);
     }
@@ -387,6 +422,7 @@ mod tests {
                 .map(|s| s.id.clone())
                 .collect();
             let got = r.candidates(&path);
+            prop_assert_eq!(r.concerns(&path), !got.is_empty());
             prop_assert!(expected.is_subset(&got), "missed: {:?} of {:?}", expected, got);
             // Candidates beyond the matches are fine (checked again) but must share the
             // literal prefix.

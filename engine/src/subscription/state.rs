@@ -131,6 +131,10 @@ pub struct Subscription {
     pub wake: Option<Wake>,
     /// Webhook retries.
     pub retry: Retry,
+    /// Where the server was reached when the subscription was made (`scheme://authority`
+    /// and the stream root, e.g. `http://127.0.0.1:4437/v1/stream`): the base of the
+    /// callback and JWKS URLs it hands out, unless the server has a public URL configured.
+    pub base_url: String,
 }
 
 /// What a transition asks the caller to do: a new wake was made.
@@ -233,6 +237,7 @@ impl Subscription {
             generation: 0,
             wake: None,
             retry: Retry::default(),
+            base_url: String::new(),
             config,
         };
         for path in sub.config.streams.clone() {
@@ -256,6 +261,11 @@ impl Subscription {
     /// Links `path` (explicitly or by glob) at `at` if it is new; an existing link only
     /// gains the type and keeps its cursor. `false` if the link limit stops a new one.
     fn link(&mut self, path: &str, explicit: bool, at: Offset) -> bool {
+        if self.is_own_wake_stream(path) {
+            // Never linked: its wake events would be pending work, and every done would
+            // wake the subscription again (§6.3: wake streams never wake themselves).
+            return false;
+        }
         if let Some(i) = self.find(path) {
             let link = &mut self.links[i];
             link.explicit |= explicit;
@@ -269,11 +279,18 @@ impl Subscription {
         true
     }
 
+    fn is_own_wake_stream(&self, path: &str) -> bool {
+        matches!(&self.config.delivery, Delivery::PullWake { wake_stream } if wake_stream == path)
+    }
+
     /// Adds explicit links (§6.4) at each stream's tail; idempotent. Never wakes.
     ///
     /// # Errors
     /// [`Refusal::Invalid`] if the links would pass [`MAX_LINKS`] (nothing is added then).
     pub fn add_streams(&mut self, paths: &[String], tails: &dyn Tails) -> Result<(), Refusal> {
+        if paths.iter().any(|p| self.is_own_wake_stream(p)) {
+            return Err(Refusal::Invalid("a subscription cannot link its own wake_stream"));
+        }
         let new = paths.iter().filter(|p| self.find(p).is_none()).count();
         if self.links.len() + new > MAX_LINKS {
             return Err(Refusal::Invalid("too many streams in one subscription"));
@@ -340,6 +357,18 @@ impl Subscription {
             return None;
         }
         self.wake_if_pending(tails, now_ms, path, wake_id)
+    }
+
+    /// Makes a wake if none is in flight and work is pending, naming the first pending
+    /// stream (at start-up: work that arrived while the server was down, or whose wake a
+    /// crash lost).
+    pub fn wake_if_idle(
+        &mut self,
+        tails: &dyn Tails,
+        now_ms: u64,
+        wake_id: impl FnOnce() -> String,
+    ) -> Option<Woke> {
+        self.wake_if_pending(tails, now_ms, "", wake_id)
     }
 
     /// Makes a wake if none is in flight and work is pending (`trigger` names the stream

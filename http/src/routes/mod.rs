@@ -6,3 +6,4 @@ pub mod create;
 pub mod delete;
 pub mod head;
 pub mod read;
+pub mod subscriptions;

@@ -1,0 +1,1221 @@
+//! [`Subscriptions`]: the subscription service a server runs beside its engine (§6–7). It
+//! holds the [`Registry`] behind one lock, keeps it in the control database
+//! ([`crate::subscription::control`]) in the persistent modes, hears of appends, deletions
+//! and expiries through the engine's hook, and runs one scheduler task for leases, webhook
+//! deliveries and retries, and pull-wake events. HTTP knows none of this: `ds-http` parses
+//! a request, calls one method here, and renders what it returns.
+//!
+//! # Durability
+//! Every change marks its subscription dirty; [`Subscriptions::flush`] writes every dirty
+//! record in one durable transaction (records are encoded after the write lock is taken, so
+//! a later write never holds an older record than an earlier one). A request whose answer
+//! depends on a change (create, delete, links, claim, ack, callback, release) flushes before
+//! answering. Changes made by the append hook and by timers are flushed by the scheduler,
+//! and it flushes before it sends a webhook or writes a wake event: nothing reaches a
+//! worker that a crash could take back. What a crash can lose is at most a wake not yet
+//! announced, which the start-up pass makes again (at-least-once).
+//!
+//! # Start
+//! Once the engine has recovered: the keys are read (or made and stored), the records
+//! loaded, links reconciled with the streams that exist (a deleted stream's glob link
+//! goes; a matching stream without a link, which a crash between an append and its flush
+//! leaves, is linked at its own start), timers re-armed from the stored deadlines, webhook
+//! wakes in flight delivered again (at their retry time, if one is scheduled), pull-wake
+//! events of unclaimed wakes written again, and idle subscriptions with pending work woken.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::engine::{Engine, StreamHook};
+use crate::offset::Offset;
+use crate::store::AppendRequest;
+use crate::subscription::config::{self, ConfigError};
+use crate::subscription::control::{self, Control, RETIRED_KEY_SECS, StoredKeys};
+use crate::subscription::glob;
+use crate::subscription::keys::{
+    self, Claims, SigningKey, TOKEN_TTL_SECS, TokenError, TokenKey, Use,
+};
+use crate::subscription::record;
+use crate::subscription::registry::{Put, PutError, Registry};
+use crate::subscription::state::{
+    Delivered, Delivery, Fence, MAX_ACKS, Refusal, Subscription, Woke, retry_delay_ms,
+};
+use crate::subscription::view;
+
+/// Most webhook deliveries in flight at once, server-wide.
+pub const MAX_DELIVERIES: usize = 64;
+/// Longest worker name a claim accepts, in bytes.
+pub const MAX_WORKER_BYTES: usize = 256;
+/// Largest integer a JSON number carries exactly (2^53): a larger `generation` is refused.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+/// Longest the scheduler sleeps without looking at the clock.
+const IDLE_TICK: Duration = Duration::from_secs(60);
+
+/// Settings (`DS_SUBSCRIPTIONS__*`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Accept `http://localhost` and `http://127.x.x.x` webhooks, and deliver to loopback
+    /// addresses (`ALLOW_LOCAL_WEBHOOKS`, default false).
+    pub allow_local_webhooks: bool,
+    /// With a secret, a claim needs `Authorization: Bearer` and an HS256 JWT signed with it
+    /// (`CLAIM_SECRET`).
+    pub claim_secret: Option<String>,
+    /// A PEM (PKCS#8) Ed25519 private key to sign webhooks with (`SIGNING_KEY_FILE`);
+    /// otherwise one is made, and stored in the persistent modes.
+    pub signing_key_file: Option<PathBuf>,
+    /// Connect and whole-exchange timeout of a webhook delivery (`WEBHOOK_TIMEOUT_MS`).
+    pub webhook_timeout: Duration,
+    /// The stream root's public URL (`DS_HTTP__PUBLIC_URL` and the root path), if set: the
+    /// base of callback and JWKS URLs instead of the one a subscription was created under.
+    pub public_base: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            allow_local_webhooks: false,
+            claim_secret: None,
+            signing_key_file: None,
+            webhook_timeout: Duration::from_secs(10),
+            public_base: None,
+        }
+    }
+}
+
+/// One webhook to send.
+#[derive(Clone, Debug)]
+pub struct WebhookRequest {
+    /// The receiver (validated when the subscription was made; the sender checks the
+    /// addresses it resolves to).
+    pub url: String,
+    /// The `Webhook-Signature` header.
+    pub signature: String,
+    /// The JSON body.
+    pub body: Bytes,
+    /// Connect and whole-exchange timeout.
+    pub timeout: Duration,
+    /// Whether loopback addresses may be connected to.
+    pub allow_local: bool,
+}
+
+/// A future a [`WebhookSender`] returns.
+pub type SendFuture = std::pin::Pin<Box<dyn Future<Output = Delivered> + Send>>;
+
+/// Sends webhooks: the HTTP client lives outside the engine (ds-http has one with rustls).
+pub trait WebhookSender: Send + Sync {
+    /// POSTs the request: [`Delivered::Done`] for a 2xx whose body is `{"done":true}`,
+    /// [`Delivered::Accepted`] for another 2xx, [`Delivered::Failed`] for anything else.
+    fn send(&self, request: WebhookRequest) -> SendFuture;
+}
+
+/// Why a subscription request is refused: each is one `{"error":{"code"}}` answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubError {
+    /// 400 `INVALID_REQUEST`.
+    Invalid(String),
+    /// 400 `WEBHOOK_URL_REJECTED`.
+    UrlRejected(String),
+    /// 404 `SUBSCRIPTION_NOT_FOUND`.
+    NotFound,
+    /// 401 `TOKEN_INVALID`.
+    TokenInvalid(&'static str),
+    /// 401 `TOKEN_EXPIRED`.
+    TokenExpired,
+    /// 409 `SUBSCRIPTION_ALREADY_EXISTS`.
+    Exists,
+    /// 409 `FENCED`.
+    Fenced,
+    /// 409 `ALREADY_CLAIMED`.
+    AlreadyClaimed {
+        /// The worker holding the lease.
+        holder: String,
+        /// The current generation.
+        generation: u64,
+    },
+    /// 409 `NO_PENDING_WORK`.
+    NoPendingWork,
+    /// 409 `INVALID_OFFSET`.
+    InvalidOffset(String),
+    /// 503: still starting, or the control database failed.
+    Unavailable(String),
+}
+
+impl From<ConfigError> for SubError {
+    fn from(e: ConfigError) -> SubError {
+        match e {
+            ConfigError::Invalid(why) => SubError::Invalid(why),
+            ConfigError::UrlRejected(why) => SubError::UrlRejected(why.to_owned()),
+        }
+    }
+}
+
+impl From<Refusal> for SubError {
+    fn from(r: Refusal) -> SubError {
+        match r {
+            Refusal::Fenced => SubError::Fenced,
+            Refusal::AlreadyClaimed { holder, generation } => {
+                SubError::AlreadyClaimed { holder, generation }
+            }
+            Refusal::NoPendingWork => SubError::NoPendingWork,
+            Refusal::InvalidOffset(why) => SubError::InvalidOffset(why.to_owned()),
+            Refusal::Invalid(why) => SubError::Invalid(why.to_owned()),
+        }
+    }
+}
+
+impl From<TokenError> for SubError {
+    fn from(e: TokenError) -> SubError {
+        match e {
+            TokenError::Invalid => SubError::TokenInvalid("token is not valid for this request"),
+            TokenError::Expired => SubError::TokenExpired,
+        }
+    }
+}
+
+/// A claim's answer.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// The signing and token keys.
+struct Keys {
+    signing: SigningKey,
+    /// Retired public keys (`x`) and until when they are published.
+    retired: Vec<(String, u64)>,
+    tokens: TokenKey,
+    claims: Option<TokenKey>,
+}
+
+/// A delivery (webhook POST or wake event) wanted for a wake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Due {
+    incarnation: u64,
+    generation: u64,
+    wake_id: String,
+    at_ms: u64,
+}
+
+/// Per subscription, in memory only: the delivery wanted and whether one is running.
+#[derive(Debug, Default)]
+struct Run {
+    due: Option<Due>,
+    in_flight: bool,
+    /// Failed wake-event writes in a row (pull-wake; webhooks keep theirs in the record).
+    event_failures: u32,
+}
+
+#[derive(Default)]
+struct State {
+    registry: Registry,
+    /// Ids changed since the last flush (present: write the record; gone: delete it).
+    dirty: BTreeSet<String>,
+    runs: HashMap<String, Run>,
+    /// (time, id): look at `id` then. Entries may be stale; looking costs little.
+    timers: BTreeSet<(u64, String)>,
+    loaded: bool,
+}
+
+/// The subscription service.
+pub struct Subscriptions {
+    engine: Arc<Engine>,
+    settings: Settings,
+    sender: Arc<dyn WebhookSender>,
+    state: Mutex<State>,
+    keys: std::sync::OnceLock<Keys>,
+    control: std::sync::OnceLock<Option<Arc<Control>>>,
+    /// Held across a flush's encode and write.
+    persist: tokio::sync::Mutex<()>,
+    /// Set when the control database failed: nothing more is promised, every request 503s.
+    failed: std::sync::OnceLock<String>,
+    kick: Notify,
+    deliveries: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn fresh_wake_id() -> String {
+    keys::wake_id().unwrap_or_else(|_| {
+        // The system's random source failed (it does not, in practice): still unique.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("w_{:024x}", (t << 20) ^ u128::from(n))
+    })
+}
+
+fn jitter() -> u64 {
+    keys::random::<8>().map_or(0, u64::from_le_bytes)
+}
+
+impl Subscriptions {
+    /// The service over `engine`. Nothing is served until [`Subscriptions::run`] has
+    /// loaded the stored subscriptions (requests get 503 until then).
+    #[must_use]
+    pub fn new(
+        engine: Arc<Engine>,
+        settings: Settings,
+        sender: Arc<dyn WebhookSender>,
+    ) -> Arc<Subscriptions> {
+        let subs = Arc::new(Subscriptions {
+            engine,
+            settings,
+            sender,
+            state: Mutex::new(State::default()),
+            keys: std::sync::OnceLock::new(),
+            control: std::sync::OnceLock::new(),
+            persist: tokio::sync::Mutex::new(()),
+            failed: std::sync::OnceLock::new(),
+            kick: Notify::new(),
+            deliveries: Arc::new(Semaphore::new(MAX_DELIVERIES)),
+        });
+        let weak = Arc::downgrade(&subs);
+        subs.engine.set_hook(weak);
+        subs
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> u64 {
+        self.engine.now_ms()
+    }
+
+    /// Loads what is stored (once the engine has recovered), then runs the scheduler until
+    /// the task is aborted.
+    ///
+    /// # Errors
+    /// The keys or the control database cannot be read: the message says why.
+    pub async fn run(self: Arc<Self>) -> Result<(), String> {
+        self.engine.ready().await?;
+        self.load().await?;
+        loop {
+            let kicked = self.kick.notified();
+            let next = self.run_due().await;
+            let now = self.now();
+            let sleep = next.map_or(IDLE_TICK, |at| Duration::from_millis(at.saturating_sub(now)));
+            tokio::select! {
+                () = tokio::time::sleep(sleep.min(IDLE_TICK)) => {}
+                () = kicked => {}
+            }
+        }
+    }
+
+    /// Loads the keys and the stored subscriptions, and reconciles them with the streams.
+    ///
+    /// # Errors
+    /// As [`Subscriptions::run`].
+    pub async fn load(&self) -> Result<(), String> {
+        let persistent = self.engine.config().mode != crate::StorageMode::Memory;
+        let (fs, data_dir) = (self.engine.fs().clone(), self.engine.config().data_dir.clone());
+        let key_file = self.settings.signing_key_file.clone();
+        let now_secs = self.now() / 1000;
+        let opened = tokio::task::spawn_blocking(move || {
+            let keys =
+                load_keys(fs.as_ref(), &data_dir, persistent, key_file.as_deref(), now_secs)?;
+            if !persistent {
+                return Ok((keys, None, control::Loaded::default()));
+            }
+            let control = Control::open(&fs, &data_dir).map_err(|e| {
+                format!("subscriptions: {}: {e}", control::dir(&data_dir).display())
+            })?;
+            let loaded = control.load().map_err(|e| format!("subscriptions: {e}"))?;
+            Ok::<_, String>((keys, Some(Arc::new(control)), loaded))
+        })
+        .await
+        .map_err(|e| format!("subscriptions: start-up task failed: {e}"))??;
+        let (keys, control, loaded) = opened;
+        let claims = self.settings.claim_secret.as_ref().map(|s| TokenKey::new(s.as_bytes()));
+        let _ = self.keys.set(Keys { claims, ..keys });
+        let _ = self.control.set(control);
+        for id in &loaded.damaged {
+            tracing::error!(subscription = %id, "stored subscription record is damaged; not loaded");
+        }
+        let count = loaded.subscriptions.len();
+        {
+            let mut st = self.lock();
+            st.registry = Registry::new(loaded.next_incarnation.saturating_sub(1));
+            for sub in loaded.subscriptions {
+                st.registry.restore(sub);
+            }
+            self.reconcile(&mut st);
+            st.loaded = true;
+        }
+        tracing::info!(subscriptions = count, "subscriptions loaded");
+        self.flush().await.map_err(|e| format!("subscriptions: {e:?}"))?;
+        self.kick.notify_one();
+        Ok(())
+    }
+
+    /// The start-up pass (see the module docs).
+    fn reconcile(&self, st: &mut State) {
+        let now = self.now();
+        let tails = |p: &str| self.engine.tail(p);
+        let streams = self.engine.list("").unwrap_or_default();
+        let ids: Vec<String> = st.registry.iter().map(|s| s.id.clone()).collect();
+        for id in ids {
+            let State { registry, dirty, .. } = &mut *st;
+            let changed = registry.update(&id, |s| {
+                let before = s.clone();
+                let gone: Vec<String> = s
+                    .links
+                    .iter()
+                    .filter(|l| tails(&l.path).is_none())
+                    .map(|l| l.path.clone())
+                    .collect();
+                for path in gone {
+                    s.stream_removed(&path);
+                }
+                if let Some(pattern) = s.config.pattern.clone() {
+                    for (name, info) in &streams {
+                        if !name.starts_with("__ds/")
+                            && pattern.matches(name)
+                            && !s.links.iter().any(|l| *l.path == **name)
+                        {
+                            let start =
+                                info.fork.as_ref().map_or(Offset::ZERO, |f| Offset::at(f.at));
+                            s.appended(name, start, &tails, now, fresh_wake_id);
+                        }
+                    }
+                }
+                s.wake_if_idle(&tails, now, fresh_wake_id);
+                *s != before
+            });
+            if changed == Some(true) {
+                dirty.insert(id.clone());
+            }
+            // Whatever is in flight is announced again.
+            let due = st.registry.get(&id).and_then(|s| {
+                let wake = s.wake.as_ref()?;
+                let at = match s.config.delivery {
+                    Delivery::Webhook { .. } => s.retry.next_attempt_at_ms.unwrap_or(now),
+                    Delivery::PullWake { .. } if wake.holder.is_none() => now,
+                    Delivery::PullWake { .. } => return None,
+                };
+                Some(Due {
+                    incarnation: s.incarnation,
+                    generation: s.generation,
+                    wake_id: wake.id.clone(),
+                    at_ms: at,
+                })
+            });
+            st.runs.entry(id.clone()).or_default().due = due;
+            arm(st, &id);
+        }
+    }
+
+    fn ready(&self) -> Result<&Keys, SubError> {
+        if let Some(why) = self.failed.get() {
+            return Err(SubError::Unavailable(why.clone()));
+        }
+        let loaded = self.lock().loaded;
+        match self.keys.get() {
+            Some(keys) if loaded => Ok(keys),
+            _ => Err(SubError::Unavailable("subscriptions are still loading".into())),
+        }
+    }
+
+    /// Writes every dirty record in one durable transaction.
+    ///
+    /// # Errors
+    /// [`SubError::Unavailable`] if the control database failed (now or before).
+    pub async fn flush(&self) -> Result<(), SubError> {
+        let _guard = self.persist.lock().await;
+        if let Some(why) = self.failed.get() {
+            return Err(SubError::Unavailable(why.clone()));
+        }
+        let (puts, deletes, next) = {
+            let mut st = self.lock();
+            let ids = std::mem::take(&mut st.dirty);
+            let mut puts = Vec::new();
+            let mut deletes = Vec::new();
+            for id in ids {
+                match st.registry.get(&id) {
+                    Some(sub) => puts.push((id, record::encode(sub))),
+                    None => deletes.push(id),
+                }
+            }
+            (puts, deletes, st.registry.next_incarnation())
+        };
+        let Some(Some(control)) = self.control.get().cloned() else { return Ok(()) };
+        if puts.is_empty() && deletes.is_empty() {
+            return Ok(());
+        }
+        let written = tokio::task::spawn_blocking(move || control.write(&puts, &deletes, next))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        written.map_err(|e| {
+            let why = format!("the subscriptions' control database failed: {e}");
+            tracing::error!(error = %e, "subscription changes could not be stored; refusing further subscription requests");
+            let _ = self.failed.set(why.clone());
+            SubError::Unavailable(why)
+        })
+    }
+
+    /// The JWKS (§6.5): the active key, and retired keys still in the replay window.
+    ///
+    /// # Errors
+    /// 503 while loading.
+    pub fn jwks(&self) -> Result<Value, SubError> {
+        let keys = self.ready()?;
+        let now = self.now() / 1000;
+        let mut list = vec![keys.signing.jwk()];
+        for (x, until) in &keys.retired {
+            if *until > now {
+                list.push(serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x,
+                    "kid": keys::thumbprint_kid(x), "use": "sig", "alg": "EdDSA"}));
+            }
+        }
+        Ok(serde_json::json!({ "keys": list }))
+    }
+
+    fn base<'a>(&'a self, sub: &'a Subscription) -> &'a str {
+        self.settings.public_base.as_deref().unwrap_or(&sub.base_url)
+    }
+
+    /// `PUT …/subscriptions/{id}` (§6.2): `Ok(true, body)` when created, `Ok(false, body)`
+    /// when the same configuration was already there. `base` is the stream root's URL as
+    /// the client reached it.
+    ///
+    /// # Errors
+    /// 400 for a bad id or configuration, 409 for another configuration under the id.
+    pub async fn put(&self, id: &str, body: &Value, base: &str) -> Result<(bool, Value), SubError> {
+        let keys = self.ready()?;
+        config::check_id(id)?;
+        let config = config::parse(body, self.settings.allow_local_webhooks)?;
+        let existing: Vec<(String, Offset)> = match &config.pattern {
+            Some(p) => self
+                .engine
+                .list(&p.literal_prefix())
+                .map_err(|e| SubError::Unavailable(e.to_string()))?
+                .into_iter()
+                .filter(|(name, _)| !name.starts_with("__ds/"))
+                .map(|(name, info)| (name.to_string(), info.tail))
+                .collect(),
+            None => Vec::new(),
+        };
+        let created = {
+            let mut st = self.lock();
+            let now = self.now();
+            let tails = |p: &str| self.engine.tail(p);
+            match st.registry.put(id, config, now, &tails, existing) {
+                Ok(Put::Confirmed) => false,
+                Ok(Put::Created) => {
+                    st.registry.update(id, |s| s.base_url = base.to_owned());
+                    st.dirty.insert(id.to_owned());
+                    true
+                }
+                Err(PutError::Conflict) => return Err(SubError::Exists),
+                Err(PutError::Full) => {
+                    return Err(SubError::Invalid(format!(
+                        "the server holds its limit of {} subscriptions",
+                        crate::subscription::registry::MAX_SUBSCRIPTIONS
+                    )));
+                }
+            }
+        };
+        if created {
+            self.flush().await?;
+        }
+        let st = self.lock();
+        let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
+        Ok((created, view::describe(sub, self.base(sub), keys.signing.kid())))
+    }
+
+    /// `GET …/subscriptions/{id}`.
+    ///
+    /// # Errors
+    /// 404.
+    pub fn get(&self, id: &str) -> Result<Value, SubError> {
+        let keys = self.ready()?;
+        let st = self.lock();
+        let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
+        Ok(view::describe(sub, self.base(sub), keys.signing.kid()))
+    }
+
+    /// `DELETE …/subscriptions/{id}`: idempotent. Requests of its wakes fail from now on,
+    /// and a subscription re-created under the id accepts none of its tokens.
+    ///
+    /// # Errors
+    /// 503 only.
+    pub async fn delete(&self, id: &str) -> Result<(), SubError> {
+        self.ready()?;
+        {
+            let mut st = self.lock();
+            if st.registry.delete(id) {
+                st.runs.remove(id);
+                st.dirty.insert(id.to_owned());
+            }
+        }
+        self.flush().await
+    }
+
+    /// `POST …/subscriptions/{id}/streams` (§6.4): explicit links at each stream's tail.
+    ///
+    /// # Errors
+    /// 400 for a bad body, 404.
+    pub async fn add_streams(&self, id: &str, body: &Value) -> Result<(), SubError> {
+        self.ready()?;
+        let paths = match body.get("streams") {
+            Some(v) => config::stream_list(v, "streams")?,
+            None => {
+                return Err(SubError::Invalid("streams must be an array of stream paths".into()));
+            }
+        };
+        {
+            let mut st = self.lock();
+            let tails = |p: &str| self.engine.tail(p);
+            st.registry.add_streams(id, &paths, &tails).ok_or(SubError::NotFound)??;
+            st.dirty.insert(id.to_owned());
+        }
+        self.flush().await
+    }
+
+    /// `DELETE …/subscriptions/{id}/streams/{path}` (§6.4): drops the explicit link (a glob
+    /// link of the stream stays).
+    ///
+    /// # Errors
+    /// 400 for a bad path, 404.
+    pub async fn remove_stream(&self, id: &str, path: &str) -> Result<(), SubError> {
+        self.ready()?;
+        let path = glob::normalize(path)
+            .map_err(|e| SubError::Invalid(format!("stream path {e}")))?
+            .to_owned();
+        {
+            let mut st = self.lock();
+            if !st.registry.remove_stream(id, &path) {
+                return Err(SubError::NotFound);
+            }
+            st.dirty.insert(id.to_owned());
+        }
+        self.flush().await
+    }
+
+    /// `POST …/callback` (webhook, [`Use::Callback`]) or `POST …/ack` (pull-wake,
+    /// [`Use::Claim`]) (§7.1, §7.2): applies the acks, extends the lease, and with `done`
+    /// ends the wake. Returns `next_wake`.
+    ///
+    /// # Errors
+    /// 400, 401, 404, 409 as §7.3 orders them.
+    pub async fn ack(
+        &self,
+        id: &str,
+        usage: Use,
+        token: &str,
+        body: &Value,
+    ) -> Result<bool, SubError> {
+        let keys = self.ready()?;
+        let next = {
+            let mut st = self.lock();
+            let fence_claims = self.check_token(&st, keys, id, usage, token)?;
+            let parsed = parse_ack(body)?;
+            let now = self.now();
+            let fence = Fence {
+                token_incarnation: fence_claims.incarnation,
+                token_generation: fence_claims.generation,
+                token_wake_id: &fence_claims.wake_id,
+                generation: Some(parsed.generation),
+                wake_id: Some(parsed.wake_id.as_str()),
+            };
+            let tails = |p: &str| self.engine.tail(p);
+            let acked = st
+                .registry
+                .update(id, |s| {
+                    s.check_fence(&fence)?;
+                    s.ack(&parsed.acks, parsed.done, &tails, now, fresh_wake_id)
+                })
+                .ok_or(SubError::NotFound)??;
+            st.dirty.insert(id.to_owned());
+            let next = acked.next.is_some();
+            if let Some(woke) = acked.next {
+                want(&mut st, id, &woke, now);
+            }
+            arm(&mut st, id);
+            next
+        };
+        self.flush().await?;
+        self.kick.notify_one();
+        Ok(next)
+    }
+
+    /// `POST …/release` (§7.2): ends the claimed wake without acks; pending work makes the
+    /// next one.
+    ///
+    /// # Errors
+    /// As [`Subscriptions::ack`].
+    pub async fn release(&self, id: &str, token: &str, body: &Value) -> Result<(), SubError> {
+        let keys = self.ready()?;
+        {
+            let mut st = self.lock();
+            let claims = self.check_token(&st, keys, id, Use::Claim, token)?;
+            let (generation, wake_id) = parse_fence(body)?;
+            let now = self.now();
+            let fence = Fence {
+                token_incarnation: claims.incarnation,
+                token_generation: claims.generation,
+                token_wake_id: &claims.wake_id,
+                generation: Some(generation),
+                wake_id: Some(wake_id.as_str()),
+            };
+            let tails = |p: &str| self.engine.tail(p);
+            let next = st
+                .registry
+                .update(id, |s| {
+                    s.check_fence(&fence)?;
+                    Ok::<_, Refusal>(s.release(&tails, now, fresh_wake_id))
+                })
+                .ok_or(SubError::NotFound)??;
+            st.dirty.insert(id.to_owned());
+            if let Some(woke) = next {
+                want(&mut st, id, &woke, now);
+            }
+            arm(&mut st, id);
+        }
+        self.flush().await?;
+        self.kick.notify_one();
+        Ok(())
+    }
+
+    /// Checks the subscription and its type, then the token (§7.3 order).
+    fn check_token(
+        &self,
+        st: &State,
+        keys: &Keys,
+        id: &str,
+        usage: Use,
+        token: &str,
+    ) -> Result<Claims, SubError> {
+        let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
+        match (&sub.config.delivery, usage) {
+            (Delivery::Webhook { .. }, Use::Callback) | (Delivery::PullWake { .. }, Use::Claim) => {
+            }
+            (Delivery::Webhook { .. }, Use::Claim) => {
+                return Err(SubError::Invalid("subscription is not pull-wake".into()));
+            }
+            (Delivery::PullWake { .. }, Use::Callback) => {
+                return Err(SubError::Invalid("subscription is not a webhook subscription".into()));
+            }
+        }
+        Ok(keys.tokens.verify(token, id, usage, self.now() / 1000)?)
+    }
+
+    /// `POST …/claim` (§7.2): the pull-wake wake in flight (made now if work is pending and
+    /// none is) goes to `worker` under a lease. `authorization` is the bearer token, needed
+    /// only when a claim secret is configured.
+    ///
+    /// # Errors
+    /// 400, 401, 404, 409 `ALREADY_CLAIMED` or `NO_PENDING_WORK`.
+    pub async fn claim(
+        &self,
+        id: &str,
+        authorization: Option<&str>,
+        body: &Value,
+    ) -> Result<Claimed, SubError> {
+        let keys = self.ready()?;
+        if let Some(secret) = &keys.claims {
+            let token = authorization
+                .ok_or(SubError::TokenInvalid("claims need an Authorization: Bearer token"))?;
+            let payload = secret.verified_payload(token)?;
+            if let Some(exp) = payload.get("exp") {
+                let exp = exp.as_u64().ok_or(SubError::TokenInvalid("exp must be a number"))?;
+                if self.now() / 1000 > exp {
+                    return Err(SubError::TokenExpired);
+                }
+            }
+        }
+        let worker = match body.get("worker") {
+            Some(Value::String(w)) if !w.is_empty() && w.len() <= MAX_WORKER_BYTES => w.clone(),
+            _ => {
+                return Err(SubError::Invalid(format!(
+                    "worker must be a non-empty string of at most {MAX_WORKER_BYTES} bytes"
+                )));
+            }
+        };
+        let answer = {
+            let mut st = self.lock();
+            let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
+            if !matches!(sub.config.delivery, Delivery::PullWake { .. }) {
+                return Err(SubError::Invalid("subscription is not pull-wake".into()));
+            }
+            let now = self.now();
+            let tails = |p: &str| self.engine.tail(p);
+            let woke = st
+                .registry
+                .update(id, |s| s.claim(&worker, &tails, now, fresh_wake_id))
+                .ok_or(SubError::NotFound)??;
+            st.dirty.insert(id.to_owned());
+            if let Some(woke) = woke {
+                want(&mut st, id, &woke, now);
+            }
+            arm(&mut st, id);
+            let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
+            let wake = sub.wake.as_ref().ok_or(SubError::NoPendingWork)?;
+            let token = keys.tokens.mint(&Claims {
+                subscription: sub.id.clone(),
+                incarnation: sub.incarnation,
+                generation: sub.generation,
+                wake_id: wake.id.clone(),
+                usage: Use::Claim,
+                exp_secs: now / 1000 + TOKEN_TTL_SECS,
+            });
+            serde_json::json!({
+                "wake_id": wake.id,
+                "generation": sub.generation,
+                "token": token,
+                "streams": view::streams_now(sub, &tails),
+                "lease_ttl_ms": sub.config.lease_ttl_ms,
+            })
+        };
+        self.flush().await?;
+        self.kick.notify_one();
+        Ok(Claimed { body: answer })
+    }
+
+    /// Does what is due at the engine's clock: lease expiries, then (after flushing what
+    /// they changed) webhook deliveries and wake events. Returns when to call again. The
+    /// scheduler calls this; tests call it with a manual clock.
+    pub async fn run_due(self: &Arc<Self>) -> Option<u64> {
+        if self.failed.get().is_some() || !self.lock().loaded {
+            return None;
+        }
+        let now = self.now();
+        let starts = {
+            let mut st = self.lock();
+            let mut due = Vec::new();
+            while let Some((at, _)) = st.timers.first() {
+                if *at > now {
+                    break;
+                }
+                if let Some((_, id)) = st.timers.pop_first() {
+                    due.push(id);
+                }
+            }
+            due.sort_unstable();
+            due.dedup();
+            let mut starts = Vec::new();
+            for id in due {
+                self.expire_lease(&mut st, &id, now);
+                if let Some(run) = st.runs.get_mut(&id)
+                    && !run.in_flight
+                    && run.due.as_ref().is_some_and(|d| d.at_ms <= now)
+                    && let Some(d) = run.due.take()
+                {
+                    run.in_flight = true;
+                    starts.push((id.clone(), d));
+                }
+                arm(&mut st, &id);
+            }
+            starts
+        };
+        if self.flush().await.is_err() {
+            return None;
+        }
+        for (id, due) in starts {
+            let this = self.clone();
+            tokio::spawn(async move { this.deliver(id, due).await });
+        }
+        self.lock().timers.first().map(|(at, _)| *at)
+    }
+
+    fn expire_lease(&self, st: &mut State, id: &str, now: u64) {
+        let expired = st
+            .registry
+            .get(id)
+            .and_then(|s| s.wake.as_ref())
+            .filter(|w| w.lease_deadline_ms.is_some_and(|d| d <= now))
+            .map(|w| w.id.clone());
+        let Some(wake) = expired else { return };
+        let tails = |p: &str| self.engine.tail(p);
+        let woke = st.registry.update(id, |s| s.lease_expired(&wake, &tails, now, fresh_wake_id));
+        st.dirty.insert(id.to_owned());
+        tracing::debug!(subscription = %id, wake = %wake, "lease expired");
+        if let Some(run) = st.runs.get_mut(id) {
+            run.due = None;
+        }
+        if let Some(Some(woke)) = woke {
+            want(st, id, &woke, now);
+        }
+    }
+
+    /// Delivers `due` (a webhook, or a wake event) once; records the outcome.
+    async fn deliver(self: Arc<Self>, id: String, due: Due) {
+        let is_webhook = {
+            let st = self.lock();
+            st.registry.get(&id).map(|s| matches!(s.config.delivery, Delivery::Webhook { .. }))
+        };
+        match is_webhook {
+            Some(true) => self.send_webhook(&id, &due).await,
+            Some(false) => self.write_event(&id, &due).await,
+            None => {}
+        }
+        let mut st = self.lock();
+        if let Some(run) = st.runs.get_mut(&id) {
+            run.in_flight = false;
+        }
+        arm(&mut st, &id);
+        drop(st);
+        self.kick.notify_one();
+    }
+
+    fn current<'a>(st: &'a State, id: &str, due: &Due) -> Option<&'a Subscription> {
+        st.registry.get(id).filter(|s| {
+            s.incarnation == due.incarnation
+                && s.generation == due.generation
+                && s.wake.as_ref().is_some_and(|w| w.id == due.wake_id)
+        })
+    }
+
+    async fn send_webhook(&self, id: &str, due: &Due) {
+        let Ok(_permit) = self.deliveries.clone().acquire_owned().await else { return };
+        let Some(keys) = self.keys.get() else { return };
+        let request = {
+            let st = self.lock();
+            let Some(sub) = Self::current(&st, id, due) else { return };
+            let Delivery::Webhook { url } = &sub.config.delivery else { return };
+            let now = self.now();
+            let token = keys.tokens.mint(&Claims {
+                subscription: sub.id.clone(),
+                incarnation: sub.incarnation,
+                generation: sub.generation,
+                wake_id: due.wake_id.clone(),
+                usage: Use::Callback,
+                exp_secs: now / 1000 + TOKEN_TTL_SECS,
+            });
+            let tails = |p: &str| self.engine.tail(p);
+            let Some(body) = view::webhook_body(sub, self.base(sub), &token, &tails) else {
+                return;
+            };
+            let body = Bytes::from(body.to_string());
+            WebhookRequest {
+                url: url.clone(),
+                signature: keys.signing.signature_header(now / 1000, &body),
+                body,
+                timeout: self.settings.webhook_timeout,
+                allow_local: self.settings.allow_local_webhooks,
+            }
+        };
+        let outcome = self.sender.send(request).await;
+        let now = self.now();
+        let mut st = self.lock();
+        if Self::current(&st, id, due).is_none() {
+            tracing::debug!(subscription = %id, ?outcome, "late webhook outcome for an older wake; ignored");
+            return;
+        }
+        if outcome == Delivered::Failed {
+            tracing::warn!(subscription = %id, generation = due.generation, "webhook delivery failed; retrying later");
+        }
+        let tails = |p: &str| self.engine.tail(p);
+        let woke = st.registry.update(id, |s| {
+            s.delivered(
+                (due.generation, &due.wake_id),
+                outcome,
+                &tails,
+                now,
+                jitter(),
+                fresh_wake_id,
+            )
+        });
+        st.dirty.insert(id.to_owned());
+        if let Some(Some(woke)) = woke {
+            want(&mut st, id, &woke, now);
+        }
+    }
+
+    async fn write_event(&self, id: &str, due: &Due) {
+        let event = {
+            let st = self.lock();
+            let Some(sub) = Self::current(&st, id, due) else { return };
+            let Delivery::PullWake { wake_stream } = &sub.config.delivery else { return };
+            let Some(event) = view::wake_event(sub, self.now()) else { return };
+            (wake_stream.clone(), Bytes::from(event.to_string()))
+        };
+        let (stream, body) = event;
+        let written = match self.engine.head(&stream).await {
+            Ok(info) => {
+                let req = AppendRequest {
+                    content_type: Some(info.content_type),
+                    body,
+                    ..AppendRequest::default()
+                };
+                self.engine.append_quiet(&stream, req).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        let now = self.now();
+        let mut st = self.lock();
+        let still = Self::current(&st, id, due)
+            .is_some_and(|s| s.wake.as_ref().is_some_and(|w| w.holder.is_none()));
+        let Some(run) = st.runs.get_mut(id) else { return };
+        match written {
+            Ok(()) => run.event_failures = 0,
+            Err(e) => {
+                run.event_failures = run.event_failures.saturating_add(1);
+                let delay = retry_delay_ms(run.event_failures, jitter());
+                tracing::warn!(subscription = %id, wake_stream = %stream, error = %e, retry_in_ms = delay,
+                    "wake event could not be written; the wake stays claimable, retrying");
+                if still && run.due.is_none() {
+                    run.due = Some(Due { at_ms: now + delay, ..due.clone() });
+                }
+            }
+        }
+    }
+
+    /// Deliveries (webhooks and wake events) running now.
+    #[must_use]
+    pub fn deliveries_in_flight(&self) -> usize {
+        self.lock().runs.values().filter(|r| r.in_flight).count()
+    }
+
+    /// A copy of subscription `id` as it stands (for tests and inspection).
+    #[must_use]
+    pub fn inspect(&self, id: &str) -> Option<Subscription> {
+        self.lock().registry.get(id).cloned()
+    }
+}
+
+/// Sets the delivery a new wake (or a webhook retry) wants.
+fn want(st: &mut State, id: &str, woke: &Woke, now: u64) {
+    let Some(sub) = st.registry.get(id) else { return };
+    let due = Due {
+        incarnation: sub.incarnation,
+        generation: woke.generation,
+        wake_id: woke.wake_id.clone(),
+        at_ms: woke.deliver_at_ms.unwrap_or(now),
+    };
+    let run = st.runs.entry(id.to_owned()).or_default();
+    run.due = Some(due);
+    run.event_failures = 0;
+}
+
+/// Schedules a look at `id` at its next deadline: its lease's end, or its delivery's time.
+fn arm(st: &mut State, id: &str) {
+    let Some(sub) = st.registry.get(id) else {
+        st.runs.remove(id);
+        return;
+    };
+    let lease = sub.wake.as_ref().and_then(|w| w.lease_deadline_ms);
+    let current = sub.wake.as_ref().map(|w| w.id.clone());
+    let mut next = lease;
+    if let Some(run) = st.runs.get_mut(id) {
+        if run.due.as_ref().is_some_and(|d| Some(&d.wake_id) != current.as_ref()) {
+            run.due = None;
+        }
+        if !run.in_flight
+            && let Some(d) = &run.due
+        {
+            next = Some(next.map_or(d.at_ms, |n| n.min(d.at_ms)));
+        }
+    }
+    if let Some(at) = next {
+        st.timers.insert((at, id.to_owned()));
+    }
+}
+
+/// The fencing fields of a callback, ack or release body.
+fn parse_fence(body: &Value) -> Result<(u64, String), SubError> {
+    let generation = match body.get("generation") {
+        Some(Value::Number(n)) => {
+            n.as_u64().filter(|g| *g <= MAX_SAFE_INTEGER).ok_or_else(|| {
+                SubError::Invalid("generation must be a non-negative integer below 2^53".into())
+            })?
+        }
+        _ => return Err(SubError::Invalid("generation must be an integer".into())),
+    };
+    let wake_id = match body.get("wake_id") {
+        Some(Value::String(w)) => w.clone(),
+        _ => return Err(SubError::Invalid("wake_id must be a string".into())),
+    };
+    Ok((generation, wake_id))
+}
+
+struct ParsedAck {
+    generation: u64,
+    wake_id: String,
+    acks: Vec<(String, Offset)>,
+    done: bool,
+}
+
+/// A callback or ack body: `{generation, wake_id, acks?: [{stream|path, offset}], done?}`.
+fn parse_ack(body: &Value) -> Result<ParsedAck, SubError> {
+    if !body.is_object() {
+        return Err(SubError::Invalid("the body must be a JSON object".into()));
+    }
+    let (generation, wake_id) = parse_fence(body)?;
+    let done = match body.get("done") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(SubError::Invalid("done must be a boolean".into())),
+    };
+    let items = match body.get("acks") {
+        None | Some(Value::Null) => &Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(SubError::Invalid("acks must be an array".into())),
+    };
+    if items.len() > MAX_ACKS {
+        return Err(SubError::Invalid(format!("at most {MAX_ACKS} acks per request")));
+    }
+    let mut acks = Vec::with_capacity(items.len());
+    for item in items {
+        let path = item.get("stream").or_else(|| item.get("path"));
+        let Some(Value::String(path)) = path else {
+            return Err(SubError::Invalid("each ack needs a stream path".into()));
+        };
+        let path = glob::normalize(path)
+            .map_err(|e| SubError::InvalidOffset(format!("ack stream path {e}")))?;
+        let offset = match item.get("offset") {
+            Some(Value::String(o)) if o == "-1" || o == "now" => {
+                return Err(SubError::InvalidOffset(format!(
+                    "ack offset must be a stream offset, not {o}"
+                )));
+            }
+            Some(Value::String(o)) => Offset::parse(o)
+                .ok_or_else(|| SubError::Invalid(format!("ack offset {o:?} is not an offset")))?,
+            _ => return Err(SubError::Invalid("each ack needs an offset string".into())),
+        };
+        acks.push((path.to_owned(), offset));
+    }
+    Ok(ParsedAck { generation, wake_id, acks, done })
+}
+
+/// Reads or makes the keys (see [`control`]).
+fn load_keys(
+    fs: &dyn crate::fs::Fs,
+    data_dir: &std::path::Path,
+    persistent: bool,
+    key_file: Option<&std::path::Path>,
+    now_secs: u64,
+) -> Result<Keys, String> {
+    let stored = if persistent {
+        control::read_keys(fs, data_dir).map_err(|e| format!("subscriptions: {e}"))?
+    } else {
+        None
+    };
+    let (signing, seed) = match key_file {
+        Some(path) => (read_key_file(path)?, None),
+        None => match stored.as_ref().and_then(|k| k.signing_seed.clone()) {
+            Some(seed) => (
+                SigningKey::from_seed(&seed)
+                    .map_err(|e| format!("subscriptions: stored signing key: {e}"))?,
+                Some(seed),
+            ),
+            None => {
+                let (key, seed) = SigningKey::generate()
+                    .map_err(|_| "subscriptions: the system's random source failed".to_owned())?;
+                (key, Some(seed.to_vec()))
+            }
+        },
+    };
+    let x = signing.jwk()["x"].as_str().unwrap_or_default().to_owned();
+    let token_secret = match stored.as_ref() {
+        Some(k) => k.token_secret.clone(),
+        None => keys::random::<32>()
+            .map_err(|_| "subscriptions: the system's random source failed".to_owned())?
+            .to_vec(),
+    };
+    let mut retired: Vec<(String, u64)> = stored
+        .as_ref()
+        .map(|k| k.retired.iter().filter(|(_, until)| *until > now_secs).cloned().collect())
+        .unwrap_or_default();
+    if let Some(k) = &stored
+        && k.signing_x != x
+        && !k.signing_x.is_empty()
+    {
+        tracing::info!(kid = %keys::thumbprint_kid(&k.signing_x), "webhook signing key changed; the old one stays in the JWKS for the replay window");
+        retired.push((k.signing_x.clone(), now_secs + RETIRED_KEY_SECS));
+    }
+    retired.retain(|(old, _)| *old != x);
+    if persistent {
+        let next = StoredKeys {
+            signing_seed: seed,
+            signing_x: x,
+            token_secret: token_secret.clone(),
+            retired: retired.clone(),
+        };
+        if stored.as_ref() != Some(&next) {
+            control::write_keys(fs, data_dir, &next)
+                .map_err(|e| format!("subscriptions: keys: {e}"))?;
+        }
+    }
+    Ok(Keys { signing, retired, tokens: TokenKey::new(&token_secret), claims: None })
+}
+
+/// An Ed25519 private key from a PEM (PKCS#8) file, as `openssl genpkey -algorithm ed25519`
+/// writes it.
+fn read_key_file(path: &std::path::Path) -> Result<SigningKey, String> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("DS_SUBSCRIPTIONS__SIGNING_KEY_FILE {}: {e}", path.display()))?;
+    let bad = || {
+        format!(
+            "DS_SUBSCRIPTIONS__SIGNING_KEY_FILE {}: not a PEM Ed25519 private key (-----BEGIN PRIVATE KEY-----)",
+            path.display()
+        )
+    };
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN PRIVATE KEY-----")
+        .skip(1)
+        .take_while(|l| *l != "-----END PRIVATE KEY-----")
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| bad())?;
+    SigningKey::from_pkcs8(&der).map_err(|_| bad())
+}
+
+impl StreamHook for Subscriptions {
+    fn concerns(&self, name: &str) -> bool {
+        self.lock().registry.concerns(name)
+    }
+
+    fn appended(&self, name: &str, start: Offset, _tail: Offset) {
+        let now = self.now();
+        let mut st = self.lock();
+        if !st.loaded {
+            return;
+        }
+        let tails = |p: &str| self.engine.tail(p);
+        let changed = st.registry.appended(name, start, &tails, now, fresh_wake_id);
+        if changed.is_empty() {
+            return;
+        }
+        for (id, woke) in changed {
+            st.dirty.insert(id.clone());
+            if let Some(woke) = woke {
+                // The scheduler flushes, then delivers.
+                want(&mut st, &id, &woke, now);
+                arm(&mut st, &id);
+            }
+        }
+        drop(st);
+        self.kick.notify_one();
+    }
+
+    fn removed(&self, name: &str) {
+        let mut st = self.lock();
+        if !st.loaded {
+            return;
+        }
+        let ids = st.registry.stream_removed(name);
+        if ids.is_empty() {
+            return;
+        }
+        st.dirty.extend(ids);
+        drop(st);
+        self.kick.notify_one();
+    }
+}
