@@ -179,7 +179,8 @@ async fn hostile_control_requests_get_clear_4xx() {
     let server = server(10_000).await;
     let config = json!({"type": "pull-wake", "streams": ["a"], "wake_stream": "w"}).to_string();
     assert_eq!(server.req("PUT", &sub("s"), &[JSON], config.as_bytes()).await.status, 201);
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("PUT", sub("x"), vec![JSON], b"{nope".to_vec(), 400, "INVALID_REQUEST"),
         ("PUT", sub("x"), vec![JSON], b"null".to_vec(), 400, "INVALID_REQUEST"),
         ("PUT", sub("x"), vec![JSON], b"[1]".to_vec(), 400, "INVALID_REQUEST"),
@@ -236,7 +237,7 @@ async fn failing_receivers_are_failed_deliveries() {
         ("huge", receiver(move |_| Some(http_answer("200 OK", &huge))).await.0),
         ("slow", receiver(|_| None).await.0),
     ];
-    for (i, (what, url)) in receivers.iter().enumerate() {
+    for (i, (_, url)) in receivers.iter().enumerate() {
         create_webhook(&server, &format!("f{i}"), url, &format!("fail{i}/*")).await;
         server.req("PUT", &stream(&format!("fail{i}/s")), &[TEXT], b"data").await;
     }
