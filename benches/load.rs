@@ -33,6 +33,9 @@
 //!   latency.
 //! - `create-100k`: 100,000 stream creates over 64 connections, then a HEAD of each
 //!   (`DS_BENCH_CREATES` changes the count).
+//! - `subs-append-1`, `subs-append-64`: `append-1` and `append-64` against ds-server with
+//!   1,000 pull-wake subscriptions on patterns no appended stream matches, and without any
+//!   (the cost of subscriptions to appends they do not concern; no official server).
 //!
 //! Server CPU per operation is the server's user + system time (`/proc/<pid>/stat`) over
 //! the measured window divided by the operations completed. The client runs on the same two
@@ -129,6 +132,17 @@ fn main() {
         }
         if want("long-poll-1000") {
             latencies(&rt, "long-poll-1000", &targets, runs, |t| live(t, Live::LongPoll, d));
+        }
+        if want("subs-append-1") || want("subs-append-64") {
+            let pair = [Target::DsSubs(mode.clone()), Target::Ds(mode.clone())];
+            if want("subs-append-1") {
+                rates(&rt, "subs-append-1", &pair, runs, "ops/s", |t| appends(t, client, 1, 1, d));
+            }
+            if want("subs-append-64") {
+                rates(&rt, "subs-append-64", &pair, runs, "ops/s", |t| {
+                    appends(t, client, 64, 64, d)
+                });
+            }
         }
         if want("create-100k") {
             rates(&rt, "create-100k", &targets, runs, "ops/s", |t| creates_then_heads(t, creates));
@@ -228,10 +242,14 @@ fn rates(
         );
     }
     if let (Some(ours), Some(theirs)) = (medians.first(), medians.get(1)) {
+        let ratio = match targets.get(1) {
+            Some(Target::Ds(_)) => "with / without subs",
+            _ => "ds / official",
+        };
         println!(
             "{:<20} {:<22} {:>9.2}×       {:>9.2}× CPU",
             "",
-            "ds / official",
+            ratio,
             ours.per_sec / theirs.per_sec,
             ours.cpu_us / theirs.cpu_us
         );
@@ -286,6 +304,8 @@ fn latencies(
 #[derive(Clone)]
 enum Target {
     Ds(String),
+    /// ds-server with [`BENCH_SUBSCRIPTIONS`] subscriptions no benchmark stream matches.
+    DsSubs(String),
     Official(PathBuf, &'static str),
     BareHyper,
 }
@@ -299,6 +319,7 @@ impl Target {
                 "acid" => "ds-server acid",
                 _ => "ds-server",
             },
+            Target::DsSubs(_) => "ds-server + 1000 subs",
             Target::Official(_, "memory") => "official memory",
             Target::Official(..) => "official wal",
             Target::BareHyper => "bare hyper (floor)",
@@ -325,7 +346,7 @@ impl Server {
             std::env::temp_dir().join(format!("ds-bench-{}-{}", std::process::id(), unique()));
         let port = free_port();
         let mut cmd = match target {
-            Target::Ds(mode) => {
+            Target::Ds(mode) | Target::DsSubs(mode) => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_ds-server"));
                 c.env("DS_STORAGE__MODE", mode)
                     .env("DS_STORAGE__DATA_DIR", &data_dir)
@@ -574,6 +595,22 @@ fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     })
 }
 
+/// Subscriptions of the `subs-*` scenarios.
+const BENCH_SUBSCRIPTIONS: usize = 1_000;
+
+/// Creates [`BENCH_SUBSCRIPTIONS`] pull-wake subscriptions on patterns (`unrelated-N/*`)
+/// that no benchmark stream matches.
+async fn unrelated_subscriptions(conn: &mut Conn) {
+    for i in 0..BENCH_SUBSCRIPTIONS {
+        let body = format!(
+            r#"{{"type":"pull-wake","pattern":"unrelated-{i}/*","wake_stream":"wake-{i}"}}"#
+        );
+        let path = format!("/v1/stream/__ds/subscriptions/bench-{i}");
+        let req = Req::new("PUT", &path, &[("content-type", "application/json")], body.as_bytes());
+        assert_eq!(conn.call(&req).await.status, 201);
+    }
+}
+
 async fn create(conn: &mut Conn, server: &Server, name: &str, content_type: &str) {
     if server.bare {
         return;
@@ -636,6 +673,9 @@ fn appends(
         let mut setup = Conn::open(addr, client).await;
         for s in 0..streams {
             create(&mut setup, &server, &format!("s{s}"), OCTET).await;
+        }
+        if matches!(target, Target::DsSubs(_)) {
+            unrelated_subscriptions(&mut setup).await;
         }
         let mut tasks = Vec::new();
         for i in 0..connections {

@@ -14,6 +14,10 @@
 //! appends are refused (409), and no refused record may ever be found in the stream after a
 //! restart (issue 13: a refusal is as durable as an acknowledgement).
 //!
+//! Each round also runs a pull-wake worker of a subscription (issue 9): it appends a job,
+//! claims, and acks the job's offset with `done`, in a loop; after every restart the
+//! subscription's cursor must be at or past the last ack the server acknowledged.
+//!
 //! Run by `scripts/test.sh` as `cargo test --release --test crash_kill`, so it drives the
 //! release binary. Bounded: `DS_CRASH_ROUNDS` rounds (default 4) of at most ~1 s of writes.
 
@@ -213,6 +217,7 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
         })
         .collect();
     let mut seed = u64::from(std::process::id()) | 1;
+    let mut last_ack: Option<String> = None;
     for round in 0..rounds {
         let mut server = start(mode, dir);
         wait_ready(server.addr).await;
@@ -227,6 +232,8 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
         }
         // Check what the previous round left, and settle producers' in-flight requests.
         verify(addr, &mut writers).await;
+        subscription(&mut conn).await;
+        verify_cursor(addr, last_ack.as_deref()).await;
         if forks(mode) {
             // A fork of a stream deleted at once (soft-deleted: the fork reads it), written
             // to through the round like the others.
@@ -257,6 +264,7 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
         let stop = Instant::now() + Duration::from_secs(5);
         let tasks: Vec<_> =
             writers.iter().cloned().map(|w| tokio::spawn(write(addr, w, stop))).collect();
+        let worker = tokio::spawn(ack_worker(addr, stop));
         let closer = tokio::spawn(async move {
             tokio::time::sleep(close_after).await;
             let mut conn = Conn::connect(addr).await.ok()?;
@@ -275,14 +283,19 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
             writers[i] = w;
         }
         let closed = closer.await.unwrap();
+        let (acks, last) = worker.await.unwrap();
+        if last.is_some() {
+            last_ack = last;
+        }
         println!(
             "  {mode} round {round}: killed after {run_for:?}, {written} appends acknowledged, \
-             {refused} refused (close answered {closed:?})"
+             {refused} refused (close answered {closed:?}), {acks} subscription acks"
         );
     }
     let server = start(mode, dir);
     wait_ready(server.addr).await;
     verify(server.addr, &mut writers).await;
+    verify_cursor(server.addr, last_ack.as_deref()).await;
     if forks(mode) {
         // Deleting each fork removes its soft-deleted source too (cascade).
         let mut conn = Conn::connect(server.addr).await.unwrap();
@@ -383,6 +396,80 @@ async fn fork_writer(conn: &mut Conn, stream: usize, round: u32) -> Writer {
         refusable: false,
         refused: 0,
     }
+}
+
+const SUBSCRIPTION: &str = "/v1/stream/__ds/subscriptions/crash-sub";
+const JOBS: &str = "/v1/stream/crash-jobs";
+
+/// Creates (or confirms) the jobs stream, the wake stream and the pull-wake subscription.
+async fn subscription(conn: &mut Conn) {
+    let text = ("content-type", "text/plain");
+    let json = ("content-type", "application/json");
+    let r = conn.request("PUT", JOBS, &[text], b"").await.unwrap();
+    assert!(r.status == 200 || r.status == 201, "jobs stream: {}", r.status);
+    let r = conn.request("PUT", "/v1/stream/crash-wake", &[json], b"[]").await.unwrap();
+    assert!(r.status == 200 || r.status == 201, "wake stream: {}", r.status);
+    let config = br#"{"type":"pull-wake","streams":["crash-jobs"],"wake_stream":"crash-wake","lease_ttl_ms":1000}"#;
+    let r = conn.request("PUT", SUBSCRIPTION, &[json], config).await.unwrap();
+    assert!(r.status == 200 || r.status == 201, "subscription: {} {}", r.status, r.text());
+}
+
+/// The cursor of the jobs stream is at or past `last_ack` (tokens order as `pos_sub`; the
+/// tag, the last 8 digits, is not part of the position).
+async fn verify_cursor(addr: SocketAddr, last_ack: Option<&str>) {
+    let mut conn = Conn::connect(addr).await.unwrap();
+    let r = conn.request("GET", SUBSCRIPTION, &[], b"").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let view: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let link = view["streams"].as_array().unwrap().iter().find(|l| l["path"] == "crash-jobs");
+    let cursor = link.expect("the jobs stream is linked")["acked_offset"].as_str().unwrap();
+    if let Some(acked) = last_ack {
+        assert!(
+            cursor[..25] >= acked[..25],
+            "cursor {cursor} is behind the acknowledged ack {acked}"
+        );
+    }
+}
+
+/// A pull-wake worker: append a job, claim, ack it with `done`, until the server dies or
+/// `stop` passes. Returns how many acks were acknowledged and the last one's offset.
+async fn ack_worker(addr: SocketAddr, stop: Instant) -> (u64, Option<String>) {
+    let (mut acks, mut last) = (0, None);
+    let Ok(mut conn) = Conn::connect(addr).await else { return (acks, last) };
+    let json = ("content-type", "application/json");
+    while Instant::now() < stop {
+        let Ok(r) = conn.request("POST", JOBS, &[("content-type", "text/plain")], b"job").await
+        else {
+            break;
+        };
+        assert_eq!(r.status, 204, "job append");
+        let claim = format!("{SUBSCRIPTION}/claim");
+        let Ok(r) = conn.request("POST", &claim, &[json], br#"{"worker":"w"}"#).await else {
+            break;
+        };
+        if r.status == 409 {
+            // The lease of a claim from before the kill: it ends within a second.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(r.status, 200, "claim: {}", r.text());
+        let c: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let tail = c["streams"][0]["tail_offset"].as_str().unwrap().to_owned();
+        let ack = serde_json::json!({"generation": c["generation"], "wake_id": c["wake_id"],
+            "done": true, "acks": [{"stream": "crash-jobs", "offset": tail}]});
+        let auth = format!("Bearer {}", c["token"].as_str().unwrap());
+        let headers = [json, ("authorization", auth.as_str())];
+        let Ok(r) = conn
+            .request("POST", &format!("{SUBSCRIPTION}/ack"), &headers, ack.to_string().as_bytes())
+            .await
+        else {
+            break;
+        };
+        assert_eq!(r.status, 200, "ack: {}", r.text());
+        acks += 1;
+        last = Some(tail);
+    }
+    (acks, last)
 }
 
 /// Streams closed under their writers: one per round from here.
