@@ -289,3 +289,58 @@ async fn a_callback_before_the_webhook_answer_counts() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(seen.lock().unwrap().len(), 1, "no second wake: nothing is pending");
 }
+
+/// With `DS_SUBSCRIPTIONS__CLAIM_SECRET`, a claim needs a bearer HS256 JWT signed with it
+/// (401 without, with a bad one, or with an expired one); `DS_HTTP__PUBLIC_URL` is the base
+/// of the URLs subscriptions hand out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_secrets_and_the_public_url() {
+    use ds_engine::subscription::keys::{Claims, TokenKey, Use};
+    let server = TestServer::with(|c| {
+        c.subscriptions.claim_secret = "s3cret".into();
+        c.http.public_url = "https://streams.example.com/".into();
+    })
+    .await;
+    let config = json!({"type": "webhook", "streams": ["a"], "webhook": {"url": "https://example.com/hook"}});
+    let created = server.req("PUT", &sub("h"), &[JSON], config.to_string().as_bytes()).await;
+    assert_eq!(
+        body(&created)["webhook"]["signing"]["jwks_url"],
+        "https://streams.example.com/v1/stream/__ds/jwks.json"
+    );
+    let config = json!({"type": "pull-wake", "streams": ["jobs"], "wake_stream": "w"});
+    assert_eq!(
+        server.req("PUT", &sub("p"), &[JSON], config.to_string().as_bytes()).await.status,
+        201
+    );
+    server.req("PUT", &stream("jobs"), &[TEXT], b"work").await;
+    let claim = format!("{}/claim", sub("p"));
+    let worker = json!({"worker": "w"}).to_string();
+    let mint = |secret: &str, exp_secs: u64| {
+        let claims = Claims {
+            subscription: "service".into(),
+            incarnation: 0,
+            generation: 0,
+            wake_id: String::new(),
+            usage: Use::Claim,
+            exp_secs,
+        };
+        format!("Bearer {}", TokenKey::new(secret.as_bytes()).mint(&claims))
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for (auth, want) in [
+        (None, "TOKEN_INVALID"),
+        (Some(mint("other", now + 60)), "TOKEN_INVALID"),
+        (Some(mint("s3cret", now - 60)), "TOKEN_EXPIRED"),
+    ] {
+        let mut headers = vec![JSON];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let resp = server.req("POST", &claim, &headers, worker.as_bytes()).await;
+        assert_eq!((resp.status, code(&resp).as_str()), (401, want), "{auth:?}");
+    }
+    let good = mint("s3cret", now + 60);
+    let resp =
+        server.req("POST", &claim, &[JSON, ("authorization", &good)], worker.as_bytes()).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}

@@ -559,3 +559,50 @@ async fn hostile_bodies_are_refused() {
     assert!(r.subs.get("ok").is_err(), "nothing was created");
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// Start-up reconciles: a linked stream that expired while the server was down loses its
+/// glob link, and a matching stream that got data while no subscription heard of it (a
+/// crash between an append and the flush of its link) is linked at its start and woken.
+#[tokio::test]
+async fn start_up_reconciles_links_with_the_streams() {
+    for mode in [StorageMode::FileFast, StorageMode::FileDurable, StorageMode::Acid] {
+        let (sim, clock) = (SimFs::new(), ManualClock::new(1_800_000_000_000));
+        let r = rig(mode, &sim, &clock).await;
+        let expiring =
+            CreateRequest { expiry: Expiry::At { unix_ms: 1_800_000_001_000 }, ..text("x") };
+        r.engine.create("e/short", expiring).await.unwrap();
+        r.subs
+            .put("p", &json!({"type": "pull-wake", "pattern": "e/*", "wake_stream": "w"}), BASE)
+            .await
+            .unwrap();
+        assert_eq!(r.subs.inspect("p").unwrap().links.len(), 1);
+        drop(r);
+        // The engine alone (no subscriptions): an append nobody links.
+        let engine = open(mode, &sim, &clock).await;
+        engine.create("e/unheard", text("")).await.unwrap();
+        engine.append("e/unheard", AppendRequest::data("text/plain", "data")).await.unwrap();
+        engine.shutdown().await.unwrap();
+        drop(engine);
+        clock.advance_ms(5_000);
+        let r = rig(mode, &sim, &clock).await;
+        let sub = r.subs.inspect("p").unwrap();
+        let paths: Vec<&str> = sub.links.iter().map(|l| l.path.as_str()).collect();
+        assert_eq!(paths, ["e/unheard"], "{mode:?}");
+        assert_eq!(sub.links[0].acked, ds_engine::Offset::ZERO);
+        assert_eq!(sub.generation, 1, "{mode:?}: its data woke the subscription");
+    }
+}
+
+/// A control database that fails stops subscription requests (503), not the streams.
+#[tokio::test]
+async fn a_failed_control_database_answers_503_and_streams_go_on() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_800_000_000_000));
+    let r = rig(StorageMode::FileFast, &sim, &clock).await;
+    sim.fail_one_sync(0);
+    let e = r.subs.put("p", &pull("w"), BASE).await.unwrap_err();
+    assert!(matches!(e, SubError::Unavailable(_)), "{e:?}");
+    assert!(matches!(r.subs.get("p"), Err(SubError::Unavailable(_))));
+    assert!(matches!(r.subs.jwks(), Err(SubError::Unavailable(_))));
+    r.engine.create("jobs/1", text("still")).await.unwrap();
+    r.append("jobs/1", " fine").await;
+}

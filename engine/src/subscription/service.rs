@@ -1219,3 +1219,55 @@ impl StreamHook for Subscriptions {
         self.kick.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::sim::SimFs;
+    use base64::Engine as _;
+
+    fn pem_file(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+        let rng = ring::rand::SystemRandom::new();
+        let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        let kid = SigningKey::from_pkcs8(der.as_ref()).unwrap().kid().to_owned();
+        (path, kid)
+    }
+
+    /// Keys are made once and kept; a configured key file signs instead, and the key it
+    /// replaces stays published for the replay window, then goes.
+    #[test]
+    fn keys_persist_and_a_replaced_key_stays_published_for_the_replay_window() {
+        let sim = SimFs::new();
+        let data = std::path::Path::new("/data");
+        let first = load_keys(&sim, data, true, None, 1_000).unwrap();
+        let again = load_keys(&sim, data, true, None, 2_000).unwrap();
+        assert_eq!(first.signing.kid(), again.signing.kid(), "the stored key signs again");
+        let tokens = Claims {
+            subscription: "s".into(),
+            incarnation: 1,
+            generation: 1,
+            wake_id: "w".into(),
+            usage: Use::Claim,
+            exp_secs: 5_000,
+        };
+        let token = first.tokens.mint(&tokens);
+        assert!(again.tokens.verify(&token, "s", Use::Claim, 2_000).is_ok(), "token secret kept");
+        let tmp = std::env::temp_dir().join(format!("ds-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let (file, kid) = pem_file(&tmp, "signing.pem");
+        let configured = load_keys(&sim, data, true, Some(&file), 3_000).unwrap();
+        assert_eq!(configured.signing.kid(), kid);
+        let old_x = first.signing.jwk()["x"].as_str().unwrap().to_owned();
+        assert_eq!(configured.retired, vec![(old_x.clone(), 3_000 + RETIRED_KEY_SECS)]);
+        let later = load_keys(&sim, data, true, Some(&file), 3_000 + RETIRED_KEY_SECS + 1).unwrap();
+        assert!(later.retired.is_empty(), "gone after the replay window");
+        std::fs::write(&file, "not a key").unwrap();
+        let bad = load_keys(&sim, data, true, Some(&file), 4_000).err().unwrap();
+        assert!(bad.contains("SIGNING_KEY_FILE"), "{bad}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
