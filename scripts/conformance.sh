@@ -67,6 +67,13 @@ if [ -z "$addr" ]; then
   exit 1
 fi
 
+# Ready means recovered and the subscriptions loaded (node's fetch: no curl needed).
+for _ in $(seq 1 200); do
+  node -e 'fetch(process.argv[1]).then(r => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))' \
+    "http://$addr/readyz" && break
+  sleep 0.1
+done
+
 echo "==> conformance suite against $mode mode (${DS_HTTP__FRONT_END:-fast} front end) at http://$addr"
 cd "$conf"
 status=0

@@ -142,7 +142,7 @@ fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
     let get = matches!(head.method, Method::Get | Method::Head);
     let call = match head.path {
         "/healthz" if get => Call::Answer(Box::new(Response::text(Status::OK, "ok"))),
-        "/readyz" if get => Call::Answer(Box::new(if app.engine.is_ready() {
+        "/readyz" if get => Call::Answer(Box::new(if app.is_ready() {
             Response::text(Status::OK, "ready")
         } else {
             Response::text(Status::SERVICE_UNAVAILABLE, "recovering")

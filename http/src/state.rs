@@ -58,10 +58,38 @@ impl AppState {
         self
     }
 
+    /// Whether the server serves everything: the engine has recovered and the
+    /// subscriptions are loaded (`/readyz`).
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.engine.is_ready() && self.subscriptions.as_ref().is_none_or(|s| s.is_ready())
+    }
+
     /// Resolves when the server starts shutting down.
     pub async fn shutting_down(&self) {
         let mut rx = self.shutdown.clone();
         // An error means the sender is gone, which also means shutdown.
         let _ = rx.wait_for(|down| *down).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ds_engine::EngineConfig;
+    use ds_engine::subscription::Settings;
+
+    /// Regression: `/readyz` said ready while the subscriptions were still loading, and the
+    /// first subscription request after it got a 503.
+    #[tokio::test]
+    async fn ready_waits_for_the_subscriptions() {
+        let engine = Arc::new(Engine::open(EngineConfig::default()).unwrap());
+        let sender = Arc::new(crate::webhook::WebhookClient::new().unwrap());
+        let subs = Subscriptions::new(engine.clone(), Settings::default(), sender);
+        let (_tx, rx) = watch::channel(false);
+        let app = AppState::new(engine, HttpConfig::default(), rx).with_subscriptions(subs.clone());
+        assert!(!app.is_ready(), "loading");
+        subs.load().await.unwrap();
+        assert!(app.is_ready());
     }
 }

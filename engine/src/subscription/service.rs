@@ -975,6 +975,13 @@ impl Subscriptions {
         }
     }
 
+    /// Whether the stored subscriptions are loaded and requests are served (for
+    /// `/readyz`): false while starting, and after the control database failed.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.ready().is_ok()
+    }
+
     /// Deliveries (webhooks and wake events) running now.
     #[must_use]
     pub fn deliveries_in_flight(&self) -> usize {
