@@ -115,8 +115,8 @@ impl Rig {
         done.tail.to_string()
     }
 
-    fn acked(&self, id: &str, path: &str) -> String {
-        let view = self.subs.get(id).unwrap();
+    async fn acked(&self, id: &str, path: &str) -> String {
+        let view = self.subs.get(id).await.unwrap();
         let streams = view["streams"].as_array().unwrap();
         let link = streams.iter().find(|s| s["path"] == path).expect("linked");
         link["acked_offset"].as_str().unwrap().to_owned()
@@ -174,7 +174,7 @@ async fn a_done_webhook_acknowledges_its_snapshot_and_newer_data_wakes_again() {
         let later = r.append("events/a", "two").await;
         gate.add_permits(1);
         r.tick().await;
-        assert_eq!(r.acked("s", "events/a"), tail, "{mode:?}: done acks the snapshot only");
+        assert_eq!(r.acked("s", "events/a").await, tail, "{mode:?}: done acks the snapshot only");
         assert_eq!(r.generation("s"), 2, "{mode:?}: the newer data woke it again");
         let sent = r.script.sent();
         let again = &sent.last().unwrap()["streams"];
@@ -231,7 +231,7 @@ async fn failed_deliveries_back_off_and_the_schedule_survives_a_restart() {
         r.script.answer(&[Delivered::Failed, Delivered::Failed]);
         r.append("e/1", "x").await;
         r.tick().await;
-        assert_eq!(r.subs.get("s").unwrap()["status"], "failed", "{mode:?}");
+        assert_eq!(r.subs.get("s").await.unwrap()["status"], "failed", "{mode:?}");
         let retry = r.subs.inspect("s").unwrap().retry;
         assert_eq!(retry.attempts, 1);
         let at = retry.next_attempt_at_ms.unwrap();
@@ -260,7 +260,7 @@ async fn failed_deliveries_back_off_and_the_schedule_survives_a_restart() {
         r.script.answer(&[Delivered::Accepted]);
         r.tick().await;
         assert_eq!(r.script.sent().len(), 1, "{mode:?}: delivered at the stored time");
-        assert_eq!(r.subs.get("s").unwrap()["status"], "active");
+        assert_eq!(r.subs.get("s").await.unwrap()["status"], "active");
     }
 }
 
@@ -330,7 +330,7 @@ async fn pull_wake_claims_acks_and_releases() {
             };
             assert_eq!(code, want, "{mode:?}: {bad}");
         }
-        assert_eq!(r.acked("p", "jobs/1"), "0000000000000000_0000000000000000");
+        assert_eq!(r.acked("p", "jobs/1").await, "0000000000000000_0000000000000000");
         assert!(!r.subs.ack("p", Use::Claim, &token, &ack(&tail, false)).await.unwrap());
         let zero = "0000000000000000_0000000000000000";
         let back = r.subs.ack("p", Use::Claim, &token, &ack(zero, false)).await.unwrap_err();
@@ -405,7 +405,7 @@ async fn leases_and_cursors_survive_a_restart() {
             sim.power_loss(Torn::Prefix(7))
         };
         let r = rig(mode, &sim, &clock).await;
-        assert_eq!(r.acked("p", "jobs/1"), first, "{mode:?}: the ack survived");
+        assert_eq!(r.acked("p", "jobs/1").await, first, "{mode:?}: the ack survived");
         let held = r.subs.claim("p", None, &json!({"worker": "w2"})).await.unwrap_err();
         assert!(matches!(held, SubError::AlreadyClaimed { .. }), "{mode:?}: still held");
         // The old token still works after the restart (the keys were stored).
@@ -486,7 +486,7 @@ async fn deleted_streams_leave_glob_links_and_restart_explicit_ones() {
         r.subs.put("p", &config, BASE).await.unwrap();
         r.engine.delete("e/1").await.unwrap();
         r.engine.delete("m").await.unwrap();
-        let view = r.subs.get("p").unwrap();
+        let view = r.subs.get("p").await.unwrap();
         assert_eq!(
             view["streams"],
             json!([{"path": "m", "link_type": "explicit", "acked_offset": "0000000000000000_0000000000000000"}]),
@@ -556,7 +556,7 @@ async fn hostile_bodies_are_refused() {
         let e = r.subs.put(id, &body, BASE).await.unwrap_err();
         assert!(matches!(e, SubError::Invalid(_) | SubError::UrlRejected(_)), "{id} {body}: {e:?}");
     }
-    assert!(r.subs.get("ok").is_err(), "nothing was created");
+    assert!(r.subs.get("ok").await.is_err(), "nothing was created");
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
@@ -601,8 +601,59 @@ async fn a_failed_control_database_answers_503_and_streams_go_on() {
     sim.fail_one_sync(0);
     let e = r.subs.put("p", &pull("w"), BASE).await.unwrap_err();
     assert!(matches!(e, SubError::Unavailable(_)), "{e:?}");
-    assert!(matches!(r.subs.get("p"), Err(SubError::Unavailable(_))));
+    assert!(matches!(r.subs.get("p").await, Err(SubError::Unavailable(_))));
     assert!(matches!(r.subs.jwks(), Err(SubError::Unavailable(_))));
     r.engine.create("jobs/1", text("still")).await.unwrap();
     r.append("jobs/1", " fine").await;
+}
+
+/// Regression (review): creation listed streams under the pattern's literal prefix *with*
+/// its final `/`, so `a/**` missed the stream `a`, and a pattern without wildcards missed
+/// the stream it names; a restart then linked them at their start (replaying history).
+#[tokio::test]
+async fn creation_backfills_streams_the_pattern_names_exactly() {
+    for mode in MODES {
+        let (sim, clock) = (SimFs::new(), ManualClock::new(1_800_000_000_000));
+        let r = rig(mode, &sim, &clock).await;
+        for name in ["events", "events/a", "orders/7", "eventsx"] {
+            r.engine.create(name, text("history")).await.unwrap();
+        }
+        for (id, pattern) in [("deep", "events/**"), ("exact", "orders/7")] {
+            let config = json!({"type": "pull-wake", "pattern": pattern, "wake_stream": "w"});
+            r.subs.put(id, &config, BASE).await.unwrap();
+        }
+        let paths = |id: &str| {
+            let sub = r.subs.inspect(id).unwrap();
+            for l in &sub.links {
+                assert_eq!(Some(l.acked), r.engine.tail(&l.path), "{mode:?}: at its tail");
+            }
+            sub.links.iter().map(|l| l.path.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(paths("deep"), ["events", "events/a"], "{mode:?}");
+        assert_eq!(paths("exact"), ["orders/7"], "{mode:?}");
+        assert_eq!(r.generation("deep"), 0, "{mode:?}: no history is pending");
+    }
+}
+
+/// §7.3: a stale request is fenced (409) even when its token has also expired; a current
+/// one with an expired token is 401 `TOKEN_EXPIRED`.
+#[tokio::test]
+async fn stale_requests_are_fenced_before_their_token_expiry_counts() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_800_000_000_000));
+    let r = rig(StorageMode::Memory, &sim, &clock).await;
+    r.engine.create("jobs/1", text("x")).await.unwrap();
+    let mut config = pull("w");
+    config["lease_ttl_ms"] = json!(600_000);
+    r.subs.put("p", &config, BASE).await.unwrap();
+    r.append("jobs/1", "y").await;
+    let old = r.subs.claim("p", None, &json!({"worker": "w"})).await.unwrap().body;
+    let fence = json!({"generation": old["generation"], "wake_id": old["wake_id"]});
+    r.subs.release("p", &token_of(&old), &fence).await.unwrap();
+    let current = r.subs.claim("p", None, &json!({"worker": "w"})).await.unwrap().body;
+    r.clock.advance_ms(3_601_000);
+    let stale = r.subs.release("p", &token_of(&old), &fence).await.unwrap_err();
+    assert_eq!(stale, SubError::Fenced);
+    let fence = json!({"generation": current["generation"], "wake_id": current["wake_id"]});
+    let expired = r.subs.release("p", &token_of(&current), &fence).await.unwrap_err();
+    assert_eq!(expired, SubError::TokenExpired);
 }

@@ -228,6 +228,25 @@ mod tests {
         assert_eq!(read_keys(fs.as_ref(), data).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
+    /// The secrets are readable by their owner only.
+    #[test]
+    fn the_key_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = std::env::temp_dir().join(format!("ds-keys-mode-{}", std::process::id()));
+        let fs = crate::fs::StdFs::default();
+        let keys = StoredKeys {
+            signing_seed: Some(vec![1; 32]),
+            signing_x: "x".into(),
+            token_secret: vec![2; 32],
+            retired: Vec::new(),
+        };
+        write_keys(&fs, &data, &keys).unwrap();
+        write_keys(&fs, &data, &keys).unwrap();
+        let mode = std::fs::metadata(dir(&data).join(KEYS_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
     #[test]
     fn records_survive_reopening_and_deletes_stick() {
         let sim = SimFs::new();

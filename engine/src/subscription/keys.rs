@@ -222,6 +222,25 @@ impl TokenKey {
         usage: Use,
         now_secs: u64,
     ) -> Result<Claims, TokenError> {
+        let claims = self.verify_signed(token, subscription, usage)?;
+        if now_secs > claims.exp_secs {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a token for `subscription` and `usage`, whatever its expiry: a stale
+    /// request with a well-signed token is fenced (409) before its expiry counts (§7.3).
+    ///
+    /// # Errors
+    /// [`TokenError::Invalid`] unless well formed, signed with this key, of this
+    /// subscription and use.
+    pub fn verify_signed(
+        &self,
+        token: &str,
+        subscription: &str,
+        usage: Use,
+    ) -> Result<Claims, TokenError> {
         let payload = self.verified_payload(token)?;
         let field = |name: &str| payload.get(name);
         let text = |name: &str| field(name).and_then(Value::as_str).ok_or(TokenError::Invalid);
@@ -240,9 +259,6 @@ impl TokenKey {
         };
         if claims.subscription != subscription || claims.usage != usage {
             return Err(TokenError::Invalid);
-        }
-        if now_secs > claims.exp_secs {
-            return Err(TokenError::Expired);
         }
         Ok(claims)
     }

@@ -6,7 +6,7 @@
 //! {"v":1, "id":…, "incarnation":…, "created_ms":…,
 //!  "config":{"type":"webhook","url":…  | "type":"pull-wake","wake_stream":…,
 //!            "pattern":…?, "streams":[…], "lease_ttl_ms":…, "description":…?},
-//!  "links":[{"path":…, "explicit":…, "glob":…, "acked":"<offset token>"}…],
+//!  "links":[{"path":…, "explicit":…, "glob":…, "acked":"<offset token>", "provisional":…}…],
 //!  "generation":…,
 //!  "wake":null | {"id":…, "triggered_by":…, "snapshot":[[path, "<token>"]…],
 //!                 "holder":…?, "lease_deadline_ms":…?},
@@ -52,7 +52,7 @@ pub fn encode(sub: &Subscription) -> Vec<u8> {
         .links
         .iter()
         .map(|l| {
-            json!({"path": l.path, "explicit": l.explicit, "glob": l.glob, "acked": l.acked.to_string()})
+            json!({"path": l.path, "explicit": l.explicit, "glob": l.glob, "acked": l.acked.to_string(), "provisional": l.provisional})
         })
         .collect();
     let wake = sub.wake.as_ref().map_or(Value::Null, |w| {
@@ -151,6 +151,10 @@ pub fn decode(bytes: &[u8]) -> Option<Subscription> {
                 explicit: l.get("explicit")?.as_bool()?,
                 glob: l.get("glob")?.as_bool()?,
                 acked: offset(l.get("acked")?)?,
+                provisional: match l.get("provisional") {
+                    None => false,
+                    Some(p) => p.as_bool()?,
+                },
             };
             (link.explicit || link.glob).then_some(link)
         })

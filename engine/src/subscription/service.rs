@@ -207,7 +207,9 @@ struct Due {
 #[derive(Debug, Default)]
 struct Run {
     due: Option<Due>,
-    in_flight: bool,
+    /// The incarnation whose delivery is running, if one is (a delivery of a deleted
+    /// subscription must not count for one re-created under its id).
+    in_flight: Option<u64>,
     /// Failed wake-event writes in a row (pull-wake; webhooks keep theirs in the record).
     event_failures: u32,
 }
@@ -498,19 +500,23 @@ impl Subscriptions {
         let keys = self.ready()?;
         config::check_id(id)?;
         let config = config::parse(body, self.settings.allow_local_webhooks)?;
-        let existing: Vec<(String, Offset)> = match &config.pattern {
-            Some(p) => self
-                .engine
-                .list(&p.literal_prefix())
-                .map_err(|e| SubError::Unavailable(e.to_string()))?
-                .into_iter()
-                .filter(|(name, _)| !name.starts_with("__ds/"))
-                .map(|(name, info)| (name.to_string(), info.tail))
-                .collect(),
-            None => Vec::new(),
-        };
         let created = {
             let mut st = self.lock();
+            // Listed under the lock: an append that reports after this sees the
+            // subscription, one that reported before is in the tails read here.
+            let existing: Vec<(String, Offset)> = match &config.pattern {
+                // Without the prefix's final `/`: `a/**` matches `a` itself, and a pattern
+                // without wildcards matches exactly its own name.
+                Some(p) => self
+                    .engine
+                    .list(p.literal_prefix().trim_end_matches('/'))
+                    .map_err(|e| SubError::Unavailable(e.to_string()))?
+                    .into_iter()
+                    .filter(|(name, _)| !name.starts_with("__ds/"))
+                    .map(|(name, info)| (name.to_string(), info.tail))
+                    .collect(),
+                None => Vec::new(),
+            };
             let now = self.now();
             let tails = |p: &str| self.engine.tail(p);
             match st.registry.put(id, config, now, &tails, existing) {
@@ -529,20 +535,24 @@ impl Subscriptions {
                 }
             }
         };
-        if created {
-            self.flush().await?;
-        }
+        // Also when confirming: the create being confirmed may still be on its way to disk.
+        self.flush().await?;
         let st = self.lock();
         let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
         Ok((created, view::describe(sub, self.base(sub), keys.signing.kid())))
     }
 
-    /// `GET …/subscriptions/{id}`.
+    /// `GET …/subscriptions/{id}`: what is stored (a change still on its way to disk is
+    /// flushed first, so a cursor shown never goes back after a crash).
     ///
     /// # Errors
     /// 404.
-    pub fn get(&self, id: &str) -> Result<Value, SubError> {
+    pub async fn get(&self, id: &str) -> Result<Value, SubError> {
         let keys = self.ready()?;
+        let dirty = self.lock().dirty.contains(id);
+        if dirty {
+            self.flush().await?;
+        }
         let st = self.lock();
         let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
         Ok(view::describe(sub, self.base(sub), keys.signing.kid()))
@@ -622,23 +632,14 @@ impl Subscriptions {
         let keys = self.ready()?;
         let next = {
             let mut st = self.lock();
-            let fence_claims = self.check_token(&st, keys, id, usage, token)?;
+            let claims = self.check_token(&st, keys, id, usage, token)?;
             let parsed = parse_ack(body)?;
+            self.check_fence_then_expiry(&st, id, &claims, parsed.generation, &parsed.wake_id)?;
             let now = self.now();
-            let fence = Fence {
-                token_incarnation: fence_claims.incarnation,
-                token_generation: fence_claims.generation,
-                token_wake_id: &fence_claims.wake_id,
-                generation: Some(parsed.generation),
-                wake_id: Some(parsed.wake_id.as_str()),
-            };
             let tails = |p: &str| self.engine.tail(p);
             let acked = st
                 .registry
-                .update(id, |s| {
-                    s.check_fence(&fence)?;
-                    s.ack(&parsed.acks, parsed.done, &tails, now, fresh_wake_id)
-                })
+                .update(id, |s| s.ack(&parsed.acks, parsed.done, &tails, now, fresh_wake_id))
                 .ok_or(SubError::NotFound)??;
             st.dirty.insert(id.to_owned());
             let next = acked.next.is_some();
@@ -664,22 +665,13 @@ impl Subscriptions {
             let mut st = self.lock();
             let claims = self.check_token(&st, keys, id, Use::Claim, token)?;
             let (generation, wake_id) = parse_fence(body)?;
+            self.check_fence_then_expiry(&st, id, &claims, generation, &wake_id)?;
             let now = self.now();
-            let fence = Fence {
-                token_incarnation: claims.incarnation,
-                token_generation: claims.generation,
-                token_wake_id: &claims.wake_id,
-                generation: Some(generation),
-                wake_id: Some(wake_id.as_str()),
-            };
             let tails = |p: &str| self.engine.tail(p);
             let next = st
                 .registry
-                .update(id, |s| {
-                    s.check_fence(&fence)?;
-                    Ok::<_, Refusal>(s.release(&tails, now, fresh_wake_id))
-                })
-                .ok_or(SubError::NotFound)??;
+                .update(id, |s| s.release(&tails, now, fresh_wake_id))
+                .ok_or(SubError::NotFound)?;
             st.dirty.insert(id.to_owned());
             if let Some(woke) = next {
                 want(&mut st, id, &woke, now);
@@ -711,7 +703,31 @@ impl Subscriptions {
                 return Err(SubError::Invalid("subscription is not a webhook subscription".into()));
             }
         }
-        Ok(keys.tokens.verify(token, id, usage, self.now() / 1000)?)
+        Ok(keys.tokens.verify_signed(token, id, usage)?)
+    }
+
+    /// Fences a request (§7.3), then checks its token's expiry: a stale request is 409
+    /// `FENCED` even when its token has expired too.
+    fn check_fence_then_expiry(
+        &self,
+        st: &State,
+        id: &str,
+        claims: &Claims,
+        generation: u64,
+        wake_id: &str,
+    ) -> Result<(), SubError> {
+        let fence = Fence {
+            token_incarnation: claims.incarnation,
+            token_generation: claims.generation,
+            token_wake_id: &claims.wake_id,
+            generation: Some(generation),
+            wake_id: Some(wake_id),
+        };
+        st.registry.get(id).ok_or(SubError::NotFound)?.check_fence(&fence)?;
+        if self.now() / 1000 > claims.exp_secs {
+            return Err(SubError::TokenExpired);
+        }
+        Ok(())
     }
 
     /// `POST …/claim` (§7.2): the pull-wake wake in flight (made now if work is pending and
@@ -754,10 +770,18 @@ impl Subscriptions {
             }
             let now = self.now();
             let tails = |p: &str| self.engine.tail(p);
-            let woke = st
+            let claimed = st
                 .registry
                 .update(id, |s| s.claim(&worker, &tails, now, fresh_wake_id))
-                .ok_or(SubError::NotFound)??;
+                .ok_or(SubError::NotFound)?;
+            if claimed == Err(Refusal::NoPendingWork) {
+                // It may have ended a stale wake (its work went away): stored later.
+                st.dirty.insert(id.to_owned());
+                drop(st);
+                self.kick.notify_one();
+                return Err(SubError::NoPendingWork);
+            }
+            let woke = claimed?;
             st.dirty.insert(id.to_owned());
             if let Some(woke) = woke {
                 want(&mut st, id, &woke, now);
@@ -811,11 +835,11 @@ impl Subscriptions {
             for id in due {
                 self.expire_lease(&mut st, &id, now);
                 if let Some(run) = st.runs.get_mut(&id)
-                    && !run.in_flight
+                    && run.in_flight.is_none()
                     && run.due.as_ref().is_some_and(|d| d.at_ms <= now)
                     && let Some(d) = run.due.take()
                 {
-                    run.in_flight = true;
+                    run.in_flight = Some(d.incarnation);
                     starts.push((id.clone(), d));
                 }
                 arm(&mut st, &id);
@@ -864,8 +888,10 @@ impl Subscriptions {
             None => {}
         }
         let mut st = self.lock();
-        if let Some(run) = st.runs.get_mut(&id) {
-            run.in_flight = false;
+        if let Some(run) = st.runs.get_mut(&id)
+            && run.in_flight == Some(due.incarnation)
+        {
+            run.in_flight = None;
         }
         arm(&mut st, &id);
         drop(st);
@@ -985,7 +1011,7 @@ impl Subscriptions {
     /// Deliveries (webhooks and wake events) running now.
     #[must_use]
     pub fn deliveries_in_flight(&self) -> usize {
-        self.lock().runs.values().filter(|r| r.in_flight).count()
+        self.lock().runs.values().filter(|r| r.in_flight.is_some()).count()
     }
 
     /// A copy of subscription `id` as it stands (for tests and inspection).
@@ -1022,7 +1048,7 @@ fn arm(st: &mut State, id: &str) {
         if run.due.as_ref().is_some_and(|d| Some(&d.wake_id) != current.as_ref()) {
             run.due = None;
         }
-        if !run.in_flight
+        if run.in_flight.is_none()
             && let Some(d) = &run.due
         {
             next = Some(next.map_or(d.at_ms, |n| n.min(d.at_ms)));

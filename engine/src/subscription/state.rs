@@ -75,6 +75,10 @@ pub struct Link {
     pub glob: bool,
     /// Last processed offset, inclusive.
     pub acked: Offset,
+    /// Linked by an append and not acknowledged since: the cursor is where that append
+    /// started, and an append that started earlier but reported later (hooks run as
+    /// commits finish, not in acceptance order) lowers it, so no data is skipped.
+    pub provisional: bool,
 }
 
 impl Link {
@@ -275,7 +279,13 @@ impl Subscription {
         if self.links.len() >= MAX_LINKS {
             return false;
         }
-        self.links.push(Link { path: path.to_owned(), explicit, glob: !explicit, acked: at });
+        self.links.push(Link {
+            path: path.to_owned(),
+            explicit,
+            glob: !explicit,
+            acked: at,
+            provisional: false,
+        });
         true
     }
 
@@ -304,9 +314,12 @@ impl Subscription {
 
     /// Removes an explicit link (§6.4); a glob link of the same stream stays. Idempotent.
     pub fn remove_stream(&mut self, path: &str) {
+        let matches = self.config.pattern.as_ref().is_some_and(|p| p.matches(path));
         if let Some(i) = self.find(path) {
-            self.links[i].explicit = false;
-            if !self.links[i].glob {
+            let link = &mut self.links[i];
+            link.explicit = false;
+            link.glob |= matches;
+            if !link.glob {
                 self.links.remove(i);
             }
         }
@@ -350,11 +363,26 @@ impl Subscription {
         now_ms: u64,
         wake_id: impl FnOnce() -> String,
     ) -> Option<Woke> {
-        let linked = self.find(path).is_some()
-            || (self.config.pattern.as_ref().is_some_and(|p| p.matches(path))
-                && self.link(path, false, before));
-        if !linked {
-            return None;
+        let matches = self.config.pattern.as_ref().is_some_and(|p| p.matches(path));
+        match self.find(path) {
+            Some(i) => {
+                let link = &mut self.links[i];
+                // A matching stream is glob-linked whatever linked it first, so that
+                // removing an explicit link keeps it (§6.4).
+                link.glob |= matches;
+                if link.provisional && before < link.acked {
+                    link.acked = before;
+                }
+            }
+            None if matches => {
+                if !self.link(path, false, before) {
+                    return None;
+                }
+                if let Some(link) = self.links.last_mut() {
+                    link.provisional = true;
+                }
+            }
+            None => return None,
         }
         self.wake_if_pending(tails, now_ms, path, wake_id)
     }
@@ -463,6 +491,7 @@ impl Subscription {
         }
         for (i, offset) in next {
             self.links[i].acked = offset;
+            self.links[i].provisional = false;
         }
         Ok(())
     }
@@ -532,6 +561,9 @@ impl Subscription {
             return Err(Refusal::AlreadyClaimed { holder, generation: self.generation });
         }
         if !self.pending(tails) {
+            // An unclaimed wake whose work went away (its stream was deleted) would block
+            // every later wake: it ends here.
+            self.wake = None;
             return Err(Refusal::NoPendingWork);
         }
         let woke = self.wake_if_pending(tails, now_ms, "", wake_id);
@@ -603,6 +635,7 @@ impl Subscription {
                     let link = &mut self.links[i];
                     if tail > link.acked && tails.tail(&path).is_some_and(|t| tail <= t) {
                         link.acked = tail;
+                        link.provisional = false;
                     }
                 }
                 self.finish_wake(tails, now_ms, wake_id)
@@ -610,10 +643,11 @@ impl Subscription {
         }
     }
 
-    /// `active`, or `failed` while a webhook retry is scheduled (§6.3).
+    /// `active`, or `failed` while a wake's webhook delivery has failed and a retry is
+    /// pending (§6.3).
     #[must_use]
     pub fn status(&self) -> &'static str {
-        if self.retry.attempts > 0 { "failed" } else { "active" }
+        if self.retry.attempts > 0 && self.wake.is_some() { "failed" } else { "active" }
     }
 }
 
@@ -703,6 +737,76 @@ mod tests {
             generation: Some(s.generation),
             wake_id: Some(&wake.id),
         }
+    }
+
+    /// Regression (review): two first appends to a newly matching stream whose hooks ran
+    /// in the other order linked it at the second one's start, skipping the first's data.
+    #[test]
+    fn first_appends_reported_out_of_order_skip_nothing() {
+        let mut world = World::with(&[]);
+        let mut s = sub(pull(), Some("e/*"), &[], &world);
+        let mut next = ids();
+        world.set("e/1", 20);
+        // B (10..20) reports before A (0..10).
+        s.appended("e/1", at(10), &world, 0, &mut next);
+        assert_eq!(s.links[0].acked, at(10));
+        s.appended("e/1", at(0), &world, 0, &mut next);
+        assert_eq!(s.links[0].acked, at(0), "A's data is pending too");
+        // Once acknowledged, a late report never moves the cursor back.
+        let claim = s.claim("w", &world, 1, &mut next);
+        assert!(claim.is_ok());
+        s.apply_acks(&[("e/1".into(), at(15))], &world).unwrap();
+        s.appended("e/1", at(5), &world, 2, &mut next);
+        assert_eq!(s.links[0].acked, at(15));
+    }
+
+    /// Regression (review): a stream linked explicitly before it existed, then matched by
+    /// the pattern through appends, lost its link (and cursor) when the explicit link was
+    /// removed (§6.4: the glob link remains).
+    #[test]
+    fn removing_an_explicit_link_keeps_a_matching_stream_linked() {
+        let mut world = World::with(&[]);
+        let mut s = sub(pull(), Some("e/*"), &["e/1", "x"], &world);
+        world.set("e/1", 10);
+        s.appended("e/1", at(0), &world, 0, ids());
+        s.remove_stream("e/1");
+        s.remove_stream("x");
+        let links: Vec<(&str, &str)> =
+            s.links.iter().map(|l| (l.path.as_str(), l.link_type())).collect();
+        assert_eq!(links, [("e/1", "glob")], "the matching stream stays, by glob");
+        assert_eq!(s.links[0].acked, Offset::ZERO, "with its cursor");
+    }
+
+    /// Regression (review): an unclaimed pull-wake wake whose work went away blocked every
+    /// later wake (no lease ends it).
+    #[test]
+    fn a_claim_with_no_work_ends_a_stale_unclaimed_wake() {
+        let mut world = World::with(&[]);
+        let mut s = sub(pull(), Some("e/*"), &[], &world);
+        let mut next = ids();
+        world.set("e/1", 10);
+        assert!(s.appended("e/1", at(0), &world, 0, &mut next).is_some());
+        world.0.remove("e/1");
+        s.stream_removed("e/1");
+        assert_eq!(s.claim("w", &world, 1, &mut next), Err(Refusal::NoPendingWork));
+        assert!(s.wake.is_none());
+        world.set("e/2", 5);
+        assert!(s.appended("e/2", at(0), &world, 2, &mut next).is_some(), "new work wakes");
+    }
+
+    /// `failed` only while a wake waits for a retry: a wake ending with nothing pending
+    /// leaves the subscription `active`.
+    #[test]
+    fn status_is_failed_only_while_a_retry_is_pending() {
+        let mut world = World::with(&[]);
+        let mut s = sub(webhook(), Some("e/*"), &[], &world);
+        let mut next = ids();
+        world.set("e/1", 10);
+        let woke = s.appended("e/1", at(0), &world, 0, &mut next).unwrap();
+        s.delivered((woke.generation, &woke.wake_id), Delivered::Failed, &world, 1, 0, &mut next);
+        assert_eq!(s.status(), "failed");
+        s.ack(&[("e/1".into(), at(10))], true, &world, 2, &mut next).unwrap();
+        assert_eq!(s.status(), "active", "nothing pending, no retry");
     }
 
     #[test]

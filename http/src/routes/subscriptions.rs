@@ -273,7 +273,7 @@ impl Control {
                 Method::Put => subs.put(&id, &json, &self.base).await.map(|(created, view)| {
                     json_response(if created { Status::CREATED } else { Status::OK }, &view)
                 }),
-                Method::Get => subs.get(&id).map(|view| json_response(Status::OK, &view)),
+                Method::Get => subs.get(&id).await.map(|view| json_response(Status::OK, &view)),
                 _ => subs.delete(&id).await.map(|()| Response::empty(Status::NO_CONTENT)),
             },
             Route::Streams(id) => {
