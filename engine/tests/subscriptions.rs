@@ -657,3 +657,85 @@ async fn stale_requests_are_fenced_before_their_token_expiry_counts() {
     let expired = r.subs.release("p", &token_of(&current), &fence).await.unwrap_err();
     assert_eq!(expired, SubError::TokenExpired);
 }
+
+/// A retry delivers the wake's snapshot again, not streams linked after it (their data is
+/// for the next wake, which `done` then makes).
+#[tokio::test]
+async fn a_retry_carries_the_same_snapshot() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_800_000_000_000));
+    let r = rig(StorageMode::Memory, &sim, &clock).await;
+    let mut config = webhook("e/*");
+    config["lease_ttl_ms"] = json!(600_000);
+    r.subs.put("s", &config, BASE).await.unwrap();
+    r.engine.create("e/1", text("")).await.unwrap();
+    r.engine.create("e/2", text("")).await.unwrap();
+    r.script.answer(&[Delivered::Failed, Delivered::Done]);
+    let tail = r.append("e/1", "x").await;
+    r.tick().await;
+    r.append("e/2", "y").await;
+    r.clock.advance_ms(1_300);
+    r.tick().await;
+    let sent = r.script.sent();
+    assert_eq!(sent.len(), 3, "first try, retry, then the next wake for e/2");
+    assert_eq!(sent[0]["streams"], sent[1]["streams"], "the retry carries the same snapshot");
+    let paths = |body: &Value| -> Vec<String> {
+        body["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(paths(&sent[1]), ["e/1"]);
+    assert_eq!(sent[1]["streams"][0]["tail_offset"], tail.as_str());
+    assert_eq!(paths(&sent[2]), ["e/1", "e/2"]);
+    assert_eq!(sent[2]["generation"], 2);
+}
+
+/// A closed wake stream refuses the event: logged and retried, and the wake stays
+/// claimable.
+#[tokio::test]
+async fn a_closed_wake_stream_never_blocks_claims() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_800_000_000_000));
+    let r = rig(StorageMode::FileDurable, &sim, &clock).await;
+    r.engine.create("wake/closed", CreateRequest { closed: true, ..text("") }).await.unwrap();
+    r.subs.put("p", &pull("wake/closed"), BASE).await.unwrap();
+    r.engine.create("jobs/1", text("")).await.unwrap();
+    r.append("jobs/1", "a").await;
+    r.tick().await;
+    r.clock.advance_ms(1_300);
+    r.tick().await;
+    assert_eq!(r.generation("p"), 1);
+    r.subs.claim("p", None, &json!({"worker": "w"})).await.unwrap();
+}
+
+/// A subscription deleted and re-created while a webhook of the old one is in flight: the
+/// old delivery's answer changes nothing, and the new subscription's own delivery is not
+/// held up or doubled by it.
+#[tokio::test]
+async fn a_delivery_in_flight_does_not_touch_a_recreated_subscription() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_800_000_000_000));
+    let r = rig(StorageMode::Memory, &sim, &clock).await;
+    r.subs.put("s", &webhook("e/*"), BASE).await.unwrap();
+    r.engine.create("e/1", text("")).await.unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    *r.script.gate.lock().unwrap() = Some(gate.clone());
+    r.script.answer(&[Delivered::Done, Delivered::Accepted]);
+    r.append("e/1", "x").await;
+    r.tick().await;
+    assert_eq!(r.subs.deliveries_in_flight(), 1);
+    r.subs.delete("s").await.unwrap();
+    r.subs.put("s", &webhook("e/*"), BASE).await.unwrap();
+    r.append("e/1", "y").await;
+    r.tick().await;
+    assert_eq!(r.script.sent().len(), 2, "the new subscription's wake went out");
+    gate.add_permits(1);
+    r.tick().await;
+    let s = r.subs.inspect("s").unwrap();
+    assert_eq!(s.generation, 1, "the old done did not end the new wake");
+    assert!(s.wake.is_some());
+    assert_eq!(r.subs.deliveries_in_flight(), 1, "the new delivery still counts as running");
+    gate.add_permits(1);
+    r.tick().await;
+    assert_eq!(r.subs.deliveries_in_flight(), 0);
+}

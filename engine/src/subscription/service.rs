@@ -922,8 +922,7 @@ impl Subscriptions {
                 usage: Use::Callback,
                 exp_secs: now / 1000 + TOKEN_TTL_SECS,
             });
-            let tails = |p: &str| self.engine.tail(p);
-            let Some(body) = view::webhook_body(sub, self.base(sub), &token, &tails) else {
+            let Some(body) = view::webhook_body(sub, self.base(sub), &token) else {
                 return;
             };
             let body = Bytes::from(body.to_string());

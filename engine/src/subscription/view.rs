@@ -76,23 +76,19 @@ pub fn callback_url(base: &str, id: &str) -> String {
     format!("{base}{SUBSCRIPTIONS_PATH}{id}/callback")
 }
 
-/// The body of the webhook of the wake in flight: every linked stream with the tail the
-/// wake's snapshot holds for it (what `done` acknowledges), or its current one if it was
-/// linked after the snapshot. `None` if no wake is in flight.
+/// The body of the webhook of the wake in flight: the linked streams of the wake's snapshot,
+/// each with the tail the snapshot holds for it, which is exactly what `done` acknowledges
+/// (§7.1). A stream linked after the snapshot is not in it: its data is pending, for the
+/// next wake. `None` if no wake is in flight.
 #[must_use]
-pub fn webhook_body(
-    sub: &Subscription,
-    base: &str,
-    token: &str,
-    tails: &dyn Tails,
-) -> Option<Value> {
+pub fn webhook_body(sub: &Subscription, base: &str, token: &str) -> Option<Value> {
     let wake = sub.wake.as_ref()?;
     let streams: Vec<Value> = sub
         .links
         .iter()
-        .map(|l| {
-            let snap = wake.snapshot.iter().find(|(p, _)| *p == l.path).map(|(_, t)| *t);
-            stream_info(l, snap.or_else(|| tails.tail(&l.path)))
+        .filter_map(|l| {
+            let snap = wake.snapshot.iter().find(|(p, _)| *p == l.path).map(|(_, t)| *t)?;
+            Some(stream_info(l, Some(snap)))
         })
         .collect();
     Some(json!({
