@@ -36,8 +36,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubscriptionsSection {
-    /// Accept `http://localhost` and `http://127.x.x.x` webhook URLs and deliver to
-    /// loopback addresses (for development and tests; never in production).
+    /// Accept webhook URLs to loopback (`localhost`, `*.localhost`, `127.0.0.x`, `[::1]`,
+    /// over http or https) and deliver to them (development and tests; never production).
     pub allow_local_webhooks: bool,
     /// When set, a claim needs `Authorization: Bearer` with an HS256 JWT signed by this
     /// secret; empty: claims are open.

@@ -60,8 +60,8 @@ const IDLE_TICK: Duration = Duration::from_secs(60);
 /// Settings (`DS_SUBSCRIPTIONS__*`).
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Accept `http://localhost` and `http://127.x.x.x` webhooks, and deliver to loopback
-    /// addresses (`ALLOW_LOCAL_WEBHOOKS`, default false).
+    /// Accept webhooks to loopback (`localhost`, `*.localhost`, `127.0.0.x`, `[::1]`, http
+    /// or https) and deliver to them (`ALLOW_LOCAL_WEBHOOKS`, default false).
     pub allow_local_webhooks: bool,
     /// With a secret, a claim needs `Authorization: Bearer` and an HS256 JWT signed with it
     /// (`CLAIM_SECRET`).
