@@ -15,7 +15,7 @@ use crate::config::{EngineConfig, StorageMode};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, StdFs};
 use crate::json::{self, JsonUse};
-use crate::log::recovery::{self, Expiring, Report};
+use crate::log::recovery::{self, Report};
 use crate::log::{Durability, FileStore};
 use crate::memory::MemoryStore;
 use crate::notify::TailWatch;
@@ -25,7 +25,7 @@ use crate::store::{
     AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkLink,
     ForkOf, ForkRequest, ReadChunk, Store, StreamInfo,
 };
-use crate::ttl::{self, ExpiryIndex};
+use crate::ttl::{self, Expiring, ExpiryIndex};
 
 /// Longest the sweeper sleeps without looking at the clock again.
 const SWEEP_IDLE_MAX: Duration = Duration::from_secs(60);

@@ -13,10 +13,10 @@ use crate::clock::UnixMs;
 use crate::fs::{Fs, OpenMode};
 use crate::log::frame::{FILE_HEADER_LEN, Kind};
 use crate::log::journal::Overlay;
-use crate::log::meta::Meta;
 use crate::log::recovery::{self, LogView};
 use crate::log::scan::{self, ScanEnd};
 use crate::log::store::effect_of;
+use crate::meta::Meta;
 use crate::offset::Offset;
 use crate::rules::WriterState;
 use crate::store::Expiry;
@@ -297,7 +297,7 @@ pub fn verify(fs: &dyn Fs, dir: &Path) -> io::Result<VerifyReport> {
     let overlay = Overlay::new(fs, dir)?;
     let (metas, mut leftovers) = metas(&overlay, dir)?;
     // A failed commit's cut list: the next start shortens these logs before serving.
-    if let Ok(bytes) = recovery::read_small(fs, &dir.join(crate::log::store::CUT_NAME)) {
+    if let Ok(bytes) = crate::fs::read_small(fs, &dir.join(crate::log::store::CUT_NAME)) {
         match crate::log::meta::Cut::decode(&bytes) {
             Some(cut) => leftovers.extend(cut.entries.iter().map(|(inc, len)| {
                 format!("cut list: the next start shortens {inc:016x}.log to {len} bytes")

@@ -45,6 +45,7 @@ pub mod inspect;
 pub mod json;
 pub mod log;
 pub mod memory;
+pub mod meta;
 pub mod notify;
 pub mod offset;
 pub mod payload;

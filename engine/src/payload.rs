@@ -75,4 +75,23 @@ impl Payload {
     pub fn record_count(&self) -> usize {
         self.record_ends.len()
     }
+
+    /// The message lengths a JSON record of this payload carries, so that reads can cut
+    /// between messages (both persistent stores store them); `None` for other content.
+    pub(crate) fn message_lens(&self, json: bool) -> Option<Vec<u32>> {
+        if !json || self.is_empty() {
+            return None;
+        }
+        let mut prev = 0u64;
+        Some(
+            self.record_ends()
+                .iter()
+                .map(|end| {
+                    let len = end - prev;
+                    prev = *end;
+                    u32::try_from(len).unwrap_or(u32::MAX)
+                })
+                .collect(),
+        )
+    }
 }

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::UnixMs;
 use crate::error::{Error, Result};
-use crate::log::meta::Meta;
+use crate::meta::Meta;
 use crate::notify::{Tail, TailSignal, TailWatch};
 use crate::offset::{Lineage, Offset};
 use crate::store::AppendTicket;

@@ -102,3 +102,16 @@ impl ExpiryIndex {
         self.sooner.notified().await;
     }
 }
+
+/// A recovered stream that needs an expiry check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    /// Stream name.
+    pub name: Arc<str>,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// Its expiry.
+    pub expiry: Expiry,
+    /// Its last read or write, as far as the disk knows.
+    pub last_access_ms: UnixMs,
+}

@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn verify_reports_inconsistent_and_orphan_rows() {
         use crate::acid::tables::{COUNTERS, NEXT_STREAM_ID, TailRow, encode_record};
-        use crate::log::meta::Meta;
+        use crate::meta::Meta;
         use crate::store::{ContentType, Expiry};
         let sim = SimFs::new();
         let fs: Arc<dyn Fs> = Arc::new(sim.clone());

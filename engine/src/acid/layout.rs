@@ -62,7 +62,7 @@ fn invalid(msg: String) -> io::Error {
 /// # Errors
 /// An unreadable or foreign manifest.
 pub fn read_manifest(fs: &dyn Fs, dir: &Path) -> io::Result<Option<u32>> {
-    let bytes = match crate::log::recovery::read_small(fs, &dir.join(MANIFEST)) {
+    let bytes = match crate::fs::read_small(fs, &dir.join(MANIFEST)) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

@@ -40,9 +40,7 @@ use crate::commit_queue::{CommitQueue, CommitterThreads};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
-use crate::log::meta::Meta;
-use crate::log::recovery::Expiring;
-use crate::log::store::message_lens;
+use crate::meta::Meta;
 use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
@@ -52,6 +50,7 @@ use crate::store::{
     ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::{Acquired, Removing, StreamCore};
+use crate::ttl::Expiring;
 
 /// What writes get once the store is poisoned.
 const POISONED: &str = "writes are stopped after a storage failure; see the server log";
@@ -1134,7 +1133,7 @@ impl AcidStore {
         let end = base + len;
         let tail = TailRow { end, records, closed: req.closed, ..TailRow::default() };
         let fork_row = fork.map(tables::encode_fork);
-        let lens = message_lens(&payload, req.content_type.is_json());
+        let lens = payload.message_lens(req.content_type.is_json());
         let rows = if payload.is_empty() {
             Vec::new()
         } else {
@@ -1253,7 +1252,7 @@ impl Store for AcidStore {
                         if pos + payload.len() > limit {
                             return Err(Error::StreamTooLarge { limit_bytes: limit });
                         }
-                        let lens = message_lens(&payload, stream.meta.content_type.is_json());
+                        let lens = payload.message_lens(stream.meta.content_type.is_json());
                         st.batch.push(Pending {
                             pos,
                             payload: payload.bytes().clone(),

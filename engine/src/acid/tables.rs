@@ -43,7 +43,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
-use crate::log::meta::Meta;
+use crate::meta::Meta;
 use crate::offset::Offset;
 use crate::producer::{ProducerClaim, ProducerState};
 use crate::rules::WriterState;

@@ -228,5 +228,20 @@ pub fn write_atomic_private(fs: &dyn Fs, dir: &Path, name: &str, bytes: &[u8]) -
     write_atomic_as(fs, dir, name, bytes, true, true).map_err(|(e, _)| e)
 }
 
+/// Reads a small side file whole.
+///
+/// # Errors
+/// I/O errors, or a file over 16 MiB.
+pub fn read_small(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read)?;
+    let len = file.len()?;
+    if len > 1 << 24 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "side file too large"));
+    }
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    read_exact_at(file.as_ref(), &mut buf, 0)?;
+    Ok(buf)
+}
+
 /// Suffix of temporary files; recovery removes any it finds.
 pub const TMP_SUFFIX: &str = ".tmp";

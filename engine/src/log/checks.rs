@@ -9,10 +9,10 @@ use crate::fs::sim::SimFs;
 use crate::fs::{Fs, OpenMode};
 use crate::log::frame::{self, Decoded, FILE_HEADER_LEN, FileHeader};
 use crate::log::handles::log_name;
-use crate::log::meta::Meta;
 use crate::log::recovery;
 use crate::log::scan::{self, ScanEnd};
 use crate::log::store::{Durability, meta_name};
+use crate::meta::Meta;
 use crate::store::{ContentType, Expiry};
 
 /// The frame decoder on arbitrary bytes: never panics; a record is only returned whole, and

@@ -19,18 +19,20 @@ use std::sync::Arc;
 
 use crate::clock::UnixMs;
 use crate::config::Limits;
-use crate::fs::{self, Fs, FsFile, OpenMode};
+use crate::fs::{self, Fs, FsFile, OpenMode, read_small};
 use crate::log::frame::{self, FILE_HEADER_LEN};
 use crate::log::handles::log_name;
 use crate::log::journal::{self, Journal};
-use crate::log::meta::{Checkpoint, Cut, Meta};
+use crate::log::meta::{Checkpoint, Cut};
 use crate::log::scan::{self, ScanEnd};
 use crate::log::store::{
     CUT_NAME, Durability, FileStore, FileStream, Recovered, StreamState, ckpt_name, effect_of,
     meta_name,
 };
+use crate::meta::Meta;
 use crate::rules::WriterState;
 use crate::store::Expiry;
+use crate::ttl::Expiring;
 
 /// Name of the file that marks a directory as a ds-server file-log data directory.
 pub const LAYOUT_FILE: &str = "LAYOUT";
@@ -72,19 +74,6 @@ pub struct Report {
     pub removed: Vec<String>,
     /// Journal entries replayed into logs.
     pub journal_entries: u64,
-}
-
-/// A recovered stream that needs an expiry check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expiring {
-    /// Stream name.
-    pub name: Arc<str>,
-    /// Its incarnation.
-    pub incarnation: u64,
-    /// Its expiry.
-    pub expiry: Expiry,
-    /// Its last read or write, as far as the disk knows.
-    pub last_access_ms: UnixMs,
 }
 
 /// Opens (creating if needed) the data directory `dir`.
@@ -367,21 +356,6 @@ fn apply_cut(fs: &dyn Fs, dir: &Path, report: &mut Report) -> io::Result<()> {
     fs.remove(&path)?;
     fs.sync_dir(dir)?;
     Ok(())
-}
-
-/// Reads a small side file whole.
-///
-/// # Errors
-/// I/O errors, or a file over 16 MiB.
-pub fn read_small(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
-    let file = fs.open(path, OpenMode::Read)?;
-    let len = file.len()?;
-    if len > 1 << 24 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "side file too large"));
-    }
-    let mut buf = vec![0u8; len as usize];
-    fs::read_exact_at(file.as_ref(), &mut buf, 0)?;
-    Ok(buf)
 }
 
 /// A stream's log as read from disk, before anything is changed.

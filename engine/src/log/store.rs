@@ -35,7 +35,8 @@ use crate::fs::{self, Failed, Fs, FsFile, OpenMode};
 use crate::log::frame::{self, Decoded, FILE_HEADER_LEN, FileHeader, Kind, Record};
 use crate::log::handles::{Handles, log_name};
 use crate::log::journal::{self, Journal};
-use crate::log::meta::{Checkpoint, Meta};
+use crate::log::meta::Checkpoint;
+use crate::meta::Meta;
 use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
@@ -1251,7 +1252,7 @@ impl FileStore {
                 closes: req.closed,
                 producer: None,
                 stream_seq: None,
-                message_lens: message_lens(&payload, req.content_type.is_json()),
+                message_lens: payload.message_lens(req.content_type.is_json()),
                 payload: payload.bytes(),
             };
             if frame::frame_len(&record) > limit || !frame::fits(&record) {
@@ -1404,7 +1405,7 @@ impl Store for FileStore {
                                 )
                             }),
                             stream_seq: req.stream_seq.as_deref(),
-                            message_lens: message_lens(&payload, json),
+                            message_lens: payload.message_lens(json),
                             payload: payload.bytes(),
                         };
                         // Every check before the first byte is written: a refusal leaves no trace.
@@ -1647,23 +1648,4 @@ impl Store for FileStore {
     fn names(&self, prefix: &str) -> Vec<Arc<str>> {
         crate::store::names_in(self.inner.shards.iter().map(|s| &s.map), prefix)
     }
-}
-
-/// The message lengths a JSON record carries, so that reads can cut between messages.
-pub(crate) fn message_lens(payload: &Payload, json: bool) -> Option<Vec<u32>> {
-    if !json || payload.is_empty() {
-        return None;
-    }
-    let mut prev = 0u64;
-    Some(
-        payload
-            .record_ends()
-            .iter()
-            .map(|end| {
-                let len = end - prev;
-                prev = *end;
-                u32::try_from(len).unwrap_or(u32::MAX)
-            })
-            .collect(),
-    )
 }

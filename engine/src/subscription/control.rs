@@ -20,7 +20,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
 
 use crate::acid::layout::{open_database, redb_io};
-use crate::fs::{self, Fs, OpenMode};
+use crate::fs::{self, Fs};
 use crate::subscription::record;
 use crate::subscription::state::Subscription;
 
@@ -151,14 +151,11 @@ pub struct StoredKeys {
 /// I/O errors, or a damaged file (refusing to start beats silently changing keys).
 pub fn read_keys(fs: &dyn Fs, data_dir: &Path) -> io::Result<Option<StoredKeys>> {
     let path = dir(data_dir).join(KEYS_FILE);
-    let file = match fs.open(&path, OpenMode::Read) {
-        Ok(f) => f,
+    let bytes = match fs::read_small(fs, &path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = usize::try_from(file.len()?).unwrap_or(usize::MAX).min(1 << 20);
-    let mut bytes = vec![0; len];
-    fs::read_exact_at(file.as_ref(), &mut bytes, 0)?;
     let damaged =
         || io::Error::new(io::ErrorKind::InvalidData, format!("{} is damaged", path.display()));
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| damaged())?;
@@ -205,6 +202,7 @@ pub fn write_keys(fs: &dyn Fs, data_dir: &Path, keys: &StoredKeys) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::OpenMode;
     use crate::fs::sim::SimFs;
 
     #[test]
