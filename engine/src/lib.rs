@@ -43,6 +43,7 @@ pub mod error;
 pub mod fs;
 pub mod inspect;
 pub mod json;
+mod lifecycle;
 pub mod log;
 pub mod memory;
 pub mod meta;

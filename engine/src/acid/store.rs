@@ -40,6 +40,7 @@ use crate::commit_queue::{CommitQueue, CommitterThreads};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
+use crate::lifecycle::{self, Backend, Life, LifeStream};
 use crate::meta::Meta;
 use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom};
@@ -49,7 +50,7 @@ use crate::store::{
     AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck,
     ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
 };
-use crate::stream_core::{Acquired, Removing, StreamCore};
+use crate::stream_core::{Removing, StreamCore};
 use crate::ttl::Expiring;
 
 /// What writes get once the store is poisoned.
@@ -111,8 +112,8 @@ impl std::ops::Deref for AcidStream {
 /// A stream's state; see the module docs for *accepted* and *visible*.
 #[derive(Default)]
 struct StreamState {
-    /// Deleted or expired: refuse everything.
-    removed: bool,
+    /// Removal, soft deletion and fork references (the shared lifecycle).
+    life: Life,
     accepted: WriterState,
     accepted_end: u64,
     durable: WriterState,
@@ -121,20 +122,11 @@ struct StreamState {
     batch: Vec<Pending>,
     waiters: Vec<oneshot::Sender<Result<()>>>,
     committing: bool,
-    /// Forks whose inherited data this stream serves (derived from the fork rows at load).
-    refs: u64,
-    /// Deleted or expired while forks still read it: gone for direct operations (§4.2).
-    soft_deleted: bool,
     /// The latest visible appends, in order and ending at `visible_end`, kept while live
     /// readers watch the stream: each of them reads what woke it from here instead of a
     /// redb read transaction of its own.
     recent: VecDeque<Recent>,
     recent_bytes: usize,
-    /// While a removal is being committed: appends that find the stream removed wait here
-    /// for its outcome (404 once it is durable, its failure if not).
-    removing: Option<Removing>,
-    /// A soft delete is being made durable: appends wait for it (410 once it is).
-    soft_deleting: bool,
 }
 
 /// One committed append, kept for live readers.
@@ -198,7 +190,7 @@ impl AcidStream {
     }
 
     fn publish(&self, st: &StreamState) {
-        self.core.publish(st.visible_end, st.durable.closed, st.removed);
+        self.core.publish(st.visible_end, st.durable.closed, st.life.removed);
     }
 }
 
@@ -206,7 +198,7 @@ impl StreamState {
     /// Deleted for good: the removal is committed (while it is not, the stream still reads
     /// as it was, since a crash could still bring it back).
     fn gone(&self) -> bool {
-        self.removed && self.removing.is_none()
+        self.life.gone()
     }
 
     fn at(end: u64, records: u64, writer: WriterState) -> StreamState {
@@ -244,7 +236,7 @@ pub fn open(
         let mut map = HashMap::with_capacity(streams.len());
         for stream in streams {
             max_incarnation = max_incarnation.max(stream.incarnation());
-            if stream.meta.expiry != Expiry::Never && !stream.lock().soft_deleted {
+            if stream.meta.expiry != Expiry::Never && !stream.lock().life.soft_deleted {
                 expiring.push(Expiring {
                     name: stream.name.clone(),
                     incarnation: stream.incarnation(),
@@ -366,7 +358,7 @@ fn load_shard(
             // last access before the stop is not on disk.
             let last_access = now.max(s.meta.created_ms);
             let mut st = StreamState::at(s.tail.end, s.tail.records, writer);
-            st.soft_deleted = s.soft_deleted;
+            st.life.soft_deleted = s.soft_deleted;
             Arc::new(AcidStream::new(s.id, s.meta, s.fork, st, last_access))
         })
         .collect();
@@ -406,46 +398,6 @@ impl Inner {
         &self.shards[self.shard_index(name)]
     }
 
-    fn get(&self, name: &str) -> Option<Arc<AcidStream>> {
-        let map = self.shard(name).map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(name).cloned()
-    }
-
-    /// The stream by that name, unless it is gone or expired (an expired one is removed in
-    /// the background).
-    fn live(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<Arc<AcidStream>> {
-        let stream = self.get(name).ok_or(Error::NotFound)?;
-        if stream.lock().soft_deleted {
-            return Err(Error::Gone);
-        }
-        if stream.expired(now) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let (inner, name, inc) = (self.clone(), stream.name.clone(), stream.incarnation());
-                rt.spawn(async move { inner.expire(&name, inc, now).await });
-            }
-            return Err(Error::NotFound);
-        }
-        Ok(stream)
-    }
-
-    /// The answer to an accepted append dropped with its removed stream: 404, or the store's
-    /// failure once it is poisoned.
-    fn dropped_answer(&self) -> Error {
-        if self.poisoned.load(Ordering::Relaxed) {
-            Error::Unavailable(POISONED)
-        } else {
-            Error::NotFound
-        }
-    }
-
-    fn writable(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Relaxed) {
-            Err(Error::Unavailable(POISONED))
-        } else {
-            Ok(())
-        }
-    }
-
     fn poison(&self, context: &str, e: &dyn std::fmt::Display) {
         if !self.poisoned.swap(true, Ordering::SeqCst) {
             tracing::error!(
@@ -455,142 +407,6 @@ impl Inner {
                 "acid commit failed: refusing all writes until restart"
             );
         }
-    }
-
-    async fn expire(self: &Arc<Self>, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
-        let Some(stream) = self.get(name).filter(|s| s.meta.incarnation == incarnation) else {
-            return ExpiryCheck::Missing;
-        };
-        match stream.deadline(now) {
-            None => return ExpiryCheck::Missing,
-            Some(deadline) if now < deadline => return ExpiryCheck::Later(deadline),
-            Some(_) => {}
-        }
-        if self.writable().is_err() {
-            return ExpiryCheck::Later(now.saturating_add(60_000));
-        }
-        let writes = self.shard(name).writes.lock().await;
-        {
-            let st = stream.lock();
-            if st.removed || st.soft_deleted {
-                return ExpiryCheck::Missing;
-            }
-            if !stream.expired(now) {
-                return stream.deadline(now).map_or(ExpiryCheck::Missing, ExpiryCheck::Later);
-            }
-        }
-        let done = self.clone().delete_or_soft_delete(stream, now).await;
-        drop(writes);
-        match done {
-            Ok(source) => {
-                if let Some(source) = source {
-                    self.clone().release(source).await;
-                }
-                ExpiryCheck::Removed
-            }
-            Err(e) => {
-                tracing::error!(stream = %name, error = %e, "could not remove expired stream");
-                ExpiryCheck::Missing
-            }
-        }
-    }
-
-    /// Takes a reference on a fork's source, so that it outlives a delete while the fork
-    /// reads it.
-    fn acquire(&self, source: &str, now: UnixMs) -> Acquired {
-        let Some(stream) = self.get(source) else { return Acquired::Removed(None) };
-        let mut st = stream.lock();
-        if st.removed {
-            // Refused only once the delete is durable: it could still fail.
-            return Acquired::Removed(Removing::wait(&mut st.removing));
-        }
-        if stream.expired(now) {
-            return Acquired::Removed(None);
-        }
-        if st.soft_deleted {
-            return Acquired::Refused(Error::SourceDeleted);
-        }
-        st.refs += 1;
-        Acquired::Taken
-    }
-
-    /// Gives a fork's reference on its source back: a soft-deleted source left without forks
-    /// is removed, and so on up the chain (§4.2). Call without holding a `writes` lock.
-    async fn release(self: Arc<Self>, source: Arc<str>) {
-        let mut next = Some(source);
-        while let Some(name) = next.take() {
-            // A name with forks is never removed nor re-created: this is the source.
-            let Some(stream) = self.get(&name) else { return };
-            let _writes = self.shard(&name).writes.lock().await;
-            {
-                let mut st = stream.lock();
-                st.refs = st.refs.saturating_sub(1);
-                if st.refs > 0 || !st.soft_deleted || st.removed {
-                    return;
-                }
-                st.removed = true;
-                st.removing = Some(Removing::default());
-            }
-            if let Err(e) = self.clone().remove(stream.clone()).await {
-                // The next start finishes it: a soft-deleted stream without forks is removed.
-                tracing::error!(stream = %name, error = %e, "could not remove a deleted fork source");
-                return;
-            }
-            next = stream.fork.as_ref().map(|f| f.link.source.clone());
-        }
-    }
-
-    /// Deletes a stream (already checked live, under its shard's `writes` lock): removes it,
-    /// returning its fork source to release, or soft-deletes it if forks still read it.
-    async fn delete_or_soft_delete(
-        self: Arc<Self>,
-        stream: Arc<AcidStream>,
-        now: UnixMs,
-    ) -> Result<Option<Arc<str>>> {
-        let soft = {
-            let mut st = stream.lock();
-            if st.removed || st.soft_deleted {
-                return Err(Error::NotFound);
-            }
-            if st.refs == 0 {
-                st.removed = true;
-            } else {
-                st.soft_deleting = true;
-            }
-            st.removing = Some(Removing::default());
-            st.refs > 0
-        };
-        if !soft {
-            self.clone().remove(stream.clone()).await?;
-            return Ok(stream.fork.as_ref().map(|f| f.link.source.clone()));
-        }
-        let inner = self.clone();
-        let task_stream = stream.clone();
-        let marked = tokio::task::spawn_blocking(move || {
-            let db = &inner.shard(&task_stream.name).db;
-            let txn = db.begin_write()?;
-            txn.open_table(SOFT_DELETED)?.insert(task_stream.id, now)?;
-            txn.commit()?;
-            Ok::<(), redb::Error>(())
-        })
-        .await;
-        let outcome = match marked {
-            Err(e) => Err(Error::Storage(format!("delete task failed: {e}"))),
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                self.poison("soft-deleting a stream", &e);
-                Err(storage("soft-deleting a stream", e))
-            }
-        };
-        let mut st = stream.lock();
-        st.soft_deleting = false;
-        Removing::settle(&mut st.removing, &outcome, &self.dropped_answer());
-        outcome?;
-        st.soft_deleted = true;
-        // Its own readers stop; its forks read its data without it.
-        stream.core.publish(st.visible_end, st.durable.closed, true);
-        drop(st);
-        Ok(None)
     }
 
     /// At load: counts each stream's forks from the fork rows, then removes what a crash left
@@ -607,7 +423,7 @@ impl Inner {
         for stream in &all {
             if let Some(f) = &stream.fork {
                 match self.get(&f.link.source) {
-                    Some(source) => source.lock().refs += 1,
+                    Some(source) => source.lock().life.refs += 1,
                     None => tracing::error!(
                         stream = %stream.name,
                         source = %f.link.source,
@@ -620,12 +436,12 @@ impl Inner {
             .iter()
             .filter(|s| {
                 let st = s.lock();
-                st.soft_deleted && st.refs == 0
+                st.life.soft_deleted && st.life.refs == 0
             })
             .cloned()
             .collect();
         while let Some(stream) = orphans.pop() {
-            stream.lock().removed = true;
+            stream.lock().life.removed = true;
             let db = &self.shard(&stream.name).db;
             remove_rows(db, &stream).map_err(layout::redb_io)?;
             let shard = self.shard(&stream.name);
@@ -637,8 +453,8 @@ impl Inner {
             tracing::info!(stream = %stream.name, "removed a deleted stream whose last fork is gone");
             if let Some(source) = stream.fork.as_ref().and_then(|f| self.get(&f.link.source)) {
                 let mut st = source.lock();
-                st.refs = st.refs.saturating_sub(1);
-                if st.refs == 0 && st.soft_deleted && !st.removed {
+                st.life.refs = st.life.refs.saturating_sub(1);
+                if st.life.refs == 0 && st.life.soft_deleted && !st.life.removed {
                     drop(st);
                     orphans.push(source);
                 }
@@ -649,7 +465,7 @@ impl Inner {
 
     /// Deletes a stream already marked removed, in one transaction: its name, metadata, tail,
     /// producers and data. Then forgets it and wakes its readers. Call under `writes`.
-    async fn remove(self: Arc<Self>, stream: Arc<AcidStream>) -> Result<()> {
+    async fn remove_committed(self: Arc<Self>, stream: Arc<AcidStream>) -> Result<()> {
         let inner = self.clone();
         let task_stream = stream.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -657,7 +473,7 @@ impl Inner {
             if removed.is_ok() {
                 // Committed: from here on the stream is gone for everyone.
                 Removing::settle(
-                    &mut task_stream.lock().removing,
+                    &mut task_stream.lock().life.removing,
                     &Ok(()),
                     &inner.dropped_answer(),
                 );
@@ -678,7 +494,7 @@ impl Inner {
         }
         let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
         let mut st = stream.lock();
-        Removing::settle(&mut st.removing, &outcome, &self.dropped_answer());
+        Removing::settle(&mut st.life.removing, &outcome, &self.dropped_answer());
         stream.publish(&st);
         drop(st);
         result.map_err(|e| storage("deleting a stream", e))
@@ -741,7 +557,7 @@ impl Inner {
                 Ok(skipped) if skipped.contains(&i) => {
                     // Never written: 404, once the removal is durable.
                     let settled = self.dropped_answer();
-                    Removing::drop_batch(&mut stream.lock().removing, waiters, &settled);
+                    Removing::drop_batch(&mut stream.lock().life.removing, waiters, &settled);
                 }
                 Ok(_) => make_visible(&stream, batch, waiters),
             }
@@ -768,7 +584,7 @@ impl Inner {
                 // committed before it is seen here.
                 let (mut writer, mut end, mut records) = {
                     let st = stream.lock();
-                    if st.removed {
+                    if st.life.removed {
                         skipped.push(i);
                         continue;
                     }
@@ -1036,81 +852,71 @@ fn recent_units(
     Some(units)
 }
 
-impl AcidStore {
-    /// `create` under the shard's `writes` lock; also returns a fork source to release once
-    /// the lock is dropped (an expired fork removed from the name).
-    async fn create_locked(
-        &self,
-        name: &str,
-        req: &CreateRequest,
-        payload: Payload,
-        fork: Option<&ForkOf>,
-        now: UnixMs,
-    ) -> (Result<Created>, Option<Arc<str>>) {
-        let inner = &self.inner;
-        let index = inner.shard_index(name);
-        let shard = &inner.shards[index];
-        let _writes = shard.writes.lock().await;
-        let mut release = None;
-        if let Some(existing) = inner.get(name) {
-            let expired = {
-                let st = existing.lock();
-                if st.removed {
-                    false
-                } else if st.soft_deleted {
-                    // Its forks still read it: the name is not free (§4.2).
-                    return (Err(Error::ConfigMismatch), None);
-                } else if existing.expired(now) {
-                    true
-                } else {
-                    let same_fork = match (&existing.fork, fork) {
-                        (None, None) => true,
-                        (Some(had), Some(asked)) => had.same_request(asked),
-                        _ => false,
-                    };
-                    let same = same_fork
-                        && rules::same_config(
-                            &existing.meta.content_type,
-                            existing.meta.expiry,
-                            st.accepted.closed,
-                            req,
-                        );
-                    let answer = if same {
-                        Ok(Created::Existing(existing.info(&st)))
-                    } else {
-                        Err(Error::ConfigMismatch)
-                    };
-                    return (answer, None);
-                }
-            };
-            if expired {
-                // Removing it is a write: a poisoned store answers 503, not 500.
-                if let Err(e) = inner.writable() {
-                    return (Err(e), None);
-                }
-                match inner.clone().delete_or_soft_delete(existing.clone(), now).await {
-                    Ok(source) => release = source,
-                    Err(e) => return (Err(e), None),
-                }
-                if existing.lock().soft_deleted {
-                    return (Err(Error::ConfigMismatch), release);
-                }
-            }
+impl LifeStream for AcidStream {
+    type State = StreamState;
+
+    fn state(&self) -> MutexGuard<'_, StreamState> {
+        self.lock()
+    }
+
+    fn life(st: &mut StreamState) -> &mut Life {
+        &mut st.life
+    }
+
+    fn closed(st: &StreamState) -> bool {
+        st.accepted.closed
+    }
+
+    fn info(&self, st: &StreamState) -> StreamInfo {
+        AcidStream::info(self, st)
+    }
+
+    fn publish_soft_deleted(&self, st: &StreamState) {
+        self.core.publish(st.visible_end, st.durable.closed, true);
+    }
+}
+
+impl Backend for Inner {
+    type Stream = AcidStream;
+
+    fn get(&self, name: &str) -> Option<Arc<AcidStream>> {
+        let map = self.shard(name).map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(name).cloned()
+    }
+
+    fn writes(&self, name: &str) -> &tokio::sync::Mutex<()> {
+        &self.shard(name).writes
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            Err(Error::Unavailable(POISONED))
+        } else {
+            Ok(())
         }
-        (self.insert_new(index, name, req, payload, fork, now).await, release)
+    }
+
+    /// The answer to an accepted append dropped with its removed stream: 404, or the store's
+    /// failure once it is poisoned.
+    fn dropped_answer(&self) -> Error {
+        if self.poisoned.load(Ordering::Relaxed) {
+            Error::Unavailable(POISONED)
+        } else {
+            Error::NotFound
+        }
     }
 
     /// Commits a new stream (or fork) and adds it to the shard's map.
     async fn insert_new(
-        &self,
-        index: usize,
+        self: &Arc<Self>,
         name: &str,
         req: &CreateRequest,
         payload: Payload,
         fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> Result<Created> {
-        let inner = &self.inner;
+        let inner = self;
+        let index = inner.shard_index(name);
         let shard = &inner.shards[index];
         inner.writable()?;
         let len = payload.len();
@@ -1178,6 +984,36 @@ impl AcidStore {
             .insert(stream.name.clone(), stream);
         Ok(Created::New(info))
     }
+
+    async fn remove(self: Arc<Self>, stream: Arc<AcidStream>) -> Result<()> {
+        self.remove_committed(stream).await
+    }
+
+    /// The `soft_deleted` row of a soft delete, committed.
+    async fn mark_soft_deleted(
+        self: Arc<Self>,
+        stream: Arc<AcidStream>,
+        now: UnixMs,
+    ) -> Result<()> {
+        let inner = self.clone();
+        let task_stream = stream.clone();
+        let marked = tokio::task::spawn_blocking(move || {
+            let db = &inner.shard(&task_stream.name).db;
+            let txn = db.begin_write()?;
+            txn.open_table(SOFT_DELETED)?.insert(task_stream.id, now)?;
+            txn.commit()?;
+            Ok::<(), redb::Error>(())
+        })
+        .await;
+        match marked {
+            Err(e) => Err(Error::Storage(format!("delete task failed: {e}"))),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.poison("soft-deleting a stream", &e);
+                Err(storage("soft-deleting a stream", e))
+            }
+        }
+    }
 }
 
 impl Store for AcidStore {
@@ -1189,22 +1025,7 @@ impl Store for AcidStore {
         fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> Result<Created> {
-        let inner = &self.inner;
-        // A fork takes its reference on the source before the target's `writes` lock (the
-        // two may share a shard), and gives it back unless the fork is new.
-        if let Some(f) = fork {
-            inner.acquire(&f.link.source, now).result().await?;
-        }
-        let (created, release) = self.create_locked(name, req, payload, fork, now).await;
-        if let Some(source) = release {
-            inner.clone().release(source).await;
-        }
-        if let Some(f) = fork
-            && !matches!(created, Ok(Created::New(_)))
-        {
-            inner.clone().release(f.link.source.clone()).await;
-        }
-        created
+        lifecycle::create(&self.inner, name, req, payload, fork, now).await
     }
 
     fn append(
@@ -1216,15 +1037,15 @@ impl Store for AcidStore {
     ) -> Result<AppendTicket> {
         let inner = &self.inner;
         inner.writable()?;
-        let stream = inner.live(name, now)?;
+        let stream = lifecycle::live(inner, name, now)?;
         let (waiter, outcome, lead) = {
             let mut st = stream.lock();
-            if st.removed {
+            if st.life.removed {
                 // A 404 must not rest on a delete a crash can still undo: wait for it.
-                return Removing::refuse(&mut st.removing, Error::NotFound);
+                return Removing::refuse(&mut st.life.removing, Error::NotFound);
             }
-            if st.soft_deleting {
-                return Removing::refuse(&mut st.removing, Error::Gone);
+            if st.life.soft_deleting {
+                return Removing::refuse(&mut st.life.removing, Error::Gone);
             }
             inner.writable()?;
             let tail = stream.lineage.at(st.accepted_end);
@@ -1295,7 +1116,7 @@ impl Store for AcidStore {
         now: UnixMs,
     ) -> Result<ReadChunk> {
         let inner = &self.inner;
-        let stream = inner.live(name, now)?;
+        let stream = lifecycle::live(inner, name, now)?;
         stream.touch(now);
         let json = stream.meta.content_type.is_json();
         let (info, start, cached) = {
@@ -1352,7 +1173,7 @@ impl Store for AcidStore {
         let stream = inner.get(name).ok_or(Error::NotFound)?;
         let visible = {
             let st = stream.lock();
-            if st.removed {
+            if st.life.removed {
                 return Err(Error::NotFound);
             }
             st.visible_end
@@ -1374,46 +1195,23 @@ impl Store for AcidStore {
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
-        let stream = self.inner.live(name, now)?;
-        let st = stream.lock();
-        if st.gone() {
-            return Err(Error::NotFound);
-        }
-        Ok(stream.info(&st))
+        lifecycle::head(&self.inner, name, now)
     }
 
     async fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
-        let inner = &self.inner;
-        let writes = inner.shard(name).writes.lock().await;
-        let stream = inner.live(name, now)?;
-        inner.writable()?;
-        let incarnation = stream.incarnation();
-        let source = inner.clone().delete_or_soft_delete(stream, now).await?;
-        drop(writes);
-        if let Some(source) = source {
-            inner.clone().release(source).await;
-        }
-        Ok(incarnation)
+        lifecycle::delete(&self.inner, name, now).await
     }
 
     fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
-        let stream = self.inner.live(name, now)?;
-        let st = stream.lock();
-        if st.gone() {
-            return Err(Error::NotFound);
-        }
-        let watch = stream.subscribe();
-        Ok((stream.info(&st), watch))
+        lifecycle::subscribe(&self.inner, name, now)
     }
 
     async fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
-        self.inner.expire(name, incarnation, now).await
+        lifecycle::expire(&self.inner, name, incarnation, now).await
     }
 
     fn touch(&self, name: &str, now: UnixMs) {
-        if let Some(stream) = self.inner.get(name) {
-            stream.touch(now);
-        }
+        lifecycle::touch(self.inner.as_ref(), name, now);
     }
 
     fn names(&self, prefix: &str) -> Vec<Arc<str>> {

@@ -189,7 +189,7 @@ pub fn open(
     link_forks(fs.as_ref(), dir, &mut streams, &gone, &mut report)?;
     // A soft-deleted stream no longer expires; a removed one is gone.
     expiring.retain(|e| {
-        streams.iter().any(|s| s.incarnation() == e.incarnation && !s.lock().soft_deleted)
+        streams.iter().any(|s| s.incarnation() == e.incarnation && !s.lock().life.soft_deleted)
     });
     if !report.removed.is_empty() || !report.torn.is_empty() {
         fs.sync_dir(dir)?;
@@ -222,11 +222,11 @@ fn link_forks(
         streams.iter().map(|s| (s.name.clone(), s.clone())).collect();
     for stream in streams.iter() {
         if gone.contains(&stream.incarnation()) {
-            stream.lock().soft_deleted = true;
+            stream.lock().life.soft_deleted = true;
         }
         if let Some(f) = &stream.fork {
             match by_name.get(&f.link.source) {
-                Some(source) => source.lock().refs += 1,
+                Some(source) => source.lock().life.refs += 1,
                 None => {
                     tracing::error!(stream = %stream.name, source = %f.link.source,
                         "fork without its source: its inherited data cannot be read");
@@ -239,7 +239,7 @@ fn link_forks(
         .iter()
         .filter(|s| {
             let st = s.lock();
-            st.soft_deleted && st.refs == 0
+            st.life.soft_deleted && st.life.refs == 0
         })
         .cloned()
         .collect();
@@ -261,8 +261,8 @@ fn link_forks(
         removed.insert(inc);
         if let Some(source) = stream.fork.as_ref().and_then(|f| by_name.get(&f.link.source)) {
             let mut st = source.lock();
-            st.refs = st.refs.saturating_sub(1);
-            if st.refs == 0 && st.soft_deleted {
+            st.life.refs = st.life.refs.saturating_sub(1);
+            if st.life.refs == 0 && st.life.soft_deleted {
                 drop(st);
                 orphans.push(source.clone());
             }

@@ -32,6 +32,7 @@ use crate::commit_queue::{CommitQueue, CommitterThreads};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::fs::{self, Failed, Fs, FsFile, OpenMode};
+use crate::lifecycle::{self, Backend, Life, LifeStream};
 use crate::log::frame::{self, Decoded, FILE_HEADER_LEN, FileHeader, Kind, Record};
 use crate::log::handles::{Handles, log_name};
 use crate::log::journal::{self, Journal};
@@ -46,7 +47,7 @@ use crate::store::{
     AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, ExpiryCheck, ForkOf,
     RangeRead, ReadChunk, Store, StreamInfo,
 };
-use crate::stream_core::{Acquired, Removing, StreamCore};
+use crate::stream_core::{Removing, StreamCore};
 
 /// What an acknowledged write survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,8 +162,8 @@ impl std::ops::Deref for FileStream {
 /// A stream's state; see the module docs for *accepted* and *visible*.
 #[derive(Default)]
 pub(crate) struct StreamState {
-    /// Deleted or expired: refuse everything.
-    removed: bool,
+    /// Removal, soft deletion and fork references (the shared lifecycle).
+    pub(crate) life: Life,
     /// Mid-file corruption found at recovery: serve what is before it, refuse writes.
     damaged: Option<Arc<str>>,
     accepted: WriterState,
@@ -181,23 +182,12 @@ pub(crate) struct StreamState {
     /// written by it: reads serve them without checking again (below the stream's base it
     /// means nothing is checked yet).
     verified_end: u64,
-    /// Forks whose inherited data this stream serves (recounted from the metadata at start).
-    pub(crate) refs: u64,
-    /// Deleted or expired while forks still read it (its `.gone` file): gone for direct
-    /// operations (§4.2).
-    pub(crate) soft_deleted: bool,
-    /// While a removal is being made durable: appends that find the stream removed wait
-    /// here for its outcome (404 once it is durable, its failure if not).
-    removing: Option<Removing>,
-    /// A soft delete is being made durable: appends wait for it (410 once it is).
-    soft_deleting: bool,
 }
 
 impl StreamState {
-    /// Deleted for good: the removal is durable (while it is not, the stream still reads as
-    /// it was, since a crash could still bring it back).
+    /// Deleted for good: the removal is durable.
     fn gone(&self) -> bool {
-        self.removed && self.removing.is_none()
+        self.life.gone()
     }
 }
 
@@ -270,7 +260,7 @@ impl FileStream {
     }
 
     fn publish(&self, st: &StreamState) {
-        self.core.publish(st.visible_end, st.durable.closed, st.removed);
+        self.core.publish(st.visible_end, st.durable.closed, st.life.removed);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, StreamState> {
@@ -382,11 +372,6 @@ impl Inner {
         &self.shards[(hash as usize) & (MAP_SHARDS - 1)]
     }
 
-    fn get(&self, name: &str) -> Option<Arc<FileStream>> {
-        let map = self.shard(name).map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(name).cloned()
-    }
-
     fn all(&self) -> Vec<Arc<FileStream>> {
         self.shards
             .iter()
@@ -395,43 +380,6 @@ impl Inner {
                 map.values().cloned().collect::<Vec<_>>()
             })
             .collect()
-    }
-
-    /// The stream by that name, unless it is gone or expired (an expired one is removed in
-    /// the background).
-    fn live(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<Arc<FileStream>> {
-        let stream = self.get(name).ok_or(Error::NotFound)?;
-        if stream.lock().soft_deleted {
-            return Err(Error::Gone);
-        }
-        if stream.expired(now) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let (inner, name, inc) = (self.clone(), stream.name.clone(), stream.incarnation());
-                rt.spawn(async move { inner.expire(&name, inc, now).await });
-            }
-            return Err(Error::NotFound);
-        }
-        Ok(stream)
-    }
-
-    /// The answer to an accepted append dropped with its removed stream: 404, or the store's
-    /// failure once it is poisoned.
-    fn dropped_answer(&self) -> Error {
-        if self.poisoned.load(Ordering::Relaxed) {
-            Error::Unavailable(POISONED)
-        } else {
-            Error::NotFound
-        }
-    }
-
-    fn writable(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Relaxed) {
-            Err(Error::Unavailable(
-                "writes are stopped after a storage failure; see the server log",
-            ))
-        } else {
-            Ok(())
-        }
     }
 
     fn poison(&self, context: &str, e: &io::Error) {
@@ -446,143 +394,6 @@ impl Inner {
         }
     }
 
-    async fn expire(self: &Arc<Self>, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
-        let Some(stream) = self.get(name).filter(|s| s.incarnation() == incarnation) else {
-            return ExpiryCheck::Missing;
-        };
-        match stream.deadline(now) {
-            None => return ExpiryCheck::Missing,
-            Some(deadline) if now < deadline => return ExpiryCheck::Later(deadline),
-            Some(_) => {}
-        }
-        if self.writable().is_err() {
-            // Nothing is removed from a poisoned store; the restart will expire it.
-            return ExpiryCheck::Later(now.saturating_add(60_000));
-        }
-        let writes = self.shard(name).writes.lock().await;
-        {
-            let st = stream.lock();
-            if st.removed || st.soft_deleted {
-                return ExpiryCheck::Missing;
-            }
-            // Decided under the lock: an append that renewed the TTL holds it while it does.
-            if !stream.expired(now) {
-                return stream.deadline(now).map_or(ExpiryCheck::Missing, ExpiryCheck::Later);
-            }
-        }
-        let done = self.clone().delete_or_soft_delete(stream.clone()).await;
-        drop(writes);
-        match done {
-            Ok(source) => {
-                if let Some(source) = source {
-                    self.clone().release(source).await;
-                }
-                ExpiryCheck::Removed
-            }
-            Err(e) => {
-                tracing::error!(stream = %name, error = %e, "could not remove expired stream");
-                ExpiryCheck::Missing
-            }
-        }
-    }
-
-    /// Takes a reference on a fork's source, so that it outlives a delete while the fork
-    /// reads it.
-    fn acquire(&self, source: &str, now: UnixMs) -> Acquired {
-        let Some(stream) = self.get(source) else { return Acquired::Removed(None) };
-        let mut st = stream.lock();
-        if st.removed {
-            // Refused only once the delete is durable: it could still fail.
-            return Acquired::Removed(Removing::wait(&mut st.removing));
-        }
-        if stream.expired(now) {
-            return Acquired::Removed(None);
-        }
-        if st.soft_deleted {
-            return Acquired::Refused(Error::SourceDeleted);
-        }
-        st.refs += 1;
-        Acquired::Taken
-    }
-
-    /// Gives a fork's reference on its source back: a soft-deleted source left without forks
-    /// is removed, and so on up the chain (§4.2). Call without holding a `writes` lock.
-    async fn release(self: Arc<Self>, source: Arc<str>) {
-        let mut next = Some(source);
-        while let Some(name) = next.take() {
-            // A name with forks is never removed nor re-created: this is the source.
-            let Some(stream) = self.get(&name) else { return };
-            let _writes = self.shard(&name).writes.lock().await;
-            {
-                let mut st = stream.lock();
-                st.refs = st.refs.saturating_sub(1);
-                if st.refs > 0 || !st.soft_deleted || st.removed {
-                    return;
-                }
-                st.removed = true;
-                st.removing = Some(Removing::default());
-            }
-            if let Err(e) = self.clone().remove_files(stream.clone()).await {
-                // The next start finishes it: a soft-deleted stream without forks is removed.
-                tracing::error!(stream = %name, error = %e, "could not remove a deleted fork source");
-                return;
-            }
-            next = stream.fork.as_ref().map(|f| f.link.source.clone());
-        }
-    }
-
-    /// Deletes a stream (checked live, under its shard's `writes` lock): removes it,
-    /// returning its fork source to release, or soft-deletes it (a durable `.gone` file) if
-    /// forks still read it.
-    async fn delete_or_soft_delete(
-        self: Arc<Self>,
-        stream: Arc<FileStream>,
-    ) -> Result<Option<Arc<str>>> {
-        let soft = {
-            let mut st = stream.lock();
-            if st.removed || st.soft_deleted {
-                return Err(Error::NotFound);
-            }
-            if st.refs == 0 {
-                st.removed = true;
-            } else {
-                st.soft_deleting = true;
-            }
-            st.removing = Some(Removing::default());
-            st.refs > 0
-        };
-        if !soft {
-            self.clone().remove_files(stream.clone()).await?;
-            return Ok(stream.fork.as_ref().map(|f| f.link.source.clone()));
-        }
-        let inner = self.clone();
-        let inc = stream.incarnation();
-        let marked = tokio::task::spawn_blocking(move || {
-            // Durable before the 204, in both modes, as a delete is.
-            fs::write_atomic_or_which(inner.fs.as_ref(), &inner.dir, &gone_name(inc), b"", true)
-        })
-        .await;
-        let outcome = match marked {
-            Err(e) => Err(Error::Storage(format!("delete task failed: {e}"))),
-            Ok(Ok(())) => Ok(()),
-            Ok(Err((e, failed))) => {
-                if failed == Failed::Sync {
-                    self.poison("soft-deleting a stream", &e);
-                }
-                Err(io_error("soft-deleting a stream", &e))
-            }
-        };
-        let mut st = stream.lock();
-        st.soft_deleting = false;
-        Removing::settle(&mut st.removing, &outcome, &self.dropped_answer());
-        outcome?;
-        st.soft_deleted = true;
-        // Its own readers stop; its forks read its data without it.
-        stream.core.publish(st.visible_end, st.durable.closed, true);
-        drop(st);
-        Ok(None)
-    }
-
     /// Deletes a stream already marked removed: metadata first (the stream no longer exists
     /// once that removal is durable), then the log, checkpoint and soft-delete mark. Then
     /// forgets it.
@@ -595,7 +406,7 @@ impl Inner {
             // Durable before the 204, in both modes: a deleted stream must not come back.
             inner.fs.sync_dir(&inner.dir).map_err(|e| (e, Failed::Sync))?;
             // From here on the stream is gone for everyone, before its files go.
-            Removing::settle(&mut task_stream.lock().removing, &Ok(()), &inner.dropped_answer());
+            Removing::settle(&mut task_stream.lock().life.removing, &Ok(()), &inner.dropped_answer());
             for name in [log_name(inc), ckpt_name(inc), gone_name(inc)] {
                 match inner.fs.remove(&inner.dir.join(&name)) {
                     // The delete is durable: a file left behind is a leftover that the next
@@ -616,8 +427,12 @@ impl Inner {
                 // what waited for the delete gets its failure.
                 let error = io_error("deleting stream files", e);
                 let mut st = stream.lock();
-                st.removed = false;
-                Removing::settle(&mut st.removing, &Err(error.clone()), &self.dropped_answer());
+                st.life.removed = false;
+                Removing::settle(
+                    &mut st.life.removing,
+                    &Err(error.clone()),
+                    &self.dropped_answer(),
+                );
                 return Err(error);
             }
             Err((e, Failed::Sync)) => {
@@ -635,7 +450,7 @@ impl Inner {
         self.handles.forget(inc);
         let outcome = if result.is_ok() { Ok(()) } else { Err(Error::Unavailable(POISONED)) };
         let mut st = stream.lock();
-        Removing::settle(&mut st.removing, &outcome, &self.dropped_answer());
+        Removing::settle(&mut st.life.removing, &outcome, &self.dropped_answer());
         stream.publish(&st);
         drop(st);
         result.map_err(|(e, _)| io_error("deleting stream files", &e))
@@ -662,10 +477,10 @@ impl Inner {
             let (batch, removed) = {
                 let mut st = stream.lock();
                 let batch = std::mem::take(&mut st.batch);
-                if st.removed {
+                if st.life.removed {
                     // Never written: 404, once the removal is durable.
                     let settled = self.dropped_answer();
-                    Removing::drop_batch(&mut st.removing, batch.waiters, &settled);
+                    Removing::drop_batch(&mut st.life.removing, batch.waiters, &settled);
                     (Batch::default(), true)
                 } else {
                     (batch, false)
@@ -870,7 +685,8 @@ impl Inner {
                     st.recent_bytes -= old.payload.len();
                 }
             }
-            let due = !st.removed && st.visible_end - st.ckpt_position >= CHECKPOINT_EVERY_BYTES;
+            let due =
+                !st.life.removed && st.visible_end - st.ckpt_position >= CHECKPOINT_EVERY_BYTES;
             due.then(|| {
                 st.ckpt_position = st.visible_end;
                 st.ckpt_last_access = stream.last_access_ms();
@@ -952,7 +768,7 @@ impl Inner {
                 let st = stream.lock();
                 let moved = st.visible_end != st.ckpt_position
                     || stream.last_access_ms() != st.ckpt_last_access;
-                if st.removed || st.damaged.is_some() || !moved {
+                if st.life.removed || st.damaged.is_some() || !moved {
                     continue;
                 }
                 checkpoint_of(stream, &st)
@@ -1158,78 +974,72 @@ fn checkpoint_of(stream: &FileStream, st: &StreamState) -> Checkpoint {
     }
 }
 
-impl FileStore {
-    /// `create` under the shard's `writes` lock; also returns a fork source to release once
-    /// the lock is dropped (an expired fork removed from the name).
-    async fn create_locked(
-        &self,
-        name: &str,
-        req: &CreateRequest,
-        payload: Payload,
-        fork: Option<&ForkOf>,
-        now: UnixMs,
-    ) -> (Result<Created>, Option<Arc<str>>) {
-        let inner = &self.inner;
-        let _writes = inner.shard(name).writes.lock().await;
-        let mut release = None;
-        if let Some(existing) = inner.get(name) {
-            let expired = {
-                let st = existing.lock();
-                if st.removed {
-                    false
-                } else if st.soft_deleted {
-                    // Its forks still read it: the name is not free (§4.2).
-                    return (Err(Error::ConfigMismatch), None);
-                } else if existing.expired(now) {
-                    true
-                } else {
-                    let same_fork = match (&existing.fork, fork) {
-                        (None, None) => true,
-                        (Some(had), Some(asked)) => had.same_request(asked),
-                        _ => false,
-                    };
-                    let same = same_fork
-                        && rules::same_config(
-                            &existing.meta.content_type,
-                            existing.meta.expiry,
-                            st.accepted.closed,
-                            req,
-                        );
-                    let answer = if same {
-                        Ok(Created::Existing(existing.info(&st)))
-                    } else {
-                        Err(Error::ConfigMismatch)
-                    };
-                    return (answer, None);
-                }
-            };
-            if expired {
-                // Removing it is a write: a poisoned store answers 503, not 500.
-                if let Err(e) = inner.writable() {
-                    return (Err(e), None);
-                }
-                match inner.clone().delete_or_soft_delete(existing.clone()).await {
-                    Ok(source) => release = source,
-                    Err(e) => return (Err(e), None),
-                }
-                if existing.lock().soft_deleted {
-                    return (Err(Error::ConfigMismatch), release);
-                }
-            }
+impl LifeStream for FileStream {
+    type State = StreamState;
+
+    fn state(&self) -> MutexGuard<'_, StreamState> {
+        self.lock()
+    }
+
+    fn life(st: &mut StreamState) -> &mut Life {
+        &mut st.life
+    }
+
+    fn closed(st: &StreamState) -> bool {
+        st.accepted.closed
+    }
+
+    fn info(&self, st: &StreamState) -> StreamInfo {
+        FileStream::info(self, st)
+    }
+
+    fn publish_soft_deleted(&self, st: &StreamState) {
+        self.core.publish(st.visible_end, st.durable.closed, true);
+    }
+}
+
+impl Backend for Inner {
+    type Stream = FileStream;
+
+    fn get(&self, name: &str) -> Option<Arc<FileStream>> {
+        let map = self.shard(name).map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(name).cloned()
+    }
+
+    fn writes(&self, name: &str) -> &tokio::sync::Mutex<()> {
+        &self.shard(name).writes
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            Err(Error::Unavailable(
+                "writes are stopped after a storage failure; see the server log",
+            ))
+        } else {
+            Ok(())
         }
-        (self.insert_new(name, req, payload, fork, now).await, release)
+    }
+
+    /// The answer to an accepted append dropped with its removed stream: 404, or the store's
+    /// failure once it is poisoned.
+    fn dropped_answer(&self) -> Error {
+        if self.poisoned.load(Ordering::Relaxed) {
+            Error::Unavailable(POISONED)
+        } else {
+            Error::NotFound
+        }
     }
 
     /// Writes a new stream's (or fork's) log and metadata and adds it to the map.
     async fn insert_new(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         req: &CreateRequest,
         payload: Payload,
         fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> Result<Created> {
-        let inner = &self.inner;
+        let inner = self;
         inner.writable()?;
         let incarnation = inner.next_incarnation.fetch_add(1, Ordering::Relaxed);
         let meta = Meta {
@@ -1321,6 +1131,35 @@ impl FileStore {
             .insert(stream.name.clone(), stream);
         Ok(Created::New(info))
     }
+
+    async fn remove(self: Arc<Self>, stream: Arc<FileStream>) -> Result<()> {
+        self.remove_files(stream).await
+    }
+
+    /// The durable `.gone` file of a soft delete (durable before the 204, in both modes, as
+    /// a delete is).
+    async fn mark_soft_deleted(
+        self: Arc<Self>,
+        stream: Arc<FileStream>,
+        _now: UnixMs,
+    ) -> Result<()> {
+        let inner = self.clone();
+        let inc = stream.incarnation();
+        let marked = tokio::task::spawn_blocking(move || {
+            fs::write_atomic_or_which(inner.fs.as_ref(), &inner.dir, &gone_name(inc), b"", true)
+        })
+        .await;
+        match marked {
+            Err(e) => Err(Error::Storage(format!("delete task failed: {e}"))),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((e, failed))) => {
+                if failed == Failed::Sync {
+                    self.poison("soft-deleting a stream", &e);
+                }
+                Err(io_error("soft-deleting a stream", &e))
+            }
+        }
+    }
 }
 
 impl Store for FileStore {
@@ -1332,22 +1171,7 @@ impl Store for FileStore {
         fork: Option<&ForkOf>,
         now: UnixMs,
     ) -> Result<Created> {
-        let inner = &self.inner;
-        // A fork takes its reference on the source before the target's `writes` lock (the
-        // two may share a shard), and gives it back unless the fork is new.
-        if let Some(f) = fork {
-            inner.acquire(&f.link.source, now).result().await?;
-        }
-        let (created, release) = self.create_locked(name, req, payload, fork, now).await;
-        if let Some(source) = release {
-            inner.clone().release(source).await;
-        }
-        if let Some(f) = fork
-            && !matches!(created, Ok(Created::New(_)))
-        {
-            inner.clone().release(f.link.source.clone()).await;
-        }
-        created
+        lifecycle::create(&self.inner, name, req, payload, fork, now).await
     }
 
     fn append(
@@ -1359,14 +1183,14 @@ impl Store for FileStore {
     ) -> Result<AppendTicket> {
         let inner = &self.inner;
         inner.writable()?;
-        let stream = inner.live(name, now)?;
+        let stream = lifecycle::live(inner, name, now)?;
         let (waiter, outcome, lead) = {
             let mut st = stream.lock();
-            if st.removed {
-                return Removing::refuse(&mut st.removing, Error::NotFound);
+            if st.life.removed {
+                return Removing::refuse(&mut st.life.removing, Error::NotFound);
             }
-            if st.soft_deleting {
-                return Removing::refuse(&mut st.removing, Error::Gone);
+            if st.life.soft_deleting {
+                return Removing::refuse(&mut st.life.removing, Error::Gone);
             }
             if let Some(why) = &st.damaged {
                 return Err(Error::Storage(format!(
@@ -1467,7 +1291,7 @@ impl Store for FileStore {
         now: UnixMs,
     ) -> Result<ReadChunk> {
         let inner = &self.inner;
-        let stream = inner.live(name, now)?;
+        let stream = lifecycle::live(inner, name, now)?;
         stream.touch(now);
         let split = Split::for_type(&stream.meta.content_type);
         let (info, start, cached) = {
@@ -1560,7 +1384,7 @@ impl Store for FileStore {
         let stream = inner.get(name).ok_or(Error::NotFound)?;
         let visible = {
             let st = stream.lock();
-            if st.removed {
+            if st.life.removed {
                 return Err(Error::NotFound);
             }
             st.visible_end
@@ -1597,40 +1421,19 @@ impl Store for FileStore {
     }
 
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo> {
-        let stream = self.inner.live(name, now)?;
-        let st = stream.lock();
-        if st.gone() {
-            return Err(Error::NotFound);
-        }
-        Ok(stream.info(&st))
+        lifecycle::head(&self.inner, name, now)
     }
 
     async fn delete(&self, name: &str, now: UnixMs) -> Result<u64> {
-        let inner = &self.inner;
-        let writes = inner.shard(name).writes.lock().await;
-        let stream = inner.live(name, now)?;
-        inner.writable()?;
-        let inc = stream.incarnation();
-        let source = inner.clone().delete_or_soft_delete(stream).await?;
-        drop(writes);
-        if let Some(source) = source {
-            inner.clone().release(source).await;
-        }
-        Ok(inc)
+        lifecycle::delete(&self.inner, name, now).await
     }
 
     fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)> {
-        let stream = self.inner.live(name, now)?;
-        let st = stream.lock();
-        if st.gone() {
-            return Err(Error::NotFound);
-        }
-        let watch = stream.subscribe();
-        Ok((stream.info(&st), watch))
+        lifecycle::subscribe(&self.inner, name, now)
     }
 
     async fn expire(&self, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
-        self.inner.expire(name, incarnation, now).await
+        lifecycle::expire(&self.inner, name, incarnation, now).await
     }
 
     fn touch(&self, name: &str, now: UnixMs) {
