@@ -23,10 +23,18 @@ use tokio::net::TcpStream;
 /// Largest webhook answer read.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
+/// A future of resolved addresses.
+pub type Resolved =
+    std::pin::Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>>;
+
+/// Resolves a host name: the system's resolver, or a test's.
+pub type Resolver = Arc<dyn Fn(&str, u16) -> Resolved + Send + Sync>;
+
 /// Sends webhooks.
 #[derive(Clone)]
 pub struct WebhookClient {
     tls: Arc<rustls::ClientConfig>,
+    resolve: Resolver,
 }
 
 impl std::fmt::Debug for WebhookClient {
@@ -50,15 +58,29 @@ impl WebhookClient {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(WebhookClient { tls: Arc::new(config) })
+        let resolve: Resolver = Arc::new(|host: &str, port: u16| {
+            let host = host.to_owned();
+            Box::pin(
+                async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) },
+            )
+        });
+        Ok(WebhookClient { tls: Arc::new(config), resolve })
+    }
+
+    /// The same client resolving names with `resolve` (tests stand in for DNS with it).
+    #[must_use]
+    pub fn with_resolver(mut self, resolve: Resolver) -> WebhookClient {
+        self.resolve = resolve;
+        self
     }
 }
 
 impl WebhookSender for WebhookClient {
     fn send(&self, request: WebhookRequest) -> SendFuture {
-        let tls = self.tls.clone();
+        let (tls, resolve) = (self.tls.clone(), self.resolve.clone());
         Box::pin(async move {
-            let outcome = tokio::time::timeout(request.timeout, deliver(&tls, &request)).await;
+            let outcome =
+                tokio::time::timeout(request.timeout, deliver(&tls, &resolve, &request)).await;
             match outcome {
                 Ok(Ok(delivered)) => delivered,
                 Ok(Err(why)) => {
@@ -85,15 +107,15 @@ impl Drop for AbortOnDrop {
 
 async fn deliver(
     tls: &Arc<rustls::ClientConfig>,
+    resolve: &Resolver,
     req: &WebhookRequest,
 ) -> Result<Delivered, String> {
     let url = webhook_url::validate(&req.url, req.allow_local)?;
     let resolved: Vec<SocketAddr> = match &url.host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, url.port)],
-        Host::Name(name) => tokio::net::lookup_host((name.as_str(), url.port))
-            .await
-            .map_err(|e| format!("cannot resolve {name}: {e}"))?
-            .collect(),
+        Host::Name(name) => {
+            resolve(name, url.port).await.map_err(|e| format!("cannot resolve {name}: {e}"))?
+        }
     };
     let allowed: Vec<SocketAddr> = resolved
         .iter()
@@ -168,4 +190,56 @@ where
         .and_then(|v| v.get("done").and_then(serde_json::Value::as_bool))
         == Some(true);
     Ok(if done { Delivered::Done } else { Delivered::Accepted })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A name that resolves to `addrs`, whatever it is.
+    fn dns(addrs: Vec<SocketAddr>) -> Resolver {
+        Arc::new(move |_: &str, _: u16| {
+            let addrs = addrs.clone();
+            Box::pin(async move { Ok(addrs) })
+        })
+    }
+
+    fn request(url: &str, allow_local: bool) -> WebhookRequest {
+        WebhookRequest {
+            url: url.to_owned(),
+            signature: "t=1,kid=k,ed25519=s".to_owned(),
+            body: Bytes::from_static(b"{}"),
+            timeout: Duration::from_secs(2),
+            allow_local,
+        }
+    }
+
+    /// §12: a name that passed validation but resolves (or rebinds) to a private or loopback
+    /// address is never connected to; with local webhooks allowed, loopback is.
+    #[tokio::test]
+    async fn names_resolving_to_refused_addresses_are_not_connected_to() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let private = SocketAddr::from(([10, 0, 0, 1], local.port()));
+        let client = WebhookClient::new().unwrap().with_resolver(dns(vec![private, local]));
+        let url = format!("https://rebinding.example:{}/hook", local.port());
+        assert_eq!(client.send(request(&url, false)).await, Delivered::Failed);
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "nothing connected to the loopback address");
+        // The control: allowed, the same name reaches the listener.
+        let url = format!("http://localhost:{}/hook", local.port());
+        let sent = tokio::spawn(async move { client.send(request(&url, true)).await });
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(2), listener.accept())
+            .await
+            .expect("connected")
+            .unwrap();
+        use tokio::io::AsyncWriteExt;
+        let mut buf = [0u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n{\"done\":true}")
+            .await
+            .unwrap();
+        assert_eq!(sent.await.unwrap(), Delivered::Done);
+    }
 }
