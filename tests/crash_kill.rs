@@ -16,7 +16,10 @@
 //!
 //! Each round also runs a pull-wake worker of a subscription (issue 9): it appends a job,
 //! claims, and acks the job's offset with `done`, in a loop; after every restart the
-//! subscription's cursor must be at or past the last ack the server acknowledged.
+//! subscription's cursor must be at or past the last ack the server acknowledged. And a
+//! webhook subscription whose receiver (in this process) answers every wake `{"done":true}`
+//! while a writer appends: a poller reads its cursor (a read shows only what is stored),
+//! and after every restart the cursor must be at or past the last one read.
 //!
 //! Run by `scripts/test.sh` as `cargo test --release --test crash_kill`, so it drives the
 //! release binary. Bounded: `DS_CRASH_ROUNDS` rounds (default 4) of at most ~1 s of writes.
@@ -78,6 +81,7 @@ fn start(mode: &str, dir: &Path) -> Server {
         .env("DS_STORAGE__MODE", mode)
         .env("DS_STORAGE__DATA_DIR", dir)
         .env("DS_LOG", "warn,ds_server=info")
+        .env("DS_SUBSCRIPTIONS__ALLOW_LOCAL_WEBHOOKS", "true")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -218,6 +222,8 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
         .collect();
     let mut seed = u64::from(std::process::id()) | 1;
     let mut last_ack: Option<String> = None;
+    let mut last_seen: Option<String> = None;
+    let receiver = done_receiver().await;
     for round in 0..rounds {
         let mut server = start(mode, dir);
         wait_ready(server.addr).await;
@@ -234,6 +240,8 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
         verify(addr, &mut writers).await;
         subscription(&mut conn).await;
         verify_cursor(addr, last_ack.as_deref()).await;
+        webhook_subscription(&mut conn, &receiver).await;
+        verify_webhook_cursor(addr, last_seen.as_deref()).await;
         if forks(mode) {
             // A fork of a stream deleted at once (soft-deleted: the fork reads it), written
             // to through the round like the others.
@@ -265,6 +273,7 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
         let tasks: Vec<_> =
             writers.iter().cloned().map(|w| tokio::spawn(write(addr, w, stop))).collect();
         let worker = tokio::spawn(ack_worker(addr, stop));
+        let hooked = tokio::spawn(webhook_load(addr, stop));
         let closer = tokio::spawn(async move {
             tokio::time::sleep(close_after).await;
             let mut conn = Conn::connect(addr).await.ok()?;
@@ -287,15 +296,21 @@ async fn round_trip(mode: &str, dir: &Path, rounds: u32) {
         if last.is_some() {
             last_ack = last;
         }
+        let seen = hooked.await.unwrap();
+        if seen.is_some() {
+            last_seen = seen;
+        }
         println!(
             "  {mode} round {round}: killed after {run_for:?}, {written} appends acknowledged, \
-             {refused} refused (close answered {closed:?}), {acks} subscription acks"
+             {refused} refused (close answered {closed:?}), {acks} subscription acks, \
+             webhook cursor seen at {last_seen:?}"
         );
     }
     let server = start(mode, dir);
     wait_ready(server.addr).await;
     verify(server.addr, &mut writers).await;
     verify_cursor(server.addr, last_ack.as_deref()).await;
+    verify_webhook_cursor(server.addr, last_seen.as_deref()).await;
     if forks(mode) {
         // Deleting each fork removes its soft-deleted source too (cascade).
         let mut conn = Conn::connect(server.addr).await.unwrap();
@@ -470,6 +485,106 @@ async fn ack_worker(addr: SocketAddr, stop: Instant) -> (u64, Option<String>) {
         last = Some(tail);
     }
     (acks, last)
+}
+
+const HOOKED_SUB: &str = "/v1/stream/__ds/subscriptions/crash-hook";
+const HOOKED: &str = "/v1/stream/crash-hooked";
+
+/// A webhook receiver in this process, answering every delivery `{"done":true}`; its URL.
+async fn done_receiver() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+                let body = br#"{"done":true}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body).await;
+            });
+        }
+    });
+    url
+}
+
+/// Creates (or confirms) the hooked stream and its webhook subscription.
+async fn webhook_subscription(conn: &mut Conn, receiver: &str) {
+    let r = conn.request("PUT", HOOKED, &[("content-type", "text/plain")], b"").await.unwrap();
+    assert!(r.status == 200 || r.status == 201, "hooked stream: {}", r.status);
+    let config = serde_json::json!({"type": "webhook", "streams": ["crash-hooked"],
+        "lease_ttl_ms": 1000, "webhook": {"url": receiver}});
+    let json = ("content-type", "application/json");
+    let r = conn.request("PUT", HOOKED_SUB, &[json], config.to_string().as_bytes()).await.unwrap();
+    assert!(r.status == 200 || r.status == 201, "webhook subscription: {} {}", r.status, r.text());
+}
+
+/// The webhook subscription's cursor (`None` before any ack).
+async fn webhook_cursor(conn: &mut Conn) -> std::io::Result<Option<String>> {
+    let r = conn.request("GET", HOOKED_SUB, &[], b"").await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let view: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let cursor = view["streams"][0]["acked_offset"].as_str().unwrap().to_owned();
+    Ok((cursor[..25] != *"0000000000000000_00000000").then_some(cursor))
+}
+
+/// The webhook cursor after a restart is at or past the last one a read showed.
+async fn verify_webhook_cursor(addr: SocketAddr, last_seen: Option<&str>) {
+    let mut conn = Conn::connect(addr).await.unwrap();
+    let now = webhook_cursor(&mut conn).await.unwrap();
+    if let Some(seen) = last_seen {
+        let now = now.unwrap_or_default();
+        assert!(
+            now.len() >= 25 && now[..25] >= seen[..25],
+            "webhook cursor {now} is behind {seen}, which a read showed before the kill"
+        );
+    }
+}
+
+/// Appends to the hooked stream while reading the webhook subscription's cursor, until the
+/// server dies or `stop` passes; returns the last cursor a read showed.
+async fn webhook_load(addr: SocketAddr, stop: Instant) -> Option<String> {
+    let mut last = None;
+    let (Ok(mut writer), Ok(mut reader)) = (Conn::connect(addr).await, Conn::connect(addr).await)
+    else {
+        return last;
+    };
+    while Instant::now() < stop {
+        let append = writer.request("POST", HOOKED, &[("content-type", "text/plain")], b"x");
+        let Ok(r) = append.await else { break };
+        assert_eq!(r.status, 204, "hooked append");
+        match webhook_cursor(&mut reader).await {
+            Ok(Some(cursor)) => last = Some(cursor),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    last
 }
 
 /// Streams closed under their writers: one per round from here.
