@@ -19,6 +19,9 @@ use crate::rules;
 use crate::store::{CreateRequest, Created, ExpiryCheck, ForkOf, StreamInfo};
 use crate::stream_core::{Acquired, Removing, StreamCore};
 
+/// What writes get once a store is poisoned.
+pub(crate) const POISONED: &str = "writes are stopped after a storage failure; see the server log";
+
 /// The lifecycle fields of a persistent stream's state.
 #[derive(Debug, Default)]
 pub(crate) struct Life {
@@ -67,14 +70,20 @@ pub(crate) trait Backend: Send + Sync + Sized + 'static {
     fn get(&self, name: &str) -> Option<Arc<Self::Stream>>;
     /// The lock that orders creates, deletes and expiries of `name`'s shard.
     fn writes(&self, name: &str) -> &tokio::sync::Mutex<()>;
+    /// Whether a write failed (every write is refused from then on, until restart).
+    fn poisoned(&self) -> bool;
     /// `Ok` unless the store is poisoned.
     ///
     /// # Errors
     /// 503 once a write failed.
-    fn writable(&self) -> Result<()>;
+    fn writable(&self) -> Result<()> {
+        if self.poisoned() { Err(Error::Unavailable(POISONED)) } else { Ok(()) }
+    }
     /// The answer to an accepted append dropped with its removed stream: 404, or the
     /// store's failure once it is poisoned.
-    fn dropped_answer(&self) -> Error;
+    fn dropped_answer(&self) -> Error {
+        if self.poisoned() { Error::Unavailable(POISONED) } else { Error::NotFound }
+    }
     /// Makes a new stream (or fork) durable and adds it to the map (under `writes`).
     fn insert_new(
         self: &Arc<Self>,
@@ -97,6 +106,38 @@ pub(crate) trait Backend: Send + Sync + Sized + 'static {
         now: UnixMs,
     ) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// Implements [`LifeStream`] for a store's stream type `$stream` with a `lock()` of its
+/// `$state`, an `info(&self, &$state)`, and a `core: StreamCore`, whose state has the
+/// fields `life`, `accepted`, `visible_end` and `durable` (both persistent stores' shape).
+macro_rules! life_stream {
+    ($stream:ty, $state:ty) => {
+        impl $crate::lifecycle::LifeStream for $stream {
+            type State = $state;
+
+            fn state(&self) -> std::sync::MutexGuard<'_, $state> {
+                self.lock()
+            }
+
+            fn life(st: &mut $state) -> &mut $crate::lifecycle::Life {
+                &mut st.life
+            }
+
+            fn closed(st: &$state) -> bool {
+                st.accepted.closed
+            }
+
+            fn info(&self, st: &$state) -> $crate::store::StreamInfo {
+                <$stream>::info(self, st)
+            }
+
+            fn publish_soft_deleted(&self, st: &$state) {
+                self.core.publish(st.visible_end, st.durable.closed, true);
+            }
+        }
+    };
+}
+pub(crate) use life_stream;
 
 fn life<S: LifeStream>(st: &mut S::State) -> &mut Life {
     S::life(st)

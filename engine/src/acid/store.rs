@@ -40,7 +40,7 @@ use crate::commit_queue::{CommitQueue, CommitterThreads};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
-use crate::lifecycle::{self, Backend, Life, LifeStream};
+use crate::lifecycle::{self, Backend, Life, POISONED};
 use crate::meta::Meta;
 use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom};
@@ -53,8 +53,6 @@ use crate::store::{
 use crate::stream_core::{Removing, StreamCore};
 use crate::ttl::Expiring;
 
-/// What writes get once the store is poisoned.
-const POISONED: &str = "writes are stopped after a storage failure; see the server log";
 /// Most bytes of recent appends a watched stream keeps for its live readers (at least one
 /// append, whatever its size).
 const RECENT_BYTES_MAX: usize = 256 * 1024;
@@ -852,29 +850,7 @@ fn recent_units(
     Some(units)
 }
 
-impl LifeStream for AcidStream {
-    type State = StreamState;
-
-    fn state(&self) -> MutexGuard<'_, StreamState> {
-        self.lock()
-    }
-
-    fn life(st: &mut StreamState) -> &mut Life {
-        &mut st.life
-    }
-
-    fn closed(st: &StreamState) -> bool {
-        st.accepted.closed
-    }
-
-    fn info(&self, st: &StreamState) -> StreamInfo {
-        AcidStream::info(self, st)
-    }
-
-    fn publish_soft_deleted(&self, st: &StreamState) {
-        self.core.publish(st.visible_end, st.durable.closed, true);
-    }
-}
+lifecycle::life_stream!(AcidStream, StreamState);
 
 impl Backend for Inner {
     type Stream = AcidStream;
@@ -888,22 +864,8 @@ impl Backend for Inner {
         &self.shard(name).writes
     }
 
-    fn writable(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Relaxed) {
-            Err(Error::Unavailable(POISONED))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The answer to an accepted append dropped with its removed stream: 404, or the store's
-    /// failure once it is poisoned.
-    fn dropped_answer(&self) -> Error {
-        if self.poisoned.load(Ordering::Relaxed) {
-            Error::Unavailable(POISONED)
-        } else {
-            Error::NotFound
-        }
+    fn poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Relaxed)
     }
 
     /// Commits a new stream (or fork) and adds it to the shard's map.

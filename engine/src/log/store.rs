@@ -32,7 +32,7 @@ use crate::commit_queue::{CommitQueue, CommitterThreads};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::fs::{self, Failed, Fs, FsFile, OpenMode};
-use crate::lifecycle::{self, Backend, Life, LifeStream};
+use crate::lifecycle::{self, Backend, Life, POISONED};
 use crate::log::frame::{self, Decoded, FILE_HEADER_LEN, FileHeader, Kind, Record};
 use crate::log::handles::{Handles, log_name};
 use crate::log::journal::{self, Journal};
@@ -216,9 +216,6 @@ pub(crate) fn effect_of(record: &Record<'_>) -> Effect {
         closes: record.closes,
     }
 }
-
-/// What writes get once the store is poisoned.
-const POISONED: &str = "writes are stopped after a storage failure; see the server log";
 
 /// Answers every waiter of a batch with `error`.
 fn fail(batch: Batch, error: &Error) {
@@ -974,29 +971,7 @@ fn checkpoint_of(stream: &FileStream, st: &StreamState) -> Checkpoint {
     }
 }
 
-impl LifeStream for FileStream {
-    type State = StreamState;
-
-    fn state(&self) -> MutexGuard<'_, StreamState> {
-        self.lock()
-    }
-
-    fn life(st: &mut StreamState) -> &mut Life {
-        &mut st.life
-    }
-
-    fn closed(st: &StreamState) -> bool {
-        st.accepted.closed
-    }
-
-    fn info(&self, st: &StreamState) -> StreamInfo {
-        FileStream::info(self, st)
-    }
-
-    fn publish_soft_deleted(&self, st: &StreamState) {
-        self.core.publish(st.visible_end, st.durable.closed, true);
-    }
-}
+lifecycle::life_stream!(FileStream, StreamState);
 
 impl Backend for Inner {
     type Stream = FileStream;
@@ -1010,24 +985,8 @@ impl Backend for Inner {
         &self.shard(name).writes
     }
 
-    fn writable(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Relaxed) {
-            Err(Error::Unavailable(
-                "writes are stopped after a storage failure; see the server log",
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The answer to an accepted append dropped with its removed stream: 404, or the store's
-    /// failure once it is poisoned.
-    fn dropped_answer(&self) -> Error {
-        if self.poisoned.load(Ordering::Relaxed) {
-            Error::Unavailable(POISONED)
-        } else {
-            Error::NotFound
-        }
+    fn poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Relaxed)
     }
 
     /// Writes a new stream's (or fork's) log and metadata and adds it to the map.
