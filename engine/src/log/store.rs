@@ -1411,3 +1411,52 @@ impl Store for FileStore {
         crate::store::names_in(self.inner.shards.iter().map(|s| &s.map), prefix)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::sim::SimFs;
+    use crate::log::recovery;
+    use crate::store::{AppendRequest, ContentType, Expiry};
+
+    impl FileStore {
+        fn recent_bytes(&self, name: &str) -> usize {
+            self.inner.get(name).map_or(0, |s| s.lock().recent_bytes)
+        }
+    }
+
+    /// Pins what the shared lifecycle almost lost (the file store's own `touch`): the recent
+    /// records kept for live readers go once the last of them leaves.
+    #[tokio::test]
+    async fn the_recent_records_go_when_the_last_live_reader_leaves() {
+        let fs: Arc<dyn Fs> = Arc::new(SimFs::new());
+        let options = recovery::Options { max_open_files: 16, journal_bytes: 0 };
+        let (store, _, _) = recovery::open(
+            fs,
+            Path::new("/d"),
+            Durability::ProcessCrash,
+            Limits::default(),
+            options,
+            0,
+        )
+        .unwrap();
+        let create = CreateRequest {
+            content_type: ContentType::new("text/plain"),
+            expiry: Expiry::Never,
+            closed: false,
+            body: Bytes::new(),
+        };
+        store.create("s", &create, Payload::default(), None, 0).await.unwrap();
+        let (_, watch) = store.subscribe("s", 0).unwrap();
+        let append = AppendRequest::data("text/plain", "abc");
+        let payload = Ok(Payload::opaque(Bytes::from_static(b"abc")));
+        store.append("s", &append, payload, 0).unwrap().durable().await.unwrap();
+        assert!(store.recent_bytes("s") > 0, "kept while a reader watches");
+        store.touch("s", 1);
+        assert!(store.recent_bytes("s") > 0, "still watched");
+        drop(watch);
+        store.touch("s", 2);
+        assert_eq!(store.recent_bytes("s"), 0, "dropped with the last reader");
+        store.shutdown().await.unwrap();
+    }
+}
