@@ -44,7 +44,7 @@ use crate::subscription::keys::{
 use crate::subscription::record;
 use crate::subscription::registry::{Put, PutError, Registry};
 use crate::subscription::state::{
-    Delivered, Delivery, Fence, MAX_ACKS, Refusal, Subscription, Woke, retry_delay_ms,
+    Delivered, Delivery, Fence, MAX_ACKS, Refusal, Subscription, Tails, Woke, retry_delay_ms,
 };
 use crate::subscription::view;
 
@@ -366,8 +366,27 @@ impl Subscriptions {
     /// The start-up pass (see the module docs).
     fn reconcile(&self, st: &mut State) {
         let now = self.now();
-        let tails = |p: &str| self.engine.tail(p);
-        let streams = self.engine.list("").unwrap_or_default();
+        // Matching streams without a link: each stream asks only the subscriptions its
+        // path may concern (the registry's prefix index), not every pattern every stream.
+        for (name, info) in self.engine.list("").unwrap_or_default() {
+            if name.starts_with("__ds/") {
+                continue;
+            }
+            let start = info.fork.as_ref().map_or(Offset::ZERO, |f| Offset::at(f.at));
+            for id in st.registry.candidates(&name) {
+                let linked = st.registry.update(&id, |s| {
+                    let unlinked = s.config.pattern.as_ref().is_some_and(|p| p.matches(&name))
+                        && !s.links.iter().any(|l| *l.path == *name);
+                    if unlinked {
+                        s.appended(&name, start, self.engine.as_ref(), now, fresh_wake_id);
+                    }
+                    unlinked
+                });
+                if linked == Some(true) {
+                    st.dirty.insert(id);
+                }
+            }
+        }
         let ids: Vec<String> = st.registry.iter().map(|s| s.id.clone()).collect();
         for id in ids {
             let State { registry, dirty, .. } = &mut *st;
@@ -376,25 +395,13 @@ impl Subscriptions {
                 let gone: Vec<String> = s
                     .links
                     .iter()
-                    .filter(|l| tails(&l.path).is_none())
+                    .filter(|l| self.engine.tail(&l.path).is_none())
                     .map(|l| l.path.clone())
                     .collect();
                 for path in gone {
                     s.stream_removed(&path);
                 }
-                if let Some(pattern) = s.config.pattern.clone() {
-                    for (name, info) in &streams {
-                        if !name.starts_with("__ds/")
-                            && pattern.matches(name)
-                            && !s.links.iter().any(|l| *l.path == **name)
-                        {
-                            let start =
-                                info.fork.as_ref().map_or(Offset::ZERO, |f| Offset::at(f.at));
-                            s.appended(name, start, &tails, now, fresh_wake_id);
-                        }
-                    }
-                }
-                s.wake_if_idle(&tails, now, fresh_wake_id);
+                s.wake_if_idle(self.engine.as_ref(), now, fresh_wake_id);
                 *s != before
             });
             if changed == Some(true) {
@@ -518,8 +525,7 @@ impl Subscriptions {
                 None => Vec::new(),
             };
             let now = self.now();
-            let tails = |p: &str| self.engine.tail(p);
-            match st.registry.put(id, config, now, &tails, existing) {
+            match st.registry.put(id, config, now, self.engine.as_ref(), existing) {
                 Ok(Put::Confirmed) => false,
                 Ok(Put::Created) => {
                     st.registry.update(id, |s| s.base_url = base.to_owned());
@@ -589,8 +595,9 @@ impl Subscriptions {
         };
         {
             let mut st = self.lock();
-            let tails = |p: &str| self.engine.tail(p);
-            st.registry.add_streams(id, &paths, &tails).ok_or(SubError::NotFound)??;
+            st.registry
+                .add_streams(id, &paths, self.engine.as_ref())
+                .ok_or(SubError::NotFound)??;
             st.dirty.insert(id.to_owned());
         }
         self.flush().await
@@ -636,10 +643,11 @@ impl Subscriptions {
             let parsed = parse_ack(body)?;
             self.check_fence_then_expiry(&st, id, &claims, parsed.generation, &parsed.wake_id)?;
             let now = self.now();
-            let tails = |p: &str| self.engine.tail(p);
             let acked = st
                 .registry
-                .update(id, |s| s.ack(&parsed.acks, parsed.done, &tails, now, fresh_wake_id))
+                .update(id, |s| {
+                    s.ack(&parsed.acks, parsed.done, self.engine.as_ref(), now, fresh_wake_id)
+                })
                 .ok_or(SubError::NotFound)??;
             st.dirty.insert(id.to_owned());
             let next = acked.next.is_some();
@@ -667,10 +675,9 @@ impl Subscriptions {
             let (generation, wake_id) = parse_fence(body)?;
             self.check_fence_then_expiry(&st, id, &claims, generation, &wake_id)?;
             let now = self.now();
-            let tails = |p: &str| self.engine.tail(p);
             let next = st
                 .registry
-                .update(id, |s| s.release(&tails, now, fresh_wake_id))
+                .update(id, |s| s.release(self.engine.as_ref(), now, fresh_wake_id))
                 .ok_or(SubError::NotFound)?;
             st.dirty.insert(id.to_owned());
             if let Some(woke) = next {
@@ -769,10 +776,9 @@ impl Subscriptions {
                 return Err(SubError::Invalid("subscription is not pull-wake".into()));
             }
             let now = self.now();
-            let tails = |p: &str| self.engine.tail(p);
             let claimed = st
                 .registry
-                .update(id, |s| s.claim(&worker, &tails, now, fresh_wake_id))
+                .update(id, |s| s.claim(&worker, self.engine.as_ref(), now, fresh_wake_id))
                 .ok_or(SubError::NotFound)?;
             if claimed == Err(Refusal::NoPendingWork) {
                 // It may have ended a stale wake (its work went away): stored later.
@@ -801,7 +807,7 @@ impl Subscriptions {
                 "wake_id": wake.id,
                 "generation": sub.generation,
                 "token": token,
-                "streams": view::streams_now(sub, &tails),
+                "streams": view::streams_now(sub, self.engine.as_ref()),
                 "lease_ttl_ms": sub.config.lease_ttl_ms,
             })
         };
@@ -864,8 +870,9 @@ impl Subscriptions {
             .filter(|w| w.lease_deadline_ms.is_some_and(|d| d <= now))
             .map(|w| w.id.clone());
         let Some(wake) = expired else { return };
-        let tails = |p: &str| self.engine.tail(p);
-        let woke = st.registry.update(id, |s| s.lease_expired(&wake, &tails, now, fresh_wake_id));
+        let woke = st
+            .registry
+            .update(id, |s| s.lease_expired(&wake, self.engine.as_ref(), now, fresh_wake_id));
         st.dirty.insert(id.to_owned());
         tracing::debug!(subscription = %id, wake = %wake, "lease expired");
         if let Some(run) = st.runs.get_mut(id) {
@@ -944,12 +951,11 @@ impl Subscriptions {
         if outcome == Delivered::Failed {
             tracing::warn!(subscription = %id, generation = due.generation, "webhook delivery failed; retrying later");
         }
-        let tails = |p: &str| self.engine.tail(p);
         let woke = st.registry.update(id, |s| {
             s.delivered(
                 (due.generation, &due.wake_id),
                 outcome,
-                &tails,
+                self.engine.as_ref(),
                 now,
                 jitter(),
                 fresh_wake_id,
@@ -1209,6 +1215,13 @@ fn read_key_file(path: &std::path::Path) -> Result<SigningKey, String> {
     SigningKey::from_pkcs8(&der).map_err(|_| bad())
 }
 
+/// Subscriptions read the streams' tails from the engine.
+impl Tails for Engine {
+    fn tail(&self, path: &str) -> Option<Offset> {
+        Engine::tail(self, path)
+    }
+}
+
 impl StreamHook for Subscriptions {
     fn concerns(&self, name: &str) -> bool {
         self.lock().registry.concerns(name)
@@ -1220,8 +1233,7 @@ impl StreamHook for Subscriptions {
         if !st.loaded {
             return;
         }
-        let tails = |p: &str| self.engine.tail(p);
-        let changed = st.registry.appended(name, start, &tails, now, fresh_wake_id);
+        let changed = st.registry.appended(name, start, self.engine.as_ref(), now, fresh_wake_id);
         if changed.is_empty() {
             return;
         }
