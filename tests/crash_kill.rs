@@ -29,6 +29,8 @@
 
 #[path = "support/http1.rs"]
 mod http1;
+#[path = "support/receiver.rs"]
+mod receiver;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -492,44 +494,7 @@ const HOOKED: &str = "/v1/stream/crash-hooked";
 
 /// A webhook receiver in this process, answering every delivery `{"done":true}`; its URL.
 async fn done_receiver() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let Ok(n) = conn.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break;
-                    }
-                }
-                let body = br#"{"done":true}"#;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(body).await;
-            });
-        }
-    });
-    url
+    receiver::receiver(|_| Some(receiver::http_answer("200 OK", r#"{"done":true}"#))).await.0
 }
 
 /// Creates (or confirms) the hooked stream and its webhook subscription.

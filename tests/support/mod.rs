@@ -1,6 +1,7 @@
 //! Test support: an in-process server on a loopback port of its own, and the HTTP client.
 
 pub mod http1;
+pub mod receiver;
 
 use std::net::SocketAddr;
 
