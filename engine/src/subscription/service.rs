@@ -649,12 +649,8 @@ impl Subscriptions {
                     s.ack(&parsed.acks, parsed.done, self.engine.as_ref(), now, fresh_wake_id)
                 })
                 .ok_or(SubError::NotFound)??;
-            st.dirty.insert(id.to_owned());
             let next = acked.next.is_some();
-            if let Some(woke) = acked.next {
-                want(&mut st, id, &woke, now);
-            }
-            arm(&mut st, id);
+            changed(&mut st, id, acked.next.as_ref(), now);
             next
         };
         self.flush().await?;
@@ -679,11 +675,7 @@ impl Subscriptions {
                 .registry
                 .update(id, |s| s.release(self.engine.as_ref(), now, fresh_wake_id))
                 .ok_or(SubError::NotFound)?;
-            st.dirty.insert(id.to_owned());
-            if let Some(woke) = next {
-                want(&mut st, id, &woke, now);
-            }
-            arm(&mut st, id);
+            changed(&mut st, id, next.as_ref(), now);
         }
         self.flush().await?;
         self.kick.notify_one();
@@ -787,12 +779,7 @@ impl Subscriptions {
                 self.kick.notify_one();
                 return Err(SubError::NoPendingWork);
             }
-            let woke = claimed?;
-            st.dirty.insert(id.to_owned());
-            if let Some(woke) = woke {
-                want(&mut st, id, &woke, now);
-            }
-            arm(&mut st, id);
+            changed(&mut st, id, claimed?.as_ref(), now);
             let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
             let wake = sub.wake.as_ref().ok_or(SubError::NoPendingWork)?;
             let token = keys.tokens.mint(&Claims {
@@ -1024,6 +1011,16 @@ impl Subscriptions {
     pub fn inspect(&self, id: &str) -> Option<Subscription> {
         self.lock().registry.get(id).cloned()
     }
+}
+
+/// A request changed subscription `id`: store it at the next flush, deliver the wake it
+/// made (if any), and look at it again at its next deadline.
+fn changed(st: &mut State, id: &str, woke: Option<&Woke>, now: u64) {
+    st.dirty.insert(id.to_owned());
+    if let Some(woke) = woke {
+        want(st, id, woke, now);
+    }
+    arm(st, id);
 }
 
 /// Sets the delivery a new wake (or a webhook retry) wants.
