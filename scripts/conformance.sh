@@ -4,6 +4,8 @@
 #
 #   scripts/conformance.sh [MODE]        MODE defaults to memory
 #   DS_HTTP__FRONT_END=axum scripts/conformance.sh memory   through the axum front end
+#   scripts/conformance.sh postgres      against a throwaway PostgreSQL cluster (scripts/pg.sh),
+#                                        or the database in DS_STORAGE__POSTGRES_URL if set
 #
 # Installs the pinned npm packages if needed, builds the release binary, starts it on a free
 # loopback port with a 1 s long-poll timeout, runs the suite, stops the server by its PID, and
@@ -38,17 +40,25 @@ cargo build --release --bin ds-server --quiet
 
 work=$(mktemp -d)
 log="$work/server.log"
+pgdir=""
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+  if [ -n "$pgdir" ]; then "$root/scripts/pg.sh" stop "$pgdir" || true; fi
+}
+trap cleanup EXIT
+if [ "$mode" = postgres ] && [ -z "${DS_STORAGE__POSTGRES_URL:-}" ]; then
+  pgdir=$(mktemp -d /tmp/ds-pg.XXXXXX)
+  DS_STORAGE__POSTGRES_URL=$("$root/scripts/pg.sh" start "$pgdir")
+  export DS_STORAGE__POSTGRES_URL
+fi
 DS_SERVER__HOST=127.0.0.1 DS_SERVER__PORT=0 DS_SERVER__LONG_POLL_TIMEOUT_MS=1000 \
   DS_SUBSCRIPTIONS__ALLOW_LOCAL_WEBHOOKS=true \
   DS_STORAGE__MODE="$mode" DS_STORAGE__DATA_DIR="$work/data" \
   "$root/target/release/ds-server" 2>"$log" &
 pid=$!
-cleanup() {
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 addr=""
 for _ in $(seq 1 100); do

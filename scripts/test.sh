@@ -26,7 +26,7 @@ else
   cargo test --workspace --locked
 fi
 
-for mode in memory file-fast file-durable acid; do
+for mode in memory file-fast file-durable acid postgres; do
   step "official conformance suite, $mode mode (fast front end)"
   scripts/conformance.sh "$mode"
 done

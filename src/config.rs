@@ -107,7 +107,7 @@ pub struct HttpSection {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
-    /// `memory`, `file-fast`, `file-durable` or `acid`.
+    /// `memory`, `file-fast`, `file-durable`, `acid` or `postgres`.
     pub mode: String,
     /// Root of the persistent backends.
     pub data_dir: PathBuf,
@@ -118,6 +118,11 @@ pub struct StorageSection {
     /// Size of the `file-durable` journal, which makes a commit round over many streams
     /// durable with one sync; 0 turns it off (each round syncs the logs it wrote).
     pub journal_bytes: u64,
+    /// The `postgres` mode's database: a libpq connection string
+    /// (`host=a,b dbname=streams target_session_attrs=read-write`) or URL.
+    pub postgres_url: String,
+    /// Connections to PostgreSQL a node opens at most (`postgres` mode).
+    pub postgres_pool_size: usize,
 }
 
 /// `[limits]`: sizes, in bytes, and the request rate per client.
@@ -177,6 +182,8 @@ impl Default for StorageSection {
             max_open_files: 1024,
             acid_shard_count: 4,
             journal_bytes: ds_engine::log::journal::DEFAULT_JOURNAL_BYTES,
+            postgres_url: String::new(),
+            postgres_pool_size: 16,
         }
     }
 }
@@ -336,6 +343,12 @@ impl Config {
         if !shards.is_power_of_two() || shards > 256 {
             return Err(err("storage.acid_shard_count must be a power of two from 1 to 256"));
         }
+        if self.storage_mode()? == StorageMode::Postgres && self.storage.postgres_url.is_empty() {
+            return Err(err("storage.postgres_url must be set in the postgres mode"));
+        }
+        if !(2..=1000).contains(&self.storage.postgres_pool_size) {
+            return Err(err("storage.postgres_pool_size must be from 2 to 1000"));
+        }
         if !(1..=1_000_000).contains(&s.max_connections) {
             return Err(err("server.max_connections must be from 1 to 1000000"));
         }
@@ -411,7 +424,7 @@ impl Config {
     fn storage_mode(&self) -> Result<StorageMode, ConfigError> {
         StorageMode::parse(&self.storage.mode).ok_or_else(|| {
             err(format!(
-                "storage.mode `{}` is not one of memory, file-fast, file-durable, acid",
+                "storage.mode `{}` is not one of memory, file-fast, file-durable, acid, postgres",
                 self.storage.mode
             ))
         })
@@ -440,6 +453,8 @@ impl Config {
             max_open_files: self.storage.max_open_files,
             acid_shard_count: self.storage.acid_shard_count,
             journal_bytes: self.storage.journal_bytes,
+            postgres_url: self.storage.postgres_url.clone(),
+            postgres_pool_size: self.storage.postgres_pool_size,
         }
     }
 

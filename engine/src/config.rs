@@ -12,6 +12,8 @@ pub enum StorageMode {
     FileDurable,
     /// Sharded redb files with one transaction per mutation.
     Acid,
+    /// Tables in a PostgreSQL database that any number of nodes share.
+    Postgres,
 }
 
 impl StorageMode {
@@ -23,6 +25,7 @@ impl StorageMode {
             "file-fast" => Some(StorageMode::FileFast),
             "file-durable" => Some(StorageMode::FileDurable),
             "acid" => Some(StorageMode::Acid),
+            "postgres" => Some(StorageMode::Postgres),
             _ => None,
         }
     }
@@ -35,6 +38,7 @@ impl StorageMode {
             StorageMode::FileFast => "file-fast",
             StorageMode::FileDurable => "file-durable",
             StorageMode::Acid => "acid",
+            StorageMode::Postgres => "postgres",
         }
     }
 }
@@ -74,6 +78,11 @@ pub struct EngineConfig {
     pub acid_shard_count: u32,
     /// Size of the `file-durable` journal (`log::journal`); 0 runs without one.
     pub journal_bytes: u64,
+    /// The `postgres` mode's database: a libpq connection string or URL (several hosts and
+    /// `target_session_attrs=read-write` let a node follow a failover).
+    pub postgres_url: String,
+    /// Connections the `postgres` mode opens at most.
+    pub postgres_pool_size: usize,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +95,8 @@ impl Default for EngineConfig {
             max_open_files: 1024,
             acid_shard_count: 4,
             journal_bytes: crate::log::journal::DEFAULT_JOURNAL_BYTES,
+            postgres_url: String::new(),
+            postgres_pool_size: 16,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::memory::MemoryStore;
 use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom, TagCheck};
 use crate::payload::Payload;
+use crate::pg::PgStore;
 use crate::store::{
     AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkLink,
     ForkOf, ForkRequest, ReadChunk, Store, StreamInfo,
@@ -37,6 +38,8 @@ pub enum OpenError {
     DataDir(String),
     /// Another process holds the data directory's lock.
     Locked(String),
+    /// The `postgres` mode's settings are unusable (a connection string that does not parse).
+    Database(String),
 }
 
 impl std::fmt::Display for OpenError {
@@ -48,6 +51,7 @@ impl std::fmt::Display for OpenError {
                 "data directory {dir} is in use by another ds-server (its LOCK file is held); \
                  stop that server or choose another DS_STORAGE__DATA_DIR"
             ),
+            OpenError::Database(why) => write!(f, "database: {why}"),
         }
     }
 }
@@ -62,6 +66,7 @@ enum Backend {
     Memory(MemoryStore),
     File(FileStore),
     Acid(AcidStore),
+    Postgres(PgStore),
 }
 
 /// Runs `$body` with `$store` bound to whichever backend is open.
@@ -71,6 +76,7 @@ macro_rules! with_store {
             Backend::Memory($store) => $body,
             Backend::File($store) => $body,
             Backend::Acid($store) => $body,
+            Backend::Postgres($store) => $body,
         }
     };
 }
@@ -198,6 +204,10 @@ impl Engine {
                 let _ = engine.ready.backend.set(Backend::Memory(store));
                 return Ok(engine);
             }
+            StorageMode::Postgres => {
+                engine.open_postgres()?;
+                return Ok(engine);
+            }
             StorageMode::FileFast => Some(Durability::ProcessCrash),
             StorageMode::FileDurable => Some(Durability::PowerLoss),
             StorageMode::Acid => None,
@@ -258,6 +268,46 @@ impl Engine {
             Err(_) => recover(),
         }
         Ok(engine)
+    }
+
+    /// Starts connecting to PostgreSQL in the background: the engine serves once the schema
+    /// is migrated and the streams' names loaded, retrying (with a warning each time) while
+    /// the database is unreachable, and fails for good only on settings that cannot work.
+    fn open_postgres(&self) -> Result<(), OpenError> {
+        let pool = crate::pg::pool(&self.config).map_err(|e| match e {
+            crate::pg::OpenFailure::Config(why) | crate::pg::OpenFailure::Db(why) => {
+                OpenError::Database(why)
+            }
+        })?;
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| OpenError::Database("the postgres mode needs a Tokio runtime".into()))?;
+        let (ready, expiry, clock) = (self.ready.clone(), self.expiry.clone(), self.clock.clone());
+        let limits = self.config.limits;
+        rt.spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match crate::pg::open(pool.clone(), limits, clock.now_ms()).await {
+                    Ok((store, expiring)) => {
+                        tracing::info!(streams = expiring.len(), "opened the PostgreSQL store");
+                        schedule_recovered(&expiry, &expiring);
+                        let _ = ready.backend.set(Backend::Postgres(store));
+                        break;
+                    }
+                    Err(crate::pg::OpenFailure::Config(why)) => {
+                        tracing::error!(error = %why, "cannot use the database");
+                        let _ = ready.failed.set(why);
+                        break;
+                    }
+                    Err(crate::pg::OpenFailure::Db(why)) => {
+                        tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "cannot reach PostgreSQL yet");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            ready.changed.notify_waiters();
+        });
+        Ok(())
     }
 
     /// Waits until the engine can serve: at once in memory mode, after recovery otherwise.
@@ -375,7 +425,7 @@ impl Engine {
             return Err(Error::ExpiryInPast);
         }
         let backend = self.backend()?;
-        let source = with_store!(backend, s => s.head(&fork.source, now))
+        let source = with_store!(backend, s => s.fetch_head(&fork.source, now).await)
             .map_err(|e| if e == Error::Gone { Error::SourceDeleted } else { e })?;
         if fork.content_type_given && !req.content_type.matches(&source.content_type) {
             return Err(Error::ContentTypeMismatch);
@@ -548,7 +598,7 @@ impl Engine {
                 expiry.schedule(at, &name, info.incarnation);
                 // A delete may have run between the create and the line above, and found
                 // nothing to unschedule: check, so no entry outlives its stream.
-                let alive = with_store!(backend, s => s.head(&name, now))
+                let alive = with_store!(backend, s => s.fetch_head(&name, now).await)
                     .is_ok_and(|s| s.incarnation == info.incarnation);
                 if !alive {
                     expiry.unschedule(info.incarnation);
@@ -626,7 +676,7 @@ impl Engine {
         let backend = self.backend()?;
         let chunk = match with_store!(backend, s => s.read(name, from, max, now).await) {
             Ok(chunk) => chunk,
-            Err(e) => return Err(self.offset_error(backend, name, from, e, now)),
+            Err(e) => return Err(self.offset_error(backend, name, from, e, now).await),
         };
         let lineage = chunk.info.lineage();
         // The client's token, tag included (the store reads positions only).
@@ -653,7 +703,7 @@ impl Engine {
 
     /// A read refused for its offset: if the token was minted by an earlier incarnation of
     /// the name, say so (410) rather than how the position fails in the new stream.
-    fn offset_error(
+    async fn offset_error(
         &self,
         backend: &Backend,
         name: &str,
@@ -665,7 +715,7 @@ impl Engine {
         if !matches!(e, Error::OffsetBeyondTail | Error::OffsetUnknown) || off.tag() == 0 {
             return e;
         }
-        match with_store!(backend, s => s.head(name, now)) {
+        match with_store!(backend, s => s.fetch_head(name, now).await) {
             Ok(info) if info.lineage().check(off) == TagCheck::Foreign => Error::OffsetGone,
             _ => e,
         }
@@ -676,7 +726,7 @@ impl Engine {
     /// # Errors
     /// [`Error::NotFound`].
     pub async fn head(&self, name: &str) -> Result<StreamInfo> {
-        with_store!(self.backend()?, s => s.head(name, self.clock.now_ms()))
+        with_store!(self.backend()?, s => s.fetch_head(name, self.clock.now_ms()).await)
     }
 
     /// Every live stream whose name starts with `prefix`, with its metadata (tail, closure),
@@ -730,7 +780,7 @@ impl Engine {
     /// # Errors
     /// [`Error::NotFound`].
     pub async fn subscribe(&self, name: &str) -> Result<(StreamInfo, TailWatch)> {
-        with_store!(self.backend()?, s => s.subscribe(name, self.clock.now_ms()))
+        with_store!(self.backend()?, s => s.watch(name, self.clock.now_ms()).await)
     }
 
     /// Removes every stream whose expiry is due; returns how many. The sweeper task calls

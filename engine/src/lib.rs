@@ -50,6 +50,7 @@ pub mod meta;
 pub mod notify;
 pub mod offset;
 pub mod payload;
+pub mod pg;
 pub mod producer;
 pub mod rules;
 pub mod store;

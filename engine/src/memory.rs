@@ -97,7 +97,7 @@ enum Removal {
 
 /// How a record larger than a read's chunk may be cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Split {
+pub(crate) enum Split {
     /// Never: JSON messages are returned whole.
     Never,
     /// Anywhere: opaque bytes.
@@ -106,9 +106,23 @@ enum Split {
     Utf8,
 }
 
-/// The bytes of one stream and its record boundaries.
+impl Split {
+    /// The rule for a stream of `content_type`.
+    pub(crate) fn of(content_type: &ContentType) -> Split {
+        if content_type.is_json() {
+            Split::Never
+        } else if content_type.is_text() {
+            Split::Utf8
+        } else {
+            Split::Bytes
+        }
+    }
+}
+
+/// The bytes of one stream (or, for the `postgres` mode, of the rows one read fetched) and
+/// their record boundaries.
 #[derive(Debug, Default)]
-struct MemLog {
+pub(crate) struct MemLog {
     /// Position of the first byte: 0, or a fork's divergence point.
     base: u64,
     /// Sealed blocks with the position of their first byte, ascending and contiguous.
@@ -121,11 +135,22 @@ struct MemLog {
 
 impl MemLog {
     /// An empty log whose first byte will be at `base`.
-    fn starting_at(base: u64) -> MemLog {
+    pub(crate) fn starting_at(base: u64) -> MemLog {
         MemLog { base, active_start: base, ..MemLog::default() }
     }
 
-    fn tail(&self) -> u64 {
+    /// Adds `bytes` at the tail, with the record ends (relative to their start) they hold:
+    /// possibly none, for a piece of a record that goes on in the next bytes.
+    pub(crate) fn push(&mut self, bytes: Bytes, ends: impl IntoIterator<Item = u64>) {
+        let base = self.tail();
+        self.record_ends.extend(ends.into_iter().map(|e| base + e));
+        self.seal();
+        let len = bytes.len() as u64;
+        self.blocks.push((base, bytes));
+        self.active_start = base + len;
+    }
+
+    pub(crate) fn tail(&self) -> u64 {
         self.active_start + self.active.len() as u64
     }
 
@@ -159,7 +184,7 @@ impl MemLog {
         self.blocks.push((start, block));
     }
 
-    fn is_record_boundary(&self, pos: u64) -> bool {
+    pub(crate) fn is_record_boundary(&self, pos: u64) -> bool {
         pos == self.base || self.record_ends.binary_search(&pos).is_ok()
     }
 
@@ -168,7 +193,7 @@ impl MemLog {
     /// otherwise it is split at `max`, for [`Split::Utf8`] moved back to the start of a UTF-8
     /// sequence so that text read in chunks (SSE events) never has a character cut in two.
     /// With `whole`, a record larger than `max` is not returned at all (the chunk is empty).
-    fn chunk_end(&self, from: u64, max: usize, split: Split, whole: bool) -> u64 {
+    pub(crate) fn chunk_end(&self, from: u64, max: usize, split: Split, whole: bool) -> u64 {
         let tail = self.tail();
         if from >= tail {
             return from;
@@ -211,7 +236,7 @@ impl MemLog {
     }
 
     /// The stored bytes of `from..end`, sharing sealed blocks and copying from the tail block.
-    fn slice(&self, from: u64, end: u64) -> Vec<Bytes> {
+    pub(crate) fn slice(&self, from: u64, end: u64) -> Vec<Bytes> {
         let mut parts = Vec::new();
         let first = self.blocks.partition_point(|(start, b)| start + b.len() as u64 <= from);
         for (start, block) in &self.blocks[first..] {
@@ -280,17 +305,10 @@ impl MemStream {
         max: usize,
         whole: bool,
     ) -> Result<u64> {
-        let json = self.content_type.is_json();
-        if json && !log.is_record_boundary(start) {
+        let split = Split::of(&self.content_type);
+        if split == Split::Never && !log.is_record_boundary(start) {
             return Err(Error::OffsetUnknown);
         }
-        let split = if json {
-            Split::Never
-        } else if self.content_type.is_text() {
-            Split::Utf8
-        } else {
-            Split::Bytes
-        };
         Ok(log.chunk_end(start, max, split, whole).min(end))
     }
 

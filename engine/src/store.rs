@@ -328,12 +328,11 @@ impl std::fmt::Debug for AppendTicket {
 impl Drop for AppendTicket {
     fn drop(&mut self) {
         let Some(hook) = self.on_durable.take() else { return };
-        let Ok(ack) = self.outcome.clone() else { return };
-        match std::mem::replace(&mut self.commit, Commit::Done) {
-            Commit::Done => hook(ack),
-            Commit::Failed(_) => {}
-            Commit::Waiting(rx) => {
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let rt = tokio::runtime::Handle::try_current();
+        match (std::mem::replace(&mut self.commit, Commit::Done), self.outcome.clone()) {
+            (Commit::Done, Ok(ack)) => hook(ack),
+            (Commit::Waiting(rx), Ok(ack)) => {
+                if let Ok(rt) = rt {
                     rt.spawn(async move {
                         if let Ok(Ok(())) = rx.await {
                             hook(ack);
@@ -341,6 +340,18 @@ impl Drop for AppendTicket {
                     });
                 }
             }
+            (Commit::Deciding(rx), _) => {
+                if let Ok(rt) = rt {
+                    rt.spawn(async move {
+                        if let Ok(Ok(ack)) = rx.await
+                            && ack.kind == AppendKind::Appended
+                        {
+                            hook(ack);
+                        }
+                    });
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -351,6 +362,9 @@ enum Commit {
     Done,
     /// Waiting for the committer's answer.
     Waiting(tokio::sync::oneshot::Receiver<Result<()>>),
+    /// Waiting for the committer, which also decides the outcome (a store whose state of
+    /// record is elsewhere validates the append inside its commit).
+    Deciding(tokio::sync::oneshot::Receiver<Result<Appended>>),
     /// The commit failed.
     Failed(crate::Error),
 }
@@ -369,10 +383,23 @@ impl AppendTicket {
         AppendTicket { outcome, commit: Commit::Waiting(commit), on_durable: None }
     }
 
+    /// An append whose outcome its commit decides: accepted or refused against the state
+    /// the commit reads, then durable with it.
+    pub(crate) fn deciding(
+        outcome: tokio::sync::oneshot::Receiver<Result<Appended>>,
+    ) -> AppendTicket {
+        AppendTicket {
+            outcome: Err(crate::Error::Storage("the commit has not decided yet".into())),
+            commit: Commit::Deciding(outcome),
+            on_durable: None,
+        }
+    }
+
     /// Runs `hook` once this ticket's append of data is durable (never for a refusal, a
     /// duplicate or a close without data, nor if the commit fails).
     pub(crate) fn on_durable(&mut self, hook: OnDurable) {
-        if matches!(&self.outcome, Ok(a) if a.kind == AppendKind::Appended) {
+        let deciding = matches!(self.commit, Commit::Deciding(_));
+        if deciding || matches!(&self.outcome, Ok(a) if a.kind == AppendKind::Appended) {
             self.on_durable = Some(hook);
         }
     }
@@ -380,20 +407,29 @@ impl AppendTicket {
     /// Whether the commit's outcome is still unknown.
     #[must_use]
     pub fn is_pending(&self) -> bool {
-        matches!(self.commit, Commit::Waiting(_))
+        matches!(self.commit, Commit::Waiting(_) | Commit::Deciding(_))
     }
 
     /// Waits for the commit's outcome without consuming the ticket. Cancel-safe: a
     /// transport may select on it beside other work and call it again.
     pub async fn settled(&mut self) {
-        if let Commit::Waiting(rx) = &mut self.commit {
-            self.commit = match rx.await {
-                Ok(Ok(())) => Commit::Done,
-                Ok(Err(e)) => Commit::Failed(e),
-                Err(_) => {
-                    Commit::Failed(crate::Error::Storage("commit ended without an answer".into()))
+        let lost = || crate::Error::Storage("commit ended without an answer".into());
+        match &mut self.commit {
+            Commit::Waiting(rx) => {
+                self.commit = match rx.await {
+                    Ok(Ok(())) => Commit::Done,
+                    Ok(Err(e)) => Commit::Failed(e),
+                    Err(_) => Commit::Failed(lost()),
+                };
+            }
+            Commit::Deciding(rx) => match rx.await {
+                Ok(outcome) => {
+                    self.outcome = outcome;
+                    self.commit = Commit::Done;
                 }
-            };
+                Err(_) => self.commit = Commit::Failed(lost()),
+            },
+            Commit::Done | Commit::Failed(_) => {}
         }
     }
 
@@ -408,9 +444,11 @@ impl AppendTicket {
         let hook = self.on_durable.take();
         match &self.commit {
             Commit::Failed(e) => Err(e.clone()),
-            Commit::Done | Commit::Waiting(_) => {
+            Commit::Done | Commit::Waiting(_) | Commit::Deciding(_) => {
                 let outcome = self.outcome.clone();
-                if let (Some(hook), Ok(ack)) = (hook, &outcome) {
+                if let (Some(hook), Ok(ack)) = (hook, &outcome)
+                    && ack.kind == AppendKind::Appended
+                {
                     hook(*ack);
                 }
                 outcome
@@ -470,7 +508,7 @@ pub enum ExpiryCheck {
     Missing,
 }
 
-/// A storage backend: `memory` and the file log today, `acid` later. Operations that may
+/// A storage backend: `memory`, the file log, `acid`, `postgres`. Operations that may
 /// wait for I/O return futures; `head`, `subscribe` and `touch` only read or bump state every
 /// store keeps in memory. `now` is passed in so that the engine's clock is the only source of
 /// time.
@@ -532,11 +570,26 @@ pub trait Store: Send + Sync + 'static {
         whole: bool,
     ) -> impl Future<Output = Result<RangeRead>> + Send;
 
-    /// Metadata, without renewing a sliding TTL.
+    /// Metadata, without renewing a sliding TTL, as this process knows it: exact for the
+    /// stores whose state of record is this process; the last state this node saw for a
+    /// shared one (subscriptions' view of tails).
     ///
     /// # Errors
     /// [`crate::Error::NotFound`].
     fn head(&self, name: &str, now: UnixMs) -> Result<StreamInfo>;
+
+    /// Metadata as the state of record has it now, which requests are answered from: the
+    /// same as [`Store::head`] unless other nodes share the store.
+    ///
+    /// # Errors
+    /// As [`Store::head`]; [`crate::Error::Unavailable`] when it cannot be confirmed.
+    fn fetch_head(
+        &self,
+        name: &str,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<StreamInfo>> + Send {
+        std::future::ready(self.head(name, now))
+    }
 
     /// Deletes a stream and wakes its live readers; returns the deleted incarnation.
     ///
@@ -549,6 +602,18 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`crate::Error::NotFound`].
     fn subscribe(&self, name: &str, now: UnixMs) -> Result<(StreamInfo, TailWatch)>;
+
+    /// [`Store::subscribe`] against the state of record (see [`Store::fetch_head`]).
+    ///
+    /// # Errors
+    /// As [`Store::fetch_head`].
+    fn watch(
+        &self,
+        name: &str,
+        now: UnixMs,
+    ) -> impl Future<Output = Result<(StreamInfo, TailWatch)>> + Send {
+        std::future::ready(self.subscribe(name, now))
+    }
 
     /// Removes the stream if it has expired by `now`; `incarnation` guards against removing
     /// a newer stream of the same name.

@@ -1,0 +1,364 @@
+//! The `postgres` mode's committer: one task per node that folds the appends queued since
+//! its last round into one transaction.
+//!
+//! A round locks the stream rows it touches in name order (so two nodes' rounds never wait
+//! on each other in a cycle), reads their producer rows, decides every append in arrival
+//! order with the shared rules against that state (another node may have appended since
+//! this one last looked), then writes the data rows, the new tails, closure, `Stream-Seq`
+//! and producer rows, and commits. Only then is any append of the round answered: with its
+//! outcome, or with 503 if the commit failed (its fate is then unknown to the client, whose
+//! retry a producer's sequence makes exactly-once).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::rows::{NewRow, rows_of};
+use super::{DB_UNAVAILABLE, NCOLS, Shared, StreamRow, i};
+use crate::clock::UnixMs;
+use crate::error::{Error, Result};
+use crate::payload::Payload;
+use crate::producer::ProducerState;
+use crate::rules::{self, Plan, WriterState};
+use crate::store::{AppendKind, AppendRequest, Appended};
+
+/// Most appends one round folds.
+const ROUND_APPENDS: usize = 1024;
+/// Most payload bytes one round folds (a round always takes at least one append).
+const ROUND_BYTES: u64 = 16 << 20;
+/// Attempts of a round that PostgreSQL aborted to break a deadlock or a serialization
+/// conflict (the round is decided again from scratch each time).
+const ROUND_ATTEMPTS: usize = 3;
+
+/// One append waiting for its round.
+pub(crate) struct Queued {
+    pub(crate) name: Arc<str>,
+    pub(crate) req: AppendRequest,
+    pub(crate) payload: Result<Payload>,
+    pub(crate) now: UnixMs,
+    pub(crate) answer: oneshot::Sender<Result<Appended>>,
+}
+
+impl Queued {
+    fn bytes(&self) -> u64 {
+        self.payload.as_ref().map_or(0, Payload::len)
+    }
+}
+
+/// Runs rounds until every sender (the store) is gone.
+pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<Queued>) {
+    while let Some(first) = inbox.recv().await {
+        let mut bytes = first.bytes();
+        let mut batch = vec![first];
+        while batch.len() < ROUND_APPENDS && bytes < ROUND_BYTES {
+            let Ok(next) = inbox.try_recv() else { break };
+            bytes += next.bytes();
+            batch.push(next);
+        }
+        round(&shared, batch).await;
+    }
+}
+
+/// Commits one round and answers its appends.
+async fn round(shared: &Arc<Shared>, batch: Vec<Queued>) {
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        match decide_and_commit(shared, &batch).await {
+            Err(Failed::Conflict(e)) if attempt < ROUND_ATTEMPTS => {
+                tracing::debug!(error = %super::describe(&e), "commit round retried");
+            }
+            other => break other,
+        }
+    };
+    match outcome {
+        Ok(decided) => {
+            for (info_name, info) in decided.published {
+                shared.observe(&info_name, &info);
+            }
+            for (queued, answer) in batch.into_iter().zip(decided.answers) {
+                let _ = queued.answer.send(answer);
+            }
+        }
+        Err(e) => {
+            let why = match &e {
+                Failed::Conflict(e) | Failed::Db(e) => super::describe(e),
+                Failed::Pool(e) => e.to_string(),
+            };
+            tracing::warn!(error = %why, appends = batch.len(), "commit round failed");
+            for queued in batch {
+                let _ = queued.answer.send(Err(Error::Unavailable(DB_UNAVAILABLE)));
+            }
+        }
+    }
+}
+
+/// Why a round did not commit.
+enum Failed {
+    /// PostgreSQL aborted it to break a deadlock or a serialization conflict: try again.
+    Conflict(tokio_postgres::Error),
+    /// Any other database failure (the outcome of a failed `COMMIT` is unknown).
+    Db(tokio_postgres::Error),
+    /// No connection.
+    Pool(deadpool_postgres::PoolError),
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(e: tokio_postgres::Error) -> Failed {
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => Failed::Conflict(e),
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => Failed::Conflict(e),
+            _ => Failed::Db(e),
+        }
+    }
+}
+
+/// A committed round: each append's answer, and the streams whose new state to publish.
+struct Decided {
+    answers: Vec<Result<Appended>>,
+    published: Vec<(Arc<str>, crate::store::StreamInfo)>,
+}
+
+/// One locked stream as the round changes it.
+struct Slot {
+    row: StreamRow,
+    writer: WriterState,
+    changed: bool,
+    last_access_ms: UnixMs,
+}
+
+async fn decide_and_commit(
+    shared: &Arc<Shared>,
+    batch: &[Queued],
+) -> std::result::Result<Decided, Failed> {
+    let mut client = shared.pool.get().await.map_err(Failed::Pool)?;
+    let tx = client.transaction().await?;
+    let mut names: Vec<&str> = batch.iter().map(|q| &*q.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    let lock = tx
+        .prepare_cached(&format!(
+            "SELECT {}, s.name FROM ds_streams s WHERE s.name = ANY($1) ORDER BY s.name FOR UPDATE",
+            super::COLS
+        ))
+        .await?;
+    let mut slots: HashMap<String, Slot> = HashMap::new();
+    for r in tx.query(&lock, &[&names]).await? {
+        let row = StreamRow::from_row(&r, 0);
+        let writer = row.writer();
+        let last_access_ms = row.last_access_ms;
+        slots.insert(r.get(NCOLS), Slot { row, writer, changed: false, last_access_ms });
+    }
+    load_producers(&tx, batch, &mut slots).await?;
+
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut data: Vec<(u64, NewRow)> = Vec::new();
+    let mut producers: BTreeMap<(u64, Arc<str>), ProducerState> = BTreeMap::new();
+    for q in batch {
+        let Some(slot) = slots.get_mut(&*q.name) else {
+            answers.push(Err(Error::NotFound));
+            continue;
+        };
+        answers.push(decide(shared, q, slot, &mut data, &mut producers));
+    }
+
+    write_rows(&tx, &data).await?;
+    write_streams(&tx, &slots).await?;
+    write_producers(&tx, &producers).await?;
+    tx.commit().await?;
+    let published = slots
+        .into_iter()
+        .filter(|(_, s)| s.changed)
+        .map(|(name, s)| (Arc::from(name.as_str()), s.row.info()))
+        .collect();
+    Ok(Decided { answers, published })
+}
+
+/// Decides one append against its stream's state as the round has it, and applies it.
+fn decide(
+    shared: &Arc<Shared>,
+    q: &Queued,
+    slot: &mut Slot,
+    data: &mut Vec<(u64, NewRow)>,
+    producers: &mut BTreeMap<(u64, Arc<str>), ProducerState>,
+) -> Result<Appended> {
+    shared.check_live(&q.name, &slot.row, q.now)?;
+    let lineage = slot.row.lineage();
+    let tail = lineage.at(slot.row.tail);
+    let plan = rules::plan_append(&slot.writer, &slot.row.content_type, tail, &q.req, &q.payload)?;
+    let close = match plan {
+        Plan::Duplicate { producer } => {
+            return Ok(Appended {
+                kind: AppendKind::Duplicate,
+                start: tail,
+                tail,
+                closed: slot.writer.closed,
+                producer,
+            });
+        }
+        Plan::Write { close } => close,
+    };
+    let payload = q.payload.clone().unwrap_or_default();
+    let limit = shared.limits.max_stream_bytes;
+    if slot.row.tail.saturating_add(payload.len()) > limit {
+        return Err(Error::StreamTooLarge { limit_bytes: limit });
+    }
+    let json = slot.row.content_type.is_json();
+    for row in rows_of(&payload, slot.row.tail, json) {
+        data.push((slot.row.incarnation, row));
+    }
+    slot.row.tail += payload.len();
+    let kind = slot.writer.apply(&q.req, close, !payload.is_empty());
+    if let Some(p) = &q.req.producer {
+        producers.insert((slot.row.incarnation, p.id.clone()), ProducerState::accept(p.claim));
+    }
+    slot.row.closed = slot.writer.closed;
+    slot.row.closed_by.clone_from(&slot.writer.closed_by);
+    slot.row.stream_seq.clone_from(&slot.writer.last_stream_seq);
+    slot.last_access_ms = slot.last_access_ms.max(q.now);
+    slot.changed = true;
+    Ok(Appended {
+        kind,
+        start: tail,
+        tail: lineage.at(slot.row.tail),
+        closed: slot.writer.closed,
+        producer: q.req.producer.as_ref().map(|p| p.claim),
+    })
+}
+
+/// Reads the producer rows the round's requests name into their streams' writer states.
+async fn load_producers(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &[Queued],
+    slots: &mut HashMap<String, Slot>,
+) -> std::result::Result<(), Failed> {
+    let mut incs = Vec::new();
+    let mut ids = Vec::new();
+    for q in batch {
+        if let (Some(p), Some(slot)) = (&q.req.producer, slots.get(&*q.name)) {
+            incs.push(i(slot.row.incarnation));
+            ids.push(&*p.id);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT p.incarnation, p.id, p.epoch, p.seq FROM ds_producers p \
+             JOIN unnest($1::bigint[], $2::text[]) AS k(incarnation, id) \
+               ON p.incarnation = k.incarnation AND p.id = k.id",
+        )
+        .await?;
+    let by_incarnation: HashMap<u64, &str> =
+        slots.iter().map(|(name, s)| (s.row.incarnation, name.as_str())).collect();
+    let mut found = Vec::new();
+    for r in tx.query(&stmt, &[&incs, &ids]).await? {
+        let inc = super::u(r.get(0));
+        let Some(name) = by_incarnation.get(&inc) else { continue };
+        let id: String = r.get(1);
+        let state = ProducerState { epoch: super::u(r.get(2)), last_seq: super::u(r.get(3)) };
+        found.push(((*name).to_owned(), id, state));
+    }
+    for (name, id, state) in found {
+        if let Some(slot) = slots.get_mut(&name) {
+            slot.writer.producers.insert(Arc::from(id.as_str()), state);
+        }
+    }
+    Ok(())
+}
+
+/// Inserts data rows of `incarnation`s (one statement).
+pub(crate) async fn insert_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    incarnation: u64,
+    rows: &[NewRow],
+) -> Result<()> {
+    let data: Vec<(u64, NewRow)> = rows.iter().map(|r| (incarnation, r.clone())).collect();
+    write_rows(tx, &data).await.map_err(|e| match e {
+        Failed::Conflict(e) | Failed::Db(e) => Error::from(e),
+        Failed::Pool(e) => Error::from(e),
+    })
+}
+
+async fn write_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    data: &[(u64, NewRow)],
+) -> std::result::Result<(), Failed> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let incs: Vec<i64> = data.iter().map(|(inc, _)| i(*inc)).collect();
+    let pos: Vec<i64> = data.iter().map(|(_, r)| i(r.pos)).collect();
+    let bodies: Vec<&[u8]> = data.iter().map(|(_, r)| &r.body[..]).collect();
+    let ends: Vec<Option<&[u8]>> = data.iter().map(|(_, r)| r.ends.as_deref()).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO ds_data (incarnation, pos, body, ends) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])",
+        )
+        .await?;
+    tx.execute(&stmt, &[&incs, &pos, &bodies, &ends]).await?;
+    Ok(())
+}
+
+async fn write_streams(
+    tx: &deadpool_postgres::Transaction<'_>,
+    slots: &HashMap<String, Slot>,
+) -> std::result::Result<(), Failed> {
+    let changed: Vec<(&String, &Slot)> = slots.iter().filter(|(_, s)| s.changed).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
+    let tails: Vec<i64> = changed.iter().map(|(_, s)| i(s.row.tail)).collect();
+    let closed: Vec<bool> = changed.iter().map(|(_, s)| s.row.closed).collect();
+    let by = |f: fn(&(Arc<str>, crate::producer::ProducerClaim)) -> i64| -> Vec<Option<i64>> {
+        changed.iter().map(|(_, s)| s.row.closed_by.as_ref().map(f)).collect()
+    };
+    let by_id: Vec<Option<&str>> =
+        changed.iter().map(|(_, s)| s.row.closed_by.as_ref().map(|(id, _)| &**id)).collect();
+    let by_epoch = by(|(_, c)| i(c.epoch));
+    let by_seq = by(|(_, c)| i(c.seq));
+    let seqs: Vec<Option<&[u8]>> =
+        changed.iter().map(|(_, s)| s.row.stream_seq.as_deref()).collect();
+    let access: Vec<i64> = changed.iter().map(|(_, s)| i(s.last_access_ms)).collect();
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE ds_streams s SET tail = u.tail, closed = u.closed, closed_by_id = u.by_id, \
+             closed_by_epoch = u.by_epoch, closed_by_seq = u.by_seq, stream_seq = u.seq, \
+             last_access_ms = greatest(s.last_access_ms, u.access) \
+             FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::bigint[], \
+                         $6::bigint[], $7::bytea[], $8::bigint[]) \
+               AS u(name, tail, closed, by_id, by_epoch, by_seq, seq, access) \
+             WHERE s.name = u.name",
+        )
+        .await?;
+    tx.execute(&stmt, &[&names, &tails, &closed, &by_id, &by_epoch, &by_seq, &seqs, &access])
+        .await?;
+    Ok(())
+}
+
+async fn write_producers(
+    tx: &deadpool_postgres::Transaction<'_>,
+    producers: &BTreeMap<(u64, Arc<str>), ProducerState>,
+) -> std::result::Result<(), Failed> {
+    if producers.is_empty() {
+        return Ok(());
+    }
+    let incs: Vec<i64> = producers.keys().map(|(inc, _)| i(*inc)).collect();
+    let ids: Vec<&str> = producers.keys().map(|(_, id)| &**id).collect();
+    let epochs: Vec<i64> = producers.values().map(|p| i(p.epoch)).collect();
+    let seqs: Vec<i64> = producers.values().map(|p| i(p.last_seq)).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO ds_producers (incarnation, id, epoch, seq) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) \
+             ON CONFLICT (incarnation, id) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq",
+        )
+        .await?;
+    tx.execute(&stmt, &[&incs, &ids, &epochs, &seqs]).await?;
+    Ok(())
+}
