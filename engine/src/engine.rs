@@ -274,7 +274,7 @@ impl Engine {
     /// is migrated and the streams' names loaded, retrying (with a warning each time) while
     /// the database is unreachable, and fails for good only on settings that cannot work.
     fn open_postgres(&self) -> Result<(), OpenError> {
-        let pool = crate::pg::pool(&self.config).map_err(|e| match e {
+        let database = crate::pg::database(&self.config).map_err(|e| match e {
             crate::pg::OpenFailure::Config(why) | crate::pg::OpenFailure::Db(why) => {
                 OpenError::Database(why)
             }
@@ -286,7 +286,7 @@ impl Engine {
         rt.spawn(async move {
             let mut delay = Duration::from_millis(100);
             loop {
-                match crate::pg::open(pool.clone(), limits, clock.now_ms()).await {
+                match crate::pg::open(database.clone(), limits, clock.now_ms()).await {
                     Ok((store, expiring)) => {
                         tracing::info!(streams = expiring.len(), "opened the PostgreSQL store");
                         schedule_recovered(&expiry, &expiring);
@@ -327,10 +327,15 @@ impl Engine {
         }
     }
 
-    /// Whether the engine can serve (for `/readyz`).
+    /// Whether the engine can serve (for `/readyz`): recovered, and in the `postgres` mode
+    /// with the database reachable.
     #[must_use]
     pub fn is_ready(&self) -> bool {
-        self.ready.backend.get().is_some()
+        match self.ready.backend.get() {
+            Some(Backend::Postgres(store)) => store.is_reachable(),
+            Some(_) => true,
+            None => false,
+        }
     }
 
     fn backend(&self) -> Result<&Backend> {

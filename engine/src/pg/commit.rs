@@ -72,10 +72,13 @@ async fn round(shared: &Arc<Shared>, batch: Vec<Queued>) {
             other => break other,
         }
     };
+    let failed = outcome.is_err();
+    shared.failing.store(failed, std::sync::atomic::Ordering::Relaxed);
     match outcome {
         Ok(decided) => {
-            for (info_name, info) in decided.published {
-                shared.observe(&info_name, &info);
+            for (name, info) in decided.published {
+                shared.observe(&name, &info);
+                shared.announce(&name, &info);
             }
             for (queued, answer) in batch.into_iter().zip(decided.answers) {
                 let _ = queued.answer.send(answer);

@@ -14,10 +14,12 @@
 //! FORMAT.md describes the tables; [`schema`] creates them.
 
 pub(crate) mod commit;
+pub(crate) mod listen;
 pub(crate) mod rows;
 pub(crate) mod schema;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -201,12 +203,33 @@ pub(crate) struct Known {
     signal: TailSignal,
 }
 
+impl Known {
+    /// Moves the tail forward (never back) and wakes the readers if it moved.
+    fn advance(&self, tail: u64, closed: bool) {
+        let mut seen = self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tail > seen.tail.pos() || (closed && !seen.closed) {
+            if tail > seen.tail.pos() {
+                seen.tail = Offset::at(tail).with_tag(seen.tail.tag());
+            }
+            seen.closed |= closed;
+            let next = Offset::at(seen.tail.pos());
+            self.signal.publish(Tail { next, closed: seen.closed, gone: false });
+        }
+    }
+}
+
 /// The store's shared state: the pool, the local view, the committer's queue.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) limits: Limits,
     known: RwLock<HashMap<Arc<str>, Arc<Known>>>,
+    /// What this node committed, for the other nodes' readers.
+    outbox: Arc<listen::Outbox>,
+    /// The listening connection is up (the database is reachable).
+    pub(crate) listening: AtomicBool,
+    /// The last commit round failed (cleared by the next one that commits).
+    pub(crate) failing: AtomicBool,
 }
 
 /// The `postgres` store.
@@ -225,11 +248,18 @@ pub(crate) enum OpenFailure {
     Db(String),
 }
 
-/// Parses the connection settings and makes the pool (connecting lazily).
+/// The database's connection settings and a pool over them (connecting lazily).
+#[derive(Clone, Debug)]
+pub(crate) struct Database {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+/// Parses the connection settings and makes the pool.
 ///
 /// # Errors
 /// A connection string that does not parse.
-pub(crate) fn pool(config: &EngineConfig) -> std::result::Result<Pool, OpenFailure> {
+pub(crate) fn database(config: &EngineConfig) -> std::result::Result<Database, OpenFailure> {
     let mut pg: tokio_postgres::Config = config
         .postgres_url
         .parse()
@@ -240,16 +270,20 @@ pub(crate) fn pool(config: &EngineConfig) -> std::result::Result<Pool, OpenFailu
     if pg.get_application_name().is_none() {
         pg.application_name("ds-server");
     }
-    let manager =
-        Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager)
+    let manager = Manager::from_config(
+        pg.clone(),
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    let pool = Pool::builder(manager)
         .max_size(config.postgres_pool_size.max(2))
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(CONNECT_TIMEOUT))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
-        .map_err(|e| OpenFailure::Config(format!("storage.postgres_url: {e}")))
+        .map_err(|e| OpenFailure::Config(format!("storage.postgres_url: {e}")))?;
+    Ok(Database { pool, config: pg })
 }
 
 /// Connects, migrates the schema, loads the names and tails of every stream (the engine
@@ -258,11 +292,12 @@ pub(crate) fn pool(config: &EngineConfig) -> std::result::Result<Pool, OpenFailu
 /// # Errors
 /// [`OpenFailure::Db`] when the database cannot be reached or refuses.
 pub(crate) async fn open(
-    pool: Pool,
+    database: Database,
     limits: Limits,
     now: UnixMs,
 ) -> std::result::Result<(PgStore, Vec<Expiring>), OpenFailure> {
     let db = |e: &dyn std::fmt::Display| OpenFailure::Db(e.to_string());
+    let Database { pool, config } = database;
     let mut client = pool.get().await.map_err(|e| db(&e))?;
     schema::migrate(&mut client, now).await.map_err(|e| match e {
         schema::Migrate::TooNew(_) => OpenFailure::Config(e.to_string()),
@@ -273,7 +308,15 @@ pub(crate) async fn open(
         .await
         .map_err(|e| db(&describe(&e)))?;
     drop(client);
-    let shared = Arc::new(Shared { pool, limits, known: RwLock::default() });
+    let outbox = Arc::new(listen::Outbox::default());
+    let shared = Arc::new(Shared {
+        pool,
+        limits,
+        known: RwLock::default(),
+        outbox: outbox.clone(),
+        listening: AtomicBool::new(false),
+        failing: AtomicBool::new(false),
+    });
     let mut expiring = Vec::new();
     for row in &rows {
         let stream = StreamRow::from_row(row, 0);
@@ -290,6 +333,8 @@ pub(crate) async fn open(
     }
     let (queue, inbox) = mpsc::unbounded_channel();
     tokio::spawn(commit::run(shared.clone(), inbox));
+    tokio::spawn(listen::send(Arc::downgrade(&shared), outbox));
+    tokio::spawn(listen::listen(Arc::downgrade(&shared), config));
     Ok((PgStore { shared, queue }, expiring))
 }
 
@@ -311,16 +356,7 @@ impl Shared {
             && known.incarnation >= info.incarnation
         {
             if known.incarnation == info.incarnation {
-                let mut seen = known.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if info.tail.pos() > seen.tail.pos() || (info.closed && !seen.closed) {
-                    seen.tail = seen.tail.max(info.tail);
-                    seen.closed |= info.closed;
-                    known.signal.publish(Tail {
-                        next: Offset::at(seen.tail.pos()),
-                        closed: seen.closed,
-                        gone: false,
-                    });
-                }
+                known.advance(info.tail.pos(), info.closed);
             }
             return known;
         }
@@ -343,6 +379,40 @@ impl Shared {
                 fresh
             }
         }
+    }
+
+    /// Applies a change another node announced (or a resync read): wakes this node's
+    /// readers of the stream if it moved, stops them if it is gone or was replaced.
+    pub(crate) fn advance(&self, name: &str, change: &listen::Change) {
+        let Some(known) = self.known(name) else { return };
+        if change.incarnation < known.incarnation {
+            return;
+        }
+        if change.gone || change.incarnation > known.incarnation {
+            self.forget(name, change.incarnation);
+        } else {
+            known.advance(change.tail, change.closed);
+        }
+    }
+
+    /// The streams this node's live readers watch, with their incarnations.
+    fn watched_names(&self) -> Vec<(Arc<str>, u64)> {
+        let map = self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter(|(_, k)| k.signal.has_watchers())
+            .map(|(n, k)| (n.clone(), k.incarnation))
+            .collect()
+    }
+
+    /// Announces a committed state to the other nodes.
+    pub(crate) fn announce(&self, name: &Arc<str>, info: &StreamInfo) {
+        let change = listen::Change {
+            incarnation: info.incarnation,
+            tail: info.tail.pos(),
+            closed: info.closed,
+            gone: false,
+        };
+        self.outbox.push(name, change);
     }
 
     /// Forgets a stream that was deleted, expired or soft-deleted: its local readers stop.
@@ -541,9 +611,13 @@ impl Shared {
         Ok(Created::New(info))
     }
 
+    /// Forgets streams a transaction removed, here and on the other nodes.
     fn forget_all(&self, gone: &[(Arc<str>, u64)]) {
         for (name, incarnation) in gone {
             self.forget(name, *incarnation);
+            let change =
+                listen::Change { incarnation: *incarnation, tail: 0, closed: false, gone: true };
+            self.outbox.push(name, change);
         }
     }
 
@@ -734,6 +808,16 @@ async fn remove_rows(
     tx.execute("DELETE FROM ds_data WHERE incarnation = $1", &[&inc]).await?;
     tx.execute("DELETE FROM ds_producers WHERE incarnation = $1", &[&inc]).await?;
     Ok(())
+}
+
+impl PgStore {
+    /// Whether the database is reachable, as far as this node can tell: its listening
+    /// connection is up and its last commit round did not fail (`/readyz`).
+    #[must_use]
+    pub fn is_reachable(&self) -> bool {
+        self.shared.listening.load(Ordering::Relaxed)
+            && !self.shared.failing.load(Ordering::Relaxed)
+    }
 }
 
 impl Store for PgStore {

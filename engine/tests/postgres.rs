@@ -1,0 +1,360 @@
+//! The `postgres` mode against a real PostgreSQL: several engines (nodes) on one database,
+//! reopening (a node restart), forks and their cascade, chunking of large and tiny appends,
+//! expiry seen by every node, and the database refusing connections (503, then recovery).
+//!
+//! Each test makes a database of its own in the cluster named by `DS_TEST_POSTGRES_URL`
+//! (`scripts/test.sh` starts one with `scripts/pg.sh`). Without that variable the tests
+//! print that they were skipped, unless `DS_REQUIRE_POSTGRES` is set (as CI sets it): then
+//! they fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ds_engine::{
+    AppendKind, AppendRequest, ContentType, CreateRequest, Created, Engine, EngineConfig, Error,
+    Expiry, ForkRequest, ManualClock, Offset, ReadFrom, StorageMode,
+};
+
+/// A database of its own for one test, dropped by nobody (the cluster is throwaway).
+struct TestDb {
+    url: String,
+    admin: String,
+    name: String,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh database, or `None` (the test is skipped) when no cluster is configured.
+async fn test_db() -> Option<TestDb> {
+    let Ok(admin) = std::env::var("DS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("DS_REQUIRE_POSTGRES").is_none(),
+            "DS_REQUIRE_POSTGRES is set but DS_TEST_POSTGRES_URL is not"
+        );
+        eprintln!("skipped: set DS_TEST_POSTGRES_URL (scripts/test.sh starts a cluster)");
+        return None;
+    };
+    let name = unique("ds_test");
+    admin_client(&admin).await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(TestDb { url: format!("{base}/{name}"), admin, name })
+}
+
+fn config(db: &TestDb, chunk: usize) -> EngineConfig {
+    let dir = std::env::temp_dir().join(unique("ds-pg-node"));
+    EngineConfig {
+        mode: StorageMode::Postgres,
+        data_dir: dir,
+        read_chunk_bytes: chunk,
+        postgres_url: db.url.clone(),
+        postgres_pool_size: 4,
+        ..EngineConfig::default()
+    }
+}
+
+/// A node: an engine on the test's database.
+async fn node(db: &TestDb, clock: &ManualClock, chunk: usize) -> Engine {
+    let engine = Engine::open_with_clock(config(db, chunk), Arc::new(clock.clone())).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), engine.ready()).await.unwrap().unwrap();
+    // Listening too: a node's readers hear the others from then on.
+    for _ in 0..200 {
+        if engine.is_ready() {
+            return engine;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the node never started listening");
+}
+
+fn create(ct: &str, body: &'static [u8]) -> CreateRequest {
+    CreateRequest {
+        content_type: ContentType::new(ct),
+        expiry: Expiry::Never,
+        closed: false,
+        body: Bytes::from_static(body),
+    }
+}
+
+/// Everything `name` holds from `from`, chunk by chunk: (chunk starts, bytes).
+async fn read_all(engine: &Engine, name: &str, from: ReadFrom) -> (Vec<Offset>, Vec<u8>) {
+    let mut starts = Vec::new();
+    let mut out = Vec::new();
+    let mut at = from;
+    loop {
+        let chunk = engine.read(name, at).await.unwrap();
+        starts.push(chunk.start);
+        let done = chunk.up_to_date;
+        at = ReadFrom::At(chunk.next);
+        assert!(done || !chunk.is_empty(), "a chunk that is not the last has data");
+        out.extend(chunk.parts.iter().flat_map(|b| b.to_vec()));
+        if done {
+            return (starts, out);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_streams_and_one_order() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let (a, b) = (node(&db, &clock, 1 << 20).await, node(&db, &clock, 1 << 20).await);
+    a.create("s", create("text/plain", b"0")).await.unwrap();
+    // A stream made on one node is there on the other, at once.
+    assert_eq!(b.head("s").await.unwrap().tail.pos(), 1);
+    match b.create("s", create("text/plain", b"")).await.unwrap() {
+        Created::Existing(info) => assert_eq!(info.tail.pos(), 1),
+        Created::New(_) => panic!("the stream node A made is the one node B confirms"),
+    }
+    // Both nodes append at the same time, each as its own producer, in order.
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut tasks = Vec::new();
+    for (node, id) in [(a.clone(), "pa"), (b.clone(), "pb")] {
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..150u64 {
+                let req = AppendRequest::data("text/plain", format!("<{id}{seq}>"))
+                    .with_producer(id, 0, seq);
+                let ack = node.append("s", req).await.unwrap();
+                assert_eq!(ack.kind, AppendKind::Appended);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, from_a) = read_all(&a, "s", ReadFrom::Start).await;
+    let (_, from_b) = read_all(&b, "s", ReadFrom::Start).await;
+    assert_eq!(from_a, from_b, "both nodes read one order");
+    let text = String::from_utf8(from_a).unwrap();
+    for id in ["pa", "pb"] {
+        let mine: Vec<u64> = text
+            .split('<')
+            .filter_map(|p| p.strip_prefix(id))
+            .map(|p| p.trim_end_matches('>').parse().unwrap())
+            .collect();
+        assert_eq!(mine, (0..150).collect::<Vec<_>>(), "{id}'s appends once each, in order");
+    }
+    // A retry of an acknowledged append, on the other node, is a duplicate.
+    let retry = AppendRequest::data("text/plain", "<pa149>").with_producer("pa", 0, 149);
+    assert_eq!(b.append("s", retry).await.unwrap().kind, AppendKind::Duplicate);
+    let gap = AppendRequest::data("text/plain", "x").with_producer("pa", 0, 151);
+    assert!(matches!(b.append("s", gap).await, Err(Error::SeqGap { expected: 150, .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_reader_on_one_node_wakes_for_appends_on_another() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let (a, b) = (node(&db, &clock, 1 << 20).await, node(&db, &clock, 1 << 20).await);
+    a.create("live", create("text/plain", b"")).await.unwrap();
+    let (info, mut watch) = b.subscribe("live").await.unwrap();
+    let mut seen = info.tail;
+    let mut latencies = Vec::new();
+    for i in 0..20u32 {
+        let started = std::time::Instant::now();
+        a.append("live", AppendRequest::data("text/plain", format!("{i};"))).await.unwrap();
+        let tail = tokio::time::timeout(Duration::from_secs(3), watch.wait_beyond(seen))
+            .await
+            .expect("node B's reader wakes within 3 s");
+        latencies.push(started.elapsed());
+        let chunk = b.read("live", ReadFrom::At(seen)).await.unwrap();
+        assert_eq!(chunk.parts.concat(), format!("{i};").as_bytes(), "exactly the new append");
+        assert_eq!(chunk.next.pos(), tail.next.pos());
+        seen = chunk.next;
+    }
+    latencies.sort();
+    eprintln!("cross-node wake: median {:?}, max {:?}", latencies[10], latencies[19]);
+    // Deleting on A stops B's reader.
+    a.delete("live").await.unwrap();
+    let tail = tokio::time::timeout(Duration::from_secs(3), watch.wait_beyond(seen)).await.unwrap();
+    assert!(tail.gone);
+    assert_eq!(b.head("live").await, Err(Error::NotFound));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_finds_everything_and_deduplicates_retries() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let first = node(&db, &clock, 1 << 20).await;
+    first.create("j", create("application/json", b"[1,2]")).await.unwrap();
+    let req = AppendRequest::data("application/json", "[3]").with_producer("p", 1, 0);
+    first.append("j", req.clone()).await.unwrap();
+    let close = AppendRequest { close: true, ..AppendRequest::data("application/json", "[4]") };
+    first.append("j", close.with_producer("p", 1, 1)).await.unwrap();
+    let etag = first.head("j").await.unwrap();
+    drop(first);
+    let again = node(&db, &clock, 1 << 20).await;
+    let info = again.head("j").await.unwrap();
+    assert_eq!(info, etag, "same incarnation, tail and closure after a restart");
+    assert!(info.closed);
+    let chunk = again.read("j", ReadFrom::Start).await.unwrap();
+    assert_eq!(chunk.into_body().concat(), b"[1,2,3,4]");
+    // The retry of the closing append is a duplicate; anything else is refused as closed.
+    let retry = AppendRequest { close: true, ..AppendRequest::data("application/json", "[4]") };
+    let ack = again.append("j", retry.with_producer("p", 1, 1)).await.unwrap();
+    assert_eq!(ack.kind, AppendKind::Duplicate);
+    let late = again.append("j", AppendRequest::data("application/json", "[5]")).await;
+    assert!(matches!(late, Err(Error::StreamClosed { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_tiny_appends_read_back_in_bounded_chunks() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let engine = node(&db, &clock, 100_000).await;
+    // One append of 1 MiB + 3 bytes: several rows, read back in chunks of 100 kB.
+    let big: Vec<u8> = (0..(1 << 20) + 3).map(|i| (i % 251) as u8).collect();
+    engine.create("big", create("application/octet-stream", b"")).await.unwrap();
+    engine
+        .append("big", AppendRequest::data("application/octet-stream", big.clone()))
+        .await
+        .unwrap();
+    let (starts, bytes) = read_all(&engine, "big", ReadFrom::Start).await;
+    assert_eq!(bytes, big);
+    assert!(starts.len() >= 11, "chunks of at most 100 kB");
+    // A read from inside a row starts there.
+    let mid = engine.read("big", ReadFrom::At(Offset::at(300_001))).await.unwrap();
+    assert_eq!(mid.parts.concat(), big[300_001..400_001]);
+    // 5,000 one-byte appends: more rows than one read fetches; every byte once, in order.
+    engine.create("tiny", create("text/plain", b"")).await.unwrap();
+    let mut expected = Vec::new();
+    let mut pending = Vec::new();
+    for i in 0..5000u32 {
+        let byte = b'a' + (i % 26) as u8;
+        expected.push(byte);
+        let req = AppendRequest::data("text/plain", vec![byte]);
+        pending.push(engine.begin_append("tiny", req).unwrap());
+    }
+    for ticket in pending {
+        ticket.durable().await.unwrap();
+    }
+    let (_, bytes) = read_all(&engine, "tiny", ReadFrom::Start).await;
+    assert_eq!(bytes, expected, "pipelined appends keep their order");
+    // JSON: offsets inside a message are refused; reads end on message boundaries.
+    engine.create("j", create("application/json", b"[\"abc\",\"defgh\"]")).await.unwrap();
+    assert_eq!(
+        engine.read("j", ReadFrom::At(Offset::at(2))).await.unwrap_err(),
+        Error::OffsetUnknown
+    );
+    let beyond = engine.read("j", ReadFrom::At(Offset::at(999))).await.unwrap_err();
+    assert_eq!(beyond, Error::OffsetBeyondTail);
+    let chunk = engine.read("j", ReadFrom::At(Offset::at(6))).await.unwrap();
+    assert_eq!(chunk.into_body().concat(), b"[\"defgh\"]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_soft_delete_and_cascade_across_nodes() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let (a, b) = (node(&db, &clock, 1 << 20).await, node(&db, &clock, 1 << 20).await);
+    a.create("src", create("text/plain", b"hello ")).await.unwrap();
+    let fork =
+        ForkRequest { source: "src".into(), offset: None, sub: 0, content_type_given: false };
+    let created = b.fork("f", create("text/plain", b""), fork).await.unwrap();
+    assert!(matches!(created, Created::New(_)));
+    a.append("f", AppendRequest::data("text/plain", "fork")).await.unwrap();
+    a.append("src", AppendRequest::data("text/plain", "source")).await.unwrap();
+    assert_eq!(read_all(&b, "f", ReadFrom::Start).await.1, b"hello fork");
+    // The source, deleted while the fork reads it, is gone for direct use but serves the fork.
+    a.delete("src").await.unwrap();
+    assert_eq!(b.head("src").await, Err(Error::Gone));
+    assert_eq!(
+        b.create("src", create("text/plain", b"")).await.unwrap_err(),
+        Error::ConfigMismatch
+    );
+    assert_eq!(read_all(&b, "f", ReadFrom::Start).await.1, b"hello fork");
+    // Deleting the fork removes the soft-deleted source with it, rows and all.
+    b.delete("f").await.unwrap();
+    assert_eq!(a.head("src").await, Err(Error::NotFound));
+    let client = admin_client(&db.url).await;
+    for table in ["ds_streams", "ds_data", "ds_producers"] {
+        let n: i64 =
+            client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "{table} is empty once both streams are gone");
+    }
+    a.create("src", create("text/plain", b"")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_stream_is_gone_for_every_node() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let (a, b) = (node(&db, &clock, 1 << 20).await, node(&db, &clock, 1 << 20).await);
+    let ttl = CreateRequest { expiry: Expiry::IdleTtl { secs: 10 }, ..create("text/plain", b"x") };
+    a.create("t", ttl).await.unwrap();
+    clock.advance_ms(6_000);
+    // A read on B renews the TTL for every node.
+    b.read("t", ReadFrom::Start).await.unwrap();
+    clock.advance_ms(6_000);
+    assert!(a.head("t").await.is_ok(), "renewed by B's read");
+    clock.advance_ms(5_000);
+    assert_eq!(b.sweep_expired().await, 0, "B did not create it: A's sweeper removes it");
+    assert_eq!(a.sweep_expired().await, 1);
+    assert_eq!(b.head("t").await, Err(Error::NotFound));
+    let n: i64 = admin_client(&db.url)
+        .await
+        .query_one("SELECT count(*) FROM ds_streams", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_answers_503_and_the_node_recovers() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let engine = node(&db, &clock, 1 << 20).await;
+    engine.create("s", create("text/plain", b"a")).await.unwrap();
+    let admin = admin_client(&db.admin).await;
+    let name = &db.name;
+    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[name],
+        )
+        .await
+        .unwrap();
+    // Writes and reads the node cannot confirm answer 503: never a stale answer or a 500.
+    let refused = engine.append("s", AppendRequest::data("text/plain", "b")).await;
+    assert!(matches!(refused, Err(Error::Unavailable(_))), "got {refused:?}");
+    assert!(!engine.is_ready(), "/readyz says the node cannot serve");
+    assert!(matches!(engine.read("s", ReadFrom::Start).await, Err(Error::Unavailable(_))));
+    assert!(matches!(engine.head("s").await, Err(Error::Unavailable(_))));
+    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
+    // Back: the node reconnects by itself.
+    let mut ok = false;
+    for _ in 0..50 {
+        if engine.append("s", AppendRequest::data("text/plain", "c")).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the node recovers once the database is back");
+    for _ in 0..100 {
+        if engine.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(engine.is_ready(), "ready again once it listens again");
+    assert_eq!(engine.read("s", ReadFrom::Start).await.unwrap().parts.concat(), b"ac");
+}
