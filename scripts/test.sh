@@ -39,10 +39,13 @@ for mode in memory file-fast file-durable acid; do
 done
 step "official conformance suite, postgres mode (one node)"
 DS_STORAGE__POSTGRES_URL=$(scripts/pg.sh createdb "$pgdir" conformance) scripts/conformance.sh postgres
+step "official conformance suite, postgres mode, two nodes behind nginx (round-robin)"
+DS_CONFORMANCE_NODES=2 DS_STORAGE__POSTGRES_URL=$(scripts/pg.sh createdb "$pgdir" twonodes) \
+  scripts/conformance.sh postgres
 step "official conformance suite, memory mode (axum front end)"
 DS_HTTP__FRONT_END=axum scripts/conformance.sh memory
 
-step "crash test: SIGKILL the release server mid-stream (file-fast, file-durable)"
+step "crash test: SIGKILL the release server mid-stream (file-fast, file-durable, acid, postgres)"
 cargo test --release --locked --test crash_kill
 
 step "fuzzing: each target briefly, from the committed corpus"

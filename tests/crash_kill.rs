@@ -76,8 +76,16 @@ struct Server {
     addr: SocketAddr,
 }
 
+/// The database of the `postgres` rounds: `DS_TEST_POSTGRES_URL`'s (scripts/test.sh starts
+/// a throwaway cluster and sets it).
+static POSTGRES_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn start(mode: &str, dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ds-server"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ds-server"));
+    if mode == "postgres" {
+        command.env("DS_STORAGE__POSTGRES_URL", POSTGRES_URL.get().expect("a database"));
+    }
+    let mut child = command
         .env("DS_SERVER__HOST", "127.0.0.1")
         .env("DS_SERVER__PORT", "0")
         .env("DS_STORAGE__MODE", mode)
@@ -561,7 +569,18 @@ fn main() {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let started = Instant::now();
-    for mode in ["file-fast", "file-durable", "acid"] {
+    let mut modes = vec!["file-fast", "file-durable", "acid"];
+    match std::env::var("DS_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            let _ = POSTGRES_URL.set(url);
+            modes.push("postgres");
+        }
+        Err(_) if std::env::var_os("DS_REQUIRE_POSTGRES").is_some() => {
+            panic!("DS_REQUIRE_POSTGRES is set but DS_TEST_POSTGRES_URL is not")
+        }
+        Err(_) => println!("crash_kill: postgres skipped (set DS_TEST_POSTGRES_URL)"),
+    }
+    for mode in modes {
         let dir: PathBuf = base.join(mode);
         std::fs::create_dir_all(&dir).unwrap();
         println!("crash_kill: {mode}, {rounds} rounds");
