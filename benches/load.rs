@@ -12,7 +12,8 @@
 //!
 //! Servers (each a separate process, started fresh for every run of every scenario, runs
 //! of the servers interleaved so that drift hits them alike):
-//! - `ds-server` (the release binary) in `DS_BENCH_MODE` (`memory`, `file-durable`, `acid`).
+//! - `ds-server` (the release binary) in `DS_BENCH_MODE` (`memory`, `file-durable`, `acid`,
+//!   `postgres`: a fresh database per run in the cluster `scripts/bench.sh` starts).
 //! - the official server, `target/tools/bin/durable-streams-server` (install it with
 //!   `cargo install durable-streams --version 0.1.5 --locked --root target/tools`), with
 //!   `--durability memory` against memory mode and `--durability wal` against the others.
@@ -317,6 +318,7 @@ impl Target {
                 "memory" => "ds-server memory",
                 "file-durable" => "ds-server file-durable",
                 "acid" => "ds-server acid",
+                "postgres" => "ds-server postgres",
                 _ => "ds-server",
             },
             Target::DsSubs(_) => "ds-server + 1000 subs",
@@ -357,6 +359,9 @@ impl Server {
                     .env("DS_LIMITS__MAX_STREAM_BYTES", (1u64 << 30).to_string())
                     .env("DS_LIMITS__MAX_BODY_BYTES", (16u64 << 20).to_string())
                     .env("DS_LOG", "warn");
+                if mode == "postgres" {
+                    c.env("DS_STORAGE__POSTGRES_URL", fresh_database());
+                }
                 c
             }
             Target::Official(bin, durability) => {
@@ -428,6 +433,21 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// A new database in the cluster `scripts/bench.sh` started for the postgres mode (its
+/// directory in `DS_BENCH_PGDIR`), so that every run starts empty.
+fn fresh_database() -> String {
+    let dir = std::env::var("DS_BENCH_PGDIR")
+        .expect("DS_BENCH_PGDIR: run the postgres mode through scripts/bench.sh");
+    let name = format!("bench_{}_{}", std::process::id(), unique());
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
+        .args(["createdb", &dir, &name])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/pg.sh createdb");
+    assert!(out.status.success(), "createdb {name} failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn unique() -> u64 {

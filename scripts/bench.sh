@@ -6,6 +6,7 @@
 #
 #   scripts/bench.sh                          memory mode against official --durability memory
 #   DS_BENCH_MODE=all scripts/bench.sh        also file-durable and acid against --durability wal
+#   DS_BENCH_MODE=postgres scripts/bench.sh   postgres mode (one node, a throwaway local cluster)
 #   scripts/bench.sh append-64 sse-1000       some scenarios
 #   DS_BENCH_SECS=5 DS_BENCH_RUNS=5 scripts/bench.sh
 set -euo pipefail
@@ -15,4 +16,13 @@ if [ ! -x "$tools/bin/durable-streams-server" ]; then
   echo "==> installing the official server (durable-streams 0.1.5) into target/tools"
   cargo install durable-streams --version 0.1.5 --locked --root "$tools" --quiet
 fi
-exec cargo bench --bench load -- "$@"
+if [ "${DS_BENCH_MODE:-}" = postgres ]; then
+  # A throwaway cluster (synchronous_commit=on, fsync=on); each run gets a fresh database.
+  DS_BENCH_PGDIR=$(mktemp -d /tmp/ds-bench-pg.XXXXXX)
+  export DS_BENCH_PGDIR
+  trap 'scripts/pg.sh stop "$DS_BENCH_PGDIR" >/dev/null 2>&1 || true' EXIT
+  scripts/pg.sh start "$DS_BENCH_PGDIR" >/dev/null
+  cargo bench --bench load -- "$@"
+else
+  exec cargo bench --bench load -- "$@"
+fi

@@ -31,6 +31,22 @@ const ROUND_BYTES: u64 = 16 << 20;
 /// conflict (the round is decided again from scratch each time).
 const ROUND_ATTEMPTS: usize = 3;
 
+/// The data rows of a round (or a create).
+const INSERT_ROWS: &str = "INSERT INTO ds_data (incarnation, pos, body, ends) \
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])";
+/// The new tails, closure, `Stream-Seq` and last access of a round's streams.
+const UPDATE_STREAMS: &str = "UPDATE ds_streams s SET tail = u.tail, closed = u.closed, \
+     closed_by_id = u.by_id, closed_by_epoch = u.by_epoch, closed_by_seq = u.by_seq, \
+     stream_seq = u.seq, last_access_ms = greatest(s.last_access_ms, u.access) \
+     FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::bigint[], \
+                 $6::bigint[], $7::bytea[], $8::bigint[]) \
+       AS u(name, tail, closed, by_id, by_epoch, by_seq, seq, access) \
+     WHERE s.name = u.name";
+/// The producer states a round accepted.
+const UPSERT_PRODUCERS: &str = "INSERT INTO ds_producers (incarnation, id, epoch, seq) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) \
+     ON CONFLICT (incarnation, id) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq";
+
 /// One append waiting for its round.
 pub(crate) struct Queued {
     pub(crate) name: Arc<str>,
@@ -136,41 +152,95 @@ async fn decide_and_commit(
     shared: &Arc<Shared>,
     batch: &[Queued],
 ) -> std::result::Result<Decided, Failed> {
-    let mut client = shared.pool.get().await.map_err(Failed::Pool)?;
-    let tx = client.transaction().await?;
-    let mut names: Vec<&str> = batch.iter().map(|q| &*q.name).collect();
-    names.sort_unstable();
-    names.dedup();
-    let lock = tx
+    let client = shared.pool.get().await.map_err(Failed::Pool)?;
+    let decided = pipelined_round(shared, &client, batch).await;
+    if decided.is_err() {
+        // It may be inside an aborted transaction: never give it back to the pool.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    decided
+}
+
+/// One round in two round trips (plus the commit's flush): `BEGIN`, the row locks and the
+/// producer rows are sent together; then, once decided, the three writes and `COMMIT`.
+/// The client sends requests in the order their futures are first polled, and the joins
+/// poll in argument order, so the statements run in that order. If a write fails the
+/// transaction is aborted and PostgreSQL answers the `COMMIT` with a rollback: every
+/// result is checked before the round counts as committed.
+async fn pipelined_round(
+    shared: &Arc<Shared>,
+    client: &deadpool_postgres::Object,
+    batch: &[Queued],
+) -> std::result::Result<Decided, Failed> {
+    use futures_util::future::{join, join3};
+    let lock = client
         .prepare_cached(&format!(
             "SELECT {}, s.name FROM ds_streams s WHERE s.name = ANY($1) ORDER BY s.name FOR UPDATE",
             super::COLS
         ))
         .await?;
+    let producers = client
+        .prepare_cached(
+            "SELECT s.name, p.id, p.epoch, p.seq FROM unnest($1::text[], $2::text[]) AS k(name, id) \
+             JOIN ds_streams s ON s.name = k.name \
+             JOIN ds_producers p ON p.incarnation = s.incarnation AND p.id = k.id",
+        )
+        .await?;
+    let mut names: Vec<&str> = batch.iter().map(|q| &*q.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    let (p_names, p_ids): (Vec<&str>, Vec<&str>) =
+        batch.iter().filter_map(|q| q.req.producer.as_ref().map(|p| (&*q.name, &*p.id))).unzip();
+    let (begun, locked, known) = join3(
+        client.batch_execute("BEGIN"),
+        client.query(&lock, &[&names]),
+        client.query(&producers, &[&p_names, &p_ids]),
+    )
+    .await;
+    begun?;
     let mut slots: HashMap<String, Slot> = HashMap::new();
-    for r in tx.query(&lock, &[&names]).await? {
+    for r in locked? {
         let row = StreamRow::from_row(&r, 0);
         let writer = row.writer();
         let last_access_ms = row.last_access_ms;
         slots.insert(r.get(NCOLS), Slot { row, writer, changed: false, last_access_ms });
     }
-    load_producers(&tx, batch, &mut slots).await?;
+    for r in known? {
+        let name: &str = r.get(0);
+        if let Some(slot) = slots.get_mut(name) {
+            let state = ProducerState { epoch: super::u(r.get(2)), last_seq: super::u(r.get(3)) };
+            slot.writer.producers.insert(Arc::from(r.get::<_, &str>(1)), state);
+        }
+    }
 
     let mut answers = Vec::with_capacity(batch.len());
     let mut data: Vec<(u64, NewRow)> = Vec::new();
-    let mut producers: BTreeMap<(u64, Arc<str>), ProducerState> = BTreeMap::new();
+    let mut written: BTreeMap<(u64, Arc<str>), ProducerState> = BTreeMap::new();
     for q in batch {
         let Some(slot) = slots.get_mut(&*q.name) else {
             answers.push(Err(Error::NotFound));
             continue;
         };
-        answers.push(decide(shared, q, slot, &mut data, &mut producers));
+        answers.push(decide(shared, q, slot, &mut data, &mut written));
     }
 
-    write_rows(&tx, &data).await?;
-    write_streams(&tx, &slots).await?;
-    write_producers(&tx, &producers).await?;
-    tx.commit().await?;
+    let insert = client.prepare_cached(INSERT_ROWS).await?;
+    let update = client.prepare_cached(UPDATE_STREAMS).await?;
+    let upsert = client.prepare_cached(UPSERT_PRODUCERS).await?;
+    let pg: &tokio_postgres::Client = client;
+    let (writes, committed) = join(
+        join3(
+            write_rows(pg, &insert, &data),
+            write_streams(pg, &update, &slots),
+            write_producers(pg, &upsert, &written),
+        ),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    writes.0?;
+    writes.1?;
+    writes.2?;
+    committed?;
     let published = slots
         .into_iter()
         .filter(|(_, s)| s.changed)
@@ -231,63 +301,24 @@ fn decide(
     })
 }
 
-/// Reads the producer rows the round's requests name into their streams' writer states.
-async fn load_producers(
-    tx: &deadpool_postgres::Transaction<'_>,
-    batch: &[Queued],
-    slots: &mut HashMap<String, Slot>,
-) -> std::result::Result<(), Failed> {
-    let mut incs = Vec::new();
-    let mut ids = Vec::new();
-    for q in batch {
-        if let (Some(p), Some(slot)) = (&q.req.producer, slots.get(&*q.name)) {
-            incs.push(i(slot.row.incarnation));
-            ids.push(&*p.id);
-        }
-    }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT p.incarnation, p.id, p.epoch, p.seq FROM ds_producers p \
-             JOIN unnest($1::bigint[], $2::text[]) AS k(incarnation, id) \
-               ON p.incarnation = k.incarnation AND p.id = k.id",
-        )
-        .await?;
-    let by_incarnation: HashMap<u64, &str> =
-        slots.iter().map(|(name, s)| (s.row.incarnation, name.as_str())).collect();
-    let mut found = Vec::new();
-    for r in tx.query(&stmt, &[&incs, &ids]).await? {
-        let inc = super::u(r.get(0));
-        let Some(name) = by_incarnation.get(&inc) else { continue };
-        let id: String = r.get(1);
-        let state = ProducerState { epoch: super::u(r.get(2)), last_seq: super::u(r.get(3)) };
-        found.push(((*name).to_owned(), id, state));
-    }
-    for (name, id, state) in found {
-        if let Some(slot) = slots.get_mut(&name) {
-            slot.writer.producers.insert(Arc::from(id.as_str()), state);
-        }
-    }
-    Ok(())
-}
-
-/// Inserts data rows of `incarnation`s (one statement).
+/// Inserts data rows of `incarnation` (one statement).
 pub(crate) async fn insert_rows(
     tx: &deadpool_postgres::Transaction<'_>,
     incarnation: u64,
     rows: &[NewRow],
 ) -> Result<()> {
     let data: Vec<(u64, NewRow)> = rows.iter().map(|r| (incarnation, r.clone())).collect();
-    write_rows(tx, &data).await.map_err(|e| match e {
+    let stmt = tx.prepare_cached(INSERT_ROWS).await?;
+    let pg: &tokio_postgres::Transaction<'_> = tx;
+    write_rows(pg, &stmt, &data).await.map_err(|e| match e {
         Failed::Conflict(e) | Failed::Db(e) => Error::from(e),
         Failed::Pool(e) => Error::from(e),
     })
 }
 
 async fn write_rows(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl tokio_postgres::GenericClient,
+    stmt: &tokio_postgres::Statement,
     data: &[(u64, NewRow)],
 ) -> std::result::Result<(), Failed> {
     if data.is_empty() {
@@ -297,18 +328,13 @@ async fn write_rows(
     let pos: Vec<i64> = data.iter().map(|(_, r)| i(r.pos)).collect();
     let bodies: Vec<&[u8]> = data.iter().map(|(_, r)| &r.body[..]).collect();
     let ends: Vec<Option<&[u8]>> = data.iter().map(|(_, r)| r.ends.as_deref()).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO ds_data (incarnation, pos, body, ends) \
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])",
-        )
-        .await?;
-    tx.execute(&stmt, &[&incs, &pos, &bodies, &ends]).await?;
+    tx.execute(stmt, &[&incs, &pos, &bodies, &ends]).await?;
     Ok(())
 }
 
 async fn write_streams(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl tokio_postgres::GenericClient,
+    stmt: &tokio_postgres::Statement,
     slots: &HashMap<String, Slot>,
 ) -> std::result::Result<(), Failed> {
     let changed: Vec<(&String, &Slot)> = slots.iter().filter(|(_, s)| s.changed).collect();
@@ -328,24 +354,14 @@ async fn write_streams(
     let seqs: Vec<Option<&[u8]>> =
         changed.iter().map(|(_, s)| s.row.stream_seq.as_deref()).collect();
     let access: Vec<i64> = changed.iter().map(|(_, s)| i(s.last_access_ms)).collect();
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE ds_streams s SET tail = u.tail, closed = u.closed, closed_by_id = u.by_id, \
-             closed_by_epoch = u.by_epoch, closed_by_seq = u.by_seq, stream_seq = u.seq, \
-             last_access_ms = greatest(s.last_access_ms, u.access) \
-             FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::bigint[], \
-                         $6::bigint[], $7::bytea[], $8::bigint[]) \
-               AS u(name, tail, closed, by_id, by_epoch, by_seq, seq, access) \
-             WHERE s.name = u.name",
-        )
-        .await?;
-    tx.execute(&stmt, &[&names, &tails, &closed, &by_id, &by_epoch, &by_seq, &seqs, &access])
+    tx.execute(stmt, &[&names, &tails, &closed, &by_id, &by_epoch, &by_seq, &seqs, &access])
         .await?;
     Ok(())
 }
 
 async fn write_producers(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl tokio_postgres::GenericClient,
+    stmt: &tokio_postgres::Statement,
     producers: &BTreeMap<(u64, Arc<str>), ProducerState>,
 ) -> std::result::Result<(), Failed> {
     if producers.is_empty() {
@@ -355,13 +371,6 @@ async fn write_producers(
     let ids: Vec<&str> = producers.keys().map(|(_, id)| &**id).collect();
     let epochs: Vec<i64> = producers.values().map(|p| i(p.epoch)).collect();
     let seqs: Vec<i64> = producers.values().map(|p| i(p.last_seq)).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO ds_producers (incarnation, id, epoch, seq) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) \
-             ON CONFLICT (incarnation, id) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq",
-        )
-        .await?;
-    tx.execute(&stmt, &[&incs, &ids, &epochs, &seqs]).await?;
+    tx.execute(stmt, &[&incs, &ids, &epochs, &seqs]).await?;
     Ok(())
 }
