@@ -48,6 +48,9 @@ DS_HTTP__FRONT_END=axum scripts/conformance.sh memory
 step "crash test: SIGKILL the release server mid-stream (file-fast, file-durable, acid, postgres)"
 cargo test --release --locked --test crash_kill
 
+step "failover drill: postgres primary + synchronous standby, primary killed under load"
+cargo test --release --locked --test failover
+
 step "fuzzing: each target briefly, from the committed corpus"
 scripts/fuzz.sh
 
