@@ -125,7 +125,7 @@ fn acid_streams(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<(usize, acid::StoredS
 }
 
 /// The first bytes of a payload, lossily as text, control characters as dots.
-fn preview(payload: &[u8]) -> String {
+pub(crate) fn preview(payload: &[u8]) -> String {
     String::from_utf8_lossy(&payload[..payload.len().min(64)])
         .chars()
         .map(|c| if c.is_control() { '.' } else { c })

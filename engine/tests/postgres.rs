@@ -362,3 +362,52 @@ async fn an_unreachable_database_answers_503_and_the_node_recovers() {
     assert!(engine.is_ready(), "ready again once it listens again");
     assert_eq!(engine.read("s", ReadFrom::Start).await.unwrap().parts.concat(), b"ac");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_inspect_lists_verifies_and_finds_damage() {
+    use ds_engine::pg::inspect;
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let engine = node(&db, &clock, 1 << 20).await;
+    engine.create("a", create("text/plain", b"one")).await.unwrap();
+    let big = vec![b'x'; 600_000];
+    engine
+        .append("a", AppendRequest::data("text/plain", big).with_producer("p", 0, 0))
+        .await
+        .unwrap();
+    engine.create("j", create("application/json", b"[1,2,3]")).await.unwrap();
+    let fork = ForkRequest { source: "a".into(), offset: None, sub: 0, content_type_given: false };
+    engine.fork("f", create("text/plain", b""), fork).await.unwrap();
+    engine.delete("a").await.unwrap();
+
+    let listed = inspect::list(&db.url, 1_700_000_000_000).await.unwrap();
+    let states: Vec<(&str, &str, u64)> =
+        listed.iter().map(|s| (s.name.as_str(), s.state, s.bytes)).collect();
+    assert_eq!(states, vec![("a", "deleted", 600_003), ("f", "open", 0), ("j", "open", 6)]);
+    assert_eq!(listed[0].producers, vec![("p".to_owned(), 0, 0)]);
+    assert_eq!(listed[0].forks, 1);
+    let clean = inspect::verify(&db.url).await.unwrap();
+    assert_eq!(clean.problems, Vec::<String>::new());
+    assert_eq!((clean.streams, clean.rows), (3, 5), "600 kB cut into three rows");
+    let rows = inspect::dump(&db.url, "j", None).await.unwrap();
+    assert_eq!((rows.len(), rows[0].messages), (1, Some(3)));
+
+    // Damage: a row of the middle of `a` goes, and a producer row loses its stream.
+    let client = admin_client(&db.url).await;
+    client
+        .batch_execute(
+            "DELETE FROM ds_data WHERE pos = 262147; \
+             INSERT INTO ds_producers VALUES (42, 'ghost', 0, 0);",
+        )
+        .await
+        .unwrap();
+    let damaged = inspect::verify(&db.url).await.unwrap();
+    assert_eq!(
+        damaged.problems,
+        vec![
+            "a: row at 524291, expected one at 262147".to_owned(),
+            "1 producer rows of no stream".to_owned()
+        ]
+    );
+    assert!(inspect::dump(&db.url, "nope", None).await.is_err());
+}

@@ -5,6 +5,10 @@
 //! engine-inspect verify DIR                         [--json]   exit 0 clean, 1 problems
 //! engine-inspect dump   DIR STREAM [--from OFFSET] [--json]
 //! ```
+//! `DIR` may also be the `postgres` mode's database (`postgres://…` or a libpq connection
+//! string): `list` shows its streams, `verify` checks every stream's rows (contiguous from
+//! base to tail, well-formed record ends, JSON rows on message boundaries), fork links and
+//! reference counts, and rows of no stream, and `dump` shows a stream's rows.
 //! It never writes and takes no lock, so it runs beside a live server as well as after a
 //! crash. In acid mode `list` shows each stream's shard, `verify` runs redb's integrity check
 //! on every shard (in memory: the files are not touched) and checks each stream's rows
@@ -24,7 +28,8 @@ use serde_json::json;
 const USAGE: &str = "usage:
   engine-inspect list   DIR                         [--json]
   engine-inspect verify DIR                         [--json]
-  engine-inspect dump   DIR STREAM [--from OFFSET]  [--json]";
+  engine-inspect dump   DIR STREAM [--from OFFSET]  [--json]
+DIR may be a PostgreSQL URL or connection string (the postgres mode's database).";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +42,9 @@ fn main() -> ExitCode {
         (Some(c), Some(d)) => (c.as_str(), PathBuf::from(d)),
         _ => return usage("missing command or directory"),
     };
+    if is_database(&args[1]) {
+        return postgres(command, &args, from.as_deref(), as_json);
+    }
     let result = match (command, args.len()) {
         ("list", 2) => list(&dir, as_json),
         ("verify", 2) => verify(&dir, as_json),
@@ -44,6 +52,65 @@ fn main() -> ExitCode {
         _ => return usage("unknown command or wrong arguments"),
     };
     result.unwrap_or_else(|e| {
+        eprintln!("engine-inspect: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Whether the argument names a PostgreSQL database rather than a directory.
+fn is_database(arg: &str) -> bool {
+    arg.starts_with("postgres://") || arg.starts_with("postgresql://") || arg.contains("host=")
+}
+
+/// `list`, `verify` or `dump` against the postgres mode's database.
+fn postgres(command: &str, args: &[String], from: Option<&str>, as_json: bool) -> ExitCode {
+    use ds_engine::pg::inspect as pg;
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("engine-inspect: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = args[1].as_str();
+    let done = rt.block_on(async {
+        match (command, args.len()) {
+            ("list", 2) => {
+                let streams = pg::list(url, now_ms()).await?;
+                print_list(streams, as_json);
+                Ok(ExitCode::SUCCESS)
+            }
+            ("verify", 2) => {
+                let report = pg::verify(url).await?;
+                if as_json {
+                    let out = json!({
+                        "clean": report.problems.is_empty(), "streams": report.streams,
+                        "rows": report.rows, "problems": report.problems,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                } else {
+                    for p in &report.problems {
+                        println!("problem: {p}");
+                    }
+                    println!(
+                        "{} streams, {} rows, {} problems",
+                        report.streams,
+                        report.rows,
+                        report.problems.len()
+                    );
+                }
+                Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            }
+            ("dump", 3) => {
+                let from = parse_from(from).map_err(|e| e.to_string())?;
+                let records = pg::dump(url, &args[2], from).await?;
+                print_dump(&records, as_json);
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => Err::<ExitCode, String>("unknown command or wrong arguments".into()),
+        }
+    });
+    done.unwrap_or_else(|e| {
         eprintln!("engine-inspect: {e}");
         ExitCode::from(2)
     })
@@ -85,7 +152,11 @@ fn expiry_text(e: Expiry) -> String {
 }
 
 fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
-    let streams = inspect::list(&StdFs::default(), dir, now_ms())?;
+    print_list(inspect::list(&StdFs::default(), dir, now_ms())?, as_json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_list(streams: Vec<inspect::StreamSummary>, as_json: bool) {
     if as_json {
         let out: Vec<_> = streams
             .iter()
@@ -104,7 +175,7 @@ fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return Ok(ExitCode::SUCCESS);
+        return;
     }
     println!(
         "{:<32} {:<9} {:<24} {:>12} {:>9} {:<8} {:<12} PRODUCERS",
@@ -131,7 +202,6 @@ fn list(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
         );
     }
     println!("{} streams", streams.len());
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `  fork of SOURCE at OFFSET`, `  N forks`, both or nothing.
@@ -189,23 +259,31 @@ fn verify(dir: &std::path::Path, as_json: bool) -> std::io::Result<ExitCode> {
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// `--from`: `-1` or an offset token.
+fn parse_from(from: Option<&str>) -> std::io::Result<Option<ds_engine::Offset>> {
+    match from.map(ReadFrom::parse) {
+        None | Some(Some(ReadFrom::Start)) => Ok(None),
+        Some(Some(ReadFrom::At(o))) => Ok(Some(o)),
+        Some(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "--from takes -1 or an offset token",
+        )),
+    }
+}
+
 fn dump(
     dir: &std::path::Path,
     stream: &str,
     from: Option<&str>,
     as_json: bool,
 ) -> std::io::Result<ExitCode> {
-    let from = match from.map(ReadFrom::parse) {
-        None | Some(Some(ReadFrom::Start)) => None,
-        Some(Some(ReadFrom::At(o))) => Some(o),
-        Some(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "--from takes -1 or an offset token",
-            ));
-        }
-    };
+    let from = parse_from(from)?;
     let records = inspect::dump(&StdFs::default(), dir, stream, from)?;
+    print_dump(&records, as_json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_dump(records: &[inspect::DumpRecord], as_json: bool) {
     if as_json {
         let out: Vec<_> = records
             .iter()
@@ -219,13 +297,13 @@ fn dump(
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return Ok(ExitCode::SUCCESS);
+        return;
     }
     println!(
         "{:<26} {:<6} {:<6} {:<20} {:<10} {:>9} PREVIEW",
         "OFFSET", "KIND", "CLOSES", "PRODUCER", "SEQ", "BYTES"
     );
-    for r in &records {
+    for r in records {
         let producer = r.producer.as_ref().map_or("-".into(), |(id, e, s)| format!("{id}@{e}:{s}"));
         println!(
             "{:<26} {:<6} {:<6} {:<20} {:<10} {:>9} {}",
@@ -238,5 +316,4 @@ fn dump(
             r.preview
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

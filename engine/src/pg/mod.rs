@@ -14,6 +14,7 @@
 //! FORMAT.md describes the tables; [`schema`] creates them.
 
 pub(crate) mod commit;
+pub mod inspect;
 pub(crate) mod listen;
 pub(crate) mod rows;
 pub(crate) mod schema;
