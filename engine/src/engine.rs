@@ -286,7 +286,7 @@ impl Engine {
         rt.spawn(async move {
             let mut delay = Duration::from_millis(100);
             loop {
-                match crate::pg::open(database.clone(), limits, clock.now_ms()).await {
+                match crate::pg::open(database.clone(), limits, clock.clone()).await {
                     Ok((store, expiring)) => {
                         tracing::info!(streams = expiring.len(), "opened the PostgreSQL store");
                         schedule_recovered(&expiry, &expiring);
@@ -626,7 +626,8 @@ impl Engine {
     /// The first half of [`Engine::append`]: validates the append and makes it take effect
     /// (or refuses it) before returning, without waiting for durability. Later operations
     /// see it as accepted, so a front end may start the next request of a pipeline while
-    /// this one's commit is pending, and one sync covers both.
+    /// this one's commit is pending, and one sync covers both. (In the `postgres` mode it
+    /// queues the append instead; the commit round decides it, in queue order.)
     ///
     /// # Errors
     /// Every append refusal in [`Error`].

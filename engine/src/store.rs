@@ -296,7 +296,10 @@ pub struct Appended {
 
 /// An append the store has accepted, or refused on grounds a crash could still undo. An
 /// accepted append has taken effect: the stream's accepted state holds it, so any later
-/// request (a later request of the same pipeline included) is checked against it.
+/// request (a later request of the same pipeline included) is checked against it. In the
+/// `postgres` mode the ticket is *deciding* instead: the append is queued, and its commit
+/// round decides it (in queue order, so a pipeline's later requests still see it) and makes
+/// it durable in one step.
 /// [`AppendTicket::durable`] resolves once it is as durable as the mode promises; only then
 /// may it be acknowledged. Dropping the ticket does not undo the append.
 ///
@@ -413,7 +416,9 @@ impl AppendTicket {
     /// Waits for the commit's outcome without consuming the ticket. Cancel-safe: a
     /// transport may select on it beside other work and call it again.
     pub async fn settled(&mut self) {
-        let lost = || crate::Error::Storage("commit ended without an answer".into());
+        // The committer is gone (a panic, a store that stopped): the append's fate is
+        // unknown, so the client is told to retry (503), as for a failed database commit.
+        let lost = || crate::Error::Unavailable("the commit ended without an answer; retry");
         match &mut self.commit {
             Commit::Waiting(rx) => {
                 self.commit = match rx.await {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ds_engine::{
-    AppendKind, AppendRequest, ContentType, CreateRequest, Created, Engine, EngineConfig, Error,
-    Expiry, ForkRequest, ManualClock, Offset, ReadFrom, StorageMode,
+    AppendKind, AppendRequest, Clock as _, ContentType, CreateRequest, Created, Engine,
+    EngineConfig, Error, Expiry, ForkRequest, ManualClock, Offset, ReadFrom, StorageMode,
 };
 
 /// A database of its own for one test, dropped by nobody (the cluster is throwaway).
@@ -303,8 +303,17 @@ async fn an_expired_stream_is_gone_for_every_node() {
     let ttl = CreateRequest { expiry: Expiry::IdleTtl { secs: 10 }, ..create("text/plain", b"x") };
     a.create("t", ttl).await.unwrap();
     clock.advance_ms(6_000);
-    // A read on B renews the TTL for every node.
+    // A read on B renews the TTL for every node (in the background: wait for it).
     b.read("t", ReadFrom::Start).await.unwrap();
+    let client = admin_client(&db.url).await;
+    let renewed = i64::try_from(clock.now_ms()).unwrap();
+    for _ in 0..100 {
+        let row = client.query_one("SELECT last_access_ms FROM ds_streams", &[]).await.unwrap();
+        if row.get::<_, i64>(0) == renewed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     clock.advance_ms(6_000);
     assert!(a.head("t").await.is_ok(), "renewed by B's read");
     clock.advance_ms(5_000);
@@ -343,7 +352,16 @@ async fn an_unreachable_database_answers_503_and_the_node_recovers() {
     assert!(matches!(engine.read("s", ReadFrom::Start).await, Err(Error::Unavailable(_))));
     assert!(matches!(engine.head("s").await, Err(Error::Unavailable(_))));
     admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
-    // Back: the node reconnects by itself.
+    // Back: ready again without any request having to succeed first (a node taken out of
+    // a load balancer for being unready would otherwise never come back).
+    for _ in 0..100 {
+        if engine.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(engine.is_ready(), "ready again once the database answers");
+    // And the node reconnects by itself.
     let mut ok = false;
     for _ in 0..50 {
         if engine.append("s", AppendRequest::data("text/plain", "c")).await.is_ok() {
@@ -353,13 +371,6 @@ async fn an_unreachable_database_answers_503_and_the_node_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "the node recovers once the database is back");
-    for _ in 0..100 {
-        if engine.is_ready() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(engine.is_ready(), "ready again once it listens again");
     assert_eq!(engine.read("s", ReadFrom::Start).await.unwrap().parts.concat(), b"ac");
 }
 
@@ -410,4 +421,28 @@ async fn engine_inspect_lists_verifies_and_finds_damage() {
         ]
     );
     assert!(inspect::dump(&db.url, "nope", None).await.is_err());
+}
+
+/// Review findings: a reader watching on node B did not keep a sliding TTL alive for node
+/// A's sweeper, and an idempotent re-create on a node renewed nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_and_re_creating_on_one_node_renew_the_ttl_for_all() {
+    let Some(db) = test_db().await else { return };
+    let clock = ManualClock::new(1_700_000_000_000);
+    let (a, b) = (node(&db, &clock, 1 << 20).await, node(&db, &clock, 1 << 20).await);
+    let ttl = CreateRequest { expiry: Expiry::IdleTtl { secs: 10 }, ..create("text/plain", b"x") };
+    a.create("watched", ttl.clone()).await.unwrap();
+    a.create("recreated", ttl.clone()).await.unwrap();
+    let (_, watch) = b.subscribe("watched").await.unwrap();
+    clock.advance_ms(8_000);
+    assert!(matches!(b.create("recreated", ttl).await.unwrap(), Created::Existing(_)));
+    // B's next tick renews what its reader watches, as of the clock's time.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    clock.advance_ms(8_000);
+    assert_eq!(a.sweep_expired().await, 0, "both were renewed at 8 s");
+    assert!(a.head("watched").await.is_ok());
+    assert!(a.head("recreated").await.is_ok());
+    drop(watch);
+    clock.advance_ms(20_000);
+    assert_eq!(a.sweep_expired().await, 2, "idle once nobody watches");
 }

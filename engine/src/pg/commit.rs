@@ -88,7 +88,8 @@ async fn round(shared: &Arc<Shared>, batch: Vec<Queued>) {
             other => break other,
         }
     };
-    let failed = outcome.is_err();
+    // A round aborted for lock conflicts says nothing about the database's health.
+    let failed = matches!(outcome, Err(Failed::Db(_) | Failed::Pool(_)));
     shared.failing.store(failed, std::sync::atomic::Ordering::Relaxed);
     match outcome {
         Ok(decided) => {

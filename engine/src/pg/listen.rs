@@ -22,9 +22,14 @@ const CHANNEL: &str = "ds_tails";
 const COALESCE: Duration = Duration::from_millis(2);
 /// Largest payload of one notification (PostgreSQL's limit is 8000 bytes).
 const PAYLOAD_BYTES: usize = 7000;
-/// How often watched tails are read again while the listening connection is up (a
-/// safety net for a notification its sender never managed to send).
-const RESYNC: Duration = Duration::from_secs(5);
+/// How often, while the listening connection is up, it is probed (a dead peer is noticed
+/// and the connection made again), the database's answer clears a failed round's mark on
+/// `/readyz`, and the sliding TTLs of streams watched here are renewed (watched is not idle,
+/// §5.1, whichever node sweeps them).
+const TICK: Duration = Duration::from_secs(1);
+/// Every this many ticks, watched tails are read again (a safety net for a notification its
+/// sender never managed to send).
+const RESYNC_TICKS: u32 = 5;
 /// How often they are read again while it is down.
 const RESYNC_DOWN: Duration = Duration::from_millis(500);
 
@@ -50,7 +55,14 @@ impl Outbox {
     /// stream replaces it).
     pub(crate) fn push(&self, name: &Arc<str>, change: Change) {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.insert(name.clone(), change);
+        // A removal is never replaced by a state of the same (or an older) incarnation that
+        // was committed before it and announced after.
+        let keep = pending
+            .get(name)
+            .is_some_and(|had| had.gone && !change.gone && change.incarnation <= had.incarnation);
+        if !keep {
+            pending.insert(name.clone(), change);
+        }
         drop(pending);
         self.wake.notify_one();
     }
@@ -162,13 +174,35 @@ pub(crate) async fn listen(shared: std::sync::Weak<Shared>, config: tokio_postgr
                     set_listening(&shared, true);
                     // Anything committed elsewhere while nobody listened.
                     resync(&shared).await;
+                    let mut tick = tokio::time::interval(TICK);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut ticks = 0u32;
                     loop {
-                        let next = tokio::time::timeout(RESYNC, rx.recv()).await;
-                        let Some(shared) = shared.upgrade() else { return };
-                        match next {
-                            Ok(Some(payload)) => apply(&shared, &payload),
-                            Ok(None) => break,
-                            Err(_) => resync_with(&shared).await,
+                        tokio::select! {
+                            next = rx.recv() => {
+                                let Some(shared) = shared.upgrade() else { return };
+                                match next {
+                                    Some(payload) => apply(&shared, &payload),
+                                    None => break,
+                                }
+                            }
+                            _ = tick.tick() => {
+                                let probe = client.simple_query("SELECT 1");
+                                let alive = tokio::time::timeout(Duration::from_secs(5), probe)
+                                    .await
+                                    .is_ok_and(|r| r.is_ok());
+                                if !alive {
+                                    tracing::warn!("listening connection stopped answering");
+                                    break;
+                                }
+                                let Some(shared) = shared.upgrade() else { return };
+                                shared.failing.store(false, std::sync::atomic::Ordering::Relaxed);
+                                renew_watched(&shared).await;
+                                ticks += 1;
+                                if ticks.is_multiple_of(RESYNC_TICKS) {
+                                    resync_with(&shared).await;
+                                }
+                            }
                         }
                     }
                     driver.abort();
@@ -202,6 +236,30 @@ fn apply(shared: &Shared, payload: &str) {
     };
     for (name, change) in changes {
         shared.advance(&name, &change);
+    }
+}
+
+/// Renews the sliding TTL of every stream this node's live readers watch.
+async fn renew_watched(shared: &Shared) {
+    let watched = shared.watched_names();
+    if watched.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = watched.iter().map(|(n, _)| &**n).collect();
+    let now = super::i(shared.clock.now_ms());
+    let renewed = async {
+        let client = shared.pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .execute(
+                "UPDATE ds_streams SET last_access_ms = $2 \
+                 WHERE name = ANY($1) AND ttl_secs IS NOT NULL AND last_access_ms < $2",
+                &[&names, &now],
+            )
+            .await
+            .map_err(|e| describe(&e))
+    };
+    if let Err(e) = renewed.await {
+        tracing::debug!(error = %e, "watched streams' TTLs not renewed");
     }
 }
 
@@ -255,5 +313,51 @@ async fn resync_with(shared: &Shared) {
                 shared.advance(&name, &gone);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(incarnation: u64, tail: u64, gone: bool) -> Change {
+        Change { incarnation, tail, closed: false, gone }
+    }
+
+    /// Review finding: a round that committed just before a delete announced its tail after
+    /// the delete's removal, replacing it; other nodes never heard the stream was gone.
+    #[test]
+    fn a_removal_is_not_replaced_by_an_older_state() {
+        let outbox = Outbox::default();
+        let name: Arc<str> = Arc::from("s");
+        outbox.push(&name, change(7, 0, true));
+        outbox.push(&name, change(7, 40, false));
+        assert_eq!(outbox.take()[&name], change(7, 0, true));
+        // A new incarnation of the name is news.
+        outbox.push(&name, change(7, 0, true));
+        outbox.push(&name, change(8, 3, false));
+        assert_eq!(outbox.take()[&name], change(8, 3, false));
+    }
+
+    #[test]
+    fn payloads_round_trip_and_stay_under_the_limit() {
+        let mut changes = HashMap::new();
+        for i in 0..400u64 {
+            changes.insert(
+                Arc::from(format!("stream/{i}/\"quoted\"\n").as_str()),
+                change(i, i * 3, i % 2 == 0),
+            );
+        }
+        let payloads = encode(&changes);
+        assert!(payloads.len() > 1, "split into several notifications");
+        let mut back = HashMap::new();
+        for p in &payloads {
+            assert!(p.len() <= PAYLOAD_BYTES);
+            for (name, c) in decode(p).expect("decodes") {
+                back.insert(Arc::from(name.as_str()), c);
+            }
+        }
+        assert_eq!(back, changes);
+        assert_eq!(decode("not json"), None);
     }
 }

@@ -3,8 +3,9 @@
 //! needs to wake its own live readers ([`Known`]).
 //!
 //! - Creates, deletes and expiries are one transaction each, under the stream row's lock
-//!   (`SELECT … FOR UPDATE`), a fork's source locked after the fork (child before parent, so
-//!   no two of them wait on each other in a cycle).
+//!   (`SELECT … FOR UPDATE`), a fork's source locked after the fork (child before parent).
+//!   A commit round locks by name, so a round and a fork's delete can cross: PostgreSQL
+//!   then aborts one, which runs again (three attempts, then 503).
 //! - Appends are queued to the node's committer ([`commit`]), which folds each round's
 //!   queue into one transaction: it locks the rows in name order, validates every append
 //!   against what it read there with the shared rules, writes the data rows, tails and
@@ -77,9 +78,34 @@ fn unavailable(e: &dyn std::fmt::Display) -> Error {
     Error::Unavailable(DB_UNAVAILABLE)
 }
 
+/// What a transaction PostgreSQL aborted to break a deadlock (or a serialization conflict)
+/// answers: a 503 if it leaks, but [`retrying`] runs the transaction again first.
+const CONFLICT: &str = "the database aborted the transaction to break a lock conflict; retry";
+
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Error {
+        use tokio_postgres::error::SqlState;
+        let code = e.code();
+        if code == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+            || code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        {
+            tracing::debug!(error = %describe(&e), "transaction retried");
+            return Error::Unavailable(CONFLICT);
+        }
         unavailable(&describe(&e))
+    }
+}
+
+/// Runs a transaction up to three times while PostgreSQL aborts it to break a deadlock
+/// (a delete locks a fork before its source, a commit round by name: they can cross).
+async fn retrying<T, F: Future<Output = Result<T>>>(mut attempt: impl FnMut() -> F) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(Error::Unavailable(why)) if why == CONFLICT && tries < 3 => {}
+            other => return other,
+        }
     }
 }
 
@@ -220,7 +246,6 @@ impl Known {
 }
 
 /// The store's shared state: the pool, the local view, the committer's queue.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) limits: Limits,
@@ -229,8 +254,48 @@ pub(crate) struct Shared {
     outbox: Arc<listen::Outbox>,
     /// The listening connection is up (the database is reachable).
     pub(crate) listening: AtomicBool,
-    /// The last commit round failed (cleared by the next one that commits).
+    /// The last commit round failed (cleared by the next one that commits, or the next
+    /// probe the database answers).
     pub(crate) failing: AtomicBool,
+    /// Streams this node saw removed, so that a late observation of their state (a commit
+    /// round that ran just before the delete) never brings them back into [`Known`].
+    removed: Mutex<Removed>,
+    /// The engine's clock (for renewing the TTL of streams watched here).
+    pub(crate) clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("pool", &self.pool).finish_non_exhaustive()
+    }
+}
+
+/// A bounded memory of removed `(name, incarnation)` pairs.
+#[derive(Debug, Default)]
+struct Removed {
+    order: std::collections::VecDeque<(Arc<str>, u64)>,
+    set: std::collections::HashSet<(Arc<str>, u64)>,
+}
+
+impl Removed {
+    /// How many removals are remembered.
+    const CAPACITY: usize = 4096;
+
+    fn insert(&mut self, name: &str, incarnation: u64) {
+        let key = (Arc::from(name), incarnation);
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            if self.order.len() > Removed::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, name: &str, incarnation: u64) -> bool {
+        self.set.contains(&(Arc::from(name), incarnation))
+    }
 }
 
 /// The `postgres` store.
@@ -271,6 +336,24 @@ pub(crate) fn database(config: &EngineConfig) -> std::result::Result<Database, O
     if pg.get_application_name().is_none() {
         pg.application_name("ds-server");
     }
+    // A node that vanishes mid-transaction must not hold rows locked (every other node's
+    // appends to them would wait): the server ends such sessions, statements give up on a
+    // lock after a while (503, retried by the client), and dead peers are noticed in
+    // seconds, not hours. Settings the connection string gives win.
+    let mut options = String::from(
+        "-c lock_timeout=10000 -c idle_in_transaction_session_timeout=30000 \
+         -c statement_timeout=60000",
+    );
+    if let Some(given) = pg.get_options() {
+        options.push(' ');
+        options.push_str(given);
+    }
+    pg.options(options);
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(10));
+    pg.keepalives_interval(Duration::from_secs(3));
+    pg.keepalives_retries(3);
+    pg.tcp_user_timeout(Duration::from_secs(30));
     let manager = Manager::from_config(
         pg.clone(),
         NoTls,
@@ -295,8 +378,9 @@ pub(crate) fn database(config: &EngineConfig) -> std::result::Result<Database, O
 pub(crate) async fn open(
     database: Database,
     limits: Limits,
-    now: UnixMs,
+    clock: Arc<dyn crate::clock::Clock>,
 ) -> std::result::Result<(PgStore, Vec<Expiring>), OpenFailure> {
+    let now = clock.now_ms();
     let db = |e: &dyn std::fmt::Display| OpenFailure::Db(e.to_string());
     let Database { pool, config } = database;
     let mut client = pool.get().await.map_err(|e| db(&e))?;
@@ -317,6 +401,8 @@ pub(crate) async fn open(
         outbox: outbox.clone(),
         listening: AtomicBool::new(false),
         failing: AtomicBool::new(false),
+        removed: Mutex::default(),
+        clock,
     });
     let mut expiring = Vec::new();
     for row in &rows {
@@ -353,6 +439,28 @@ impl Shared {
     /// local readers wake if its tail moved. A state older than one already seen changes
     /// nothing (tails only grow; a name's incarnations only increase).
     pub(crate) fn observe(&self, name: &str, info: &StreamInfo) -> Arc<Known> {
+        let fresh = || {
+            Arc::new(Known {
+                incarnation: info.incarnation,
+                info: Mutex::new(info.clone()),
+                signal: TailSignal::new(Tail {
+                    next: Offset::at(info.tail.pos()),
+                    closed: info.closed,
+                    gone: false,
+                }),
+            })
+        };
+        if self
+            .removed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(name, info.incarnation)
+        {
+            // Removed since it was read: a watch on it ends at once.
+            let gone = fresh();
+            gone.signal.publish_gone();
+            return gone;
+        }
         if let Some(known) = self.known(name)
             && known.incarnation >= info.incarnation
         {
@@ -362,15 +470,7 @@ impl Shared {
             return known;
         }
         let mut map = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let fresh = Arc::new(Known {
-            incarnation: info.incarnation,
-            info: Mutex::new(info.clone()),
-            signal: TailSignal::new(Tail {
-                next: Offset::at(info.tail.pos()),
-                closed: info.closed,
-                gone: false,
-            }),
-        });
+        let fresh = fresh();
         match map.get(name) {
             Some(old) if old.incarnation >= info.incarnation => old.clone(),
             _ => {
@@ -397,7 +497,7 @@ impl Shared {
     }
 
     /// The streams this node's live readers watch, with their incarnations.
-    fn watched_names(&self) -> Vec<(Arc<str>, u64)> {
+    pub(crate) fn watched_names(&self) -> Vec<(Arc<str>, u64)> {
         let map = self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.iter()
             .filter(|(_, k)| k.signal.has_watchers())
@@ -418,6 +518,10 @@ impl Shared {
 
     /// Forgets a stream that was deleted, expired or soft-deleted: its local readers stop.
     pub(crate) fn forget(&self, name: &str, incarnation: u64) {
+        self.removed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, incarnation);
         let mut map = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.get(name).is_some_and(|k| k.incarnation <= incarnation)
             && let Some(old) = map.remove(name)
@@ -459,16 +563,16 @@ impl Shared {
         Ok(())
     }
 
-    /// Renews a sliding TTL in the database.
-    async fn touch(&self, name: &str, incarnation: u64, now: UnixMs) -> Result<()> {
+    /// Renews a sliding TTL in the database (whichever node made the stream).
+    async fn touch(&self, name: &str, now: UnixMs) -> Result<()> {
         let client = self.pool.get().await?;
         let stmt = client
             .prepare_cached(
-                "UPDATE ds_streams SET last_access_ms = $3 \
-                 WHERE name = $1 AND incarnation = $2 AND last_access_ms < $3",
+                "UPDATE ds_streams SET last_access_ms = $2 \
+                 WHERE name = $1 AND ttl_secs IS NOT NULL AND last_access_ms < $2",
             )
             .await?;
-        client.execute(&stmt, &[&name, &i(incarnation), &i(now)]).await?;
+        client.execute(&stmt, &[&name, &i(now)]).await?;
         Ok(())
     }
 
@@ -483,7 +587,7 @@ impl Shared {
         // A concurrent create of the same name on another node makes the insert fail on
         // the primary key: the next attempt finds that stream and compares with it.
         for _ in 0..3 {
-            match self.try_create(name, req, &payload, fork, now).await {
+            match retrying(|| self.try_create(name, req, &payload, fork, now)).await {
                 Err(Error::Storage(why)) if why == UNIQUE_RACE => {}
                 other => return other,
             }
@@ -520,11 +624,22 @@ impl Shared {
                         existing.closed,
                         req,
                     );
-                return if same {
-                    Ok(Created::Existing(existing.info()))
-                } else {
-                    Err(Error::ConfigMismatch)
-                };
+                if !same {
+                    return Err(Error::ConfigMismatch);
+                }
+                // An idempotent re-create is an access (§5.1): it renews a sliding TTL.
+                if matches!(existing.expiry, Expiry::IdleTtl { .. }) {
+                    tx.execute(
+                        "UPDATE ds_streams SET last_access_ms = greatest(last_access_ms, $2) \
+                         WHERE name = $1",
+                        &[&name, &i(now)],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                }
+                let info = existing.info();
+                self.observe(name, &info);
+                return Ok(Created::Existing(info));
             }
             gone = remove_locked(&tx, name, &existing).await?;
             if existing.refs > 0 {
@@ -540,6 +655,10 @@ impl Shared {
             }
             if source.soft_deleted {
                 return Err(Error::SourceDeleted);
+            }
+            if source.tail < f.link.at || source.base() > f.link.at {
+                // Deleted and created again since the engine read it.
+                return Err(Error::OffsetUnknown);
             }
             tx.execute(
                 "UPDATE ds_streams SET refs = refs + 1 WHERE name = $1",
@@ -623,6 +742,10 @@ impl Shared {
     }
 
     async fn delete(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<u64> {
+        retrying(|| self.try_delete(name, now)).await
+    }
+
+    async fn try_delete(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<u64> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let row = lock_row(&tx, name).await?.ok_or(Error::NotFound)?;
@@ -637,7 +760,7 @@ impl Shared {
     }
 
     async fn expire(self: &Arc<Self>, name: &str, incarnation: u64, now: UnixMs) -> ExpiryCheck {
-        match self.try_expire(name, incarnation, now).await {
+        match retrying(|| self.try_expire(name, incarnation, now)).await {
             Ok(check) => check,
             Err(_) => ExpiryCheck::Later(now.saturating_add(1000)),
         }
@@ -861,7 +984,9 @@ impl Store for PgStore {
             return Err(Error::OffsetBeyondTail);
         }
         if matches!(row.expiry, Expiry::IdleTtl { .. }) && row.last_access_ms < now {
-            self.shared.touch(name, row.incarnation, now).await?;
+            // In the background: the read has its data and must not wait for a commit
+            // round's row lock (nor fail if the renewal does).
+            self.touch(name, now);
         }
         let info = row.info();
         self.shared.observe(name, &info);
@@ -936,15 +1061,10 @@ impl Store for PgStore {
     }
 
     fn touch(&self, name: &str, now: UnixMs) {
-        let Some(known) = self.shared.known(name) else { return };
-        let ttl = matches!(
-            known.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner).expiry,
-            Expiry::IdleTtl { .. }
-        );
-        if ttl && let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (shared, name, inc) = (self.shared.clone(), name.to_owned(), known.incarnation);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (shared, name) = (self.shared.clone(), name.to_owned());
             rt.spawn(async move {
-                if let Err(e) = shared.touch(&name, inc, now).await {
+                if let Err(e) = shared.touch(&name, now).await {
                     tracing::debug!(error = %e, "sliding TTL not renewed");
                 }
             });
