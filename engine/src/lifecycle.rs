@@ -255,18 +255,14 @@ async fn create_locked<B: Backend>(
             } else if existing.expired(now) {
                 true
             } else {
-                let same_fork = match (&existing.fork, fork) {
-                    (None, None) => true,
-                    (Some(had), Some(asked)) => had.same_request(asked),
-                    _ => false,
-                };
-                let same = same_fork
-                    && rules::same_config(
-                        &existing.meta.content_type,
-                        existing.meta.expiry,
-                        B::Stream::closed(&st),
-                        req,
-                    );
+                let same = rules::same_stream(
+                    &existing.meta.content_type,
+                    existing.meta.expiry,
+                    B::Stream::closed(&st),
+                    existing.fork.as_ref(),
+                    req,
+                    fork,
+                );
                 let answer = if same {
                     Ok(Created::Existing(existing.info(&st)))
                 } else {

@@ -549,18 +549,14 @@ impl MemoryStore {
                     self.remove_if(name, existing.incarnation, |s| s.expired(now));
                     continue;
                 }
-                let same_fork = match (&existing.fork, fork) {
-                    (None, None) => true,
-                    (Some(had), Some(asked)) => had.same_request(asked),
-                    _ => false,
-                };
-                let same = same_fork
-                    && rules::same_config(
-                        &existing.content_type,
-                        existing.expiry,
-                        inner.writer.closed,
-                        req,
-                    );
+                let same = rules::same_stream(
+                    &existing.content_type,
+                    existing.expiry,
+                    inner.writer.closed,
+                    existing.fork.as_ref(),
+                    req,
+                    fork,
+                );
                 return if same {
                     Ok(Created::Existing(existing.info(&inner)))
                 } else {

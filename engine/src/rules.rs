@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::offset::Offset;
 use crate::payload::Payload;
 use crate::producer::{self, ProducerClaim, ProducerState, Verdict};
-use crate::store::{AppendKind, AppendRequest, ContentType, CreateRequest, Expiry};
+use crate::store::{AppendKind, AppendRequest, ContentType, CreateRequest, Expiry, ForkOf};
 
 /// Everything about a stream that decides whether a write is accepted, apart from its data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -177,6 +177,26 @@ pub fn same_config(
     req: &CreateRequest,
 ) -> bool {
     content_type.matches(&req.content_type) && expiry == req.expiry && closed == req.closed
+}
+
+/// Whether a create request (`req`, forking as `fork`) asks for exactly the existing
+/// stream, which has `content_type`, `expiry`, closure `closed` and fork `had_fork`: the same
+/// configuration (§5.1) and, for forks, the same fork request (§4.2).
+#[must_use]
+pub fn same_stream(
+    content_type: &ContentType,
+    expiry: Expiry,
+    closed: bool,
+    had_fork: Option<&ForkOf>,
+    req: &CreateRequest,
+    fork: Option<&ForkOf>,
+) -> bool {
+    let same_fork = match (had_fork, fork) {
+        (None, None) => true,
+        (Some(had), Some(asked)) => had.same_request(asked),
+        _ => false,
+    };
+    same_fork && same_config(content_type, expiry, closed, req)
 }
 
 /// Whether a refusal may rest on what earlier appends did: such a refusal waits for the

@@ -612,18 +612,14 @@ impl Shared {
                 return Err(Error::ConfigMismatch);
             }
             if !self.expired(name, &existing, now) {
-                let same_fork = match (&existing.fork, fork) {
-                    (None, None) => true,
-                    (Some(had), Some(asked)) => had.same_request(asked),
-                    _ => false,
-                };
-                let same = same_fork
-                    && rules::same_config(
-                        &existing.content_type,
-                        existing.expiry,
-                        existing.closed,
-                        req,
-                    );
+                let same = rules::same_stream(
+                    &existing.content_type,
+                    existing.expiry,
+                    existing.closed,
+                    existing.fork.as_ref(),
+                    req,
+                    fork,
+                );
                 if !same {
                     return Err(Error::ConfigMismatch);
                 }
