@@ -236,7 +236,7 @@ impl Known {
         let mut seen = self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if tail > seen.tail.pos() || (closed && !seen.closed) {
             if tail > seen.tail.pos() {
-                seen.tail = Offset::at(tail).with_tag(seen.tail.tag());
+                seen.tail = seen.lineage().at(tail);
             }
             seen.closed |= closed;
             let next = Offset::at(seen.tail.pos());
