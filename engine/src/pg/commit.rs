@@ -64,6 +64,9 @@ impl Queued {
 
 /// Runs rounds until every sender (the store) is gone.
 pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<Queued>) {
+    // The committer keeps a connection of its own between rounds, so that a burst of reads
+    // holding the pool never delays a commit.
+    let mut own: Option<deadpool_postgres::Object> = None;
     while let Some(first) = inbox.recv().await {
         let mut bytes = first.bytes();
         let mut batch = vec![first];
@@ -72,16 +75,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<
             bytes += next.bytes();
             batch.push(next);
         }
-        round(&shared, batch).await;
+        round(&shared, &mut own, batch).await;
     }
 }
 
 /// Commits one round and answers its appends.
-async fn round(shared: &Arc<Shared>, batch: Vec<Queued>) {
+async fn round(
+    shared: &Arc<Shared>,
+    own: &mut Option<deadpool_postgres::Object>,
+    batch: Vec<Queued>,
+) {
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
-        match decide_and_commit(shared, &batch).await {
+        match decide_and_commit(shared, own, &batch).await {
             Err(Failed::Conflict(e)) if attempt < ROUND_ATTEMPTS => {
                 tracing::debug!(error = %super::describe(&e), "commit round retried");
             }
@@ -151,12 +158,18 @@ struct Slot {
 
 async fn decide_and_commit(
     shared: &Arc<Shared>,
+    own: &mut Option<deadpool_postgres::Object>,
     batch: &[Queued],
 ) -> std::result::Result<Decided, Failed> {
-    let client = shared.pool.get().await.map_err(Failed::Pool)?;
-    let decided = pipelined_round(shared, &client, batch).await;
-    if decided.is_err() {
-        // It may be inside an aborted transaction: never give it back to the pool.
+    if own.as_ref().is_none_or(|c| c.is_closed()) {
+        *own = Some(shared.pool.get().await.map_err(Failed::Pool)?);
+    }
+    let client = own.as_ref().ok_or_else(|| Failed::Pool(deadpool_postgres::PoolError::Closed))?;
+    let decided = pipelined_round(shared, client, batch).await;
+    if decided.is_err()
+        && let Some(client) = own.take()
+    {
+        // It may be inside an aborted transaction: never use it again.
         drop(deadpool_postgres::Object::take(client));
     }
     decided
