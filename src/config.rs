@@ -568,6 +568,29 @@ mod tests {
     }
 
     #[test]
+    fn the_postgres_mode_takes_its_database_from_the_environment() {
+        let url = "postgres://ds@db1:5432,db2:5432/streams?target_session_attrs=read-write";
+        let c = load(
+            Vec::new(),
+            env(&[
+                ("DS_STORAGE__MODE", "postgres"),
+                ("DS_STORAGE__POSTGRES_URL", url),
+                ("DS_STORAGE__POSTGRES_POOL_SIZE", "32"),
+            ]),
+        )
+        .unwrap();
+        let e = c.engine();
+        assert_eq!(
+            (e.mode, e.postgres_url.as_str(), e.postgres_pool_size),
+            (StorageMode::Postgres, url, 32)
+        );
+        assert_eq!(load(Vec::new(), Vec::new()).unwrap().engine().postgres_pool_size, 16);
+        // The mode without a database is refused with a message naming the setting.
+        let err = load(Vec::new(), env(&[("DS_STORAGE__MODE", "postgres")])).unwrap_err();
+        assert!(err.to_string().contains("storage.postgres_url"), "{err}");
+    }
+
+    #[test]
     fn mistakes_are_reported_not_ignored() {
         for bad in [
             ("DS_SERVER__PORT", "eighty"),
@@ -593,6 +616,9 @@ mod tests {
             ("DS_STORAGE__ACID_SHARD_COUNT", "512"),
             ("DS_STORAGE__JOURNAL_BYTES", "4096"),
             ("DS_STORAGE__JOURNAL_BYTES", "8589934592"),
+            ("DS_STORAGE__MODE", "postgres"),
+            ("DS_STORAGE__POSTGRES_POOL_SIZE", "1"),
+            ("DS_STORAGE__POSTGRES_POOL_SIZE", "1001"),
         ] {
             assert!(load(Vec::new(), env(&[bad])).is_err(), "{bad:?}");
         }

@@ -67,7 +67,7 @@ const NCOLS: usize = 18;
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        None => with_causes(e),
     }
 }
 
@@ -111,8 +111,24 @@ async fn retrying<T, F: Future<Output = Result<T>>>(mut attempt: impl FnMut() ->
 
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Error {
-        unavailable(&e)
+        unavailable(&with_causes(&e))
     }
+}
+
+/// An error and its causes, `: `-separated (the pool's and the client's messages leave
+/// out why a connection failed: refused, unknown host, authentication).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Positions, incarnations and producer numbers are below 2^63 (checked where they enter).
@@ -383,7 +399,7 @@ pub(crate) async fn open(
     let now = clock.now_ms();
     let db = |e: &dyn std::fmt::Display| OpenFailure::Db(e.to_string());
     let Database { pool, config } = database;
-    let mut client = pool.get().await.map_err(|e| db(&e))?;
+    let mut client = pool.get().await.map_err(|e| db(&with_causes(&e)))?;
     schema::migrate(&mut client, now).await.map_err(|e| match e {
         schema::Migrate::TooNew(_) => OpenFailure::Config(e.to_string()),
         schema::Migrate::Db(_) => db(&e),
