@@ -27,7 +27,7 @@ use crate::offset::{Lineage, Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::rules::{self, Plan, WriterState};
 use crate::store::{
-    AppendKind, AppendRequest, AppendTicket, Appended, ContentType, CreateRequest, Created, Expiry,
+    AppendRequest, AppendTicket, Appended, ContentType, CreateRequest, Created, Expiry,
     ExpiryCheck, ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
 };
 
@@ -604,13 +604,7 @@ impl MemoryStore {
         let plan = rules::plan_append(&inner.writer, &stream.content_type, tail, req, &payload)?;
         let close = match plan {
             Plan::Duplicate { producer } => {
-                return Ok(Appended {
-                    kind: AppendKind::Duplicate,
-                    start: tail,
-                    tail,
-                    closed: inner.writer.closed,
-                    producer,
-                });
+                return Ok(Appended::duplicate(tail, inner.writer.closed, producer));
             }
             Plan::Write { close } => close,
         };

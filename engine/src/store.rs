@@ -294,6 +294,15 @@ pub struct Appended {
     pub producer: Option<ProducerClaim>,
 }
 
+impl Appended {
+    /// The answer to a request that repeats one already applied: nothing appended, so it
+    /// starts and ends at `tail`.
+    #[must_use]
+    pub fn duplicate(tail: Offset, closed: bool, producer: Option<ProducerClaim>) -> Appended {
+        Appended { kind: AppendKind::Duplicate, start: tail, tail, closed, producer }
+    }
+}
+
 /// An append the store has accepted, or refused on grounds a crash could still undo. An
 /// accepted append has taken effect: the stream's accepted state holds it, so any later
 /// request (a later request of the same pipeline included) is checked against it. In the

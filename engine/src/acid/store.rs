@@ -47,8 +47,8 @@ use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::rules::{self, Effect, Plan, WriterState};
 use crate::store::{
-    AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck,
-    ForkOf, RangeRead, ReadChunk, Store, StreamInfo,
+    AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkOf,
+    RangeRead, ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::{Removing, StreamCore};
 use crate::ttl::Expiring;
@@ -1020,13 +1020,9 @@ impl Store for AcidStore {
                     &payload,
                 )?;
                 Ok(match plan {
-                    Plan::Duplicate { producer } => Appended {
-                        kind: AppendKind::Duplicate,
-                        start: tail,
-                        tail,
-                        closed: st.accepted.closed,
-                        producer,
-                    },
+                    Plan::Duplicate { producer } => {
+                        Appended::duplicate(tail, st.accepted.closed, producer)
+                    }
                     Plan::Write { close } => {
                         let payload = payload.unwrap_or_default();
                         let pos = st.accepted_end;

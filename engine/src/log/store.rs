@@ -44,8 +44,8 @@ use crate::payload::Payload;
 use crate::producer::ProducerClaim;
 use crate::rules::{self, Effect, Plan, WriterState};
 use crate::store::{
-    AppendKind, AppendRequest, AppendTicket, Appended, CreateRequest, Created, ExpiryCheck, ForkOf,
-    RangeRead, ReadChunk, Store, StreamInfo,
+    AppendRequest, AppendTicket, Appended, CreateRequest, Created, ExpiryCheck, ForkOf, RangeRead,
+    ReadChunk, Store, StreamInfo,
 };
 use crate::stream_core::{Removing, StreamCore};
 
@@ -1167,13 +1167,9 @@ impl Store for FileStore {
                     &payload,
                 )?;
                 Ok(match plan {
-                    Plan::Duplicate { producer } => Appended {
-                        kind: AppendKind::Duplicate,
-                        start: tail,
-                        tail,
-                        closed: st.accepted.closed,
-                        producer,
-                    },
+                    Plan::Duplicate { producer } => {
+                        Appended::duplicate(tail, st.accepted.closed, producer)
+                    }
                     Plan::Write { close } => {
                         let payload = payload.unwrap_or_default();
                         let json = stream.meta.content_type.is_json();

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::payload::Payload;
 use crate::producer::ProducerState;
 use crate::rules::{self, Plan, WriterState};
-use crate::store::{AppendKind, AppendRequest, Appended};
+use crate::store::{AppendRequest, Appended};
 
 /// Most appends one round folds.
 const ROUND_APPENDS: usize = 1024;
@@ -188,9 +188,10 @@ async fn pipelined_round(
 ) -> std::result::Result<Decided, Failed> {
     use futures_util::future::{join, join3};
     let lock = client
-        .prepare_cached(&format!(
-            "SELECT {}, s.name FROM ds_streams s WHERE s.name = ANY($1) ORDER BY s.name FOR UPDATE",
-            super::COLS
+        .prepare_cached(concat!(
+            "SELECT ",
+            super::cols!(),
+            ", s.name FROM ds_streams s WHERE s.name = ANY($1) ORDER BY s.name FOR UPDATE"
         ))
         .await?;
     let producers = client
@@ -277,13 +278,7 @@ fn decide(
     let plan = rules::plan_append(&slot.writer, &slot.row.content_type, tail, &q.req, &q.payload)?;
     let close = match plan {
         Plan::Duplicate { producer } => {
-            return Ok(Appended {
-                kind: AppendKind::Duplicate,
-                start: tail,
-                tail,
-                closed: slot.writer.closed,
-                producer,
-            });
+            return Ok(Appended::duplicate(tail, slot.writer.closed, producer));
         }
         Plan::Write { close } => close,
     };

@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use tokio_postgres::{Client, NoTls};
 
 use super::rows::row_ends;
-use super::{COLS, NCOLS, StreamRow, describe, u};
+use super::{NCOLS, StreamRow, cols, describe, u};
 use crate::clock::UnixMs;
 use crate::inspect::{DumpRecord, StreamSummary};
 use crate::offset::Offset;
-use crate::store::Expiry;
 
 /// What `verify` found in a database.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,8 +43,10 @@ pub async fn list(url: &str, now: UnixMs) -> Result<Vec<StreamSummary>, String> 
     let db = |e: tokio_postgres::Error| describe(&e);
     let rows = client
         .query(
-            &format!(
-                "SELECT {COLS}, s.name, s.created_ms, \
+            concat!(
+                "SELECT ",
+                cols!(),
+                ", s.name, s.created_ms, \
                    (SELECT coalesce(sum(CASE WHEN d.ends IS NULL THEN 1 \
                                         ELSE length(d.ends) / 4 END), 0)::bigint \
                     FROM ds_data d WHERE d.incarnation = s.incarnation) \
@@ -67,13 +68,7 @@ pub async fn list(url: &str, now: UnixMs) -> Result<Vec<StreamSummary>, String> 
         .iter()
         .map(|r| {
             let s = StreamRow::from_row(r, 0);
-            let expired = match s.expiry {
-                Expiry::At { unix_ms } => unix_ms <= now,
-                Expiry::IdleTtl { secs } => {
-                    s.last_access_ms.saturating_add(secs.saturating_mul(1000)) <= now
-                }
-                Expiry::Never => false,
-            };
+            let expired = s.deadline(now, false).is_some_and(|d| d <= now);
             let state = if s.soft_deleted {
                 "deleted"
             } else if expired {
@@ -116,7 +111,7 @@ pub async fn verify(url: &str) -> Result<PgReport, String> {
     let client = connect(url).await?;
     let db = |e: tokio_postgres::Error| describe(&e);
     let streams = client
-        .query(&format!("SELECT {COLS}, s.name FROM ds_streams s ORDER BY s.name"), &[])
+        .query(concat!("SELECT ", cols!(), ", s.name FROM ds_streams s ORDER BY s.name"), &[])
         .await
         .map_err(db)?;
     let mut report = PgReport { streams: streams.len(), ..PgReport::default() };
@@ -208,7 +203,7 @@ pub async fn dump(
     let client = connect(url).await?;
     let db = |e: tokio_postgres::Error| describe(&e);
     let row = client
-        .query_opt(&format!("SELECT {COLS} FROM ds_streams s WHERE s.name = $1"), &[&stream])
+        .query_opt(concat!("SELECT ", cols!(), " FROM ds_streams s WHERE s.name = $1"), &[&stream])
         .await
         .map_err(db)?
         .ok_or_else(|| format!("no stream {stream}"))?;

@@ -55,12 +55,18 @@ const READ_ROWS: i64 = 4096;
 /// How long a request waits for a connection, or a connection for the database.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The stream columns every query reads, in [`StreamRow::from_row`]'s order.
-const COLS: &str = "s.incarnation, s.content_type, s.ttl_secs, s.expires_at_ms, \
-    s.last_access_ms, s.tail, s.closed, s.closed_by_id, s.closed_by_epoch, s.closed_by_seq, \
-    s.stream_seq, s.fork_source, s.fork_at, s.fork_at_tag, s.fork_req_offset, s.fork_req_sub, \
-    s.refs, s.soft_deleted";
-/// How many columns [`COLS`] has.
+/// The stream columns every query reads, in [`StreamRow::from_row`]'s order; a macro, so
+/// that statements are `concat!`ed at compile time rather than formatted per request.
+macro_rules! cols {
+    () => {
+        "s.incarnation, s.content_type, s.ttl_secs, s.expires_at_ms, s.last_access_ms, \
+         s.tail, s.closed, s.closed_by_id, s.closed_by_epoch, s.closed_by_seq, s.stream_seq, \
+         s.fork_source, s.fork_at, s.fork_at_tag, s.fork_req_offset, s.fork_req_sub, s.refs, \
+         s.soft_deleted"
+    };
+}
+pub(crate) use cols;
+/// How many columns [`cols!`] has.
 const NCOLS: usize = 18;
 
 /// A database error's message, with the server's detail when it sent one.
@@ -217,14 +223,7 @@ impl StreamRow {
     /// When it expires if nothing touches it after its last access; a stream this node's
     /// live readers watch counts as touched now (§5.1: watched is not idle).
     fn deadline(&self, now: UnixMs, watched: bool) -> Option<UnixMs> {
-        match self.expiry {
-            Expiry::Never => None,
-            Expiry::IdleTtl { secs } => {
-                let last = if watched { now } else { self.last_access_ms };
-                Some(last.saturating_add(secs.saturating_mul(1000)))
-            }
-            Expiry::At { unix_ms } => Some(unix_ms),
-        }
+        crate::ttl::deadline(self.expiry, if watched { now } else { self.last_access_ms })
     }
 
     fn writer(&self) -> rules::WriterState {
@@ -286,21 +285,21 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// A bounded memory of removed `(name, incarnation)` pairs.
+/// A bounded memory of removed incarnations (unique across all names: they come from one
+/// sequence, so the name is not needed to tell them apart).
 #[derive(Debug, Default)]
 struct Removed {
-    order: std::collections::VecDeque<(Arc<str>, u64)>,
-    set: std::collections::HashSet<(Arc<str>, u64)>,
+    order: std::collections::VecDeque<u64>,
+    set: std::collections::HashSet<u64>,
 }
 
 impl Removed {
     /// How many removals are remembered.
     const CAPACITY: usize = 4096;
 
-    fn insert(&mut self, name: &str, incarnation: u64) {
-        let key = (Arc::from(name), incarnation);
-        if self.set.insert(key.clone()) {
-            self.order.push_back(key);
+    fn insert(&mut self, incarnation: u64) {
+        if self.set.insert(incarnation) {
+            self.order.push_back(incarnation);
             if self.order.len() > Removed::CAPACITY
                 && let Some(old) = self.order.pop_front()
             {
@@ -309,8 +308,8 @@ impl Removed {
         }
     }
 
-    fn contains(&self, name: &str, incarnation: u64) -> bool {
-        self.set.contains(&(Arc::from(name), incarnation))
+    fn contains(&self, incarnation: u64) -> bool {
+        self.set.contains(&incarnation)
     }
 }
 
@@ -405,7 +404,10 @@ pub(crate) async fn open(
         schema::Migrate::Db(_) => db(&e),
     })?;
     let rows = client
-        .query(&format!("SELECT {COLS}, s.name FROM ds_streams s WHERE NOT s.soft_deleted"), &[])
+        .query(
+            concat!("SELECT ", cols!(), ", s.name FROM ds_streams s WHERE NOT s.soft_deleted"),
+            &[],
+        )
         .await
         .map_err(|e| db(&describe(&e)))?;
     drop(client);
@@ -470,7 +472,7 @@ impl Shared {
             .removed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(name, info.incarnation)
+            .contains(info.incarnation)
         {
             // Removed since it was read: a watch on it ends at once.
             let gone = fresh();
@@ -534,10 +536,7 @@ impl Shared {
 
     /// Forgets a stream that was deleted, expired or soft-deleted: its local readers stop.
     pub(crate) fn forget(&self, name: &str, incarnation: u64) {
-        self.removed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(name, incarnation);
+        self.removed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(incarnation);
         let mut map = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.get(name).is_some_and(|k| k.incarnation <= incarnation)
             && let Some(old) = map.remove(name)
@@ -556,7 +555,7 @@ impl Shared {
     async fn live_row(self: &Arc<Self>, name: &str, now: UnixMs) -> Result<StreamRow> {
         let client = self.pool.get().await?;
         let stmt = client
-            .prepare_cached(&format!("SELECT {COLS} FROM ds_streams s WHERE s.name = $1"))
+            .prepare_cached(concat!("SELECT ", cols!(), " FROM ds_streams s WHERE s.name = $1"))
             .await?;
         let row = client.query_opt(&stmt, &[&name]).await?.ok_or(Error::NotFound)?;
         drop(client);
@@ -831,8 +830,10 @@ impl Shared {
         let limit = i(from_pos(from).saturating_add(max as u64).saturating_add(1));
         let end_param = end.map_or(i64::MAX, i);
         let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {COLS}, d.pos, d.body, d.ends FROM ds_streams s \
+            .prepare_cached(concat!(
+                "SELECT ",
+                cols!(),
+                ", d.pos, d.body, d.ends FROM ds_streams s \
                  LEFT JOIN LATERAL ( \
                    SELECT pos, body, ends FROM ds_data \
                    WHERE $4 AND incarnation = s.incarnation \
@@ -840,11 +841,13 @@ impl Shared {
                      AND pos >= coalesce((SELECT max(pos) FROM ds_data \
                                           WHERE incarnation = s.incarnation AND pos <= $2), 0) \
                      AND pos < least($3, s.tail, $5) \
-                   ORDER BY pos LIMIT {READ_ROWS}) d ON true \
+                   ORDER BY pos LIMIT $6) d ON true \
                  WHERE s.name = $1 ORDER BY d.pos"
             ))
             .await?;
-        let rows = client.query(&stmt, &[&name, &start_param, &limit, &want, &end_param]).await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&name, &start_param, &limit, &want, &end_param, &READ_ROWS];
+        let rows = client.query(&stmt, &params).await?;
         drop(client);
         let first = rows.first().ok_or(Error::NotFound)?;
         let stream = StreamRow::from_row(first, 0);
@@ -897,7 +900,11 @@ async fn lock_row(
     name: &str,
 ) -> Result<Option<StreamRow>> {
     let stmt = tx
-        .prepare_cached(&format!("SELECT {COLS} FROM ds_streams s WHERE s.name = $1 FOR UPDATE"))
+        .prepare_cached(concat!(
+            "SELECT ",
+            cols!(),
+            " FROM ds_streams s WHERE s.name = $1 FOR UPDATE"
+        ))
         .await?;
     Ok(tx.query_opt(&stmt, &[&name]).await?.map(|r| StreamRow::from_row(&r, 0)))
 }
