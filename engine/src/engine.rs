@@ -632,7 +632,7 @@ impl Engine {
     /// # Errors
     /// Every append refusal in [`Error`].
     pub fn begin_append(&self, name: &str, req: AppendRequest) -> Result<AppendTicket> {
-        let mut ticket = self.begin_append_quiet(name, req)?;
+        let mut ticket = self.begin_append_marked(name, req, false)?;
         if let Some(hook) = self.hook.get()
             && hook.concerns(name)
         {
@@ -645,10 +645,18 @@ impl Engine {
     /// An append subscriptions do not hear of: their own wake events, so that a wake stream
     /// never wakes its own subscription (§6.3).
     pub(crate) async fn append_quiet(&self, name: &str, req: AppendRequest) -> Result<Appended> {
-        self.begin_append_quiet(name, req)?.durable().await
+        self.begin_append_marked(name, req, true)?.durable().await
     }
 
-    fn begin_append_quiet(&self, name: &str, req: AppendRequest) -> Result<AppendTicket> {
+    /// `quiet`: a wake event, which the `postgres` mode announces as such to the node
+    /// that runs subscriptions (the other modes tell subscriptions of appends through the
+    /// hook, which wake events skip).
+    fn begin_append_marked(
+        &self,
+        name: &str,
+        req: AppendRequest,
+        quiet: bool,
+    ) -> Result<AppendTicket> {
         let json_body = req.content_type.as_ref().is_some_and(|ct| ct.is_json());
         let payload = if json_body && !req.body.is_empty() {
             json::split_messages(&req.body, JsonUse::Append)
@@ -656,7 +664,19 @@ impl Engine {
             Ok(Payload::opaque(req.body.clone()))
         };
         let now = self.clock.now_ms();
-        with_store!(self.backend()?, s => s.append(name, &req, payload, now))
+        match self.backend()? {
+            Backend::Postgres(s) => s.enqueue(name, &req, payload, now, quiet),
+            backend => with_store!(backend, s => s.append(name, &req, payload, now)),
+        }
+    }
+
+    /// The `postgres` store's shared state, once it is open (subscriptions keep their
+    /// state in its database).
+    pub(crate) fn postgres(&self) -> Option<Arc<crate::pg::Shared>> {
+        match self.backend().ok()? {
+            Backend::Postgres(s) => Some(s.shared().clone()),
+            _ => None,
+        }
     }
 
     /// Reads one chunk of at most the configured size (§5.6). Renews a sliding TTL.

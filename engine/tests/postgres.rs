@@ -462,3 +462,147 @@ async fn the_nodes_view_of_a_tail_carries_the_streams_tag() {
     let seen = engine.tail("s").expect("known here");
     assert_eq!(seen.to_string(), head.tail.to_string());
 }
+
+mod subscriptions {
+    //! Subscriptions over two nodes: one runs them (the leader), the other hands its
+    //! requests over; appends on either node wake them exactly once; when the leader goes,
+    //! the other node takes over from what the database holds.
+
+    use std::sync::Mutex;
+
+    use ds_engine::subscription::keys::Use;
+    use ds_engine::subscription::service::SendFuture;
+    use ds_engine::subscription::state::Delivered;
+    use ds_engine::subscription::{Settings, SubError, Subscriptions, WebhookRequest, WebhookSender};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Records the webhooks a node sends; answers `done`.
+    #[derive(Default)]
+    struct Sent(Mutex<Vec<Value>>);
+
+    struct Sender(Arc<Sent>);
+
+    impl WebhookSender for Sender {
+        fn send(&self, request: WebhookRequest) -> SendFuture {
+            let sent = self.0.clone();
+            Box::pin(async move {
+                sent.0.lock().unwrap().push(serde_json::from_slice(&request.body).unwrap());
+                Delivered::Done
+            })
+        }
+    }
+
+    struct Node {
+        engine: Arc<Engine>,
+        subs: Arc<Subscriptions>,
+        sent: Arc<Sent>,
+        task: tokio::task::JoinHandle<Result<(), String>>,
+    }
+
+    async fn subscribed_node(db: &TestDb, clock: &ManualClock) -> Node {
+        let engine = Arc::new(node(db, clock, 1 << 20).await);
+        let sent = Arc::new(Sent::default());
+        let settings = Settings { allow_local_webhooks: true, ..Settings::default() };
+        let subs = Subscriptions::new(engine.clone(), settings, Arc::new(Sender(sent.clone())));
+        let task = tokio::spawn(subs.clone().run());
+        Node { engine, subs, sent, task }
+    }
+
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: not within 5 s");
+    }
+
+    fn total(nodes: &[&Node]) -> Vec<Value> {
+        nodes.iter().flat_map(|n| n.sent.0.lock().unwrap().clone()).collect()
+    }
+
+    async fn wake_events(engine: &Engine) -> Vec<Value> {
+        let chunk = engine.read("wakes", ReadFrom::Start).await.unwrap();
+        serde_json::from_slice(&chunk.into_body().concat()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_node_runs_them_every_node_serves_them_and_a_successor_takes_over() {
+        let Some(db) = test_db().await else { return };
+        let clock = ManualClock::new(1_700_000_000_000);
+        let a = subscribed_node(&db, &clock).await;
+        eventually("a leads", || a.subs.leads()).await;
+        let b = subscribed_node(&db, &clock).await;
+        eventually("a follower is ready: it hands requests over", || b.subs.is_ready()).await;
+        assert!(!b.subs.leads(), "one leader at a time");
+
+        // Made through the follower, stored by the leader.
+        let hook = json!({"type": "webhook", "pattern": "jobs/*", "lease_ttl_ms": 60000,
+                          "webhook": {"url": "http://127.0.0.1:9/hook"}});
+        let (created, view) = b.subs.put("w", &hook, "http://h/v1/stream").await.unwrap();
+        assert!(created);
+        assert_eq!(view["subscription_id"], "w", "{view}");
+        assert!(!b.subs.put("w", &hook, "http://h/v1/stream").await.unwrap().0, "confirmed");
+        let other = json!({"type": "webhook", "pattern": "x/*", "webhook": {"url": "http://127.0.0.1:9/x"}});
+        assert_eq!(b.subs.put("w", &other, "http://h").await.unwrap_err(), SubError::Exists);
+        assert_eq!(b.subs.get("nope").await.unwrap_err(), SubError::NotFound);
+        assert_eq!(b.subs.jwks().await.unwrap(), a.subs.jwks().await.unwrap());
+
+        // Appends on the follower wake the subscription once, delivered by the leader.
+        b.engine.create("jobs/1", create("text/plain", b"")).await.unwrap();
+        b.engine.append("jobs/1", AppendRequest::data("text/plain", "one")).await.unwrap();
+        eventually("a webhook", || !total(&[&a, &b]).is_empty()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = total(&[&a, &b]);
+        assert_eq!(sent.len(), 1, "exactly once: {sent:?}");
+        assert!(b.sent.0.lock().unwrap().is_empty(), "only the leader delivers");
+        assert_eq!(sent[0]["streams"][0]["path"], "jobs/1", "{}", sent[0]);
+
+        // Pull-wake through the follower: the wake event lands in the wake stream, the
+        // claim and the ack go through either node.
+        a.engine.create("wakes", create("application/json", b"[]")).await.unwrap();
+        let pull = json!({"type": "pull-wake", "streams": ["work"], "wake_stream": "wakes",
+                          "lease_ttl_ms": 60000});
+        b.subs.put("p", &pull, "http://h/v1/stream").await.unwrap();
+        a.engine.create("work", create("text/plain", b"")).await.unwrap();
+        let tail = a.engine.append("work", AppendRequest::data("text/plain", "job")).await.unwrap().tail;
+        let mut events = Vec::new();
+        for _ in 0..500 {
+            events = wake_events(&b.engine).await;
+            if !events.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(events.len(), 1, "{events:?}");
+        let claim = b.subs.claim("p", None, &json!({"worker": "w1"})).await.unwrap().body;
+        let again = a.subs.claim("p", None, &json!({"worker": "w2"})).await.unwrap_err();
+        assert!(matches!(again, SubError::AlreadyClaimed { .. }), "{again:?}");
+        let token = claim["token"].as_str().unwrap();
+        let ack = json!({"generation": claim["generation"], "wake_id": claim["wake_id"], "done": true,
+                         "acks": [{"stream": "work", "offset": tail.to_string()}]});
+        assert!(!b.subs.ack("p", Use::Claim, token, &ack).await.unwrap());
+        assert_eq!(a.subs.ack("p", Use::Claim, token, &ack).await.unwrap_err(), SubError::Fenced);
+        // The wake event woke nothing (the wake stream is no subscription's work).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(wake_events(&a.engine).await.len(), 1);
+
+        // The leader goes away: the follower takes over from the database.
+        let Node { task, subs, .. } = a;
+        task.abort();
+        let _ = task.await;
+        drop(subs);
+        eventually("b leads", || b.subs.leads()).await;
+        b.engine.append("jobs/1", AppendRequest::data("text/plain", "two")).await.unwrap();
+        eventually("b delivers", || !b.sent.0.lock().unwrap().is_empty()).await;
+        let sent = b.sent.0.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["subscription_id"], "w");
+        let view = b.subs.get("p").await.unwrap();
+        assert_eq!(view["streams"][0]["acked_offset"], json!(tail.to_string()), "{view}");
+        b.task.abort();
+    }
+}

@@ -160,7 +160,7 @@ async fn a_done_webhook_acknowledges_its_snapshot_and_newer_data_wakes_again() {
         let request = r.script.sent.lock().unwrap()[0].clone();
         let (t, rest) = request.signature.strip_prefix("t=").unwrap().split_once(",kid=").unwrap();
         let (kid, sig) = rest.split_once(",ed25519=").unwrap();
-        let jwks = r.subs.jwks().unwrap();
+        let jwks = r.subs.jwks().await.unwrap();
         let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).unwrap();
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -602,7 +602,7 @@ async fn a_failed_control_database_answers_503_and_streams_go_on() {
     let e = r.subs.put("p", &pull("w"), BASE).await.unwrap_err();
     assert!(matches!(e, SubError::Unavailable(_)), "{e:?}");
     assert!(matches!(r.subs.get("p").await, Err(SubError::Unavailable(_))));
-    assert!(matches!(r.subs.jwks(), Err(SubError::Unavailable(_))));
+    assert!(matches!(r.subs.jwks().await, Err(SubError::Unavailable(_))));
     r.engine.create("jobs/1", text("still")).await.unwrap();
     r.append("jobs/1", " fine").await;
 }

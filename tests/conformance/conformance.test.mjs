@@ -10,7 +10,6 @@ if (!baseUrl) {
 // `subscriptions: true` turns on the six "Reserved subscription APIs" tests (webhooks and
 // pull-wake); the server runs with DS_SUBSCRIPTIONS__ALLOW_LOCAL_WEBHOOKS=true so that the
 // suite's receiver on 127.0.0.1 is a valid webhook URL.
-// DS_CONFORMANCE_SUBSCRIPTIONS=false leaves them out (several nodes: subscriptions are still
-// kept per node).
+// DS_CONFORMANCE_SUBSCRIPTIONS=false leaves them out.
 const subscriptions = process.env.DS_CONFORMANCE_SUBSCRIPTIONS !== "false"
 runConformanceTests({ baseUrl, subscriptions })

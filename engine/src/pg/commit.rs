@@ -53,6 +53,8 @@ pub(crate) struct Queued {
     pub(crate) req: AppendRequest,
     pub(crate) payload: Result<Payload>,
     pub(crate) now: UnixMs,
+    /// A subscription's own wake event: announced as quiet, so it wakes no subscription.
+    pub(crate) quiet: bool,
     pub(crate) answer: oneshot::Sender<Result<Appended>>,
 }
 
@@ -100,9 +102,9 @@ async fn round(
     shared.failing.store(failed, std::sync::atomic::Ordering::Relaxed);
     match outcome {
         Ok(decided) => {
-            for (name, info) in decided.published {
+            for (name, info, quiet) in decided.published {
                 shared.observe(&name, &info);
-                shared.announce(&name, &info);
+                shared.announce(&name, &info, quiet);
             }
             for (queued, answer) in batch.into_iter().zip(decided.answers) {
                 let _ = queued.answer.send(answer);
@@ -142,10 +144,11 @@ impl From<tokio_postgres::Error> for Failed {
     }
 }
 
-/// A committed round: each append's answer, and the streams whose new state to publish.
+/// A committed round: each append's answer, and the streams whose new state to publish
+/// (quiet if only wake events changed them).
 struct Decided {
     answers: Vec<Result<Appended>>,
-    published: Vec<(Arc<str>, crate::store::StreamInfo)>,
+    published: Vec<(Arc<str>, crate::store::StreamInfo, bool)>,
 }
 
 /// One locked stream as the round changes it.
@@ -153,6 +156,8 @@ struct Slot {
     row: StreamRow,
     writer: WriterState,
     changed: bool,
+    /// Changed by an append that is not a wake event.
+    loud: bool,
     last_access_ms: UnixMs,
 }
 
@@ -218,7 +223,7 @@ async fn pipelined_round(
         let row = StreamRow::from_row(&r, 0);
         let writer = row.writer();
         let last_access_ms = row.last_access_ms;
-        slots.insert(r.get(NCOLS), Slot { row, writer, changed: false, last_access_ms });
+        slots.insert(r.get(NCOLS), Slot { row, writer, changed: false, loud: false, last_access_ms });
     }
     for r in known? {
         let name: &str = r.get(0);
@@ -259,7 +264,7 @@ async fn pipelined_round(
     let published = slots
         .into_iter()
         .filter(|(_, s)| s.changed)
-        .map(|(name, s)| (Arc::from(name.as_str()), s.row.info()))
+        .map(|(name, s)| (Arc::from(name.as_str()), s.row.info(), !s.loud))
         .collect();
     Ok(Decided { answers, published })
 }
@@ -301,6 +306,7 @@ fn decide(
     slot.row.stream_seq.clone_from(&slot.writer.last_stream_seq);
     slot.last_access_ms = slot.last_access_ms.max(q.now);
     slot.changed = true;
+    slot.loud |= !q.quiet;
     Ok(Appended {
         kind,
         start: tail,

@@ -16,8 +16,10 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{Shared, describe, u};
 
-/// The notification channel.
+/// The notification channel of tails.
 const CHANNEL: &str = "ds_tails";
+/// The notification channel of subscriptions (see [`super::subs`]).
+pub(crate) const SUBS_CHANNEL: &str = "ds_subs";
 /// How long a node gathers new tails before it sends them in one notification.
 const COALESCE: Duration = Duration::from_millis(2);
 /// Largest payload of one notification (PostgreSQL's limit is 8000 bytes).
@@ -41,6 +43,57 @@ pub(crate) struct Change {
     pub(crate) closed: bool,
     /// Deleted, expired or soft-deleted: its readers stop.
     pub(crate) gone: bool,
+    /// Where the stream's own data starts (a fork's fork point, else 0) and the tag the
+    /// source gives that point: what subscriptions need to link it and tag its offsets.
+    pub(crate) start: u64,
+    pub(crate) start_tag: u32,
+    /// Only subscriptions' own wake events changed it since the last announcement.
+    pub(crate) quiet: bool,
+}
+
+impl Change {
+    /// The state `info` describes.
+    pub(crate) fn of(info: &crate::store::StreamInfo, quiet: bool) -> Change {
+        let (start, start_tag) = info.fork.as_ref().map_or((0, 0), |f| (f.at, f.at_tag));
+        Change {
+            incarnation: info.incarnation,
+            tail: info.tail.pos(),
+            closed: info.closed,
+            gone: false,
+            start,
+            start_tag,
+            quiet,
+        }
+    }
+
+    /// Incarnation `incarnation` is gone.
+    pub(crate) fn gone(incarnation: u64) -> Change {
+        Change {
+            incarnation,
+            tail: 0,
+            closed: false,
+            gone: true,
+            start: 0,
+            start_tag: 0,
+            quiet: false,
+        }
+    }
+
+    /// How the stream tags its offsets.
+    pub(crate) fn lineage(&self) -> crate::offset::Lineage {
+        let fork = (self.start > 0).then_some((self.start, self.start_tag));
+        crate::offset::Lineage::new(self.incarnation, fork)
+    }
+}
+
+/// What this node's subscriptions hear of the streams (when they ask to: the subscription
+/// leader does): every change any node announced, in the order they arrive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Feed {
+    /// A stream's new state.
+    Change(Arc<str>, Change),
+    /// The listening connection was (re)made: changes may have been missed.
+    Resynced,
 }
 
 /// The tails committed on this node and not yet announced.
@@ -52,14 +105,20 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// Queues `change` of `name` for the next notification (a later change of the same
-    /// stream replaces it).
-    pub(crate) fn push(&self, name: &Arc<str>, change: Change) {
+    /// stream replaces it; it stays quiet only if both were).
+    pub(crate) fn push(&self, name: &Arc<str>, mut change: Change) {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A removal is never replaced by a state of the same (or an older) incarnation that
         // was committed before it and announced after.
-        let keep = pending
-            .get(name)
-            .is_some_and(|had| had.gone && !change.gone && change.incarnation <= had.incarnation);
+        let had = pending.get(name);
+        let keep =
+            had.is_some_and(|h| h.gone && !change.gone && change.incarnation <= h.incarnation);
+        if let Some(h) = had
+            && h.incarnation == change.incarnation
+            && !h.gone
+        {
+            change.quiet &= h.quiet;
+        }
         if !keep {
             pending.insert(name.clone(), change);
         }
@@ -73,14 +132,23 @@ impl Outbox {
 }
 
 /// Encodes changes as notification payloads of at most [`PAYLOAD_BYTES`]: JSON arrays of
-/// `[incarnation, tail, closed, gone, name]`. A name too long for one payload is left out
-/// (its readers find out at the next resync).
+/// `[incarnation, tail, closed, gone, name, start, start_tag, quiet]`. A name too long for
+/// one payload is left out (its readers find out at the next resync).
 pub(crate) fn encode(changes: &HashMap<Arc<str>, Change>) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::from("[");
     for (name, c) in changes {
-        let entry =
-            serde_json::json!([c.incarnation, c.tail, c.closed, c.gone, &**name]).to_string();
+        let entry = serde_json::json!([
+            c.incarnation,
+            c.tail,
+            c.closed,
+            c.gone,
+            &**name,
+            c.start,
+            c.start_tag,
+            c.quiet
+        ])
+        .to_string();
         if entry.len() + 2 > PAYLOAD_BYTES {
             continue;
         }
@@ -100,17 +168,35 @@ pub(crate) fn encode(changes: &HashMap<Arc<str>, Change>) -> Vec<String> {
     out
 }
 
-/// Decodes a payload; `None` for one this build does not understand.
+/// Decodes a payload; `None` for one this build does not understand. Entries without
+/// start and quiet (as the first postgres-mode build wrote them: a node of that build may
+/// still run during an upgrade) read as starting at 0, not quiet.
 pub(crate) fn decode(payload: &str) -> Option<Vec<(String, Change)>> {
-    let entries: Vec<(u64, u64, bool, bool, String)> = serde_json::from_str(payload).ok()?;
-    Some(
-        entries
-            .into_iter()
-            .map(|(incarnation, tail, closed, gone, name)| {
-                (name, Change { incarnation, tail, closed, gone })
-            })
-            .collect(),
-    )
+    use serde_json::Value;
+    let entries: Vec<Vec<Value>> = serde_json::from_str(payload).ok()?;
+    entries
+        .into_iter()
+        .map(|e| {
+            if e.len() != 5 && e.len() != 8 {
+                return None;
+            }
+            let (start, start_tag, quiet) = if e.len() == 8 {
+                (e[5].as_u64()?, u32::try_from(e[6].as_u64()?).ok()?, e[7].as_bool()?)
+            } else {
+                (0, 0, false)
+            };
+            let change = Change {
+                incarnation: e[0].as_u64()?,
+                tail: e[1].as_u64()?,
+                closed: e[2].as_bool()?,
+                gone: e[3].as_bool()?,
+                start,
+                start_tag,
+                quiet,
+            };
+            Some((e[4].as_str()?.to_owned(), change))
+        })
+        .collect()
 }
 
 /// Sends the outbox's changes until the store is dropped.
@@ -153,7 +239,8 @@ pub(crate) async fn listen(shared: std::sync::Weak<Shared>, config: tokio_postgr
                         let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
                         match message {
                             Some(Ok(AsyncMessage::Notification(n))) => {
-                                if tx.send(n.payload().to_owned()).is_err() {
+                                let subs = n.channel() == SUBS_CHANNEL;
+                                if tx.send((subs, n.payload().to_owned())).is_err() {
                                     return;
                                 }
                             }
@@ -166,7 +253,8 @@ pub(crate) async fn listen(shared: std::sync::Weak<Shared>, config: tokio_postgr
                         }
                     }
                 });
-                if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                let listening = format!("LISTEN {CHANNEL}; LISTEN {SUBS_CHANNEL}");
+                if let Err(e) = client.batch_execute(&listening).await {
                     tracing::warn!(error = %describe(&e), "LISTEN failed");
                     driver.abort();
                 } else {
@@ -174,6 +262,9 @@ pub(crate) async fn listen(shared: std::sync::Weak<Shared>, config: tokio_postgr
                     set_listening(&shared, true);
                     // Anything committed elsewhere while nobody listened.
                     resync(&shared).await;
+                    if let Some(shared) = shared.upgrade() {
+                        shared.feed(Feed::Resynced);
+                    }
                     let mut tick = tokio::time::interval(TICK);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     let mut ticks = 0u32;
@@ -182,7 +273,10 @@ pub(crate) async fn listen(shared: std::sync::Weak<Shared>, config: tokio_postgr
                             next = rx.recv() => {
                                 let Some(shared) = shared.upgrade() else { return };
                                 match next {
-                                    Some(payload) => apply(&shared, &payload),
+                                    Some((true, payload)) => {
+                                        let _ = shared.signals.send(payload);
+                                    }
+                                    Some((false, payload)) => apply(&shared, &payload),
                                     None => break,
                                 }
                             }
@@ -236,6 +330,7 @@ fn apply(shared: &Shared, payload: &str) {
     };
     for (name, change) in changes {
         shared.advance(&name, &change);
+        shared.feed(Feed::Change(Arc::from(name), change));
     }
 }
 
@@ -302,6 +397,7 @@ async fn resync_with(shared: &Shared) {
             tail: u(r.get(2)),
             closed: r.get(3),
             gone: r.get(4),
+            ..Change::gone(0)
         };
         seen.insert(r.get(0), change);
     }
@@ -309,8 +405,7 @@ async fn resync_with(shared: &Shared) {
         match seen.get(&*name) {
             Some(change) => shared.advance(&name, change),
             None => {
-                let gone = Change { incarnation, tail: 0, closed: false, gone: true };
-                shared.advance(&name, &gone);
+                shared.advance(&name, &Change::gone(incarnation));
             }
         }
     }
@@ -321,7 +416,7 @@ mod tests {
     use super::*;
 
     fn change(incarnation: u64, tail: u64, gone: bool) -> Change {
-        Change { incarnation, tail, closed: false, gone }
+        Change { incarnation, tail, closed: false, gone, start: 0, start_tag: 0, quiet: false }
     }
 
     /// Review finding: a round that committed just before a delete announced its tail after

@@ -19,6 +19,7 @@ pub mod inspect;
 pub(crate) mod listen;
 pub(crate) mod rows;
 pub(crate) mod schema;
+pub(crate) mod subs;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,6 +278,12 @@ pub(crate) struct Shared {
     removed: Mutex<Removed>,
     /// The engine's clock (for renewing the TTL of streams watched here).
     pub(crate) clock: Arc<dyn crate::clock::Clock>,
+    /// Where every announced change goes while this node's subscriptions ask for them.
+    feed: Mutex<Option<mpsc::UnboundedSender<listen::Feed>>>,
+    /// Payloads of the subscriptions' channel.
+    pub(crate) signals: tokio::sync::broadcast::Sender<String>,
+    /// The connection settings (for connections outside the pool).
+    pub(crate) config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for Shared {
@@ -421,6 +428,9 @@ pub(crate) async fn open(
         failing: AtomicBool::new(false),
         removed: Mutex::default(),
         clock,
+        feed: Mutex::default(),
+        signals: tokio::sync::broadcast::channel(256).0,
+        config: config.clone(),
     });
     let mut expiring = Vec::new();
     for row in &rows {
@@ -514,6 +524,18 @@ impl Shared {
         }
     }
 
+    /// Sends every announced change (from any node) to `to` from now on; `None` stops.
+    pub(crate) fn set_feed(&self, to: Option<mpsc::UnboundedSender<listen::Feed>>) {
+        *self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = to;
+    }
+
+    fn feed(&self, event: listen::Feed) {
+        let feed = self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(to) = feed.as_ref() {
+            let _ = to.send(event);
+        }
+    }
+
     /// The streams this node's live readers watch, with their incarnations.
     pub(crate) fn watched_names(&self) -> Vec<(Arc<str>, u64)> {
         let map = self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -523,15 +545,9 @@ impl Shared {
             .collect()
     }
 
-    /// Announces a committed state to the other nodes.
-    pub(crate) fn announce(&self, name: &Arc<str>, info: &StreamInfo) {
-        let change = listen::Change {
-            incarnation: info.incarnation,
-            tail: info.tail.pos(),
-            closed: info.closed,
-            gone: false,
-        };
-        self.outbox.push(name, change);
+    /// Announces a committed state to the other nodes (and this node's subscriptions).
+    pub(crate) fn announce(&self, name: &Arc<str>, info: &StreamInfo, quiet: bool) {
+        self.outbox.push(name, listen::Change::of(info, quiet));
     }
 
     /// Forgets a stream that was deleted, expired or soft-deleted: its local readers stop.
@@ -739,6 +755,7 @@ impl Shared {
         };
         let info = row.info();
         self.observe(name, &info);
+        self.announce(&Arc::from(name), &info, false);
         Ok(Created::New(info))
     }
 
@@ -746,9 +763,7 @@ impl Shared {
     fn forget_all(&self, gone: &[(Arc<str>, u64)]) {
         for (name, incarnation) in gone {
             self.forget(name, *incarnation);
-            let change =
-                listen::Change { incarnation: *incarnation, tail: 0, closed: false, gone: true };
-            self.outbox.push(name, change);
+            self.outbox.push(name, listen::Change::gone(*incarnation));
         }
     }
 
@@ -963,6 +978,30 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Queues an append for the next commit round; `quiet` marks a subscription's wake
+    /// event, which the other nodes hear of as such (it wakes no subscription).
+    pub(crate) fn enqueue(
+        &self,
+        name: &str,
+        req: &AppendRequest,
+        payload: Result<Payload>,
+        now: UnixMs,
+        quiet: bool,
+    ) -> Result<AppendTicket> {
+        let (answer, outcome) = oneshot::channel();
+        let name = Arc::from(name);
+        let queued = commit::Queued { name, req: req.clone(), payload, now, quiet, answer };
+        self.queue.send(queued).map_err(|_| Error::Unavailable(DB_UNAVAILABLE))?;
+        Ok(AppendTicket::deciding(outcome))
+    }
+
+    /// What subscriptions need of the database (see [`subs`]).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
 impl Store for PgStore {
     fn create(
         &self,
@@ -982,11 +1021,7 @@ impl Store for PgStore {
         payload: Result<Payload>,
         now: UnixMs,
     ) -> Result<AppendTicket> {
-        let (answer, outcome) = oneshot::channel();
-        let queued =
-            commit::Queued { name: Arc::from(name), req: req.clone(), payload, now, answer };
-        self.queue.send(queued).map_err(|_| Error::Unavailable(DB_UNAVAILABLE))?;
-        Ok(AppendTicket::deciding(outcome))
+        self.enqueue(name, req, payload, now, false)
     }
 
     async fn read(

@@ -9,7 +9,7 @@ const MIGRATION_LOCK: i64 = 0x6473_2d73_6572_7601;
 
 /// The schema version this build writes; a database at a later version was written by a
 /// newer server, which this one refuses to run against.
-pub(crate) const VERSION: i32 = 1;
+pub(crate) const VERSION: i32 = 2;
 
 /// Migration `n` brings the schema from version `n` to `n + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [r#"
@@ -49,6 +49,24 @@ CREATE TABLE ds_producers (
     epoch       bigint NOT NULL,
     seq         bigint NOT NULL,
     PRIMARY KEY (incarnation, id)
+);
+"#, r#"
+CREATE TABLE ds_subscriptions (
+    id     text COLLATE "C" PRIMARY KEY,
+    record bytea NOT NULL
+);
+CREATE TABLE ds_sub_control (
+    id               int PRIMARY KEY CHECK (id = 1),
+    next_incarnation bigint NOT NULL,
+    epoch            bigint NOT NULL,
+    keys             text
+);
+INSERT INTO ds_sub_control VALUES (1, 1, 0, NULL);
+CREATE TABLE ds_sub_calls (
+    id      bigserial PRIMARY KEY,
+    call    text NOT NULL,
+    answer  text,
+    made_ms bigint NOT NULL
 );
 "#];
 

@@ -145,6 +145,47 @@ pub struct StoredKeys {
     pub retired: Vec<(String, u64)>,
 }
 
+impl StoredKeys {
+    /// Decodes what [`StoredKeys::encode`] wrote; `None` if it is damaged.
+    #[must_use]
+    pub fn decode(bytes: &[u8]) -> Option<StoredKeys> {
+        let v: Value = serde_json::from_slice(bytes).ok()?;
+        if v.get("v").and_then(Value::as_u64) != Some(1) {
+            return None;
+        }
+        let b64 =
+            |field: &str| v.get(field).and_then(Value::as_str).and_then(|s| B64.decode(s).ok());
+        let signing_seed = match v.get("signing_seed") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(b64("signing_seed").filter(|s| s.len() == 32)?),
+        };
+        let token_secret = b64("token_secret").filter(|s| s.len() >= 32)?;
+        let signing_x = v.get("signing_x").and_then(Value::as_str)?.to_owned();
+        let retired = v
+            .get("retired")
+            .and_then(Value::as_array)?
+            .iter()
+            .map(|r| Some((r.get("x")?.as_str()?.to_owned(), r.get("until")?.as_u64()?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(StoredKeys { signing_seed, signing_x, token_secret, retired })
+    }
+
+    /// The keys as JSON (`keys.json`, or the `postgres` mode's `ds_sub_control.keys`).
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let retired: Vec<Value> =
+            self.retired.iter().map(|(x, until)| json!({"x": x, "until": until})).collect();
+        json!({
+            "v": 1,
+            "signing_seed": self.signing_seed.as_ref().map(|s| B64.encode(s)),
+            "signing_x": self.signing_x,
+            "token_secret": B64.encode(&self.token_secret),
+            "retired": retired,
+        })
+        .to_string()
+    }
+}
+
 /// Reads `data_dir/subscriptions/keys.json`; `None` if there is none.
 ///
 /// # Errors
@@ -156,47 +197,19 @@ pub fn read_keys(fs: &dyn Fs, data_dir: &Path) -> io::Result<Option<StoredKeys>>
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let damaged =
-        || io::Error::new(io::ErrorKind::InvalidData, format!("{} is damaged", path.display()));
-    let v: Value = serde_json::from_slice(&bytes).map_err(|_| damaged())?;
-    if v.get("v").and_then(Value::as_u64) != Some(1) {
-        return Err(damaged());
-    }
-    let b64 = |field: &str| v.get(field).and_then(Value::as_str).and_then(|s| B64.decode(s).ok());
-    let signing_seed = match v.get("signing_seed") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(b64("signing_seed").filter(|s| s.len() == 32).ok_or_else(damaged)?),
-    };
-    let token_secret = b64("token_secret").filter(|s| s.len() >= 32).ok_or_else(damaged)?;
-    let signing_x = v.get("signing_x").and_then(Value::as_str).ok_or_else(damaged)?.to_owned();
-    let retired = v
-        .get("retired")
-        .and_then(Value::as_array)
-        .ok_or_else(damaged)?
-        .iter()
-        .map(|r| Some((r.get("x")?.as_str()?.to_owned(), r.get("until")?.as_u64()?)))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(damaged)?;
-    Ok(Some(StoredKeys { signing_seed, signing_x, token_secret, retired }))
+    StoredKeys::decode(&bytes).map(Some).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{} is damaged", path.display()))
+    })
 }
 
-/// Writes `data_dir/subscriptions/keys.json` (mode 0600), atomically and durably.
+/// Writes `data_dir/subscriptions/keys.json` atomically, readable by the owner only.
 ///
 /// # Errors
 /// I/O errors.
 pub fn write_keys(fs: &dyn Fs, data_dir: &Path, keys: &StoredKeys) -> io::Result<()> {
     let dir = dir(data_dir);
     fs.create_dir_all(&dir)?;
-    let retired: Vec<Value> =
-        keys.retired.iter().map(|(x, until)| json!({"x": x, "until": until})).collect();
-    let body = json!({
-        "v": 1,
-        "signing_seed": keys.signing_seed.as_ref().map(|s| B64.encode(s)),
-        "signing_x": keys.signing_x,
-        "token_secret": B64.encode(&keys.token_secret),
-        "retired": retired,
-    });
-    fs::write_atomic_private(fs, &dir, KEYS_FILE, body.to_string().as_bytes())
+    fs::write_atomic_private(fs, &dir, KEYS_FILE, keys.encode().as_bytes())
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Subscriptions (§6–7): durable cursors over sets of streams that wake workers.
 //!
+//! - [`cluster`]: the `postgres` mode's side: the leader's view of the streams, and the
+//!   requests other nodes hand to the leader.
 //! - [`service`]: the [`Subscriptions`] service: requests, the append hook, the scheduler
 //!   of leases, deliveries and retries, and persistence.
 //! - [`control`]: the control database and key file of the persistent modes.
@@ -17,6 +19,7 @@
 //!   pure transitions.
 //! - [`webhook_url`]: which webhook URLs and resolved addresses are allowed (SSRF rules).
 
+pub(crate) mod cluster;
 pub mod config;
 pub mod control;
 pub mod glob;

@@ -34,7 +34,10 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::engine::{Engine, StreamHook};
 use crate::offset::Offset;
+use crate::pg::listen::Feed;
+use crate::pg::subs::{self, SubsDb};
 use crate::store::AppendRequest;
+use crate::subscription::cluster::{self, Call, Cluster, Event};
 use crate::subscription::config::{self, ConfigError};
 use crate::subscription::control::{self, Control, RETIRED_KEY_SECS, StoredKeys};
 use crate::subscription::glob;
@@ -239,6 +242,8 @@ pub struct Subscriptions {
     failed: std::sync::OnceLock<String>,
     kick: Notify,
     deliveries: Arc<Semaphore>,
+    /// The `postgres` mode: state in the database, run by one node at a time.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -272,6 +277,7 @@ impl Subscriptions {
         settings: Settings,
         sender: Arc<dyn WebhookSender>,
     ) -> Arc<Subscriptions> {
+        let postgres = engine.config().mode == crate::StorageMode::Postgres;
         let subs = Arc::new(Subscriptions {
             engine,
             settings,
@@ -283,10 +289,77 @@ impl Subscriptions {
             failed: std::sync::OnceLock::new(),
             kick: Notify::new(),
             deliveries: Arc::new(Semaphore::new(MAX_DELIVERIES)),
+            cluster: postgres.then(Arc::default),
         });
-        let weak = Arc::downgrade(&subs);
-        subs.engine.set_hook(weak);
+        if !postgres {
+            // The postgres mode hears of every node's appends from the database instead.
+            let weak = Arc::downgrade(&subs);
+            subs.engine.set_hook(weak);
+        }
         subs
+    }
+
+    /// The streams' tails as these subscriptions see them.
+    fn tails(&self) -> &dyn Tails {
+        match &self.cluster {
+            Some(cluster) => &cluster.book,
+            None => self.engine.as_ref(),
+        }
+    }
+
+    /// The live streams whose names start with `prefix`: name, own start, tail.
+    fn streams(&self, prefix: &str) -> Result<Vec<(String, Offset, Offset)>, SubError> {
+        if let Some(cluster) = &self.cluster {
+            return Ok(cluster.book.list(prefix));
+        }
+        let listed = self.engine.list(prefix).map_err(|e| SubError::Unavailable(e.to_string()))?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, info)| {
+                let start = info.fork.as_ref().map_or(Offset::ZERO, |f| Offset::at(f.at));
+                (name.to_string(), start, info.tail)
+            })
+            .collect())
+    }
+
+    /// On a node that does not run the subscriptions (the `postgres` mode's followers):
+    /// the leader's answer to `call`. `None`: answer here.
+    async fn forward(&self, call: impl FnOnce() -> Call) -> Option<Result<Value, SubError>> {
+        let cluster = self.cluster.as_ref()?;
+        if cluster.leading().is_some() {
+            return None;
+        }
+        let Some(db) = cluster.db.get() else {
+            return Some(Err(SubError::Unavailable("the database is not open yet".into())));
+        };
+        let answer = db.call(&call().encode()).await.map_err(SubError::Unavailable);
+        Some(answer.and_then(|text| cluster::decode_answer(&text)))
+    }
+
+    /// The leader runs a call a follower handed it.
+    async fn execute(&self, call: Call) -> Result<Value, SubError> {
+        match call {
+            Call::Put { id, body, base } => self
+                .put(&id, &body, &base)
+                .await
+                .map(|(created, body)| serde_json::json!({"created": created, "body": body})),
+            Call::Get { id } => self.get(&id).await,
+            Call::Delete { id } => self.delete(&id).await.map(|()| Value::Null),
+            Call::AddStreams { id, body } => self.add_streams(&id, &body).await.map(|()| Value::Null),
+            Call::RemoveStream { id, path } => {
+                self.remove_stream(&id, &path).await.map(|()| Value::Null)
+            }
+            Call::Ack { id, usage, token, body } => {
+                self.ack(&id, usage, &token, &body).await.map(Value::Bool)
+            }
+            Call::Release { id, token, body } => {
+                self.release(&id, &token, &body).await.map(|()| Value::Null)
+            }
+            Call::Claim { id, authorization, body } => {
+                self.claim(&id, authorization.as_deref(), &body).await.map(|c| c.body)
+            }
+            Call::Jwks => self.jwks().await,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -304,7 +377,142 @@ impl Subscriptions {
     /// The keys or the control database cannot be read: the message says why.
     pub async fn run(self: Arc<Self>) -> Result<(), String> {
         self.engine.ready().await?;
+        if let Some(cluster) = self.cluster.clone() {
+            let shared = self.engine.postgres().ok_or("subscriptions: the store is not postgres")?;
+            let _ = cluster.db.set(SubsDb::new(shared));
+            self.lead_when_elected(&cluster).await;
+            return Ok(());
+        }
         self.load().await?;
+        self.schedule().await;
+        Ok(())
+    }
+
+    /// The `postgres` mode: campaigns for the leader lock; once elected, loads the
+    /// subscriptions from the database and runs them (scheduler, the streams' changes,
+    /// the followers' calls) until the lock may be lost or a write finds this node
+    /// deposed; then forgets them and campaigns again.
+    async fn lead_when_elected(self: &Arc<Self>, cluster: &Arc<Cluster>) {
+        let Some(db) = cluster.db.get() else { return };
+        let mut session = None;
+        loop {
+            let leadership = match db.campaign(&mut session).await {
+                Ok(Some(leadership)) => leadership,
+                Ok(None) => {
+                    tokio::time::sleep(subs::CAMPAIGN).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "subscriptions: campaign failed");
+                    tokio::time::sleep(subs::CAMPAIGN).await;
+                    continue;
+                }
+            };
+            tracing::info!(epoch = leadership.epoch, "this node now runs the subscriptions");
+            let (feed, changes) = tokio::sync::mpsc::unbounded_channel();
+            db.set_feed(Some(feed));
+            cluster.epoch.store(leadership.epoch, std::sync::atomic::Ordering::Release);
+            let deposed = cluster.deposed.notified();
+            let led = async {
+                self.load().await?;
+                tokio::select! {
+                    () = self.schedule() => {}
+                    () = self.follow_streams(cluster, db, changes) => {}
+                    () = self.serve_calls(db) => {}
+                    () = leadership.lost() => {
+                        tracing::warn!("subscriptions: the leader's connection failed");
+                    }
+                    () = deposed => tracing::warn!("subscriptions: another node was elected"),
+                }
+                Ok::<(), String>(())
+            };
+            if let Err(e) = led.await {
+                tracing::warn!(error = %e, "subscriptions: could not take over");
+            }
+            db.set_feed(None);
+            cluster.epoch.store(0, std::sync::atomic::Ordering::Release);
+            *self.lock() = State::default();
+            cluster.book.clear();
+            drop(leadership);
+            tracing::info!("this node no longer runs the subscriptions");
+            tokio::time::sleep(subs::CAMPAIGN).await;
+        }
+    }
+
+    /// The leader: turns every node's stream changes into the hook's calls.
+    async fn follow_streams(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        db: &SubsDb,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<Feed>,
+    ) {
+        while let Some(feed) = changes.recv().await {
+            match feed {
+                Feed::Change(name, change) => match cluster.book.apply(&name, &change) {
+                    Event::None => {}
+                    Event::Removed => self.removed(&name),
+                    Event::Appended { start, tail } => {
+                        if self.concerns(&name) {
+                            self.appended(&name, start, tail);
+                        }
+                    }
+                    Event::Replaced { start, tail } => {
+                        self.removed(&name);
+                        if start != tail && self.concerns(&name) {
+                            self.appended(&name, start, tail);
+                        }
+                    }
+                },
+                Feed::Resynced => {
+                    // Changes may have been missed: start again from the database.
+                    match db.streams().await {
+                        Ok(streams) => {
+                            cluster.book.reset(streams.into_iter().map(|s| (s.name, s.change)));
+                            let mut st = self.lock();
+                            if st.loaded {
+                                self.reconcile(&mut st);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "subscriptions: resync failed"),
+                    }
+                    self.kick.notify_one();
+                }
+            }
+        }
+    }
+
+    /// The leader: runs the calls followers hand it, each in a task of its own.
+    async fn serve_calls(self: &Arc<Self>, db: &SubsDb) {
+        let mut signals = db.signals();
+        let running: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+        loop {
+            match db.pending_calls().await {
+                Ok(calls) => {
+                    for (id, text) in calls {
+                        if !running.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
+                            continue;
+                        }
+                        let (this, db, running) = (self.clone(), db.clone(), running.clone());
+                        tokio::spawn(async move {
+                            let answer = match Call::decode(&text) {
+                                Some(call) => this.execute(call).await,
+                                None => Err(SubError::Invalid("the call did not decode".into())),
+                            };
+                            if let Err(e) = db.answer(id, &cluster::encode_answer(&answer)).await {
+                                tracing::warn!(error = %e, "subscriptions: answer not stored");
+                            }
+                            running.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                        });
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "subscriptions: calls not read"),
+            }
+            db.calls_waiting(&mut signals).await;
+        }
+    }
+
+    /// The scheduler: runs what is due, then sleeps until the next deadline or a kick.
+    async fn schedule(self: &Arc<Self>) {
         loop {
             let kicked = self.kick.notified();
             let next = self.run_due().await;
@@ -322,25 +530,10 @@ impl Subscriptions {
     /// # Errors
     /// As [`Subscriptions::run`].
     pub async fn load(&self) -> Result<(), String> {
-        let persistent = self.engine.config().mode != crate::StorageMode::Memory;
-        let (fs, data_dir) = (self.engine.fs().clone(), self.engine.config().data_dir.clone());
-        let key_file = self.settings.signing_key_file.clone();
-        let now_secs = self.now() / 1000;
-        let opened = tokio::task::spawn_blocking(move || {
-            let keys =
-                load_keys(fs.as_ref(), &data_dir, persistent, key_file.as_deref(), now_secs)?;
-            if !persistent {
-                return Ok((keys, None, control::Loaded::default()));
-            }
-            let control = Control::open(&fs, &data_dir).map_err(|e| {
-                format!("subscriptions: {}: {e}", control::dir(&data_dir).display())
-            })?;
-            let loaded = control.load().map_err(|e| format!("subscriptions: {e}"))?;
-            Ok::<_, String>((keys, Some(Arc::new(control)), loaded))
-        })
-        .await
-        .map_err(|e| format!("subscriptions: start-up task failed: {e}"))??;
-        let (keys, control, loaded) = opened;
+        let (keys, control, loaded) = match &self.cluster {
+            Some(cluster) => self.load_from_database(cluster).await?,
+            None => self.load_from_files().await?,
+        };
         let claims = self.settings.claim_secret.as_ref().map(|s| TokenKey::new(s.as_bytes()));
         let _ = self.keys.set(Keys { claims, ..keys });
         let _ = self.control.set(control);
@@ -363,22 +556,66 @@ impl Subscriptions {
         Ok(())
     }
 
+    /// The `postgres` mode's leader: keys, records and the streams' state from the database.
+    async fn load_from_database(
+        &self,
+        cluster: &Cluster,
+    ) -> Result<(Keys, Option<Arc<Control>>, control::Loaded), String> {
+        let db = cluster.db.get().ok_or("subscriptions: the database is not open")?;
+        let epoch = cluster.leading().ok_or("subscriptions: not the leader")?;
+        let (loaded, stored) = db.load().await.map_err(|e| format!("subscriptions: {e}"))?;
+        let key_file = self.settings.signing_key_file.as_deref();
+        let (keys, next) = settle_keys(stored.as_ref(), key_file, self.now() / 1000)?;
+        if stored.as_ref() != Some(&next) {
+            db.write_keys(epoch, &next)
+                .await
+                .map_err(|e| format!("subscriptions: keys not stored: {e}"))?;
+        }
+        let streams = db.streams().await.map_err(|e| format!("subscriptions: {e}"))?;
+        cluster.book.reset(streams.into_iter().map(|s| (s.name, s.change)));
+        Ok((keys, None, loaded))
+    }
+
+    /// The other modes: keys and records from the data directory.
+    async fn load_from_files(
+        &self,
+    ) -> Result<(Keys, Option<Arc<Control>>, control::Loaded), String> {
+        let persistent = self.engine.config().mode != crate::StorageMode::Memory;
+        let (fs, data_dir) = (self.engine.fs().clone(), self.engine.config().data_dir.clone());
+        let key_file = self.settings.signing_key_file.clone();
+        let now_secs = self.now() / 1000;
+        let opened = tokio::task::spawn_blocking(move || {
+            let keys =
+                load_keys(fs.as_ref(), &data_dir, persistent, key_file.as_deref(), now_secs)?;
+            if !persistent {
+                return Ok((keys, None, control::Loaded::default()));
+            }
+            let control = Control::open(&fs, &data_dir).map_err(|e| {
+                format!("subscriptions: {}: {e}", control::dir(&data_dir).display())
+            })?;
+            let loaded = control.load().map_err(|e| format!("subscriptions: {e}"))?;
+            Ok::<_, String>((keys, Some(Arc::new(control)), loaded))
+        })
+        .await
+        .map_err(|e| format!("subscriptions: start-up task failed: {e}"))??;
+        Ok(opened)
+    }
+
     /// The start-up pass (see the module docs).
     fn reconcile(&self, st: &mut State) {
         let now = self.now();
         // Matching streams without a link: each stream asks only the subscriptions its
         // path may concern (the registry's prefix index), not every pattern every stream.
-        for (name, info) in self.engine.list("").unwrap_or_default() {
+        for (name, start, _) in self.streams("").unwrap_or_default() {
             if name.starts_with("__ds/") {
                 continue;
             }
-            let start = info.fork.as_ref().map_or(Offset::ZERO, |f| Offset::at(f.at));
             for id in st.registry.candidates(&name) {
                 let linked = st.registry.update(&id, |s| {
                     let unlinked = s.config.pattern.as_ref().is_some_and(|p| p.matches(&name))
                         && !s.links.iter().any(|l| *l.path == *name);
                     if unlinked {
-                        s.appended(&name, start, self.engine.as_ref(), now, fresh_wake_id);
+                        s.appended(&name, start, self.tails(), now, fresh_wake_id);
                     }
                     unlinked
                 });
@@ -395,13 +632,13 @@ impl Subscriptions {
                 let gone: Vec<String> = s
                     .links
                     .iter()
-                    .filter(|l| self.engine.tail(&l.path).is_none())
+                    .filter(|l| self.tails().tail(&l.path).is_none())
                     .map(|l| l.path.clone())
                     .collect();
                 for path in gone {
                     s.stream_removed(&path);
                 }
-                s.wake_if_idle(self.engine.as_ref(), now, fresh_wake_id);
+                s.wake_if_idle(self.tails(), now, fresh_wake_id);
                 *s != before
             });
             if changed == Some(true) {
@@ -460,10 +697,22 @@ impl Subscriptions {
             }
             (puts, deletes, st.registry.next_incarnation())
         };
-        let Some(Some(control)) = self.control.get().cloned() else { return Ok(()) };
         if puts.is_empty() && deletes.is_empty() {
             return Ok(());
         }
+        if let Some(cluster) = &self.cluster {
+            let (Some(db), Some(epoch)) = (cluster.db.get(), cluster.leading()) else {
+                return Err(SubError::Unavailable("this node no longer runs subscriptions".into()));
+            };
+            return db.write(epoch, &puts, &deletes, next).await.map_err(|e| {
+                // What was not stored is forgotten with everything else in memory: the
+                // next leader (maybe this node again) starts from what the database holds.
+                tracing::warn!(error = %e, "subscription changes not stored; stepping down");
+                cluster.deposed.notify_waiters();
+                SubError::Unavailable(format!("subscription changes not stored: {e}"))
+            });
+        }
+        let Some(Some(control)) = self.control.get().cloned() else { return Ok(()) };
         let written = tokio::task::spawn_blocking(move || control.write(&puts, &deletes, next))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
@@ -480,7 +729,10 @@ impl Subscriptions {
     ///
     /// # Errors
     /// 503 while loading.
-    pub fn jwks(&self) -> Result<Value, SubError> {
+    pub async fn jwks(&self) -> Result<Value, SubError> {
+        if let Some(answer) = self.forward(|| Call::Jwks).await {
+            return answer;
+        }
         let keys = self.ready()?;
         let now = self.now() / 1000;
         let mut list = vec![keys.signing.jwk()];
@@ -504,6 +756,12 @@ impl Subscriptions {
     /// # Errors
     /// 400 for a bad id or configuration, 409 for another configuration under the id.
     pub async fn put(&self, id: &str, body: &Value, base: &str) -> Result<(bool, Value), SubError> {
+        let call = || Call::Put { id: id.into(), body: body.clone(), base: base.into() };
+        if let Some(answer) = self.forward(call).await {
+            let answer = answer?;
+            let created = answer.get("created").and_then(Value::as_bool).unwrap_or(false);
+            return Ok((created, answer.get("body").cloned().unwrap_or(Value::Null)));
+        }
         let keys = self.ready()?;
         config::check_id(id)?;
         let config = config::parse(body, self.settings.allow_local_webhooks)?;
@@ -515,17 +773,15 @@ impl Subscriptions {
                 // Without the prefix's final `/`: `a/**` matches `a` itself, and a pattern
                 // without wildcards matches exactly its own name.
                 Some(p) => self
-                    .engine
-                    .list(p.literal_prefix().trim_end_matches('/'))
-                    .map_err(|e| SubError::Unavailable(e.to_string()))?
+                    .streams(p.literal_prefix().trim_end_matches('/'))?
                     .into_iter()
-                    .filter(|(name, _)| !name.starts_with("__ds/"))
-                    .map(|(name, info)| (name.to_string(), info.tail))
+                    .filter(|(name, _, _)| !name.starts_with("__ds/"))
+                    .map(|(name, _, tail)| (name, tail))
                     .collect(),
                 None => Vec::new(),
             };
             let now = self.now();
-            match st.registry.put(id, config, now, self.engine.as_ref(), existing) {
+            match st.registry.put(id, config, now, self.tails(), existing) {
                 Ok(Put::Confirmed) => false,
                 Ok(Put::Created) => {
                     st.registry.update(id, |s| s.base_url = base.to_owned());
@@ -554,6 +810,9 @@ impl Subscriptions {
     /// # Errors
     /// 404.
     pub async fn get(&self, id: &str) -> Result<Value, SubError> {
+        if let Some(answer) = self.forward(|| Call::Get { id: id.into() }).await {
+            return answer;
+        }
         let keys = self.ready()?;
         let dirty = self.lock().dirty.contains(id);
         if dirty {
@@ -570,6 +829,9 @@ impl Subscriptions {
     /// # Errors
     /// 503 only.
     pub async fn delete(&self, id: &str) -> Result<(), SubError> {
+        if let Some(answer) = self.forward(|| Call::Delete { id: id.into() }).await {
+            return answer.map(drop);
+        }
         self.ready()?;
         {
             let mut st = self.lock();
@@ -586,6 +848,10 @@ impl Subscriptions {
     /// # Errors
     /// 400 for a bad body, 404.
     pub async fn add_streams(&self, id: &str, body: &Value) -> Result<(), SubError> {
+        let call = || Call::AddStreams { id: id.into(), body: body.clone() };
+        if let Some(answer) = self.forward(call).await {
+            return answer.map(drop);
+        }
         self.ready()?;
         let paths = match body.get("streams") {
             Some(v) => config::stream_list(v, "streams")?,
@@ -596,7 +862,7 @@ impl Subscriptions {
         {
             let mut st = self.lock();
             st.registry
-                .add_streams(id, &paths, self.engine.as_ref())
+                .add_streams(id, &paths, self.tails())
                 .ok_or(SubError::NotFound)??;
             st.dirty.insert(id.to_owned());
         }
@@ -609,6 +875,10 @@ impl Subscriptions {
     /// # Errors
     /// 400 for a bad path, 404.
     pub async fn remove_stream(&self, id: &str, path: &str) -> Result<(), SubError> {
+        let call = || Call::RemoveStream { id: id.into(), path: path.into() };
+        if let Some(answer) = self.forward(call).await {
+            return answer.map(drop);
+        }
         self.ready()?;
         let path = glob::normalize(path)
             .map_err(|e| SubError::Invalid(format!("stream path {e}")))?
@@ -636,6 +906,11 @@ impl Subscriptions {
         token: &str,
         body: &Value,
     ) -> Result<bool, SubError> {
+        let call =
+            || Call::Ack { id: id.into(), usage, token: token.into(), body: body.clone() };
+        if let Some(answer) = self.forward(call).await {
+            return answer.map(|next| next.as_bool().unwrap_or(false));
+        }
         let keys = self.ready()?;
         let next = {
             let mut st = self.lock();
@@ -646,7 +921,7 @@ impl Subscriptions {
             let acked = st
                 .registry
                 .update(id, |s| {
-                    s.ack(&parsed.acks, parsed.done, self.engine.as_ref(), now, fresh_wake_id)
+                    s.ack(&parsed.acks, parsed.done, self.tails(), now, fresh_wake_id)
                 })
                 .ok_or(SubError::NotFound)??;
             let next = acked.next.is_some();
@@ -664,6 +939,10 @@ impl Subscriptions {
     /// # Errors
     /// As [`Subscriptions::ack`].
     pub async fn release(&self, id: &str, token: &str, body: &Value) -> Result<(), SubError> {
+        let call = || Call::Release { id: id.into(), token: token.into(), body: body.clone() };
+        if let Some(answer) = self.forward(call).await {
+            return answer.map(drop);
+        }
         let keys = self.ready()?;
         {
             let mut st = self.lock();
@@ -673,7 +952,7 @@ impl Subscriptions {
             let now = self.now();
             let next = st
                 .registry
-                .update(id, |s| s.release(self.engine.as_ref(), now, fresh_wake_id))
+                .update(id, |s| s.release(self.tails(), now, fresh_wake_id))
                 .ok_or(SubError::NotFound)?;
             changed(&mut st, id, next.as_ref(), now);
         }
@@ -741,6 +1020,14 @@ impl Subscriptions {
         authorization: Option<&str>,
         body: &Value,
     ) -> Result<Claimed, SubError> {
+        let call = || Call::Claim {
+            id: id.into(),
+            authorization: authorization.map(str::to_owned),
+            body: body.clone(),
+        };
+        if let Some(answer) = self.forward(call).await {
+            return answer.map(|body| Claimed { body });
+        }
         let keys = self.ready()?;
         if let Some(secret) = &keys.claims {
             let token = authorization
@@ -770,7 +1057,7 @@ impl Subscriptions {
             let now = self.now();
             let claimed = st
                 .registry
-                .update(id, |s| s.claim(&worker, self.engine.as_ref(), now, fresh_wake_id))
+                .update(id, |s| s.claim(&worker, self.tails(), now, fresh_wake_id))
                 .ok_or(SubError::NotFound)?;
             if claimed == Err(Refusal::NoPendingWork) {
                 // It may have ended a stale wake (its work went away): stored later.
@@ -794,7 +1081,7 @@ impl Subscriptions {
                 "wake_id": wake.id,
                 "generation": sub.generation,
                 "token": token,
-                "streams": view::streams_now(sub, self.engine.as_ref()),
+                "streams": view::streams_now(sub, self.tails()),
                 "lease_ttl_ms": sub.config.lease_ttl_ms,
             })
         };
@@ -859,7 +1146,7 @@ impl Subscriptions {
         let Some(wake) = expired else { return };
         let woke = st
             .registry
-            .update(id, |s| s.lease_expired(&wake, self.engine.as_ref(), now, fresh_wake_id));
+            .update(id, |s| s.lease_expired(&wake, self.tails(), now, fresh_wake_id));
         st.dirty.insert(id.to_owned());
         tracing::debug!(subscription = %id, wake = %wake, "lease expired");
         if let Some(run) = st.runs.get_mut(id) {
@@ -942,7 +1229,7 @@ impl Subscriptions {
             s.delivered(
                 (due.generation, &due.wake_id),
                 outcome,
-                self.engine.as_ref(),
+                self.tails(),
                 now,
                 jitter(),
                 fresh_wake_id,
@@ -997,7 +1284,21 @@ impl Subscriptions {
     /// `/readyz`): false while starting, and after the control database failed.
     #[must_use]
     pub fn is_ready(&self) -> bool {
-        self.ready().is_ok()
+        match &self.cluster {
+            // A follower serves by handing requests to the leader through the database.
+            Some(cluster) if cluster.leading().is_none() => {
+                self.failed.get().is_none() && cluster.db.get().is_some_and(SubsDb::listening)
+            }
+            _ => self.ready().is_ok(),
+        }
+    }
+
+    /// Whether this node runs the subscriptions: always in the single-node modes; in the
+    /// `postgres` mode, while it is the elected leader and has loaded them.
+    #[must_use]
+    pub fn leads(&self) -> bool {
+        let leading = self.cluster.as_ref().is_none_or(|c| c.leading().is_some());
+        leading && self.lock().loaded
     }
 
     /// Deliveries (webhooks and wake events) running now.
@@ -1140,9 +1441,25 @@ fn load_keys(
     } else {
         None
     };
+    let (keys, next) = settle_keys(stored.as_ref(), key_file, now_secs)?;
+    if persistent && stored.as_ref() != Some(&next) {
+        control::write_keys(fs, data_dir, &next)
+            .map_err(|e| format!("subscriptions: keys: {e}"))?;
+    }
+    Ok(keys)
+}
+
+/// The keys to use given the stored ones (made if there are none; the signing key from
+/// `key_file` if given, with a replaced one kept in the JWKS for the replay window), and
+/// what to store.
+fn settle_keys(
+    stored: Option<&StoredKeys>,
+    key_file: Option<&std::path::Path>,
+    now_secs: u64,
+) -> Result<(Keys, StoredKeys), String> {
     let (signing, seed) = match key_file {
         Some(path) => (read_key_file(path)?, None),
-        None => match stored.as_ref().and_then(|k| k.signing_seed.clone()) {
+        None => match stored.and_then(|k| k.signing_seed.clone()) {
             Some(seed) => (
                 SigningKey::from_seed(&seed)
                     .map_err(|e| format!("subscriptions: stored signing key: {e}"))?,
@@ -1156,17 +1473,16 @@ fn load_keys(
         },
     };
     let x = signing.jwk()["x"].as_str().unwrap_or_default().to_owned();
-    let token_secret = match stored.as_ref() {
+    let token_secret = match stored {
         Some(k) => k.token_secret.clone(),
         None => keys::random::<32>()
             .map_err(|_| "subscriptions: the system's random source failed".to_owned())?
             .to_vec(),
     };
     let mut retired: Vec<(String, u64)> = stored
-        .as_ref()
         .map(|k| k.retired.iter().filter(|(_, until)| *until > now_secs).cloned().collect())
         .unwrap_or_default();
-    if let Some(k) = &stored
+    if let Some(k) = stored
         && k.signing_x != x
         && !k.signing_x.is_empty()
     {
@@ -1174,19 +1490,13 @@ fn load_keys(
         retired.push((k.signing_x.clone(), now_secs + RETIRED_KEY_SECS));
     }
     retired.retain(|(old, _)| *old != x);
-    if persistent {
-        let next = StoredKeys {
-            signing_seed: seed,
-            signing_x: x,
-            token_secret: token_secret.clone(),
-            retired: retired.clone(),
-        };
-        if stored.as_ref() != Some(&next) {
-            control::write_keys(fs, data_dir, &next)
-                .map_err(|e| format!("subscriptions: keys: {e}"))?;
-        }
-    }
-    Ok(Keys { signing, retired, tokens: TokenKey::new(&token_secret), claims: None })
+    let next = StoredKeys {
+        signing_seed: seed,
+        signing_x: x,
+        token_secret: token_secret.clone(),
+        retired: retired.clone(),
+    };
+    Ok((Keys { signing, retired, tokens: TokenKey::new(&token_secret), claims: None }, next))
 }
 
 /// An Ed25519 private key from a PEM (PKCS#8) file, as `openssl genpkey -algorithm ed25519`
@@ -1230,7 +1540,7 @@ impl StreamHook for Subscriptions {
         if !st.loaded {
             return;
         }
-        let changed = st.registry.appended(name, start, self.engine.as_ref(), now, fresh_wake_id);
+        let changed = st.registry.appended(name, start, self.tails(), now, fresh_wake_id);
         if changed.is_empty() {
             return;
         }

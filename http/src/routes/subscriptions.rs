@@ -260,7 +260,7 @@ impl Control {
         drop(body);
         let token = self.bearer.as_deref().unwrap_or_default();
         let result = match self.route {
-            Route::Jwks => subs.jwks().map(|keys| {
+            Route::Jwks => subs.jwks().await.map(|keys| {
                 let mut resp = json_response(Status::OK, &keys);
                 resp.headers.set("content-type", Header::Static("application/jwk-set+json"));
                 resp.headers.set("cache-control", Header::Static("public, max-age=300"));
