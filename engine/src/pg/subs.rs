@@ -63,6 +63,22 @@ pub(crate) struct StreamState {
     pub(crate) change: super::listen::Change,
 }
 
+/// A row of `name, incarnation, tail, closed, fork_at, fork_at_tag`.
+fn state_of(r: &tokio_postgres::Row) -> StreamState {
+    StreamState {
+        name: Arc::from(r.get::<_, &str>(0)),
+        change: super::listen::Change {
+            incarnation: u(r.get(1)),
+            tail: u(r.get(2)),
+            closed: r.get(3),
+            gone: false,
+            start: u(r.get(4)),
+            start_tag: u32::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+            quiet: false,
+        },
+    }
+}
+
 /// The database side of subscriptions.
 #[derive(Clone)]
 pub(crate) struct SubsDb {
@@ -281,21 +297,35 @@ impl SubsDb {
             )
             .await
             .map_err(|e| describe(&e))?;
-        Ok(rows
-            .iter()
-            .map(|r| StreamState {
-                name: Arc::from(r.get::<_, &str>(0)),
-                change: super::listen::Change {
-                    incarnation: u(r.get(1)),
-                    tail: u(r.get(2)),
-                    closed: r.get(3),
-                    gone: false,
-                    start: u(r.get(4)),
-                    start_tag: u32::try_from(r.get::<_, i64>(5)).unwrap_or(0),
-                    quiet: false,
-                },
-            })
-            .collect())
+        Ok(rows.iter().map(state_of).collect())
+    }
+
+    /// The state of the live streams named in `names` or starting with `prefix`, as the
+    /// database has it now (a request that must see every acknowledged append reads this
+    /// rather than wait for the notifications).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub(crate) async fn streams_now(
+        &self,
+        names: &[&str],
+        prefix: Option<&str>,
+    ) -> Result<Vec<StreamState>, String> {
+        let client = self.shared.pool.get().await.map_err(|e| with_causes(&e))?;
+        let pattern = prefix.map(|p| {
+            let escaped = p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            format!("{escaped}%")
+        });
+        let rows = client
+            .query(
+                "SELECT name, incarnation, tail, closed, coalesce(fork_at, 0), \
+                 coalesce(fork_at_tag, 0) FROM ds_streams \
+                 WHERE NOT soft_deleted AND (name = ANY($1) OR name LIKE $2)",
+                &[&names, &pattern],
+            )
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(rows.iter().map(state_of).collect())
     }
 
     /// Hands `call` to the leader and waits for its answer.

@@ -104,6 +104,11 @@ impl Book {
         }
     }
 
+    /// The incarnation of `name` known here.
+    pub(crate) fn incarnation(&self, name: &str) -> Option<u64> {
+        self.map().get(name).map(|c| c.incarnation)
+    }
+
     /// The live streams whose names start with `prefix`: name, own start, tail.
     pub(crate) fn list(&self, prefix: &str) -> Vec<(String, Offset, Offset)> {
         let map = self.map();

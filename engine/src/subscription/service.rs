@@ -448,21 +448,7 @@ impl Subscriptions {
     ) {
         while let Some(feed) = changes.recv().await {
             match feed {
-                Feed::Change(name, change) => match cluster.book.apply(&name, &change) {
-                    Event::None => {}
-                    Event::Removed => self.removed(&name),
-                    Event::Appended { start, tail } => {
-                        if self.concerns(&name) {
-                            self.appended(&name, start, tail);
-                        }
-                    }
-                    Event::Replaced { start, tail } => {
-                        self.removed(&name);
-                        if start != tail && self.concerns(&name) {
-                            self.appended(&name, start, tail);
-                        }
-                    }
-                },
+                Feed::Change(name, change) => self.changed_stream(cluster, &name, &change),
                 Feed::Resynced => {
                     // Changes may have been missed: start again from the database.
                     match db.streams().await {
@@ -479,6 +465,53 @@ impl Subscriptions {
                 }
             }
         }
+    }
+
+    /// The leader: a stream changed (any node announced it, or a catch-up read it).
+    fn changed_stream(&self, cluster: &Cluster, name: &Arc<str>, change: &crate::pg::listen::Change) {
+        match cluster.book.apply(name, change) {
+            Event::None => {}
+            Event::Removed => self.removed(name),
+            Event::Appended { start, tail } => {
+                if self.concerns(name) {
+                    self.appended(name, start, tail);
+                }
+            }
+            Event::Replaced { start, tail } => {
+                self.removed(name);
+                if start != tail && self.concerns(name) {
+                    self.appended(name, start, tail);
+                }
+            }
+        }
+    }
+
+    /// The leader, before a request whose answer depends on the streams' tails (create,
+    /// links, claim): reads the state of `paths` and of the streams under `prefix` from
+    /// the database, so that every append acknowledged before the request counts, even
+    /// if its notification has not arrived yet. Elsewhere, nothing.
+    async fn catch_up(&self, paths: &[String], prefix: Option<&str>) -> Result<(), SubError> {
+        let Some(cluster) = &self.cluster else { return Ok(()) };
+        let Some(db) = cluster.db.get() else { return Ok(()) };
+        let names: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let now = db.streams_now(&names, prefix).await.map_err(SubError::Unavailable)?;
+        let mut missing: BTreeSet<String> = paths.iter().cloned().collect();
+        if let Some(prefix) = prefix {
+            missing.extend(cluster.book.list(prefix).into_iter().map(|(name, _, _)| name));
+        }
+        for state in &now {
+            missing.remove(&*state.name);
+            self.changed_stream(cluster, &state.name, &state.change);
+        }
+        for name in missing {
+            // Known here, gone from the database: deleted, its removal not yet heard of.
+            let name: Arc<str> = Arc::from(name.as_str());
+            if let Some(incarnation) = cluster.book.incarnation(&name) {
+                let gone = crate::pg::listen::Change::gone(incarnation);
+                self.changed_stream(cluster, &name, &gone);
+            }
+        }
+        Ok(())
     }
 
     /// The leader: runs the calls followers hand it, each in a task of its own.
@@ -765,6 +798,8 @@ impl Subscriptions {
         let keys = self.ready()?;
         config::check_id(id)?;
         let config = config::parse(body, self.settings.allow_local_webhooks)?;
+        let prefix = config.pattern.as_ref().map(glob::Pattern::literal_prefix);
+        self.catch_up(&config.streams, prefix.as_deref().map(|p| p.trim_end_matches('/'))).await?;
         let created = {
             let mut st = self.lock();
             // Listed under the lock: an append that reports after this sees the
@@ -859,6 +894,7 @@ impl Subscriptions {
                 return Err(SubError::Invalid("streams must be an array of stream paths".into()));
             }
         };
+        self.catch_up(&paths, None).await?;
         {
             let mut st = self.lock();
             st.registry
@@ -912,6 +948,11 @@ impl Subscriptions {
             return answer.map(|next| next.as_bool().unwrap_or(false));
         }
         let keys = self.ready()?;
+        if let Ok(parsed) = parse_ack(body) {
+            // An ack up to an append acknowledged before it is within the tail.
+            let paths: Vec<String> = parsed.acks.into_iter().map(|(path, _)| path).collect();
+            self.catch_up(&paths, None).await?;
+        }
         let next = {
             let mut st = self.lock();
             let claims = self.check_token(&st, keys, id, usage, token)?;
@@ -1048,6 +1089,14 @@ impl Subscriptions {
                 )));
             }
         };
+        // Every append acknowledged before the claim is work it may take.
+        let (paths, prefix) = {
+            let st = self.lock();
+            let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
+            let paths: Vec<String> = sub.links.iter().map(|l| l.path.clone()).collect();
+            (paths, sub.config.pattern.as_ref().map(glob::Pattern::literal_prefix))
+        };
+        self.catch_up(&paths, prefix.as_deref().map(|p| p.trim_end_matches('/'))).await?;
         let answer = {
             let mut st = self.lock();
             let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
