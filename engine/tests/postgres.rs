@@ -564,6 +564,10 @@ mod subscriptions {
         // Pull-wake through the follower: the wake event lands in the wake stream, the
         // claim and the ack go through either node.
         a.engine.create("wakes", create("application/json", b"[]")).await.unwrap();
+        // Would be woken by any append to the wake stream but its wake events.
+        let watcher = json!({"type": "webhook", "pattern": "wakes", "lease_ttl_ms": 60000,
+                             "webhook": {"url": "http://127.0.0.1:9/all"}});
+        a.subs.put("all", &watcher, "http://h/v1/stream").await.unwrap();
         let pull = json!({"type": "pull-wake", "streams": ["work"], "wake_stream": "wakes",
                           "lease_ttl_ms": 60000});
         b.subs.put("p", &pull, "http://h/v1/stream").await.unwrap();
@@ -586,9 +590,19 @@ mod subscriptions {
                          "acks": [{"stream": "work", "offset": tail.to_string()}]});
         assert!(!b.subs.ack("p", Use::Claim, token, &ack).await.unwrap());
         assert_eq!(a.subs.ack("p", Use::Claim, token, &ack).await.unwrap_err(), SubError::Fenced);
-        // The wake event woke nothing (the wake stream is no subscription's work).
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(wake_events(&a.engine).await.len(), 1);
+        // An append acknowledged on one node is work for a claim through the other at
+        // once (the leader reads the tails rather than wait for the notification).
+        let tail = b.engine.append("work", AppendRequest::data("text/plain", "more")).await.unwrap().tail;
+        let claim = a.subs.claim("p", None, &json!({"worker": "w1"})).await.unwrap().body;
+        let token = claim["token"].as_str().unwrap();
+        let ack = json!({"generation": claim["generation"], "wake_id": claim["wake_id"], "done": true,
+                         "acks": [{"stream": "work", "offset": tail.to_string()}]});
+        assert!(!b.subs.ack("p", Use::Claim, token, &ack).await.unwrap());
+        // The wake events woke nothing: they are nobody's work.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(wake_events(&a.engine).await.len(), 2);
+        let woken: Vec<Value> = total(&[&a, &b]);
+        assert!(woken.iter().all(|w| w["subscription_id"] != "all"), "{woken:?}");
 
         // The leader goes away: the follower takes over from the database.
         let Node { task, subs, .. } = a;
@@ -597,12 +611,104 @@ mod subscriptions {
         drop(subs);
         eventually("b leads", || b.subs.leads()).await;
         b.engine.append("jobs/1", AppendRequest::data("text/plain", "two")).await.unwrap();
-        eventually("b delivers", || !b.sent.0.lock().unwrap().is_empty()).await;
-        let sent = b.sent.0.lock().unwrap().clone();
+        let for_w = |n: &Node| -> Vec<Value> {
+            let sent = n.sent.0.lock().unwrap();
+            sent.iter().filter(|w| w["subscription_id"] == "w").cloned().collect()
+        };
+        eventually("b delivers", || !for_w(&b).is_empty()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // (The start-up pass also wakes `all`: the wake events are data past its cursor,
+        // pending work as after any restart.)
+        let sent = for_w(&b);
         assert_eq!(sent.len(), 1, "{sent:?}");
-        assert_eq!(sent[0]["subscription_id"], "w");
+        assert_eq!(sent[0]["streams"][0]["path"], "jobs/1", "{}", sent[0]);
         let view = b.subs.get("p").await.unwrap();
         assert_eq!(view["streams"][0]["acked_offset"], json!(tail.to_string()), "{view}");
         b.task.abort();
+    }
+}
+
+mod subscription_failures {
+    //! The subscription leader's failure paths: no leader (requests wait, then 503), and a
+    //! leader that finds itself deposed (its write is refused, it steps down, and is
+    //! elected again from what the database holds).
+
+    use ds_engine::subscription::{Settings, SubError, Subscriptions};
+    use serde_json::json;
+
+    use super::*;
+
+    struct Nobody;
+
+    impl ds_engine::subscription::WebhookSender for Nobody {
+        fn send(
+            &self,
+            _: ds_engine::subscription::WebhookRequest,
+        ) -> ds_engine::subscription::service::SendFuture {
+            Box::pin(async { ds_engine::subscription::state::Delivered::Failed })
+        }
+    }
+
+    fn pull(stream: &str) -> serde_json::Value {
+        json!({"type": "pull-wake", "streams": [stream], "wake_stream": "wakes", "lease_ttl_ms": 1000})
+    }
+
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: not within 10 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_leader_requests_wait_then_answer_503_and_a_freed_lock_is_taken() {
+        let Some(db) = test_db().await else { return };
+        let clock = ManualClock::new(1_700_000_000_000);
+        let engine = Arc::new(node(&db, &clock, 1 << 20).await);
+        // Someone else holds the leader lock (a node that hangs without dying).
+        let squatter = admin_client(&db.url).await;
+        squatter.execute("SELECT pg_advisory_lock($1)", &[&0x6473_2d73_7562_7301_i64]).await.unwrap();
+        let subs = Subscriptions::new(engine.clone(), Settings::default(), Arc::new(Nobody));
+        let task = tokio::spawn(subs.clone().run());
+        until("the node listens", || subs.is_ready()).await;
+        let started = std::time::Instant::now();
+        let answer = subs.put("p", &pull("s"), "http://h/v1/stream").await.unwrap_err();
+        assert!(matches!(answer, SubError::Unavailable(_)), "{answer:?}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(9), "it waited for a leader: {waited:?}");
+        assert!(!subs.leads());
+        // The lock is released: the node takes over, and serves.
+        drop(squatter);
+        until("the node leads", || subs.leads()).await;
+        assert!(subs.put("p", &pull("s"), "http://h/v1/stream").await.unwrap().0);
+        task.abort();
+        drop(db.admin);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deposed_leader_writes_nothing_and_is_elected_again_from_the_database() {
+        let Some(db) = test_db().await else { return };
+        let clock = ManualClock::new(1_700_000_000_000);
+        let engine = Arc::new(node(&db, &clock, 1 << 20).await);
+        let subs = Subscriptions::new(engine.clone(), Settings::default(), Arc::new(Nobody));
+        let task = tokio::spawn(subs.clone().run());
+        until("the node leads", || subs.leads()).await;
+        assert!(subs.put("kept", &pull("s"), "http://h/v1/stream").await.unwrap().0);
+        // Another election happened behind this node's back.
+        let admin = admin_client(&db.url).await;
+        admin.execute("UPDATE ds_sub_control SET epoch = epoch + 1", &[]).await.unwrap();
+        let refused = subs.put("lost", &pull("t"), "http://h/v1/stream").await.unwrap_err();
+        assert!(matches!(refused, SubError::Unavailable(_)), "{refused:?}");
+        // It steps down, campaigns again and reloads: what it stored is there, what it was
+        // refused is not.
+        until("the node leads again", || subs.leads()).await;
+        assert_eq!(subs.get("lost").await.unwrap_err(), SubError::NotFound);
+        assert_eq!(subs.get("kept").await.unwrap()["subscription_id"], "kept");
+        let rows = admin.query("SELECT id FROM ds_subscriptions", &[]).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        task.abort();
     }
 }

@@ -430,13 +430,21 @@ impl Subscriptions {
                 tracing::warn!(error = %e, "subscriptions: could not take over");
             }
             db.set_feed(None);
-            cluster.epoch.store(0, std::sync::atomic::Ordering::Release);
-            *self.lock() = State::default();
-            cluster.book.clear();
+            self.forget_all(cluster);
             drop(leadership);
             tracing::info!("this node no longer runs the subscriptions");
             tokio::time::sleep(subs::CAMPAIGN).await;
         }
+    }
+
+    /// Stops leading: from now on requests go to the database for a leader to answer, and
+    /// nothing this node held in memory is seen again.
+    fn forget_all(&self, cluster: &Cluster) {
+        let mut st = self.lock();
+        cluster.epoch.store(0, std::sync::atomic::Ordering::Release);
+        *st = State::default();
+        drop(st);
+        cluster.book.clear();
     }
 
     /// The leader: turns every node's stream changes into the hook's calls.
@@ -738,9 +746,11 @@ impl Subscriptions {
                 return Err(SubError::Unavailable("this node no longer runs subscriptions".into()));
             };
             return db.write(epoch, &puts, &deletes, next).await.map_err(|e| {
-                // What was not stored is forgotten with everything else in memory: the
-                // next leader (maybe this node again) starts from what the database holds.
+                // What was not stored is forgotten with everything else in memory, at once
+                // (no request may see it): the next leader (maybe this node again) starts
+                // from what the database holds.
                 tracing::warn!(error = %e, "subscription changes not stored; stepping down");
+                self.forget_all(cluster);
                 cluster.deposed.notify_waiters();
                 SubError::Unavailable(format!("subscription changes not stored: {e}"))
             });
