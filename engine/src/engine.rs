@@ -165,8 +165,9 @@ impl Engine {
         config: EngineConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, OpenError> {
+        // The postgres mode keeps everything in the database: its nodes need no directory.
         let lock = match config.mode {
-            StorageMode::Memory => None,
+            StorageMode::Memory | StorageMode::Postgres => None,
             _ => Some(lock_data_dir(&config.data_dir)?),
         };
         let mut engine = Engine::open_on(config, clock, Arc::new(StdFs::default()))?;

@@ -473,7 +473,9 @@ mod subscriptions {
     use ds_engine::subscription::keys::Use;
     use ds_engine::subscription::service::SendFuture;
     use ds_engine::subscription::state::Delivered;
-    use ds_engine::subscription::{Settings, SubError, Subscriptions, WebhookRequest, WebhookSender};
+    use ds_engine::subscription::{
+        Settings, SubError, Subscriptions, WebhookRequest, WebhookSender,
+    };
     use serde_json::{Value, json};
 
     use super::*;
@@ -572,7 +574,8 @@ mod subscriptions {
                           "lease_ttl_ms": 60000});
         b.subs.put("p", &pull, "http://h/v1/stream").await.unwrap();
         a.engine.create("work", create("text/plain", b"")).await.unwrap();
-        let tail = a.engine.append("work", AppendRequest::data("text/plain", "job")).await.unwrap().tail;
+        let tail =
+            a.engine.append("work", AppendRequest::data("text/plain", "job")).await.unwrap().tail;
         let mut events = Vec::new();
         for _ in 0..500 {
             events = wake_events(&b.engine).await;
@@ -592,7 +595,8 @@ mod subscriptions {
         assert_eq!(a.subs.ack("p", Use::Claim, token, &ack).await.unwrap_err(), SubError::Fenced);
         // An append acknowledged on one node is work for a claim through the other at
         // once (the leader reads the tails rather than wait for the notification).
-        let tail = b.engine.append("work", AppendRequest::data("text/plain", "more")).await.unwrap().tail;
+        let tail =
+            b.engine.append("work", AppendRequest::data("text/plain", "more")).await.unwrap().tail;
         let claim = a.subs.claim("p", None, &json!({"worker": "w1"})).await.unwrap().body;
         let token = claim["token"].as_str().unwrap();
         let ack = json!({"generation": claim["generation"], "wake_id": claim["wake_id"], "done": true,
@@ -670,7 +674,10 @@ mod subscription_failures {
         let engine = Arc::new(node(&db, &clock, 1 << 20).await);
         // Someone else holds the leader lock (a node that hangs without dying).
         let squatter = admin_client(&db.url).await;
-        squatter.execute("SELECT pg_advisory_lock($1)", &[&0x6473_2d73_7562_7301_i64]).await.unwrap();
+        squatter
+            .execute("SELECT pg_advisory_lock($1)", &[&0x6473_2d73_7562_7301_i64])
+            .await
+            .unwrap();
         let subs = Subscriptions::new(engine.clone(), Settings::default(), Arc::new(Nobody));
         let task = tokio::spawn(subs.clone().run());
         until("the node listens", || subs.is_ready()).await;

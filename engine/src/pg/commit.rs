@@ -223,7 +223,10 @@ async fn pipelined_round(
         let row = StreamRow::from_row(&r, 0);
         let writer = row.writer();
         let last_access_ms = row.last_access_ms;
-        slots.insert(r.get(NCOLS), Slot { row, writer, changed: false, loud: false, last_access_ms });
+        slots.insert(
+            r.get(NCOLS),
+            Slot { row, writer, changed: false, loud: false, last_access_ms },
+        );
     }
     for r in known? {
         let name: &str = r.get(0);

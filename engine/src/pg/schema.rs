@@ -12,7 +12,8 @@ const MIGRATION_LOCK: i64 = 0x6473_2d73_6572_7601;
 pub(crate) const VERSION: i32 = 2;
 
 /// Migration `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; VERSION as usize] = [r#"
+const MIGRATIONS: [&str; VERSION as usize] = [
+    r#"
 CREATE TABLE ds_streams (
     name            text COLLATE "C" PRIMARY KEY,
     incarnation     bigint NOT NULL UNIQUE,
@@ -50,7 +51,8 @@ CREATE TABLE ds_producers (
     seq         bigint NOT NULL,
     PRIMARY KEY (incarnation, id)
 );
-"#, r#"
+"#,
+    r#"
 CREATE TABLE ds_subscriptions (
     id     text COLLATE "C" PRIMARY KEY,
     record bytea NOT NULL
@@ -68,7 +70,8 @@ CREATE TABLE ds_sub_calls (
     answer  text,
     made_ms bigint NOT NULL
 );
-"#];
+"#,
+];
 
 /// Brings the database's schema to [`VERSION`].
 ///

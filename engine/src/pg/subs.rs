@@ -423,7 +423,10 @@ impl SubsDb {
     }
 
     /// Waits until a follower may have made a call (a notification, or [`POLL`] × 5).
-    pub(crate) async fn calls_waiting(&self, signals: &mut tokio::sync::broadcast::Receiver<String>) {
+    pub(crate) async fn calls_waiting(
+        &self,
+        signals: &mut tokio::sync::broadcast::Receiver<String>,
+    ) {
         let _ = tokio::time::timeout(POLL * 5, async {
             loop {
                 match signals.recv().await {

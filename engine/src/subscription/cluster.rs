@@ -88,7 +88,11 @@ impl Book {
                 }
                 let lineage = change.lineage();
                 let (start, tail) = (lineage.at(change.start), lineage.at(change.tail));
-                if had.is_some() { Event::Replaced { start, tail } } else { Event::Appended { start, tail } }
+                if had.is_some() {
+                    Event::Replaced { start, tail }
+                } else {
+                    Event::Appended { start, tail }
+                }
             }
         };
         map.insert(name.clone(), change.clone());
@@ -169,7 +173,9 @@ impl Call {
     /// As stored in `ds_sub_calls.call`.
     pub(crate) fn encode(&self) -> String {
         let v = match self {
-            Call::Put { id, body, base } => json!({"op": "put", "id": id, "body": body, "base": base}),
+            Call::Put { id, body, base } => {
+                json!({"op": "put", "id": id, "body": body, "base": base})
+            }
             Call::Get { id } => json!({"op": "get", "id": id}),
             Call::Delete { id } => json!({"op": "delete", "id": id}),
             Call::AddStreams { id, body } => json!({"op": "add_streams", "id": id, "body": body}),
@@ -207,7 +213,9 @@ impl Call {
                 body: body(),
             },
             "release" => Call::Release { id: s("id")?, token: s("token")?, body: body() },
-            "claim" => Call::Claim { id: s("id")?, authorization: s("authorization"), body: body() },
+            "claim" => {
+                Call::Claim { id: s("id")?, authorization: s("authorization"), body: body() }
+            }
             "jwks" => Call::Jwks,
             _ => return None,
         })
@@ -261,9 +269,9 @@ pub(crate) fn decode_answer(text: &str) -> Result<Value, SubError> {
         "invalid" => SubError::Invalid(why),
         "url_rejected" => SubError::UrlRejected(why),
         "not_found" => SubError::NotFound,
-        "token_invalid" => {
-            SubError::TokenInvalid(TOKEN_INVALID.iter().find(|m| **m == why).unwrap_or(&TOKEN_INVALID[0]))
-        }
+        "token_invalid" => SubError::TokenInvalid(
+            TOKEN_INVALID.iter().find(|m| **m == why).unwrap_or(&TOKEN_INVALID[0]),
+        ),
         "token_expired" => SubError::TokenExpired,
         "exists" => SubError::Exists,
         "fenced" => SubError::Fenced,
@@ -334,7 +342,11 @@ mod tests {
     #[test]
     fn calls_and_answers_round_trip() {
         let calls = [
-            Call::Put { id: "a".into(), body: json!({"x": [1]}), base: "http://h/v1/stream".into() },
+            Call::Put {
+                id: "a".into(),
+                body: json!({"x": [1]}),
+                base: "http://h/v1/stream".into(),
+            },
             Call::Get { id: "a".into() },
             Call::Delete { id: "a".into() },
             Call::AddStreams { id: "a".into(), body: json!({"streams": ["s"]}) },

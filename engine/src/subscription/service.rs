@@ -345,7 +345,9 @@ impl Subscriptions {
                 .map(|(created, body)| serde_json::json!({"created": created, "body": body})),
             Call::Get { id } => self.get(&id).await,
             Call::Delete { id } => self.delete(&id).await.map(|()| Value::Null),
-            Call::AddStreams { id, body } => self.add_streams(&id, &body).await.map(|()| Value::Null),
+            Call::AddStreams { id, body } => {
+                self.add_streams(&id, &body).await.map(|()| Value::Null)
+            }
             Call::RemoveStream { id, path } => {
                 self.remove_stream(&id, &path).await.map(|()| Value::Null)
             }
@@ -378,7 +380,8 @@ impl Subscriptions {
     pub async fn run(self: Arc<Self>) -> Result<(), String> {
         self.engine.ready().await?;
         if let Some(cluster) = self.cluster.clone() {
-            let shared = self.engine.postgres().ok_or("subscriptions: the store is not postgres")?;
+            let shared =
+                self.engine.postgres().ok_or("subscriptions: the store is not postgres")?;
             let _ = cluster.db.set(SubsDb::new(shared));
             self.lead_when_elected(&cluster).await;
             return Ok(());
@@ -476,7 +479,12 @@ impl Subscriptions {
     }
 
     /// The leader: a stream changed (any node announced it, or a catch-up read it).
-    fn changed_stream(&self, cluster: &Cluster, name: &Arc<str>, change: &crate::pg::listen::Change) {
+    fn changed_stream(
+        &self,
+        cluster: &Cluster,
+        name: &Arc<str>,
+        change: &crate::pg::listen::Change,
+    ) {
         match cluster.book.apply(name, change) {
             Event::None => {}
             Event::Removed => self.removed(name),
@@ -907,9 +915,7 @@ impl Subscriptions {
         self.catch_up(&paths, None).await?;
         {
             let mut st = self.lock();
-            st.registry
-                .add_streams(id, &paths, self.tails())
-                .ok_or(SubError::NotFound)??;
+            st.registry.add_streams(id, &paths, self.tails()).ok_or(SubError::NotFound)??;
             st.dirty.insert(id.to_owned());
         }
         self.flush().await
@@ -952,8 +958,7 @@ impl Subscriptions {
         token: &str,
         body: &Value,
     ) -> Result<bool, SubError> {
-        let call =
-            || Call::Ack { id: id.into(), usage, token: token.into(), body: body.clone() };
+        let call = || Call::Ack { id: id.into(), usage, token: token.into(), body: body.clone() };
         if let Some(answer) = self.forward(call).await {
             return answer.map(|next| next.as_bool().unwrap_or(false));
         }
@@ -971,9 +976,7 @@ impl Subscriptions {
             let now = self.now();
             let acked = st
                 .registry
-                .update(id, |s| {
-                    s.ack(&parsed.acks, parsed.done, self.tails(), now, fresh_wake_id)
-                })
+                .update(id, |s| s.ack(&parsed.acks, parsed.done, self.tails(), now, fresh_wake_id))
                 .ok_or(SubError::NotFound)??;
             let next = acked.next.is_some();
             changed(&mut st, id, acked.next.as_ref(), now);
@@ -1203,9 +1206,8 @@ impl Subscriptions {
             .filter(|w| w.lease_deadline_ms.is_some_and(|d| d <= now))
             .map(|w| w.id.clone());
         let Some(wake) = expired else { return };
-        let woke = st
-            .registry
-            .update(id, |s| s.lease_expired(&wake, self.tails(), now, fresh_wake_id));
+        let woke =
+            st.registry.update(id, |s| s.lease_expired(&wake, self.tails(), now, fresh_wake_id));
         st.dirty.insert(id.to_owned());
         tracing::debug!(subscription = %id, wake = %wake, "lease expired");
         if let Some(run) = st.runs.get_mut(id) {
