@@ -704,8 +704,18 @@ mod subscription_failures {
         let task = tokio::spawn(subs.clone().run());
         until("the node leads", || subs.leads()).await;
         assert!(subs.put("kept", &pull("s"), "http://h/v1/stream").await.unwrap().0);
-        // Another election happened behind this node's back.
+        let keys_before = subs.jwks().await.unwrap();
+        // Another election happened behind this node's back (and its leader replaced the
+        // keys).
         let admin = admin_client(&db.url).await;
+        admin
+            .execute("UPDATE ds_sub_control SET epoch = epoch + 1, keys = NULL", &[])
+            .await
+            .unwrap();
+        // Review finding: a read was answered from the deposed node's memory.
+        let stale = subs.get("kept").await.unwrap_err();
+        assert!(matches!(stale, SubError::Unavailable(_)), "{stale:?}");
+        until("the node leads again", || subs.leads()).await;
         admin.execute("UPDATE ds_sub_control SET epoch = epoch + 1", &[]).await.unwrap();
         let refused = subs.put("lost", &pull("t"), "http://h/v1/stream").await.unwrap_err();
         assert!(matches!(refused, SubError::Unavailable(_)), "{refused:?}");
@@ -716,6 +726,97 @@ mod subscription_failures {
         assert_eq!(subs.get("kept").await.unwrap()["subscription_id"], "kept");
         let rows = admin.query("SELECT id FROM ds_subscriptions", &[]).await.unwrap();
         assert_eq!(rows.len(), 1);
+        // Review finding: the keys were loaded once per process; a node elected again kept
+        // signing with the old ones.
+        assert_ne!(subs.jwks().await.unwrap(), keys_before, "the keys the database holds now");
+        task.abort();
+    }
+
+    /// Sends nothing anywhere; counts what it was asked to send, and answers `accepted`
+    /// (the wake stays in flight until its lease ends).
+    #[derive(Default)]
+    struct Counting(std::sync::Mutex<Vec<serde_json::Value>>);
+
+    struct CountingSender(Arc<Counting>);
+
+    impl ds_engine::subscription::WebhookSender for CountingSender {
+        fn send(
+            &self,
+            request: ds_engine::subscription::WebhookRequest,
+        ) -> ds_engine::subscription::service::SendFuture {
+            let seen = self.0.clone();
+            Box::pin(async move {
+                seen.0.lock().unwrap().push(serde_json::from_slice(&request.body).unwrap());
+                ds_engine::subscription::state::Delivered::Accepted
+            })
+        }
+    }
+
+    /// Review findings: an append whose notification was never sent woke nothing, ever;
+    /// and a remade listening connection delivered every wake in flight again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_notification_delays_a_wake_and_a_lost_listener_repeats_none() {
+        let Some(db) = test_db().await else { return };
+        let clock = ManualClock::new(1_700_000_000_000);
+        let engine = Arc::new(node(&db, &clock, 1 << 20).await);
+        let seen = Arc::new(Counting::default());
+        let settings = Settings { allow_local_webhooks: true, ..Settings::default() };
+        let subs =
+            Subscriptions::new(engine.clone(), settings, Arc::new(CountingSender(seen.clone())));
+        let task = tokio::spawn(subs.clone().run());
+        until("the node leads", || subs.leads()).await;
+        let hook = json!({"type": "webhook", "streams": ["s"], "lease_ttl_ms": 600_000,
+                          "webhook": {"url": "http://127.0.0.1:9/hook"}});
+        subs.put("w", &hook, "http://h/v1/stream").await.unwrap();
+        engine.create("wakes", create("application/json", b"[]")).await.unwrap();
+        let pull = json!({"type": "pull-wake", "streams": ["s"], "wake_stream": "wakes",
+                          "lease_ttl_ms": 600_000});
+        subs.put("p", &pull, "http://h/v1/stream").await.unwrap();
+        engine.create("s", create("text/plain", b"")).await.unwrap();
+        let events = || async {
+            let chunk = engine.read("wakes", ReadFrom::Start).await.unwrap();
+            serde_json::from_slice::<Vec<serde_json::Value>>(&chunk.into_body().concat()).unwrap()
+        };
+        // An append no node announces: written straight into the tables.
+        let admin = admin_client(&db.url).await;
+        admin
+            .batch_execute(
+                "INSERT INTO ds_data (incarnation, pos, body) \
+                   SELECT incarnation, 0, 'quiet' FROM ds_streams WHERE name = 's'; \
+                 UPDATE ds_streams SET tail = 5 WHERE name = 's';",
+            )
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        until("the sweep wakes it", || !seen.0.lock().unwrap().is_empty()).await;
+        eprintln!("woken {:?} after the silent append", started.elapsed());
+        assert_eq!(
+            seen.0.lock().unwrap()[0]["streams"][0]["tail_offset"].as_str().unwrap()[..16],
+            *"0000000000000005"
+        );
+        for _ in 0..100 {
+            if !events().await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(events().await.len(), 1, "the pull-wake subscription woke too");
+        // The listening connection is cut: it is made again, and the wake in flight (its
+        // webhook accepted, no callback yet) is not delivered again.
+        let cut = admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = 'ds-server listen'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(cut, 1, "one listening connection");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        until("listening again", || engine.is_ready()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(seen.0.lock().unwrap().len(), 1, "{:?}", seen.0.lock().unwrap());
+        assert_eq!(events().await.len(), 1, "the unclaimed wake is not announced again");
         task.abort();
     }
 }

@@ -23,6 +23,8 @@ use crate::producer::ProducerState;
 use crate::rules::{self, Plan, WriterState};
 use crate::store::{AppendRequest, Appended};
 
+/// Most rounds in flight at once (see [`run`]).
+const ROUNDS_IN_FLIGHT: usize = 1;
 /// Most appends one round folds.
 const ROUND_APPENDS: usize = 1024;
 /// Most payload bytes one round folds (a round always takes at least one append).
@@ -53,7 +55,7 @@ pub(crate) struct Queued {
     pub(crate) req: AppendRequest,
     pub(crate) payload: Result<Payload>,
     pub(crate) now: UnixMs,
-    /// A subscription's own wake event: announced as quiet, so it wakes no subscription.
+    /// A subscription's own wake event (see [`super::listen::QuietRanges`]).
     pub(crate) quiet: bool,
     pub(crate) answer: oneshot::Sender<Result<Appended>>,
 }
@@ -64,21 +66,51 @@ impl Queued {
     }
 }
 
-/// Runs rounds until every sender (the store) is gone.
+/// Runs rounds until every sender (the store) is gone. Up to [`ROUNDS_IN_FLIGHT`] rounds
+/// run at once, each on a connection of its own: once a round holds its row locks, the
+/// next one may start, so that while one waits for its commit to be flushed the next one
+/// locks and decides (and PostgreSQL flushes their commits together). Rounds that touch
+/// one stream still take effect in queue order: the later one asks for the row lock only
+/// after the earlier one holds it, so it waits for the earlier commit and reads its result.
 pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<Queued>) {
-    // The committer keeps a connection of its own between rounds, so that a burst of reads
-    // holding the pool never delays a commit.
-    let mut own: Option<deadpool_postgres::Object> = None;
-    while let Some(first) = inbox.recv().await {
-        let mut bytes = first.bytes();
-        let mut batch = vec![first];
-        while batch.len() < ROUND_APPENDS && bytes < ROUND_BYTES {
-            let Ok(next) = inbox.try_recv() else { break };
-            bytes += next.bytes();
-            batch.push(next);
+    use futures_util::StreamExt as _;
+    // Connections of the committer's own between rounds, so that a burst of reads holding
+    // the pool never delays a commit.
+    let mut spare: Vec<Option<deadpool_postgres::Object>> =
+        (0..ROUNDS_IN_FLIGHT).map(|_| None).collect();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    // Resolves once the last round started holds its locks (or gave up).
+    let mut locking: Option<oneshot::Receiver<()>> = None;
+    loop {
+        tokio::select! {
+            biased;
+            Some(own) = running.next(), if !running.is_empty() => spare.push(own),
+            () = async {
+                if let Some(locks) = locking.as_mut() {
+                    let _ = locks.await;
+                }
+            }, if locking.is_some() => locking = None,
+            first = inbox.recv(), if locking.is_none() && !spare.is_empty() => {
+                let Some(first) = first else { break };
+                let mut bytes = first.bytes();
+                let mut batch = vec![first];
+                while batch.len() < ROUND_APPENDS && bytes < ROUND_BYTES {
+                    let Ok(next) = inbox.try_recv() else { break };
+                    bytes += next.bytes();
+                    batch.push(next);
+                }
+                let Some(mut own) = spare.pop() else { break };
+                let (locked, locks) = oneshot::channel();
+                locking = Some(locks);
+                let shared = shared.clone();
+                running.push(async move {
+                    round(&shared, &mut own, batch, locked).await;
+                    own
+                });
+            }
         }
-        round(&shared, &mut own, batch).await;
     }
+    while running.next().await.is_some() {}
 }
 
 /// Commits one round and answers its appends.
@@ -86,11 +118,13 @@ async fn round(
     shared: &Arc<Shared>,
     own: &mut Option<deadpool_postgres::Object>,
     batch: Vec<Queued>,
+    locked: oneshot::Sender<()>,
 ) {
+    let mut locked = Some(locked);
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
-        match decide_and_commit(shared, own, &batch).await {
+        match decide_and_commit(shared, own, &batch, &mut locked).await {
             Err(Failed::Conflict(e)) if attempt < ROUND_ATTEMPTS => {
                 tracing::debug!(error = %super::describe(&e), "commit round retried");
             }
@@ -102,9 +136,12 @@ async fn round(
     shared.failing.store(failed, std::sync::atomic::Ordering::Relaxed);
     match outcome {
         Ok(decided) => {
-            for (name, info, quiet) in decided.published {
+            for (name, incarnation, from, to) in &decided.quiet {
+                shared.quiet.record(name, *incarnation, *from, *to);
+            }
+            for (name, info) in decided.published {
                 shared.observe(&name, &info);
-                shared.announce(&name, &info, quiet);
+                shared.announce(&name, &info);
             }
             for (queued, answer) in batch.into_iter().zip(decided.answers) {
                 let _ = queued.answer.send(answer);
@@ -144,11 +181,12 @@ impl From<tokio_postgres::Error> for Failed {
     }
 }
 
-/// A committed round: each append's answer, and the streams whose new state to publish
-/// (quiet if only wake events changed them).
+/// A committed round: each append's answer, the streams whose new state to publish, and
+/// the ranges its wake events took.
 struct Decided {
     answers: Vec<Result<Appended>>,
-    published: Vec<(Arc<str>, crate::store::StreamInfo, bool)>,
+    published: Vec<(Arc<str>, crate::store::StreamInfo)>,
+    quiet: Vec<(Arc<str>, u64, u64, u64)>,
 }
 
 /// One locked stream as the round changes it.
@@ -156,8 +194,6 @@ struct Slot {
     row: StreamRow,
     writer: WriterState,
     changed: bool,
-    /// Changed by an append that is not a wake event.
-    loud: bool,
     last_access_ms: UnixMs,
 }
 
@@ -165,12 +201,13 @@ async fn decide_and_commit(
     shared: &Arc<Shared>,
     own: &mut Option<deadpool_postgres::Object>,
     batch: &[Queued],
+    locked: &mut Option<oneshot::Sender<()>>,
 ) -> std::result::Result<Decided, Failed> {
     if own.as_ref().is_none_or(|c| c.is_closed()) {
         *own = Some(shared.pool.get().await.map_err(Failed::Pool)?);
     }
     let client = own.as_ref().ok_or_else(|| Failed::Pool(deadpool_postgres::PoolError::Closed))?;
-    let decided = pipelined_round(shared, client, batch).await;
+    let decided = pipelined_round(shared, client, batch, locked).await;
     if decided.is_err()
         && let Some(client) = own.take()
     {
@@ -190,6 +227,7 @@ async fn pipelined_round(
     shared: &Arc<Shared>,
     client: &deadpool_postgres::Object,
     batch: &[Queued],
+    locked: &mut Option<oneshot::Sender<()>>,
 ) -> std::result::Result<Decided, Failed> {
     use futures_util::future::{join, join3};
     let lock = client
@@ -211,22 +249,24 @@ async fn pipelined_round(
     names.dedup();
     let (p_names, p_ids): (Vec<&str>, Vec<&str>) =
         batch.iter().filter_map(|q| q.req.producer.as_ref().map(|p| (&*q.name, &*p.id))).unzip();
-    let (begun, locked, known) = join3(
+    let (begun, rows, known) = join3(
         client.batch_execute("BEGIN"),
         client.query(&lock, &[&names]),
         client.query(&producers, &[&p_names, &p_ids]),
     )
     .await;
+    // The next round may ask for its locks now: any it shares with this one wait for
+    // this one's commit.
+    if let Some(locked) = locked.take() {
+        let _ = locked.send(());
+    }
     begun?;
     let mut slots: HashMap<String, Slot> = HashMap::new();
-    for r in locked? {
+    for r in rows? {
         let row = StreamRow::from_row(&r, 0);
         let writer = row.writer();
         let last_access_ms = row.last_access_ms;
-        slots.insert(
-            r.get(NCOLS),
-            Slot { row, writer, changed: false, loud: false, last_access_ms },
-        );
+        slots.insert(r.get(NCOLS), Slot { row, writer, changed: false, last_access_ms });
     }
     for r in known? {
         let name: &str = r.get(0);
@@ -264,12 +304,21 @@ async fn pipelined_round(
     writes.1?;
     writes.2?;
     committed?;
+    let quiet = batch
+        .iter()
+        .zip(&answers)
+        .filter(|(q, _)| q.quiet)
+        .filter_map(|(q, a)| {
+            let incarnation = slots.get(&*q.name)?.row.incarnation;
+            a.as_ref().ok().map(|a| (q.name.clone(), incarnation, a.start.pos(), a.tail.pos()))
+        })
+        .collect();
     let published = slots
         .into_iter()
         .filter(|(_, s)| s.changed)
-        .map(|(name, s)| (Arc::from(name.as_str()), s.row.info(), !s.loud))
+        .map(|(name, s)| (Arc::from(name.as_str()), s.row.info()))
         .collect();
-    Ok(Decided { answers, published })
+    Ok(Decided { answers, published, quiet })
 }
 
 /// Decides one append against its stream's state as the round has it, and applies it.
@@ -309,7 +358,6 @@ fn decide(
     slot.row.stream_seq.clone_from(&slot.writer.last_stream_seq);
     slot.last_access_ms = slot.last_access_ms.max(q.now);
     slot.changed = true;
-    slot.loud |= !q.quiet;
     Ok(Appended {
         kind,
         start: tail,

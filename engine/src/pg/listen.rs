@@ -47,13 +47,11 @@ pub(crate) struct Change {
     /// source gives that point: what subscriptions need to link it and tag its offsets.
     pub(crate) start: u64,
     pub(crate) start_tag: u32,
-    /// Only subscriptions' own wake events changed it since the last announcement.
-    pub(crate) quiet: bool,
 }
 
 impl Change {
     /// The state `info` describes.
-    pub(crate) fn of(info: &crate::store::StreamInfo, quiet: bool) -> Change {
+    pub(crate) fn of(info: &crate::store::StreamInfo) -> Change {
         let (start, start_tag) = info.fork.as_ref().map_or((0, 0), |f| (f.at, f.at_tag));
         Change {
             incarnation: info.incarnation,
@@ -62,27 +60,73 @@ impl Change {
             gone: false,
             start,
             start_tag,
-            quiet,
         }
     }
 
     /// Incarnation `incarnation` is gone.
     pub(crate) fn gone(incarnation: u64) -> Change {
-        Change {
-            incarnation,
-            tail: 0,
-            closed: false,
-            gone: true,
-            start: 0,
-            start_tag: 0,
-            quiet: false,
-        }
+        Change { incarnation, tail: 0, closed: false, gone: true, start: 0, start_tag: 0 }
     }
 
     /// How the stream tags its offsets.
     pub(crate) fn lineage(&self) -> crate::offset::Lineage {
         let fork = (self.start > 0).then_some((self.start, self.start_tag));
         crate::offset::Lineage::new(self.incarnation, fork)
+    }
+}
+
+/// A range of a stream's data: (incarnation, from, to).
+type Range = (u64, u64, u64);
+
+/// The byte ranges this node's wake events took in each stream (by incarnation), recorded
+/// by the committer before the commit is announced, so before any notification can show
+/// them, while this node runs the subscriptions: the data that wakes no subscription.
+#[derive(Debug, Default)]
+pub(crate) struct QuietRanges {
+    ranges: Mutex<HashMap<Arc<str>, Vec<Range>>>,
+    /// Recording (this node leads).
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl QuietRanges {
+    /// Starts (or stops and forgets) recording.
+    pub(crate) fn record_from_now(&self, on: bool) {
+        self.on.store(on, std::sync::atomic::Ordering::Release);
+        if !on {
+            self.lock().clear();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Range>>> {
+        self.ranges.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A wake event took `from..to` of incarnation `incarnation` of `name`.
+    pub(crate) fn record(&self, name: &Arc<str>, incarnation: u64, from: u64, to: u64) {
+        if from < to && self.on.load(std::sync::atomic::Ordering::Acquire) {
+            self.lock().entry(name.clone()).or_default().push((incarnation, from, to));
+        }
+    }
+
+    /// Whether `from..to` of incarnation `incarnation` of `name` holds only wake events;
+    /// forgets the ranges it is done with (below `to`, or of other incarnations).
+    pub(crate) fn covers(&self, name: &str, incarnation: u64, from: u64, to: u64) -> bool {
+        let mut map = self.lock();
+        let Some(ranges) = map.get_mut(name) else { return false };
+        ranges.retain(|&(inc, _, _)| inc == incarnation);
+        ranges.sort_unstable();
+        let mut at = from;
+        for &(_, a, b) in ranges.iter() {
+            if a > at {
+                break;
+            }
+            at = at.max(b);
+        }
+        ranges.retain(|&(_, _, b)| b > to);
+        if ranges.is_empty() {
+            map.remove(name);
+        }
+        at >= to
     }
 }
 
@@ -105,20 +149,14 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// Queues `change` of `name` for the next notification (a later change of the same
-    /// stream replaces it; it stays quiet only if both were).
-    pub(crate) fn push(&self, name: &Arc<str>, mut change: Change) {
+    /// stream replaces it).
+    pub(crate) fn push(&self, name: &Arc<str>, change: Change) {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A removal is never replaced by a state of the same (or an older) incarnation that
         // was committed before it and announced after.
-        let had = pending.get(name);
-        let keep =
-            had.is_some_and(|h| h.gone && !change.gone && change.incarnation <= h.incarnation);
-        if let Some(h) = had
-            && h.incarnation == change.incarnation
-            && !h.gone
-        {
-            change.quiet &= h.quiet;
-        }
+        let keep = pending
+            .get(name)
+            .is_some_and(|h| h.gone && !change.gone && change.incarnation <= h.incarnation);
         if !keep {
             pending.insert(name.clone(), change);
         }
@@ -132,8 +170,8 @@ impl Outbox {
 }
 
 /// Encodes changes as notification payloads of at most [`PAYLOAD_BYTES`]: JSON arrays of
-/// `[incarnation, tail, closed, gone, name, start, start_tag, quiet]`. A name too long for
-/// one payload is left out (its readers find out at the next resync).
+/// `[incarnation, tail, closed, gone, name, start, start_tag]`. A name too long for one
+/// payload is left out (its readers find out at the next resync).
 pub(crate) fn encode(changes: &HashMap<Arc<str>, Change>) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::from("[");
@@ -145,8 +183,7 @@ pub(crate) fn encode(changes: &HashMap<Arc<str>, Change>) -> Vec<String> {
             c.gone,
             &**name,
             c.start,
-            c.start_tag,
-            c.quiet
+            c.start_tag
         ])
         .to_string();
         if entry.len() + 2 > PAYLOAD_BYTES {
@@ -169,21 +206,21 @@ pub(crate) fn encode(changes: &HashMap<Arc<str>, Change>) -> Vec<String> {
 }
 
 /// Decodes a payload; `None` for one this build does not understand. Entries without
-/// start and quiet (as the first postgres-mode build wrote them: a node of that build may
-/// still run during an upgrade) read as starting at 0, not quiet.
+/// start (as the first postgres-mode build wrote them: a node of that build may still run
+/// during an upgrade) read as starting at 0.
 pub(crate) fn decode(payload: &str) -> Option<Vec<(String, Change)>> {
     use serde_json::Value;
     let entries: Vec<Vec<Value>> = serde_json::from_str(payload).ok()?;
     entries
         .into_iter()
         .map(|e| {
-            if e.len() != 5 && e.len() != 8 {
+            if e.len() != 5 && e.len() != 7 {
                 return None;
             }
-            let (start, start_tag, quiet) = if e.len() == 8 {
-                (e[5].as_u64()?, u32::try_from(e[6].as_u64()?).ok()?, e[7].as_bool()?)
+            let (start, start_tag) = if e.len() == 7 {
+                (e[5].as_u64()?, u32::try_from(e[6].as_u64()?).ok()?)
             } else {
-                (0, 0, false)
+                (0, 0)
             };
             let change = Change {
                 incarnation: e[0].as_u64()?,
@@ -192,7 +229,6 @@ pub(crate) fn decode(payload: &str) -> Option<Vec<(String, Change)>> {
                 gone: e[3].as_bool()?,
                 start,
                 start_tag,
-                quiet,
             };
             Some((e[4].as_str()?.to_owned(), change))
         })
@@ -227,6 +263,7 @@ pub(crate) async fn send(shared: std::sync::Weak<Shared>, outbox: Arc<Outbox>) {
 
 /// Listens for other nodes' tails until the store is dropped, reconnecting as needed.
 pub(crate) async fn listen(shared: std::sync::Weak<Shared>, config: tokio_postgres::Config) {
+    let config = super::named(config, "listen");
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(strong) = shared.upgrade() else { return };
@@ -416,7 +453,7 @@ mod tests {
     use super::*;
 
     fn change(incarnation: u64, tail: u64, gone: bool) -> Change {
-        Change { incarnation, tail, closed: false, gone, start: 0, start_tag: 0, quiet: false }
+        Change { incarnation, tail, closed: false, gone, start: 0, start_tag: 0 }
     }
 
     /// Review finding: a round that committed just before a delete announced its tail after

@@ -282,6 +282,8 @@ pub(crate) struct Shared {
     feed: Mutex<Option<mpsc::UnboundedSender<listen::Feed>>>,
     /// Payloads of the subscriptions' channel.
     pub(crate) signals: tokio::sync::broadcast::Sender<String>,
+    /// Where this node's wake events went (while it runs the subscriptions).
+    pub(crate) quiet: Arc<listen::QuietRanges>,
     /// The connection settings (for connections outside the pool).
     pub(crate) config: tokio_postgres::Config,
 }
@@ -336,11 +338,23 @@ pub(crate) enum OpenFailure {
     Db(String),
 }
 
+/// The application name connections carry, unless the connection string gives one.
+const APPLICATION_NAME: &str = "ds-server";
+
 /// The database's connection settings and a pool over them (connecting lazily).
 #[derive(Clone, Debug)]
 pub(crate) struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
+}
+
+/// `config` for a connection outside the pool: with our default application name, it says
+/// what the connection is for (`ds-server listen`, `ds-server leader` in `pg_stat_activity`).
+pub(crate) fn named(mut config: tokio_postgres::Config, role: &str) -> tokio_postgres::Config {
+    if config.get_application_name() == Some(APPLICATION_NAME) {
+        config.application_name(format!("{APPLICATION_NAME} {role}"));
+    }
+    config
 }
 
 /// Parses the connection settings and makes the pool.
@@ -356,15 +370,18 @@ pub(crate) fn database(config: &EngineConfig) -> std::result::Result<Database, O
         pg.connect_timeout(CONNECT_TIMEOUT);
     }
     if pg.get_application_name().is_none() {
-        pg.application_name("ds-server");
+        pg.application_name(APPLICATION_NAME);
     }
     // A node that vanishes mid-transaction must not hold rows locked (every other node's
     // appends to them would wait): the server ends such sessions, statements give up on a
     // lock after a while (503, retried by the client), and dead peers are noticed in
     // seconds, not hours. Settings the connection string gives win.
+    // The server's own keepalives too: a session (and the advisory lock of the subscription
+    // leader) of a host that vanished ends within about 20 s, not the kernel's 2 hours.
     let mut options = String::from(
         "-c lock_timeout=10000 -c idle_in_transaction_session_timeout=30000 \
-         -c statement_timeout=60000",
+         -c statement_timeout=60000 -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=3 \
+         -c tcp_keepalives_count=3 -c tcp_user_timeout=30000",
     );
     if let Some(given) = pg.get_options() {
         options.push(' ');
@@ -430,6 +447,7 @@ pub(crate) async fn open(
         clock,
         feed: Mutex::default(),
         signals: tokio::sync::broadcast::channel(256).0,
+        quiet: Arc::default(),
         config: config.clone(),
     });
     let mut expiring = Vec::new();
@@ -546,8 +564,8 @@ impl Shared {
     }
 
     /// Announces a committed state to the other nodes (and this node's subscriptions).
-    pub(crate) fn announce(&self, name: &Arc<str>, info: &StreamInfo, quiet: bool) {
-        self.outbox.push(name, listen::Change::of(info, quiet));
+    pub(crate) fn announce(&self, name: &Arc<str>, info: &StreamInfo) {
+        self.outbox.push(name, listen::Change::of(info));
     }
 
     /// Forgets a stream that was deleted, expired or soft-deleted: its local readers stop.
@@ -755,7 +773,7 @@ impl Shared {
         };
         let info = row.info();
         self.observe(name, &info);
-        self.announce(&Arc::from(name), &info, false);
+        self.announce(&Arc::from(name), &info);
         Ok(Created::New(info))
     }
 

@@ -65,11 +65,13 @@ CREATE TABLE ds_sub_control (
 );
 INSERT INTO ds_sub_control VALUES (1, 1, 0, NULL);
 CREATE TABLE ds_sub_calls (
-    id      bigserial PRIMARY KEY,
-    call    text NOT NULL,
-    answer  text,
-    made_ms bigint NOT NULL
+    id     bigserial PRIMARY KEY,
+    call   text NOT NULL,
+    answer text,
+    made   timestamptz NOT NULL DEFAULT now(),
+    taken  bigint
 );
+CREATE INDEX ds_sub_calls_made ON ds_sub_calls (made);
 "#,
 ];
 

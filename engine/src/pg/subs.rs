@@ -7,15 +7,18 @@
 //!
 //! - **Election.** Each node tries [`LEADER_LOCK`] every [`CAMPAIGN`] on a connection of
 //!   its own. The node that takes it bumps `ds_sub_control.epoch` and leads until that
-//!   connection fails (the lock goes with the session, so a dead node's lock is released
-//!   when PostgreSQL notices the connection is gone: at once for a killed process, within
-//!   the keepalive timeouts for a vanished host).
+//!   connection fails. The lock goes with the session: at once for a killed process, and
+//!   for a host that vanished when the server's keepalives give up on it (the connections
+//!   ask for 10 s + 3 × 3 s).
 //! - **Fencing.** Every write of the leader checks the epoch it was elected with, in the
-//!   same transaction: a node that lost the lock without noticing yet cannot overwrite
-//!   what its successor wrote ([`Write::Deposed`]).
+//!   same transaction, and every answer it gives and delivery it starts is confirmed
+//!   against it ([`SubsDb::confirm`]): a node that lost the lock without noticing yet
+//!   cannot overwrite what its successor wrote, nor answer from what it held ([`Write::Deposed`]).
 //! - **Calls.** A follower inserts its request into `ds_sub_calls` and notifies
-//!   `ds_subs` with `call`; the leader runs it and writes the answer, then notifies
-//!   `answer:<id>`. Both sides also poll, so a lost notification only delays.
+//!   `ds_subs` with `call`; the leader takes it (once per term: `taken` holds the epoch),
+//!   runs it and writes the answer (once), then notifies `answer:<id>`. Both sides also
+//!   poll, so a lost notification only delays; a call older than [`CALL_TIMEOUT`] (by the
+//!   database's clock) is not started, its caller having given up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,10 +36,9 @@ pub(crate) const CAMPAIGN: Duration = Duration::from_secs(1);
 /// How often a waiting follower looks for its answer, and the leader for calls, without
 /// a notification.
 const POLL: Duration = Duration::from_millis(200);
-/// How long a follower waits for the leader's answer.
+/// How long a follower waits for the leader's answer; the leader does not start a call
+/// older than this (its caller has given up).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Answered or abandoned calls older than this are removed by the leader.
-const CALL_RETENTION_MS: u64 = 60_000;
 
 /// Why a write did not happen.
 #[derive(Debug)]
@@ -74,7 +76,6 @@ fn state_of(r: &tokio_postgres::Row) -> StreamState {
             gone: false,
             start: u(r.get(4)),
             start_tag: u32::try_from(r.get::<_, i64>(5)).unwrap_or(0),
-            quiet: false,
         },
     }
 }
@@ -130,6 +131,11 @@ impl SubsDb {
         SubsDb { shared }
     }
 
+    /// Where this node's wake events went.
+    pub(crate) fn quiet(&self) -> &super::listen::QuietRanges {
+        &self.shared.quiet
+    }
+
     /// Whether this node listens (the database is reachable).
     pub(crate) fn listening(&self) -> bool {
         self.shared.listening.load(std::sync::atomic::Ordering::Relaxed)
@@ -140,7 +146,21 @@ impl SubsDb {
         &self,
         to: Option<tokio::sync::mpsc::UnboundedSender<super::listen::Feed>>,
     ) {
+        self.shared.quiet.record_from_now(to.is_some());
         self.shared.set_feed(to);
+    }
+
+    /// Whether this node still leads at `epoch`, as the database says.
+    ///
+    /// # Errors
+    /// [`Write::Deposed`] if not, [`Write::Db`] if the database failed.
+    pub(crate) async fn confirm(&self, epoch: u64) -> Result<(), Write> {
+        let client = self.shared.pool.get().await.map_err(|e| Write::Db(with_causes(&e)))?;
+        let row = client
+            .query_one("SELECT epoch FROM ds_sub_control WHERE id = 1", &[])
+            .await
+            .map_err(|e| Write::Db(describe(&e)))?;
+        if u(row.get(0)) == epoch { Ok(()) } else { Err(Write::Deposed) }
     }
 
     /// Tries to take the leader lock once, on `session` (made if there is none, kept for
@@ -155,8 +175,10 @@ impl SubsDb {
         let mine = match session.take() {
             Some(s) if !s.client.is_closed() => s,
             _ => {
-                let (client, connection) =
-                    self.shared.config.connect(NoTls).await.map_err(|e| with_causes(&e))?;
+                let (client, connection) = super::named(self.shared.config.clone(), "leader")
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| with_causes(&e))?;
                 let driver = tokio::spawn(async move {
                     let _ = connection.await;
                 });
@@ -300,70 +322,82 @@ impl SubsDb {
         Ok(rows.iter().map(state_of).collect())
     }
 
-    /// The state of the live streams named in `names` or starting with `prefix`, as the
-    /// database has it now (a request that must see every acknowledged append reads this
-    /// rather than wait for the notifications).
+    /// The state of the live streams named in `names` or starting with one of `prefixes`,
+    /// as the database has it now (a request that must see every acknowledged append reads
+    /// this rather than wait for the notifications).
     ///
     /// # Errors
     /// The database failed.
     pub(crate) async fn streams_now(
         &self,
         names: &[&str],
-        prefix: Option<&str>,
+        prefixes: &[&str],
     ) -> Result<Vec<StreamState>, String> {
+        if names.is_empty() && prefixes.is_empty() {
+            return Ok(Vec::new());
+        }
         let client = self.shared.pool.get().await.map_err(|e| with_causes(&e))?;
-        let pattern = prefix.map(|p| {
-            let escaped = p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            format!("{escaped}%")
-        });
+        let patterns: Vec<String> = prefixes
+            .iter()
+            .map(|p| {
+                let escaped = p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                format!("{escaped}%")
+            })
+            .collect();
         let rows = client
             .query(
                 "SELECT name, incarnation, tail, closed, coalesce(fork_at, 0), \
                  coalesce(fork_at_tag, 0) FROM ds_streams \
-                 WHERE NOT soft_deleted AND (name = ANY($1) OR name LIKE $2)",
-                &[&names, &pattern],
+                 WHERE NOT soft_deleted AND (name = ANY($1) OR name LIKE ANY($2))",
+                &[&names, &patterns],
             )
             .await
             .map_err(|e| describe(&e))?;
         Ok(rows.iter().map(state_of).collect())
     }
 
-    /// Hands `call` to the leader and waits for its answer.
+    /// Hands `call` to the leader and waits for its answer (holding a connection only
+    /// while it asks).
     ///
     /// # Errors
     /// The database failed, or no leader answered within [`CALL_TIMEOUT`].
     pub(crate) async fn call(&self, call: &str) -> Result<String, String> {
         let mut signals = self.shared.signals.subscribe();
-        let client = self.shared.pool.get().await.map_err(|e| with_causes(&e))?;
-        let now = i(self.shared.clock.now_ms());
-        let row = client
-            .query_one(
-                "INSERT INTO ds_sub_calls (call, made_ms) VALUES ($1, $2) RETURNING id",
-                &[&call, &now],
-            )
-            .await
-            .map_err(|e| describe(&e))?;
-        let id: i64 = row.get(0);
-        client
-            .execute("SELECT pg_notify($1, 'call')", &[&super::listen::SUBS_CHANNEL])
-            .await
-            .map_err(|e| describe(&e))?;
+        let id: i64 = {
+            let client = self.shared.pool.get().await.map_err(|e| with_causes(&e))?;
+            let row = client
+                .query_one("INSERT INTO ds_sub_calls (call) VALUES ($1) RETURNING id", &[&call])
+                .await
+                .map_err(|e| describe(&e))?;
+            client
+                .execute("SELECT pg_notify($1, 'call')", &[&super::listen::SUBS_CHANNEL])
+                .await
+                .map_err(|e| describe(&e))?;
+            row.get(0)
+        };
         let mine = format!("answer:{id}");
         let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
         loop {
-            let answer = client
-                .query_opt(
-                    "DELETE FROM ds_sub_calls WHERE id = $1 AND answer IS NOT NULL RETURNING answer",
-                    &[&id],
-                )
-                .await
-                .map_err(|e| describe(&e))?;
-            if let Some(row) = answer {
+            let answer = async {
+                let client = self.shared.pool.get().await.map_err(|e| with_causes(&e))?;
+                client
+                    .query_opt(
+                        "DELETE FROM ds_sub_calls WHERE id = $1 AND answer IS NOT NULL \
+                         RETURNING answer",
+                        &[&id],
+                    )
+                    .await
+                    .map_err(|e| describe(&e))
+            };
+            // A failed look is tried again at the next poll, until the deadline.
+            if let Ok(Some(row)) = answer.await {
                 return Ok(row.get(0));
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                let _ = client.execute("DELETE FROM ds_sub_calls WHERE id = $1", &[&id]).await;
+                if let Ok(client) = self.shared.pool.get().await {
+                    let _ = client.execute("DELETE FROM ds_sub_calls WHERE id = $1", &[&id]).await;
+                }
                 return Err("no subscription leader answered in time".into());
             }
             let wait = POLL.min(deadline - now);
@@ -384,32 +418,48 @@ impl SubsDb {
         }
     }
 
-    /// The leader's side: calls not answered yet (oldest first), after removing old ones.
+    /// The leader's side: takes the calls no term of `epoch` took yet and whose callers
+    /// still wait (oldest first), after removing old ones. A call taken by an earlier leader
+    /// that never answered is taken again.
     ///
     /// # Errors
     /// The database failed.
-    pub(crate) async fn pending_calls(&self) -> Result<Vec<(i64, String)>, String> {
+    pub(crate) async fn take_calls(&self, epoch: u64) -> Result<Vec<(i64, String)>, String> {
         let client = self.shared.pool.get().await.map_err(|e| with_causes(&e))?;
-        let old = i(self.shared.clock.now_ms().saturating_sub(CALL_RETENTION_MS));
         client
-            .execute("DELETE FROM ds_sub_calls WHERE made_ms < $1", &[&old])
+            .execute("DELETE FROM ds_sub_calls WHERE made < now() - interval '60 seconds'", &[])
             .await
             .map_err(|e| describe(&e))?;
-        let rows = client
-            .query("SELECT id, call FROM ds_sub_calls WHERE answer IS NULL ORDER BY id", &[])
+        let timeout = i64::try_from(CALL_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+        let mut rows = client
+            .query(
+                "UPDATE ds_sub_calls SET taken = $1 \
+                 WHERE answer IS NULL AND taken IS DISTINCT FROM $1 \
+                   AND made > now() - make_interval(secs => $2::bigint / 1000.0) \
+                 RETURNING id, call",
+                &[&i(epoch), &timeout],
+            )
             .await
-            .map_err(|e| describe(&e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            .map_err(|e| describe(&e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect::<Vec<(i64, String)>>();
+        rows.sort_unstable_by_key(|(id, _)| *id);
+        Ok(rows)
     }
 
-    /// The leader's side: stores the answer to call `id` and tells its caller.
+    /// The leader's side: stores the answer to call `id` (unless one is there) and tells its
+    /// caller.
     ///
     /// # Errors
     /// The database failed.
     pub(crate) async fn answer(&self, id: i64, answer: &str) -> Result<(), String> {
         let client = self.shared.pool.get().await.map_err(|e| with_causes(&e))?;
         client
-            .execute("UPDATE ds_sub_calls SET answer = $2 WHERE id = $1", &[&id, &answer])
+            .execute(
+                "UPDATE ds_sub_calls SET answer = $2 WHERE id = $1 AND answer IS NULL",
+                &[&id, &answer],
+            )
             .await
             .map_err(|e| describe(&e))?;
         client

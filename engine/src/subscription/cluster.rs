@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::offset::Offset;
-use crate::pg::listen::Change;
+use crate::pg::listen::{Change, QuietRanges};
 use crate::pg::subs::SubsDb;
 use crate::subscription::keys::Use;
 use crate::subscription::service::SubError;
@@ -55,29 +55,34 @@ impl Book {
         self.map().clear();
     }
 
-    /// Applies a change, and says what it means to subscriptions. Changes arrive from
-    /// several nodes in no agreed order: an older incarnation, or a tail behind the one
+    /// Applies a change, and says what it means to subscriptions: data past the tail known
+    /// here is news unless `quiet` says it is this node's own wake events. Changes arrive
+    /// from several nodes in no agreed order: an older incarnation, or a tail behind the one
     /// known, changes nothing.
-    pub(crate) fn apply(&self, name: &Arc<str>, change: &Change) -> Event {
+    pub(crate) fn apply(&self, name: &Arc<str>, change: &Change, quiet: &QuietRanges) -> Event {
         let mut map = self.map();
         let had = map.get(name).cloned();
-        let event = match had {
-            Some(had) if change.incarnation < had.incarnation => return Event::None,
+        match had {
+            Some(had) if change.incarnation < had.incarnation => Event::None,
             Some(had) if change.incarnation == had.incarnation => {
                 if change.gone {
                     map.remove(name);
                     return Event::Removed;
                 }
-                if change.tail <= had.tail {
-                    if change.closed && !had.closed {
-                        map.insert(name.clone(), Change { tail: had.tail, ..change.clone() });
-                    }
+                let tail = change.tail.max(had.tail);
+                map.insert(
+                    name.clone(),
+                    Change { tail, closed: change.closed || had.closed, ..had.clone() },
+                );
+                if change.tail <= had.tail
+                    || quiet.covers(name, had.incarnation, had.tail, change.tail)
+                {
                     return Event::None;
                 }
                 let lineage = had.lineage();
                 Event::Appended { start: lineage.at(had.tail), tail: lineage.at(change.tail) }
             }
-            ref had => {
+            had => {
                 if change.gone {
                     return if had.is_some() {
                         map.remove(name);
@@ -86,25 +91,18 @@ impl Book {
                         Event::None
                     };
                 }
+                map.insert(name.clone(), change.clone());
                 let lineage = change.lineage();
                 let (start, tail) = (lineage.at(change.start), lineage.at(change.tail));
-                if had.is_some() {
-                    Event::Replaced { start, tail }
-                } else {
-                    Event::Appended { start, tail }
+                let news = change.tail > change.start
+                    && !quiet.covers(name, change.incarnation, change.start, change.tail);
+                match (had.is_some(), news) {
+                    (true, true) => Event::Replaced { start, tail },
+                    (true, false) => Event::Removed,
+                    (false, true) => Event::Appended { start, tail },
+                    (false, false) => Event::None,
                 }
             }
-        };
-        map.insert(name.clone(), change.clone());
-        if change.quiet {
-            return match event {
-                Event::Replaced { .. } => Event::Removed,
-                _ => Event::None,
-            };
-        }
-        match event {
-            Event::Appended { start, tail } if start == tail => Event::None,
-            other => other,
         }
     }
 
@@ -291,52 +289,65 @@ mod tests {
     use super::*;
 
     fn change(incarnation: u64, tail: u64) -> Change {
-        Change {
-            incarnation,
-            tail,
-            closed: false,
-            gone: false,
-            start: 0,
-            start_tag: 0,
-            quiet: false,
-        }
+        Change { incarnation, tail, closed: false, gone: false, start: 0, start_tag: 0 }
     }
 
     #[test]
     fn the_book_turns_changes_from_any_node_into_subscription_events() {
-        let book = Book::default();
+        let (book, quiet) = (Book::default(), QuietRanges::default());
+        quiet.record_from_now(true);
         let s: Arc<str> = Arc::from("s");
         let tagged = |inc: u64, pos: u64| crate::offset::Lineage::new(inc, None).at(pos);
         // Created empty: nothing to link yet.
-        assert_eq!(book.apply(&s, &change(7, 0)), Event::None);
+        assert_eq!(book.apply(&s, &change(7, 0), &quiet), Event::None);
         assert_eq!(
-            book.apply(&s, &change(7, 10)),
+            book.apply(&s, &change(7, 10), &quiet),
             Event::Appended { start: Offset::ZERO, tail: tagged(7, 10) }
         );
         // A slower node's older tail arrives late: nothing.
-        assert_eq!(book.apply(&s, &change(7, 4)), Event::None);
-        // A wake event only: the tail moves, nobody wakes; the next append starts there.
-        assert_eq!(book.apply(&s, &Change { quiet: true, ..change(7, 12) }), Event::None);
+        assert_eq!(book.apply(&s, &change(7, 4), &quiet), Event::None);
+        // This node's wake event: the tail moves, nobody wakes; the next append starts there.
+        quiet.record(&s, 7, 10, 12);
+        assert_eq!(book.apply(&s, &change(7, 12), &quiet), Event::None);
         assert_eq!(
-            book.apply(&s, &change(7, 15)),
+            book.apply(&s, &change(7, 15), &quiet),
             Event::Appended { start: tagged(7, 12), tail: tagged(7, 15) }
         );
-        assert_eq!(book.tail("s"), Some(tagged(7, 15)));
-        // Deleted and created again with data, announced together.
+        // Review finding: another node's append (15..20) announced after this node's wake
+        // event (20..25) was lost, its tail being behind. The wake event's notification
+        // now carries the other node's data with it.
+        quiet.record(&s, 7, 20, 25);
         assert_eq!(
-            book.apply(&s, &change(9, 3)),
+            book.apply(&s, &change(7, 25), &quiet),
+            Event::Appended { start: tagged(7, 15), tail: tagged(7, 25) }
+        );
+        assert_eq!(book.apply(&s, &change(7, 20), &quiet), Event::None);
+        assert_eq!(book.tail("s"), Some(tagged(7, 25)));
+        // Deleted and created again with data, announced together; an old incarnation's
+        // wake-event range does not hide the new one's data.
+        quiet.record(&s, 7, 25, 30);
+        assert_eq!(
+            book.apply(&s, &change(9, 3), &quiet),
             Event::Replaced { start: Offset::ZERO, tail: tagged(9, 3) }
         );
-        assert_eq!(book.apply(&s, &change(7, 99)), Event::None);
-        assert_eq!(book.apply(&s, &Change::gone(9)), Event::Removed);
+        assert_eq!(book.apply(&s, &change(7, 99), &quiet), Event::None);
+        assert_eq!(book.apply(&s, &Change::gone(9), &quiet), Event::Removed);
         assert_eq!(book.tail("s"), None);
-        assert_eq!(book.apply(&s, &Change::gone(9)), Event::None);
+        assert_eq!(book.apply(&s, &Change::gone(9), &quiet), Event::None);
         // A fork first heard of with data: linked at its fork point, tagged as the source.
         let f: Arc<str> = Arc::from("f");
         let fork = Change { start: 5, start_tag: 77, ..change(11, 8) };
-        let Event::Appended { start, tail } = book.apply(&f, &fork) else { panic!() };
+        let Event::Appended { start, tail } = book.apply(&f, &fork, &quiet) else { panic!() };
         assert_eq!((start.pos(), start.tag(), tail.pos()), (5, 77, 8));
         assert_eq!(book.list(""), vec![("f".to_owned(), start, tail)]);
+        // A wake stream first heard of holding only wake events: nothing.
+        let w: Arc<str> = Arc::from("w");
+        quiet.record(&w, 12, 0, 40);
+        assert_eq!(book.apply(&w, &change(12, 40), &quiet), Event::None);
+        // Not recording (not leading): nothing is quiet.
+        quiet.record_from_now(false);
+        quiet.record(&w, 12, 40, 50);
+        assert!(!quiet.covers("w", 12, 40, 50));
     }
 
     #[test]

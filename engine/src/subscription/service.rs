@@ -57,6 +57,9 @@ pub const MAX_DELIVERIES: usize = 64;
 pub const MAX_WORKER_BYTES: usize = 256;
 /// Largest integer a JSON number carries exactly (2^53): a larger `generation` is refused.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+/// How often the subscription leader (`postgres` mode) reads the tails of the streams its
+/// subscriptions concern, in case a notification went missing.
+const SWEEP: Duration = Duration::from_secs(5);
 /// Longest the scheduler sleeps without looking at the clock.
 const IDLE_TICK: Duration = Duration::from_secs(60);
 
@@ -226,6 +229,10 @@ struct State {
     /// (time, id): look at `id` then. Entries may be stale; looking costs little.
     timers: BTreeSet<(u64, String)>,
     loaded: bool,
+    /// The `postgres` mode: the epoch this state was loaded under (0: not loaded here).
+    term: u64,
+    /// Deliveries and the followers' calls running for this state (ended with it).
+    tasks: tokio::task::JoinSet<()>,
 }
 
 /// The subscription service.
@@ -234,7 +241,8 @@ pub struct Subscriptions {
     settings: Settings,
     sender: Arc<dyn WebhookSender>,
     state: Mutex<State>,
-    keys: std::sync::OnceLock<Keys>,
+    /// Set when loaded (again at each election in the `postgres` mode).
+    keys: std::sync::RwLock<Option<Arc<Keys>>>,
     control: std::sync::OnceLock<Option<Arc<Control>>>,
     /// Held across a flush's encode and write.
     persist: tokio::sync::Mutex<()>,
@@ -283,7 +291,7 @@ impl Subscriptions {
             settings,
             sender,
             state: Mutex::new(State::default()),
-            keys: std::sync::OnceLock::new(),
+            keys: std::sync::RwLock::default(),
             control: std::sync::OnceLock::new(),
             persist: tokio::sync::Mutex::new(()),
             failed: std::sync::OnceLock::new(),
@@ -420,23 +428,27 @@ impl Subscriptions {
                 self.load().await?;
                 tokio::select! {
                     () = self.schedule() => {}
-                    () = self.follow_streams(cluster, db, changes) => {}
+                    () = self.follow_streams(cluster, changes) => {}
                     () = self.serve_calls(db) => {}
                     () = leadership.lost() => {
                         tracing::warn!("subscriptions: the leader's connection failed");
                     }
-                    () = deposed => tracing::warn!("subscriptions: another node was elected"),
+                    () = deposed => {}
                 }
                 Ok::<(), String>(())
             };
+            let mut pause = subs::CAMPAIGN;
             if let Err(e) = led.await {
+                // Let another node try first (this one may be the problem, say a bad key
+                // file), rather than take the lock every second and fail.
                 tracing::warn!(error = %e, "subscriptions: could not take over");
+                pause *= 5;
             }
             db.set_feed(None);
             self.forget_all(cluster);
             drop(leadership);
             tracing::info!("this node no longer runs the subscriptions");
-            tokio::time::sleep(subs::CAMPAIGN).await;
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -445,8 +457,10 @@ impl Subscriptions {
     fn forget_all(&self, cluster: &Cluster) {
         let mut st = self.lock();
         cluster.epoch.store(0, std::sync::atomic::Ordering::Release);
-        *st = State::default();
+        // Its deliveries and calls end with it (the join set aborts them when dropped).
+        let old = std::mem::take(&mut *st);
         drop(st);
+        drop(old);
         cluster.book.clear();
     }
 
@@ -454,26 +468,20 @@ impl Subscriptions {
     async fn follow_streams(
         self: &Arc<Self>,
         cluster: &Cluster,
-        db: &SubsDb,
         mut changes: tokio::sync::mpsc::UnboundedReceiver<Feed>,
     ) {
-        while let Some(feed) = changes.recv().await {
-            match feed {
-                Feed::Change(name, change) => self.changed_stream(cluster, &name, &change),
-                Feed::Resynced => {
-                    // Changes may have been missed: start again from the database.
-                    match db.streams().await {
-                        Ok(streams) => {
-                            cluster.book.reset(streams.into_iter().map(|s| (s.name, s.change)));
-                            let mut st = self.lock();
-                            if st.loaded {
-                                self.reconcile(&mut st);
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "subscriptions: resync failed"),
-                    }
-                    self.kick.notify_one();
-                }
+        let mut sweeps = tokio::time::interval(SWEEP);
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweeps.tick().await;
+        loop {
+            tokio::select! {
+                feed = changes.recv() => match feed {
+                    Some(Feed::Change(name, change)) => self.changed_stream(cluster, &name, &change),
+                    // Changes may have been missed while nobody listened.
+                    Some(Feed::Resynced) => self.sweep().await,
+                    None => return,
+                },
+                _ = sweeps.tick() => self.sweep().await,
             }
         }
     }
@@ -485,7 +493,8 @@ impl Subscriptions {
         name: &Arc<str>,
         change: &crate::pg::listen::Change,
     ) {
-        match cluster.book.apply(name, change) {
+        let Some(db) = cluster.db.get() else { return };
+        match cluster.book.apply(name, change, db.quiet()) {
             Event::None => {}
             Event::Removed => self.removed(name),
             Event::Appended { start, tail } => {
@@ -506,43 +515,78 @@ impl Subscriptions {
     /// links, claim): reads the state of `paths` and of the streams under `prefix` from
     /// the database, so that every append acknowledged before the request counts, even
     /// if its notification has not arrived yet. Elsewhere, nothing.
-    async fn catch_up(&self, paths: &[String], prefix: Option<&str>) -> Result<(), SubError> {
+    async fn catch_up(&self, paths: &[String], prefixes: &[&str]) -> Result<(), SubError> {
         let Some(cluster) = &self.cluster else { return Ok(()) };
         let Some(db) = cluster.db.get() else { return Ok(()) };
-        let names: Vec<&str> = paths.iter().map(String::as_str).collect();
-        let now = db.streams_now(&names, prefix).await.map_err(SubError::Unavailable)?;
-        let mut missing: BTreeSet<String> = paths.iter().cloned().collect();
-        if let Some(prefix) = prefix {
-            missing.extend(cluster.book.list(prefix).into_iter().map(|(name, _, _)| name));
+        // What the book holds before the read: only these can be found gone by it (a stream
+        // made after the read's snapshot and heard of meanwhile is not missing from it).
+        let mut before: HashMap<String, u64> = HashMap::new();
+        for path in paths {
+            if let Some(incarnation) = cluster.book.incarnation(path) {
+                before.insert(path.clone(), incarnation);
+            }
         }
+        for prefix in prefixes {
+            for (name, _, _) in cluster.book.list(prefix) {
+                if let Some(incarnation) = cluster.book.incarnation(&name) {
+                    before.insert(name, incarnation);
+                }
+            }
+        }
+        let names: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let now = db.streams_now(&names, prefixes).await.map_err(SubError::Unavailable)?;
         for state in &now {
-            missing.remove(&*state.name);
+            before.remove(&*state.name);
             self.changed_stream(cluster, &state.name, &state.change);
         }
-        for name in missing {
-            // Known here, gone from the database: deleted, its removal not yet heard of.
-            let name: Arc<str> = Arc::from(name.as_str());
-            if let Some(incarnation) = cluster.book.incarnation(&name) {
-                let gone = crate::pg::listen::Change::gone(incarnation);
-                self.changed_stream(cluster, &name, &gone);
-            }
+        for (name, incarnation) in before {
+            // Known here, gone from the database: deleted, its removal not heard of yet.
+            let gone = crate::pg::listen::Change::gone(incarnation);
+            self.changed_stream(cluster, &Arc::from(name.as_str()), &gone);
         }
         Ok(())
     }
 
-    /// The leader: runs the calls followers hand it, each in a task of its own.
+    /// The leader, every [`SWEEP`] and when its listening connection was made again: reads
+    /// the state of every stream a subscription links or may match, so that a notification
+    /// that was never sent (or not heard) delays a wake, never loses it.
+    async fn sweep(&self) {
+        let (paths, prefixes) = {
+            let st = self.lock();
+            let mut paths = BTreeSet::new();
+            let mut prefixes = BTreeSet::new();
+            for sub in st.registry.iter() {
+                paths.extend(sub.links.iter().map(|l| l.path.clone()));
+                paths.extend(sub.config.streams.iter().cloned());
+                if let Some(p) = &sub.config.pattern {
+                    prefixes.insert(p.literal_prefix().trim_end_matches('/').to_owned());
+                }
+            }
+            (paths.into_iter().collect::<Vec<_>>(), prefixes)
+        };
+        let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        if let Err(e) = self.catch_up(&paths, &prefixes).await {
+            tracing::warn!(error = ?e, "subscriptions: sweep of the streams' tails failed");
+        }
+        self.kick.notify_one();
+    }
+
+    /// The leader: runs the calls followers hand it, each in a task of its own (which ends
+    /// with this term's state).
     async fn serve_calls(self: &Arc<Self>, db: &SubsDb) {
         let mut signals = db.signals();
-        let running: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
         loop {
-            match db.pending_calls().await {
+            let term = self.lock().term;
+            match db.take_calls(term).await {
                 Ok(calls) => {
+                    let mut st = self.lock();
+                    if st.term != term {
+                        // Stepped down meanwhile: the next leader takes them again.
+                        return;
+                    }
                     for (id, text) in calls {
-                        if !running.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
-                            continue;
-                        }
-                        let (this, db, running) = (self.clone(), db.clone(), running.clone());
-                        tokio::spawn(async move {
+                        let (this, db) = (self.clone(), db.clone());
+                        st.tasks.spawn(async move {
                             let answer = match Call::decode(&text) {
                                 Some(call) => this.execute(call).await,
                                 None => Err(SubError::Invalid("the call did not decode".into())),
@@ -550,7 +594,6 @@ impl Subscriptions {
                             if let Err(e) = db.answer(id, &cluster::encode_answer(&answer)).await {
                                 tracing::warn!(error = %e, "subscriptions: answer not stored");
                             }
-                            running.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
                         });
                     }
                 }
@@ -584,7 +627,8 @@ impl Subscriptions {
             None => self.load_from_files().await?,
         };
         let claims = self.settings.claim_secret.as_ref().map(|s| TokenKey::new(s.as_bytes()));
-        let _ = self.keys.set(Keys { claims, ..keys });
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::new(Keys { claims, ..keys }));
         let _ = self.control.set(control);
         for id in &loaded.damaged {
             tracing::error!(subscription = %id, "stored subscription record is damaged; not loaded");
@@ -598,6 +642,7 @@ impl Subscriptions {
             }
             self.reconcile(&mut st);
             st.loaded = true;
+            st.term = self.cluster.as_ref().and_then(|c| c.leading()).unwrap_or(0);
         }
         tracing::info!(subscriptions = count, "subscriptions loaded");
         self.flush().await.map_err(|e| format!("subscriptions: {e:?}"))?;
@@ -713,15 +758,55 @@ impl Subscriptions {
         }
     }
 
-    fn ready(&self) -> Result<&Keys, SubError> {
+    fn ready(&self) -> Result<Arc<Keys>, SubError> {
         if let Some(why) = self.failed.get() {
             return Err(SubError::Unavailable(why.clone()));
         }
         let loaded = self.lock().loaded;
-        match self.keys.get() {
+        match self.keys() {
             Some(keys) if loaded => Ok(keys),
             _ => Err(SubError::Unavailable("subscriptions are still loading".into())),
         }
+    }
+
+    fn keys(&self) -> Option<Arc<Keys>> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Answers a request: on a follower, the leader's answer to `call` (mapped by
+    /// `from_leader`); elsewhere, `here`'s. In the `postgres` mode an answer made here
+    /// counts only if this node led, in one term, from before it started until after it
+    /// ended, as the database confirms (a change is also stored under that term's fence);
+    /// otherwise it may come from memory a step-down discarded, and the answer is 503.
+    async fn serve<T>(
+        &self,
+        call: impl FnOnce() -> Call,
+        from_leader: impl FnOnce(Value) -> T,
+        here: impl Future<Output = Result<T, SubError>>,
+    ) -> Result<T, SubError> {
+        if let Some(answer) = self.forward(call).await {
+            return answer.map(from_leader);
+        }
+        let Some(cluster) = &self.cluster else { return here.await };
+        let term = self.lock().term;
+        let answer = here.await;
+        let still = term != 0 && self.lock().term == term;
+        let Some(db) = cluster.db.get().filter(|_| still) else {
+            return Err(SubError::Unavailable("this node stopped running subscriptions".into()));
+        };
+        match db.confirm(term).await {
+            Ok(()) => answer,
+            Err(e) => Err(self.step_down(cluster, &e)),
+        }
+    }
+
+    /// A write or a check found this node deposed (or the database failing): it stops
+    /// leading at once.
+    fn step_down(&self, cluster: &Cluster, why: &subs::Write) -> SubError {
+        tracing::warn!(error = %why, "subscriptions: stepping down");
+        self.forget_all(cluster);
+        cluster.deposed.notify_waiters();
+        SubError::Unavailable(format!("subscriptions: {why}"))
     }
 
     /// Writes every dirty record in one durable transaction.
@@ -733,7 +818,7 @@ impl Subscriptions {
         if let Some(why) = self.failed.get() {
             return Err(SubError::Unavailable(why.clone()));
         }
-        let (puts, deletes, next) = {
+        let (puts, deletes, next, term) = {
             let mut st = self.lock();
             let ids = std::mem::take(&mut st.dirty);
             let mut puts = Vec::new();
@@ -744,24 +829,24 @@ impl Subscriptions {
                     None => deletes.push(id),
                 }
             }
-            (puts, deletes, st.registry.next_incarnation())
+            (puts, deletes, st.registry.next_incarnation(), st.term)
         };
         if puts.is_empty() && deletes.is_empty() {
             return Ok(());
         }
         if let Some(cluster) = &self.cluster {
-            let (Some(db), Some(epoch)) = (cluster.db.get(), cluster.leading()) else {
+            // Written under the term the changes were made in: what a step-down discarded
+            // (the state of term 0, or of an earlier term) is never written.
+            let Some(db) = cluster.db.get().filter(|_| term != 0) else {
                 return Err(SubError::Unavailable("this node no longer runs subscriptions".into()));
             };
-            return db.write(epoch, &puts, &deletes, next).await.map_err(|e| {
-                // What was not stored is forgotten with everything else in memory, at once
-                // (no request may see it): the next leader (maybe this node again) starts
-                // from what the database holds.
-                tracing::warn!(error = %e, "subscription changes not stored; stepping down");
-                self.forget_all(cluster);
-                cluster.deposed.notify_waiters();
-                SubError::Unavailable(format!("subscription changes not stored: {e}"))
-            });
+            // What was not stored is forgotten with everything else in memory, at once (no
+            // request may see it): the next leader (maybe this node again) starts from
+            // what the database holds.
+            return db
+                .write(term, &puts, &deletes, next)
+                .await
+                .map_err(|e| self.step_down(cluster, &e));
         }
         let Some(Some(control)) = self.control.get().cloned() else { return Ok(()) };
         let written = tokio::task::spawn_blocking(move || control.write(&puts, &deletes, next))
@@ -781,9 +866,10 @@ impl Subscriptions {
     /// # Errors
     /// 503 while loading.
     pub async fn jwks(&self) -> Result<Value, SubError> {
-        if let Some(answer) = self.forward(|| Call::Jwks).await {
-            return answer;
-        }
+        self.serve(|| Call::Jwks, |answer| answer, self.jwks_here()).await
+    }
+
+    async fn jwks_here(&self) -> Result<Value, SubError> {
         let keys = self.ready()?;
         let now = self.now() / 1000;
         let mut list = vec![keys.signing.jwk()];
@@ -808,16 +894,29 @@ impl Subscriptions {
     /// 400 for a bad id or configuration, 409 for another configuration under the id.
     pub async fn put(&self, id: &str, body: &Value, base: &str) -> Result<(bool, Value), SubError> {
         let call = || Call::Put { id: id.into(), body: body.clone(), base: base.into() };
-        if let Some(answer) = self.forward(call).await {
-            let answer = answer?;
-            let created = answer.get("created").and_then(Value::as_bool).unwrap_or(false);
-            return Ok((created, answer.get("body").cloned().unwrap_or(Value::Null)));
-        }
+        self.serve(
+            call,
+            |answer: Value| {
+                let created = answer.get("created").and_then(Value::as_bool).unwrap_or(false);
+                (created, answer.get("body").cloned().unwrap_or(Value::Null))
+            },
+            self.put_here(id, body, base),
+        )
+        .await
+    }
+
+    async fn put_here(
+        &self,
+        id: &str,
+        body: &Value,
+        base: &str,
+    ) -> Result<(bool, Value), SubError> {
         let keys = self.ready()?;
         config::check_id(id)?;
         let config = config::parse(body, self.settings.allow_local_webhooks)?;
         let prefix = config.pattern.as_ref().map(glob::Pattern::literal_prefix);
-        self.catch_up(&config.streams, prefix.as_deref().map(|p| p.trim_end_matches('/'))).await?;
+        let prefixes: Vec<&str> = prefix.iter().map(|p| p.trim_end_matches('/')).collect();
+        self.catch_up(&config.streams, &prefixes).await?;
         let created = {
             let mut st = self.lock();
             // Listed under the lock: an append that reports after this sees the
@@ -863,9 +962,10 @@ impl Subscriptions {
     /// # Errors
     /// 404.
     pub async fn get(&self, id: &str) -> Result<Value, SubError> {
-        if let Some(answer) = self.forward(|| Call::Get { id: id.into() }).await {
-            return answer;
-        }
+        self.serve(|| Call::Get { id: id.into() }, |answer| answer, self.get_here(id)).await
+    }
+
+    async fn get_here(&self, id: &str) -> Result<Value, SubError> {
         let keys = self.ready()?;
         let dirty = self.lock().dirty.contains(id);
         if dirty {
@@ -882,9 +982,10 @@ impl Subscriptions {
     /// # Errors
     /// 503 only.
     pub async fn delete(&self, id: &str) -> Result<(), SubError> {
-        if let Some(answer) = self.forward(|| Call::Delete { id: id.into() }).await {
-            return answer.map(drop);
-        }
+        self.serve(|| Call::Delete { id: id.into() }, drop, self.delete_here(id)).await
+    }
+
+    async fn delete_here(&self, id: &str) -> Result<(), SubError> {
         self.ready()?;
         {
             let mut st = self.lock();
@@ -902,9 +1003,10 @@ impl Subscriptions {
     /// 400 for a bad body, 404.
     pub async fn add_streams(&self, id: &str, body: &Value) -> Result<(), SubError> {
         let call = || Call::AddStreams { id: id.into(), body: body.clone() };
-        if let Some(answer) = self.forward(call).await {
-            return answer.map(drop);
-        }
+        self.serve(call, drop, self.add_streams_here(id, body)).await
+    }
+
+    async fn add_streams_here(&self, id: &str, body: &Value) -> Result<(), SubError> {
         self.ready()?;
         let paths = match body.get("streams") {
             Some(v) => config::stream_list(v, "streams")?,
@@ -912,7 +1014,7 @@ impl Subscriptions {
                 return Err(SubError::Invalid("streams must be an array of stream paths".into()));
             }
         };
-        self.catch_up(&paths, None).await?;
+        self.catch_up(&paths, &[]).await?;
         {
             let mut st = self.lock();
             st.registry.add_streams(id, &paths, self.tails()).ok_or(SubError::NotFound)??;
@@ -928,9 +1030,10 @@ impl Subscriptions {
     /// 400 for a bad path, 404.
     pub async fn remove_stream(&self, id: &str, path: &str) -> Result<(), SubError> {
         let call = || Call::RemoveStream { id: id.into(), path: path.into() };
-        if let Some(answer) = self.forward(call).await {
-            return answer.map(drop);
-        }
+        self.serve(call, drop, self.remove_stream_here(id, path)).await
+    }
+
+    async fn remove_stream_here(&self, id: &str, path: &str) -> Result<(), SubError> {
         self.ready()?;
         let path = glob::normalize(path)
             .map_err(|e| SubError::Invalid(format!("stream path {e}")))?
@@ -959,18 +1062,30 @@ impl Subscriptions {
         body: &Value,
     ) -> Result<bool, SubError> {
         let call = || Call::Ack { id: id.into(), usage, token: token.into(), body: body.clone() };
-        if let Some(answer) = self.forward(call).await {
-            return answer.map(|next| next.as_bool().unwrap_or(false));
-        }
+        self.serve(
+            call,
+            |next| next.as_bool().unwrap_or(false),
+            self.ack_here(id, usage, token, body),
+        )
+        .await
+    }
+
+    async fn ack_here(
+        &self,
+        id: &str,
+        usage: Use,
+        token: &str,
+        body: &Value,
+    ) -> Result<bool, SubError> {
         let keys = self.ready()?;
         if let Ok(parsed) = parse_ack(body) {
             // An ack up to an append acknowledged before it is within the tail.
             let paths: Vec<String> = parsed.acks.into_iter().map(|(path, _)| path).collect();
-            self.catch_up(&paths, None).await?;
+            self.catch_up(&paths, &[]).await?;
         }
         let next = {
             let mut st = self.lock();
-            let claims = self.check_token(&st, keys, id, usage, token)?;
+            let claims = self.check_token(&st, &keys, id, usage, token)?;
             let parsed = parse_ack(body)?;
             self.check_fence_then_expiry(&st, id, &claims, parsed.generation, &parsed.wake_id)?;
             let now = self.now();
@@ -994,13 +1109,14 @@ impl Subscriptions {
     /// As [`Subscriptions::ack`].
     pub async fn release(&self, id: &str, token: &str, body: &Value) -> Result<(), SubError> {
         let call = || Call::Release { id: id.into(), token: token.into(), body: body.clone() };
-        if let Some(answer) = self.forward(call).await {
-            return answer.map(drop);
-        }
+        self.serve(call, drop, self.release_here(id, token, body)).await
+    }
+
+    async fn release_here(&self, id: &str, token: &str, body: &Value) -> Result<(), SubError> {
         let keys = self.ready()?;
         {
             let mut st = self.lock();
-            let claims = self.check_token(&st, keys, id, Use::Claim, token)?;
+            let claims = self.check_token(&st, &keys, id, Use::Claim, token)?;
             let (generation, wake_id) = parse_fence(body)?;
             self.check_fence_then_expiry(&st, id, &claims, generation, &wake_id)?;
             let now = self.now();
@@ -1079,9 +1195,15 @@ impl Subscriptions {
             authorization: authorization.map(str::to_owned),
             body: body.clone(),
         };
-        if let Some(answer) = self.forward(call).await {
-            return answer.map(|body| Claimed { body });
-        }
+        self.serve(call, |body| Claimed { body }, self.claim_here(id, authorization, body)).await
+    }
+
+    async fn claim_here(
+        &self,
+        id: &str,
+        authorization: Option<&str>,
+        body: &Value,
+    ) -> Result<Claimed, SubError> {
         let keys = self.ready()?;
         if let Some(secret) = &keys.claims {
             let token = authorization
@@ -1109,7 +1231,8 @@ impl Subscriptions {
             let paths: Vec<String> = sub.links.iter().map(|l| l.path.clone()).collect();
             (paths, sub.config.pattern.as_ref().map(glob::Pattern::literal_prefix))
         };
-        self.catch_up(&paths, prefix.as_deref().map(|p| p.trim_end_matches('/'))).await?;
+        let prefixes: Vec<&str> = prefix.iter().map(|p| p.trim_end_matches('/')).collect();
+        self.catch_up(&paths, &prefixes).await?;
         let answer = {
             let mut st = self.lock();
             let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
@@ -1188,14 +1311,32 @@ impl Subscriptions {
             }
             starts
         };
+        let term = self.lock().term;
         if self.flush().await.is_err() {
             return None;
         }
-        for (id, due) in starts {
-            let this = self.clone();
-            tokio::spawn(async move { this.deliver(id, due).await });
+        if let Some(cluster) = &self.cluster
+            && !starts.is_empty()
+        {
+            // Nothing goes out from a node that no longer leads (it may not know yet).
+            let confirmed = match cluster.db.get() {
+                Some(db) if term != 0 => db.confirm(term).await,
+                _ => Err(subs::Write::Deposed),
+            };
+            if let Err(e) = confirmed {
+                self.step_down(cluster, &e);
+                return None;
+            }
         }
-        self.lock().timers.first().map(|(at, _)| *at)
+        let mut st = self.lock();
+        while st.tasks.try_join_next().is_some() {}
+        if st.term == term {
+            for (id, due) in starts {
+                let this = self.clone();
+                st.tasks.spawn(async move { this.deliver(id, due).await });
+            }
+        }
+        st.timers.first().map(|(at, _)| *at)
     }
 
     fn expire_lease(&self, st: &mut State, id: &str, now: u64) {
@@ -1250,7 +1391,7 @@ impl Subscriptions {
 
     async fn send_webhook(&self, id: &str, due: &Due) {
         let Ok(_permit) = self.deliveries.clone().acquire_owned().await else { return };
-        let Some(keys) = self.keys.get() else { return };
+        let Some(keys) = self.keys() else { return };
         let request = {
             let st = self.lock();
             let Some(sub) = Self::current(&st, id, due) else { return };
