@@ -23,8 +23,6 @@ use crate::producer::ProducerState;
 use crate::rules::{self, Plan, WriterState};
 use crate::store::{AppendRequest, Appended};
 
-/// Most rounds in flight at once (see [`run`]).
-const ROUNDS_IN_FLIGHT: usize = 1;
 /// Most appends one round folds.
 const ROUND_APPENDS: usize = 1024;
 /// Most payload bytes one round folds (a round always takes at least one append).
@@ -66,51 +64,21 @@ impl Queued {
     }
 }
 
-/// Runs rounds until every sender (the store) is gone. Up to [`ROUNDS_IN_FLIGHT`] rounds
-/// run at once, each on a connection of its own: once a round holds its row locks, the
-/// next one may start, so that while one waits for its commit to be flushed the next one
-/// locks and decides (and PostgreSQL flushes their commits together). Rounds that touch
-/// one stream still take effect in queue order: the later one asks for the row lock only
-/// after the earlier one holds it, so it waits for the earlier commit and reads its result.
+/// Runs rounds until every sender (the store) is gone.
 pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<Queued>) {
-    use futures_util::StreamExt as _;
-    // Connections of the committer's own between rounds, so that a burst of reads holding
-    // the pool never delays a commit.
-    let mut spare: Vec<Option<deadpool_postgres::Object>> =
-        (0..ROUNDS_IN_FLIGHT).map(|_| None).collect();
-    let mut running = futures_util::stream::FuturesUnordered::new();
-    // Resolves once the last round started holds its locks (or gave up).
-    let mut locking: Option<oneshot::Receiver<()>> = None;
-    loop {
-        tokio::select! {
-            biased;
-            Some(own) = running.next(), if !running.is_empty() => spare.push(own),
-            () = async {
-                if let Some(locks) = locking.as_mut() {
-                    let _ = locks.await;
-                }
-            }, if locking.is_some() => locking = None,
-            first = inbox.recv(), if locking.is_none() && !spare.is_empty() => {
-                let Some(first) = first else { break };
-                let mut bytes = first.bytes();
-                let mut batch = vec![first];
-                while batch.len() < ROUND_APPENDS && bytes < ROUND_BYTES {
-                    let Ok(next) = inbox.try_recv() else { break };
-                    bytes += next.bytes();
-                    batch.push(next);
-                }
-                let Some(mut own) = spare.pop() else { break };
-                let (locked, locks) = oneshot::channel();
-                locking = Some(locks);
-                let shared = shared.clone();
-                running.push(async move {
-                    round(&shared, &mut own, batch, locked).await;
-                    own
-                });
-            }
+    // The committer keeps a connection of its own between rounds, so that a burst of reads
+    // holding the pool never delays a commit.
+    let mut own: Option<deadpool_postgres::Object> = None;
+    while let Some(first) = inbox.recv().await {
+        let mut bytes = first.bytes();
+        let mut batch = vec![first];
+        while batch.len() < ROUND_APPENDS && bytes < ROUND_BYTES {
+            let Ok(next) = inbox.try_recv() else { break };
+            bytes += next.bytes();
+            batch.push(next);
         }
+        round(&shared, &mut own, batch).await;
     }
-    while running.next().await.is_some() {}
 }
 
 /// Commits one round and answers its appends.
@@ -118,13 +86,11 @@ async fn round(
     shared: &Arc<Shared>,
     own: &mut Option<deadpool_postgres::Object>,
     batch: Vec<Queued>,
-    locked: oneshot::Sender<()>,
 ) {
-    let mut locked = Some(locked);
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
-        match decide_and_commit(shared, own, &batch, &mut locked).await {
+        match decide_and_commit(shared, own, &batch).await {
             Err(Failed::Conflict(e)) if attempt < ROUND_ATTEMPTS => {
                 tracing::debug!(error = %super::describe(&e), "commit round retried");
             }
@@ -201,13 +167,12 @@ async fn decide_and_commit(
     shared: &Arc<Shared>,
     own: &mut Option<deadpool_postgres::Object>,
     batch: &[Queued],
-    locked: &mut Option<oneshot::Sender<()>>,
 ) -> std::result::Result<Decided, Failed> {
     if own.as_ref().is_none_or(|c| c.is_closed()) {
         *own = Some(shared.pool.get().await.map_err(Failed::Pool)?);
     }
     let client = own.as_ref().ok_or_else(|| Failed::Pool(deadpool_postgres::PoolError::Closed))?;
-    let decided = pipelined_round(shared, client, batch, locked).await;
+    let decided = pipelined_round(shared, client, batch).await;
     if decided.is_err()
         && let Some(client) = own.take()
     {
@@ -227,7 +192,6 @@ async fn pipelined_round(
     shared: &Arc<Shared>,
     client: &deadpool_postgres::Object,
     batch: &[Queued],
-    locked: &mut Option<oneshot::Sender<()>>,
 ) -> std::result::Result<Decided, Failed> {
     use futures_util::future::{join, join3};
     let lock = client
@@ -255,11 +219,6 @@ async fn pipelined_round(
         client.query(&producers, &[&p_names, &p_ids]),
     )
     .await;
-    // The next round may ask for its locks now: any it shares with this one wait for
-    // this one's commit.
-    if let Some(locked) = locked.take() {
-        let _ = locked.send(());
-    }
     begun?;
     let mut slots: HashMap<String, Slot> = HashMap::new();
     for r in rows? {
