@@ -602,9 +602,12 @@ mod subscriptions {
         let ack = json!({"generation": claim["generation"], "wake_id": claim["wake_id"], "done": true,
                          "acks": [{"stream": "work", "offset": tail.to_string()}]});
         assert!(!b.subs.ack("p", Use::Claim, token, &ack).await.unwrap());
-        // The wake events woke nothing: they are nobody's work.
+        // The wake events woke nothing: they are nobody's work. (The second wake has an
+        // event if the append's notification made it before the claim did.)
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(wake_events(&a.engine).await.len(), 2);
+        let events = wake_events(&a.engine).await;
+        assert!((1..=2).contains(&events.len()), "{events:?}");
+        assert!(events.iter().all(|e| e["subscription_id"] == "p"), "{events:?}");
         let woken: Vec<Value> = total(&[&a, &b]);
         assert!(woken.iter().all(|w| w["subscription_id"] != "all"), "{woken:?}");
 

@@ -895,9 +895,10 @@ impl Shared {
             if start < stream.base() || start >= stop {
                 return Ok((start, start, Vec::new()));
             }
-            let data = rows.iter().filter_map(|r| {
+            let data = rows.into_iter().filter_map(|r| {
                 let pos: Option<i64> = r.get(NCOLS);
-                pos.map(|p| (u(p), Bytes::from(r.get::<_, Vec<u8>>(NCOLS + 1)), r.get(NCOLS + 2)))
+                let ends: Option<Vec<u8>> = r.get(NCOLS + 2);
+                pos.map(|p| (u(p), rows::column_bytes(r, NCOLS + 1), ends))
             });
             let log = rows::log_of(data);
             if log.tail() <= start {

@@ -81,6 +81,20 @@ pub(crate) fn row_ends(len: usize, column: Option<&[u8]>) -> Vec<u64> {
     }
 }
 
+/// A `bytea` column of a row as `Bytes`, without copying: the bytes keep the row's buffer
+/// (the message as the client received it) alive. A catch-up read thus allocates each
+/// 256 KiB row once, not twice (fresh large allocations cost page faults, not just copies).
+pub(crate) fn column_bytes(row: tokio_postgres::Row, index: usize) -> Bytes {
+    /// The column `1` of row `0`.
+    struct Column(tokio_postgres::Row, usize);
+    impl AsRef<[u8]> for Column {
+        fn as_ref(&self) -> &[u8] {
+            self.0.try_get::<_, &[u8]>(self.1).unwrap_or_default()
+        }
+    }
+    Bytes::from_owner(Column(row, index))
+}
+
 /// Rows read back, in order and contiguous, as a log to cut chunks from.
 pub(crate) fn log_of(rows: impl IntoIterator<Item = (u64, Bytes, Option<Vec<u8>>)>) -> MemLog {
     let mut log: Option<MemLog> = None;
