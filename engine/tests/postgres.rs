@@ -110,6 +110,17 @@ async fn read_all(engine: &Engine, name: &str, from: ReadFrom) -> (Vec<Offset>, 
     }
 }
 
+/// Waits (10 s at most) until `check` holds.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_streams_and_one_order() {
     let Some(db) = test_db().await else { return };
@@ -512,16 +523,6 @@ mod subscriptions {
         Node { engine, subs, sent, task }
     }
 
-    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-        for _ in 0..500 {
-            if check() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{what}: not within 5 s");
-    }
-
     fn total(nodes: &[&Node]) -> Vec<Value> {
         nodes.iter().flat_map(|n| n.sent.0.lock().unwrap().clone()).collect()
     }
@@ -536,9 +537,9 @@ mod subscriptions {
         let Some(db) = test_db().await else { return };
         let clock = ManualClock::new(1_700_000_000_000);
         let a = subscribed_node(&db, &clock).await;
-        eventually("a leads", || a.subs.leads()).await;
+        until("a leads", || a.subs.leads()).await;
         let b = subscribed_node(&db, &clock).await;
-        eventually("a follower is ready: it hands requests over", || b.subs.is_ready()).await;
+        until("a follower is ready: it hands requests over", || b.subs.is_ready()).await;
         assert!(!b.subs.leads(), "one leader at a time");
 
         // Made through the follower, stored by the leader.
@@ -556,7 +557,7 @@ mod subscriptions {
         // Appends on the follower wake the subscription once, delivered by the leader.
         b.engine.create("jobs/1", create("text/plain", b"")).await.unwrap();
         b.engine.append("jobs/1", AppendRequest::data("text/plain", "one")).await.unwrap();
-        eventually("a webhook", || !total(&[&a, &b]).is_empty()).await;
+        until("a webhook", || !total(&[&a, &b]).is_empty()).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let sent = total(&[&a, &b]);
         assert_eq!(sent.len(), 1, "exactly once: {sent:?}");
@@ -616,13 +617,13 @@ mod subscriptions {
         task.abort();
         let _ = task.await;
         drop(subs);
-        eventually("b leads", || b.subs.leads()).await;
+        until("b leads", || b.subs.leads()).await;
         b.engine.append("jobs/1", AppendRequest::data("text/plain", "two")).await.unwrap();
         let for_w = |n: &Node| -> Vec<Value> {
             let sent = n.sent.0.lock().unwrap();
             sent.iter().filter(|w| w["subscription_id"] == "w").cloned().collect()
         };
-        eventually("b delivers", || !for_w(&b).is_empty()).await;
+        until("b delivers", || !for_w(&b).is_empty()).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         // (The start-up pass also wakes `all`: the wake events are data past its cursor,
         // pending work as after any restart.)
@@ -658,16 +659,6 @@ mod subscription_failures {
 
     fn pull(stream: &str) -> serde_json::Value {
         json!({"type": "pull-wake", "streams": [stream], "wake_stream": "wakes", "lease_ttl_ms": 1000})
-    }
-
-    async fn until(what: &str, mut check: impl FnMut() -> bool) {
-        for _ in 0..1000 {
-            if check() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{what}: not within 10 s");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
