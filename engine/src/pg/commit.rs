@@ -31,15 +31,18 @@ const ROUND_BYTES: u64 = 16 << 20;
 /// conflict (the round is decided again from scratch each time).
 const ROUND_ATTEMPTS: usize = 3;
 
-/// The data rows of a round (or a create).
+/// The data rows of a create.
 const INSERT_ROWS: &str = "INSERT INTO ds_data (incarnation, pos, body, ends) \
      SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])";
-/// The new tails, closure, `Stream-Seq` and last access of a round's streams.
-const UPDATE_STREAMS: &str = "UPDATE ds_streams s SET tail = u.tail, closed = u.closed, \
+/// A round's writes but the producers', in one statement: its data rows, and the new tails,
+/// closure, `Stream-Seq` and last access of its streams.
+const WRITE_ROUND: &str = "WITH data AS (INSERT INTO ds_data (incarnation, pos, body, ends) \
+       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])) \
+     UPDATE ds_streams s SET tail = u.tail, closed = u.closed, \
      closed_by_id = u.by_id, closed_by_epoch = u.by_epoch, closed_by_seq = u.by_seq, \
      stream_seq = u.seq, last_access_ms = greatest(s.last_access_ms, u.access) \
-     FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::bigint[], \
-                 $6::bigint[], $7::bytea[], $8::bigint[]) \
+     FROM unnest($5::text[], $6::bigint[], $7::bool[], $8::text[], $9::bigint[], \
+                 $10::bigint[], $11::bytea[], $12::bigint[]) \
        AS u(name, tail, closed, by_id, by_epoch, by_seq, seq, access) \
      WHERE s.name = u.name";
 /// The producer states a round accepted.
@@ -213,12 +216,15 @@ async fn pipelined_round(
     names.dedup();
     let (p_names, p_ids): (Vec<&str>, Vec<&str>) =
         batch.iter().filter_map(|q| q.req.producer.as_ref().map(|p| (&*q.name, &*p.id))).unzip();
-    let (begun, rows, known) = join3(
-        client.batch_execute("BEGIN"),
-        client.query(&lock, &[&names]),
-        client.query(&producers, &[&p_names, &p_ids]),
-    )
-    .await;
+    // A round without producer appends (the common case) sends no producer query.
+    let known = async {
+        if p_names.is_empty() {
+            return Ok(Vec::new());
+        }
+        client.query(&producers, &[&p_names, &p_ids]).await
+    };
+    let (begun, rows, known) =
+        join3(client.batch_execute("BEGIN"), client.query(&lock, &[&names]), known).await;
     begun?;
     let mut slots: HashMap<String, Slot> = HashMap::new();
     for r in rows? {
@@ -246,22 +252,16 @@ async fn pipelined_round(
         answers.push(decide(shared, q, slot, &mut data, &mut written));
     }
 
-    let insert = client.prepare_cached(INSERT_ROWS).await?;
-    let update = client.prepare_cached(UPDATE_STREAMS).await?;
+    let write = client.prepare_cached(WRITE_ROUND).await?;
     let upsert = client.prepare_cached(UPSERT_PRODUCERS).await?;
     let pg: &tokio_postgres::Client = client;
     let (writes, committed) = join(
-        join3(
-            write_rows(pg, &insert, &data),
-            write_streams(pg, &update, &slots),
-            write_producers(pg, &upsert, &written),
-        ),
+        join(write_round(pg, &write, &data, &slots), write_producers(pg, &upsert, &written)),
         client.batch_execute("COMMIT"),
     )
     .await;
     writes.0?;
     writes.1?;
-    writes.2?;
     committed?;
     let quiet = batch
         .iter()
@@ -341,6 +341,7 @@ pub(crate) async fn insert_rows(
     })
 }
 
+/// The data rows of a create (one statement).
 async fn write_rows(
     tx: &impl tokio_postgres::GenericClient,
     stmt: &tokio_postgres::Statement,
@@ -349,23 +350,35 @@ async fn write_rows(
     if data.is_empty() {
         return Ok(());
     }
-    let incs: Vec<i64> = data.iter().map(|(inc, _)| i(*inc)).collect();
-    let pos: Vec<i64> = data.iter().map(|(_, r)| i(r.pos)).collect();
-    let bodies: Vec<&[u8]> = data.iter().map(|(_, r)| &r.body[..]).collect();
-    let ends: Vec<Option<&[u8]>> = data.iter().map(|(_, r)| r.ends.as_deref()).collect();
+    let (incs, pos, bodies, ends) = row_columns(data);
     tx.execute(stmt, &[&incs, &pos, &bodies, &ends]).await?;
     Ok(())
 }
 
-async fn write_streams(
+/// Data rows as the columns `unnest` takes: incarnations, positions, bodies, record ends.
+type RowColumns<'a> = (Vec<i64>, Vec<i64>, Vec<&'a [u8]>, Vec<Option<&'a [u8]>>);
+
+/// The columns of data rows.
+fn row_columns(data: &[(u64, NewRow)]) -> RowColumns<'_> {
+    let incs = data.iter().map(|(inc, _)| i(*inc)).collect();
+    let pos = data.iter().map(|(_, r)| i(r.pos)).collect();
+    let bodies = data.iter().map(|(_, r)| &r.body[..]).collect();
+    let ends = data.iter().map(|(_, r)| r.ends.as_deref()).collect();
+    (incs, pos, bodies, ends)
+}
+
+/// A round's data rows and stream rows ([`WRITE_ROUND`]).
+async fn write_round(
     tx: &impl tokio_postgres::GenericClient,
     stmt: &tokio_postgres::Statement,
+    data: &[(u64, NewRow)],
     slots: &HashMap<String, Slot>,
 ) -> std::result::Result<(), Failed> {
     let changed: Vec<(&String, &Slot)> = slots.iter().filter(|(_, s)| s.changed).collect();
-    if changed.is_empty() {
+    if changed.is_empty() && data.is_empty() {
         return Ok(());
     }
+    let (incs, pos, bodies, ends) = row_columns(data);
     let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
     let tails: Vec<i64> = changed.iter().map(|(_, s)| i(s.row.tail)).collect();
     let closed: Vec<bool> = changed.iter().map(|(_, s)| s.row.closed).collect();
@@ -379,8 +392,11 @@ async fn write_streams(
     let seqs: Vec<Option<&[u8]>> =
         changed.iter().map(|(_, s)| s.row.stream_seq.as_deref()).collect();
     let access: Vec<i64> = changed.iter().map(|(_, s)| i(s.last_access_ms)).collect();
-    tx.execute(stmt, &[&names, &tails, &closed, &by_id, &by_epoch, &by_seq, &seqs, &access])
-        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        &incs, &pos, &bodies, &ends, &names, &tails, &closed, &by_id, &by_epoch, &by_seq, &seqs,
+        &access,
+    ];
+    tx.execute(stmt, &params).await?;
     Ok(())
 }
 
