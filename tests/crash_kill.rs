@@ -31,11 +31,12 @@
 mod http1;
 #[path = "support/receiver.rs"]
 mod receiver;
+#[path = "support/server.rs"]
+mod server;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use http1::Conn;
@@ -81,28 +82,16 @@ struct Server {
 static POSTGRES_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn start(mode: &str, dir: &Path) -> Server {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ds-server"));
+    let mut command = server::command();
     if mode == "postgres" {
         command.env("DS_STORAGE__POSTGRES_URL", POSTGRES_URL.get().expect("a database"));
     }
-    let mut child = command
-        .env("DS_SERVER__HOST", "127.0.0.1")
-        .env("DS_SERVER__PORT", "0")
+    command
         .env("DS_STORAGE__MODE", mode)
         .env("DS_STORAGE__DATA_DIR", dir)
         .env("DS_LOG", "warn,ds_server=info")
-        .env("DS_SUBSCRIPTIONS__ALLOW_LOCAL_WEBHOOKS", "true")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ds-server");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+        .env("DS_SUBSCRIPTIONS__ALLOW_LOCAL_WEBHOOKS", "true");
+    let (child, addr, lines) = server::spawn(command);
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             // After a SIGKILL every acid shard needs redb's repair: expected, not news.

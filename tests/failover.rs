@@ -17,8 +17,9 @@
 
 #[path = "support/http1.rs"]
 mod http1;
+#[path = "support/server.rs"]
+mod server;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -55,24 +56,13 @@ impl Drop for Node {
 }
 
 fn start_node(url: &str, dir: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ds-server"))
-        .env("DS_SERVER__HOST", "127.0.0.1")
-        .env("DS_SERVER__PORT", "0")
+    let mut command = server::command();
+    command
         .env("DS_STORAGE__MODE", "postgres")
         .env("DS_STORAGE__POSTGRES_URL", url)
         .env("DS_STORAGE__DATA_DIR", dir)
-        .env("DS_LOG", "error,ds_server=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ds-server");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+        .env("DS_LOG", "error,ds_server=info");
+    let (child, addr, lines) = server::spawn(command);
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
     Node { child, addr }
 }
