@@ -65,6 +65,27 @@ pub(crate) struct StreamState {
     pub(crate) change: super::listen::Change,
 }
 
+/// Waits until `wanted` arrives on the subscriptions' channel, some notifications were
+/// missed (look now), or `at_most` passed.
+async fn signal(
+    signals: &mut tokio::sync::broadcast::Receiver<String>,
+    wanted: &str,
+    at_most: Duration,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let _ = tokio::time::timeout(at_most, async {
+        loop {
+            match signals.recv().await {
+                Ok(s) if s == wanted => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await;
+}
+
 /// A row of `name, incarnation, tail, closed, fork_at, fork_at_tag`.
 fn state_of(r: &tokio_postgres::Row) -> StreamState {
     StreamState {
@@ -305,23 +326,6 @@ impl SubsDb {
         tx.commit().await.map_err(db)
     }
 
-    /// Every live stream's state (the leader's starting point; changes follow from the feed).
-    ///
-    /// # Errors
-    /// The database failed.
-    pub(crate) async fn streams(&self) -> Result<Vec<StreamState>, String> {
-        let client = self.shared.pool.get().await.map_err(|e| with_causes(&e))?;
-        let rows = client
-            .query(
-                "SELECT name, incarnation, tail, closed, coalesce(fork_at, 0), \
-                 coalesce(fork_at_tag, 0) FROM ds_streams WHERE NOT soft_deleted",
-                &[],
-            )
-            .await
-            .map_err(|e| describe(&e))?;
-        Ok(rows.iter().map(state_of).collect())
-    }
-
     /// The state of the live streams named in `names` or starting with one of `prefixes`,
     /// as the database has it now (a request that must see every acknowledged append reads
     /// this rather than wait for the notifications).
@@ -400,21 +404,7 @@ impl SubsDb {
                 }
                 return Err("no subscription leader answered in time".into());
             }
-            let wait = POLL.min(deadline - now);
-            let _ = tokio::time::timeout(wait, async {
-                loop {
-                    match signals.recv().await {
-                        Ok(s) if s == mine => return,
-                        Ok(_) => {}
-                        // Missed some: look now.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                }
-            })
-            .await;
+            signal(&mut signals, &mine, POLL.min(deadline - now)).await;
         }
     }
 
@@ -477,19 +467,7 @@ impl SubsDb {
         &self,
         signals: &mut tokio::sync::broadcast::Receiver<String>,
     ) {
-        let _ = tokio::time::timeout(POLL * 5, async {
-            loop {
-                match signals.recv().await {
-                    Ok(s) if s == "call" => return,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        })
-        .await;
+        signal(signals, "call", POLL * 5).await;
     }
 
     /// A receiver of the subscriptions' notifications.

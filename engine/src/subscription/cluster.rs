@@ -106,9 +106,22 @@ impl Book {
         }
     }
 
-    /// The incarnation of `name` known here.
-    pub(crate) fn incarnation(&self, name: &str) -> Option<u64> {
-        self.map().get(name).map(|c| c.incarnation)
+    /// The incarnations known here of the streams named in `names` or starting with one of
+    /// `prefixes`.
+    pub(crate) fn incarnations(&self, names: &[String], prefixes: &[&str]) -> HashMap<String, u64> {
+        let map = self.map();
+        let mut out: HashMap<String, u64> = names
+            .iter()
+            .filter_map(|n| map.get(n.as_str()).map(|c| (n.clone(), c.incarnation)))
+            .collect();
+        if !prefixes.is_empty() {
+            for (name, c) in map.iter() {
+                if prefixes.iter().any(|p| name.starts_with(p)) {
+                    out.insert(name.to_string(), c.incarnation);
+                }
+            }
+        }
+        out
     }
 
     /// The live streams whose names start with `prefix`: name, own start, tail.

@@ -118,6 +118,16 @@ impl Pattern {
         out
     }
 
+    /// What the names of matching streams start with: [`Pattern::literal_prefix`] without its
+    /// final `/` (`a/**` matches `a` itself, and a pattern without wildcards exactly its own
+    /// name).
+    #[must_use]
+    pub fn name_prefix(&self) -> String {
+        let mut prefix = self.literal_prefix();
+        prefix.pop();
+        prefix
+    }
+
     /// Whether the stream at `path` (already normalized) matches.
     #[must_use]
     pub fn matches(&self, path: &str) -> bool {
@@ -242,6 +252,7 @@ mod tests {
             if m {
                 let with_slash = format!("{joined}/");
                 prop_assert!(with_slash.starts_with(&prefix), "{} does not start with {}", with_slash, prefix);
+                prop_assert!(joined.starts_with(&p.name_prefix()), "{} vs {}", joined, p.name_prefix());
             }
         }
     }

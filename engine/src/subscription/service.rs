@@ -520,19 +520,7 @@ impl Subscriptions {
         let Some(db) = cluster.db.get() else { return Ok(()) };
         // What the book holds before the read: only these can be found gone by it (a stream
         // made after the read's snapshot and heard of meanwhile is not missing from it).
-        let mut before: HashMap<String, u64> = HashMap::new();
-        for path in paths {
-            if let Some(incarnation) = cluster.book.incarnation(path) {
-                before.insert(path.clone(), incarnation);
-            }
-        }
-        for prefix in prefixes {
-            for (name, _, _) in cluster.book.list(prefix) {
-                if let Some(incarnation) = cluster.book.incarnation(&name) {
-                    before.insert(name, incarnation);
-                }
-            }
-        }
+        let mut before = cluster.book.incarnations(paths, prefixes);
         let names: Vec<&str> = paths.iter().map(String::as_str).collect();
         let now = db.streams_now(&names, prefixes).await.map_err(SubError::Unavailable)?;
         for state in &now {
@@ -559,7 +547,7 @@ impl Subscriptions {
                 paths.extend(sub.links.iter().map(|l| l.path.clone()));
                 paths.extend(sub.config.streams.iter().cloned());
                 if let Some(p) = &sub.config.pattern {
-                    prefixes.insert(p.literal_prefix().trim_end_matches('/').to_owned());
+                    prefixes.insert(p.name_prefix());
                 }
             }
             (paths.into_iter().collect::<Vec<_>>(), prefixes)
@@ -665,7 +653,8 @@ impl Subscriptions {
                 .await
                 .map_err(|e| format!("subscriptions: keys not stored: {e}"))?;
         }
-        let streams = db.streams().await.map_err(|e| format!("subscriptions: {e}"))?;
+        let streams =
+            db.streams_now(&[], &[""]).await.map_err(|e| format!("subscriptions: {e}"))?;
         cluster.book.reset(streams.into_iter().map(|s| (s.name, s.change)));
         Ok((keys, None, loaded))
     }
@@ -914,18 +903,15 @@ impl Subscriptions {
         let keys = self.ready()?;
         config::check_id(id)?;
         let config = config::parse(body, self.settings.allow_local_webhooks)?;
-        let prefix = config.pattern.as_ref().map(glob::Pattern::literal_prefix);
-        let prefixes: Vec<&str> = prefix.iter().map(|p| p.trim_end_matches('/')).collect();
-        self.catch_up(&config.streams, &prefixes).await?;
+        let prefix = config.pattern.as_ref().map(glob::Pattern::name_prefix);
+        self.catch_up(&config.streams, &prefix.as_deref().into_iter().collect::<Vec<_>>()).await?;
         let created = {
             let mut st = self.lock();
             // Listed under the lock: an append that reports after this sees the
             // subscription, one that reported before is in the tails read here.
-            let existing: Vec<(String, Offset)> = match &config.pattern {
-                // Without the prefix's final `/`: `a/**` matches `a` itself, and a pattern
-                // without wildcards matches exactly its own name.
+            let existing: Vec<(String, Offset)> = match &prefix {
                 Some(p) => self
-                    .streams(p.literal_prefix().trim_end_matches('/'))?
+                    .streams(p)?
                     .into_iter()
                     .filter(|(name, _, _)| !name.starts_with("__ds/"))
                     .map(|(name, _, tail)| (name, tail))
@@ -1229,10 +1215,9 @@ impl Subscriptions {
             let st = self.lock();
             let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
             let paths: Vec<String> = sub.links.iter().map(|l| l.path.clone()).collect();
-            (paths, sub.config.pattern.as_ref().map(glob::Pattern::literal_prefix))
+            (paths, sub.config.pattern.as_ref().map(glob::Pattern::name_prefix))
         };
-        let prefixes: Vec<&str> = prefix.iter().map(|p| p.trim_end_matches('/')).collect();
-        self.catch_up(&paths, &prefixes).await?;
+        self.catch_up(&paths, &prefix.as_deref().into_iter().collect::<Vec<_>>()).await?;
         let answer = {
             let mut st = self.lock();
             let sub = st.registry.get(id).ok_or(SubError::NotFound)?;
