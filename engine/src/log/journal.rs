@@ -39,8 +39,8 @@
 //!         then len bytes to write at that position of that stream's log
 //! ```
 //!
-//! Replay takes entries in order while each is whole, checksummed, of the header's epoch and
-//! next in sequence: a torn entry (its round was never acknowledged), a stale one from an
+//! Replay takes entries in order while each is whole, checksummed, of the header's epoch,
+//! next in sequence and with zero reserved fields: a torn entry (its round was never acknowledged), a stale one from an
 //! earlier epoch, or the zero fill all end it.
 
 use std::collections::{BTreeSet, HashMap};
@@ -211,9 +211,10 @@ pub fn scan(file: &[u8]) -> Scan<'_> {
         let count = u32_at(entry, PIECES_AT);
         let mut pieces = Vec::new();
         let mut p = ENTRY_HEAD_LEN;
-        let mut whole = true;
+        // Reserved fields are written as zero: anything else was not written by this code.
+        let mut whole = u32_at(entry, PIECES_AT + 4) == 0;
         for _ in 0..count {
-            let Some(ph) = entry.get(p..p + PIECE_HEAD_LEN) else {
+            let Some(ph) = entry.get(p..p + PIECE_HEAD_LEN).filter(|ph| u32_at(ph, 20) == 0) else {
                 whole = false;
                 break;
             };
@@ -649,6 +650,14 @@ mod tests {
         assert_eq!(entry_len([3, 0]), entry(7, 0, &a).len() as u64);
     }
 
+    /// `e` with byte `at` set and its checksum made right again.
+    fn resealed(mut e: Vec<u8>, at: usize) -> Vec<u8> {
+        e[at] = 0x61;
+        let crc = crc32fast::hash(&e[EPOCH_AT..]);
+        e[CRC_AT..EPOCH_AT].copy_from_slice(&crc.to_le_bytes());
+        e
+    }
+
     #[test]
     fn a_torn_stale_or_out_of_sequence_entry_ends_the_scan() {
         let head = encode_header(3).to_vec();
@@ -662,6 +671,13 @@ mod tests {
                 *e.last_mut().unwrap() ^= 1;
                 e
             }),
+            // Found by the journal_scan fuzzer: a reserved byte set under a right checksum
+            // read as an entry that re-encodes to other bytes.
+            ("entry reserved", resealed(entry(3, 1, &[piece(1, 45, b"second")]), PIECES_AT + 7)),
+            (
+                "piece reserved",
+                resealed(entry(3, 1, &[piece(1, 45, b"second")]), ENTRY_HEAD_LEN + 23),
+            ),
         ] {
             let mut file = head.clone();
             file.extend(&first);
