@@ -392,7 +392,7 @@ async fn engine_inspect_lists_verifies_and_finds_damage() {
     let clock = ManualClock::new(1_700_000_000_000);
     let engine = node(&db, &clock, 1 << 20).await;
     engine.create("a", create("text/plain", b"one")).await.unwrap();
-    let big = vec![b'x'; 600_000];
+    let big = vec![b'x'; 150_000];
     engine
         .append("a", AppendRequest::data("text/plain", big).with_producer("p", 0, 0))
         .await
@@ -405,12 +405,12 @@ async fn engine_inspect_lists_verifies_and_finds_damage() {
     let listed = inspect::list(&db.url, 1_700_000_000_000).await.unwrap();
     let states: Vec<(&str, &str, u64)> =
         listed.iter().map(|s| (s.name.as_str(), s.state, s.bytes)).collect();
-    assert_eq!(states, vec![("a", "deleted", 600_003), ("f", "open", 0), ("j", "open", 6)]);
+    assert_eq!(states, vec![("a", "deleted", 150_003), ("f", "open", 0), ("j", "open", 6)]);
     assert_eq!(listed[0].producers, vec![("p".to_owned(), 0, 0)]);
     assert_eq!(listed[0].forks, 1);
     let clean = inspect::verify(&db.url).await.unwrap();
     assert_eq!(clean.problems, Vec::<String>::new());
-    assert_eq!((clean.streams, clean.rows), (3, 5), "600 kB cut into three rows");
+    assert_eq!((clean.streams, clean.rows), (3, 5), "150 kB cut into three rows of 64 KiB at most");
     let rows = inspect::dump(&db.url, "j", None).await.unwrap();
     assert_eq!((rows.len(), rows[0].messages), (1, Some(3)));
 
@@ -418,7 +418,7 @@ async fn engine_inspect_lists_verifies_and_finds_damage() {
     let client = admin_client(&db.url).await;
     client
         .batch_execute(
-            "DELETE FROM ds_data WHERE pos = 262147; \
+            "DELETE FROM ds_data WHERE pos = 65539; \
              INSERT INTO ds_producers VALUES (42, 'ghost', 0, 0);",
         )
         .await
@@ -427,7 +427,7 @@ async fn engine_inspect_lists_verifies_and_finds_damage() {
     assert_eq!(
         damaged.problems,
         vec![
-            "a: row at 524291, expected one at 262147".to_owned(),
+            "a: row at 131075, expected one at 65539".to_owned(),
             "1 producer rows of no stream".to_owned()
         ]
     );
