@@ -101,6 +101,9 @@ pub struct HttpSection {
     /// The server's public URL (`https://streams.example.com`), the base of the callback
     /// and JWKS URLs subscriptions hand out; empty: taken from each request's `Host`.
     pub public_url: String,
+    /// Log every request (target `access`, level info): method, target, status, time to
+    /// the response head, client address.
+    pub access_log: bool,
 }
 
 /// `[storage]`: the backend.
@@ -170,6 +173,7 @@ impl Default for HttpSection {
             cache_control: "no-store".into(),
             front_end: "fast".into(),
             public_url: String::new(),
+            access_log: false,
         }
     }
 }
@@ -219,28 +223,19 @@ fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-/// Loads the configuration: defaults, `./ds-server.toml` if present, each `--config FILE` in
-/// order, then every `DS_*__*` variable in `env`.
+/// Loads the configuration: defaults, `./ds-server.toml` if present, each of `files` in
+/// order (`--config FILE`), then every `DS_*__*` variable in `env`.
 ///
 /// # Errors
 /// An unreadable or malformed file, an unknown key, a value of the wrong type, or an
 /// invalid setting (an unknown storage mode, a zero chunk size...).
 pub fn load(
-    args: impl IntoIterator<Item = String>,
+    files: &[PathBuf],
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    let mut files = Vec::new();
+    let mut files = files.to_vec();
     if Path::new(LOCAL_CONFIG_FILE).is_file() {
-        files.push(PathBuf::from(LOCAL_CONFIG_FILE));
-    }
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => {
-                files.push(PathBuf::from(args.next().ok_or_else(|| err("--config needs a file"))?));
-            }
-            other => return Err(err(format!("unknown argument `{other}` (try --config FILE)"))),
-        }
+        files.insert(0, PathBuf::from(LOCAL_CONFIG_FILE));
     }
     let defaults = toml::Value::try_from(Config::default())
         .map_err(|e| err(format!("internal: defaults do not serialise: {e}")))?;
@@ -250,6 +245,13 @@ pub fn load(
             .map_err(|e| err(format!("cannot read {}: {e}", file.display())))?;
         let layer: toml::Table =
             toml::from_str(&text).map_err(|e| err(format!("{}: {e}", file.display())))?;
+        // Each file alone over the defaults, so that an unknown key or a wrong type is
+        // reported with the file that has it.
+        let mut alone = defaults.clone();
+        merge(&mut alone, toml::Value::Table(layer.clone()));
+        alone
+            .try_into::<Config>()
+            .map_err(|e: toml::de::Error| err(format!("{}: {e}", file.display())))?;
         merge(&mut merged, toml::Value::Table(layer));
     }
     for (key, value) in env {
@@ -259,6 +261,49 @@ pub fn load(
         merged.try_into().map_err(|e: toml::de::Error| err(format!("configuration: {e}")))?;
     config.validate()?;
     Ok(config)
+}
+
+/// What a secret is printed as.
+const REDACTED: &str = "<redacted>";
+
+/// `url` (a libpq URL or `key=value` connection string) with its password replaced.
+fn redact_postgres_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    // postgres://user:password@host/...
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@').map(|i| rest + i)
+            && let Some(colon) = out[rest..at].find(':').map(|i| rest + i)
+        {
+            out.replace_range(colon + 1..at, REDACTED);
+        }
+    }
+    // password=... as a key=value pair or a URL query parameter.
+    let mut from = 0;
+    while let Some(found) = out[from..].to_ascii_lowercase().find("password").map(|i| from + i) {
+        let key_end = found + "password".len();
+        let after_key = out[key_end..].trim_start();
+        let Some(value) = after_key.strip_prefix('=') else {
+            from = key_end;
+            continue;
+        };
+        let value_start = out.len() - value.trim_start().len();
+        let bytes = out.as_bytes();
+        let value_end = if bytes.get(value_start) == Some(&b'\'') {
+            // A quoted value: up to the closing quote (backslash escapes one character).
+            let mut i = value_start + 1;
+            while i < bytes.len() && bytes[i] != b'\'' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            (i + 1).min(bytes.len())
+        } else {
+            out[value_start..].find([' ', '&', '\t']).map_or(out.len(), |i| value_start + i)
+        };
+        out.replace_range(value_start..value_end, REDACTED);
+        from = value_start + REDACTED.len();
+    }
+    out
 }
 
 fn merge(base: &mut toml::Value, layer: toml::Value) {
@@ -391,6 +436,18 @@ impl Config {
         Ok(())
     }
 
+    /// The effective settings as TOML, in the layout of the file, with secrets redacted: the
+    /// claim secret, and the password in the PostgreSQL connection string.
+    #[must_use]
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.subscriptions.claim_secret.is_empty() {
+            shown.subscriptions.claim_secret = REDACTED.into();
+        }
+        shown.storage.postgres_url = redact_postgres_url(&shown.storage.postgres_url);
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the settings: {e}\n"))
+    }
+
     /// The subscription service's settings.
     #[must_use]
     pub fn subscriptions(&self) -> ds_engine::subscription::Settings {
@@ -498,6 +555,7 @@ impl Config {
             max_connections: s.max_connections,
             rate_limit: self.rate_limit(),
             public_url: (!self.http.public_url.is_empty()).then(|| self.http.public_url.clone()),
+            access_log: self.http.access_log,
         }
     }
 }
@@ -512,7 +570,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_brief() {
-        let c = load(Vec::new(), Vec::new()).unwrap();
+        let c = load(&[], Vec::new()).unwrap();
         assert_eq!(c.server.port, 4437);
         assert_eq!(c.server.long_poll_timeout_secs, 30);
         assert_eq!(c.server.sse_reconnect_interval_secs, 60);
@@ -529,19 +587,19 @@ mod tests {
 
     #[test]
     fn rate_limit_burst_defaults_to_twice_the_rate() {
-        let c = load(Vec::new(), env(&[("DS_LIMITS__RATE_LIMIT_PER_SEC", "50")])).unwrap();
+        let c = load(&[], env(&[("DS_LIMITS__RATE_LIMIT_PER_SEC", "50")])).unwrap();
         let limit = c.http().rate_limit.unwrap();
         assert_eq!((limit.per_sec, limit.burst), (50.0, 100.0));
         let both =
             env(&[("DS_LIMITS__RATE_LIMIT_PER_SEC", "5"), ("DS_LIMITS__RATE_LIMIT_BURST", "7")]);
-        let limit = load(Vec::new(), both).unwrap().http().rate_limit.unwrap();
+        let limit = load(&[], both).unwrap().http().rate_limit.unwrap();
         assert_eq!((limit.per_sec, limit.burst), (5.0, 7.0));
     }
 
     #[test]
     fn env_overrides_with_types() {
         let c = load(
-            Vec::new(),
+            &[],
             env(&[
                 ("DS_SERVER__PORT", "8080"),
                 ("DS_SERVER__LONG_POLL_TIMEOUT_MS", "250"),
@@ -571,7 +629,7 @@ mod tests {
     fn the_postgres_mode_takes_its_database_from_the_environment() {
         let url = "postgres://ds@db1:5432,db2:5432/streams?target_session_attrs=read-write";
         let c = load(
-            Vec::new(),
+            &[],
             env(&[
                 ("DS_STORAGE__MODE", "postgres"),
                 ("DS_STORAGE__POSTGRES_URL", url),
@@ -584,9 +642,9 @@ mod tests {
             (e.mode, e.postgres_url.as_str(), e.postgres_pool_size),
             (StorageMode::Postgres, url, 32)
         );
-        assert_eq!(load(Vec::new(), Vec::new()).unwrap().engine().postgres_pool_size, 16);
+        assert_eq!(load(&[], Vec::new()).unwrap().engine().postgres_pool_size, 16);
         // The mode without a database is refused with a message naming the setting.
-        let err = load(Vec::new(), env(&[("DS_STORAGE__MODE", "postgres")])).unwrap_err();
+        let err = load(&[], env(&[("DS_STORAGE__MODE", "postgres")])).unwrap_err();
         assert!(err.to_string().contains("storage.postgres_url"), "{err}");
     }
 
@@ -620,11 +678,9 @@ mod tests {
             ("DS_STORAGE__POSTGRES_POOL_SIZE", "1"),
             ("DS_STORAGE__POSTGRES_POOL_SIZE", "1001"),
         ] {
-            assert!(load(Vec::new(), env(&[bad])).is_err(), "{bad:?}");
+            assert!(load(&[], env(&[bad])).is_err(), "{bad:?}");
         }
-        assert!(load(vec!["--bogus".into()], Vec::new()).is_err());
-        assert!(load(vec!["--config".into()], Vec::new()).is_err());
-        assert!(load(vec!["--config".into(), "/nonexistent.toml".into()], Vec::new()).is_err());
+        assert!(load(&[PathBuf::from("/nonexistent.toml")], Vec::new()).is_err());
     }
 
     #[test]
@@ -633,15 +689,48 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.toml");
         std::fs::write(&file, "[server]\nport = 9000\nsse_reconnect_interval_secs = 0\n").unwrap();
-        let args = vec!["--config".to_owned(), file.display().to_string()];
-        let c = load(args.clone(), Vec::new()).unwrap();
+        let args = vec![file.clone()];
+        let c = load(&args, Vec::new()).unwrap();
         assert_eq!(c.server.port, 9000);
         assert_eq!(c.http().sse_reconnect_interval, None);
-        let c = load(args, env(&[("DS_SERVER__PORT", "9001")])).unwrap();
+        let c = load(&args, env(&[("DS_SERVER__PORT", "9001")])).unwrap();
         assert_eq!(c.server.port, 9001);
         std::fs::write(&file, "[server]\nportt = 1\n").unwrap();
-        let args = vec!["--config".to_owned(), file.display().to_string()];
-        assert!(load(args, Vec::new()).is_err());
+        assert!(load(&args, Vec::new()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn passwords_in_connection_strings_are_redacted() {
+        for (url, shown) in [
+            ("postgres://ds:pw@db/streams", "postgres://ds:<redacted>@db/streams"),
+            ("postgresql://ds@db/streams", "postgresql://ds@db/streams"),
+            (
+                "postgres://ds:p%40ss@a,b/s?sslmode=require",
+                "postgres://ds:<redacted>@a,b/s?sslmode=require",
+            ),
+            (
+                "postgres://db/s?user=ds&password=pw&x=1",
+                "postgres://db/s?user=ds&password=<redacted>&x=1",
+            ),
+            (
+                "host=db user=ds password=pw dbname=s",
+                "host=db user=ds password=<redacted> dbname=s",
+            ),
+            ("host=db password = 'a b\\'c' dbname=s", "host=db password = <redacted> dbname=s"),
+            ("host=db sslpassword=pw", "host=db sslpassword=<redacted>"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_postgres_url(url), shown, "{url}");
+        }
+        let mut c = Config::default();
+        c.subscriptions.claim_secret = "secret".into();
+        let shown = c.redacted_toml();
+        assert!(shown.contains("claim_secret = \"<redacted>\"") && !shown.contains("\"secret\""));
+        c.subscriptions.claim_secret.clear();
+        assert!(
+            c.redacted_toml().contains("claim_secret = \"\""),
+            "an empty secret is shown empty"
+        );
     }
 }

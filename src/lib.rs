@@ -3,6 +3,7 @@
 //! Wires configuration, the engine and the HTTP server together. The `ds-server` binary is a
 //! thin `main` over this library (it adds logging and signal handling).
 
+pub mod cli;
 pub mod config;
 
 use std::net::SocketAddr;

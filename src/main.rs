@@ -1,31 +1,58 @@
-//! `ds-server`: load the configuration, set up logging, serve until SIGTERM or Ctrl-C.
+//! `ds-server`: read the command line and the configuration, set up logging, serve until
+//! SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use ds_server::cli::{Cli, LogFormat};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
+/// The exit code of a configuration that cannot be used (clap's, for usage errors, too).
+const BAD_CONFIGURATION: u8 = 2;
+
 fn main() -> ExitCode {
-    let config = match ds_server::config::load(std::env::args().skip(1), std::env::vars()) {
-        Ok(config) => config,
-        Err(e) => {
+    let cli = Cli::parse();
+    let log_format = LogFormat::from_env(std::env::var("DS_LOG_FORMAT").ok().as_deref());
+    let loaded = ds_server::config::load(&cli.config, std::env::vars());
+    let (config, log_format) = match (loaded, log_format) {
+        (Ok(config), Ok(format)) => (config, format),
+        (Err(e), _) => {
             eprintln!("ds-server: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(BAD_CONFIGURATION);
+        }
+        (_, Err(e)) => {
+            eprintln!("ds-server: {e}");
+            return ExitCode::from(BAD_CONFIGURATION);
         }
     };
+    if cli.check_config {
+        #[allow(clippy::print_stdout, reason = "--check-config prints the settings")]
+        {
+            print!("{}", config.redacted_toml());
+        }
+        return ExitCode::SUCCESS;
+    }
     let filter = std::env::var("DS_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .with(filter)
-        .init();
+    let registry = tracing_subscriber::registry().with(filter);
+    match log_format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init(),
+        LogFormat::Json => {
+            registry
+                .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+                .init();
+        }
+    }
     raise_open_file_limit(&config);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.server.worker_threads > 0 {

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod caching;
+mod cli;
 mod fixtures;
 mod framing;
 mod live;

@@ -148,6 +148,8 @@ pub struct HttpConfig {
     /// The server's public URL (`scheme://authority`, `DS_HTTP__PUBLIC_URL`): the base of
     /// the callback and JWKS URLs subscriptions hand out. `None`: the request's `Host`.
     pub public_url: Option<String>,
+    /// Log every request at info level under target `access` (`DS_HTTP__ACCESS_LOG`).
+    pub access_log: bool,
 }
 
 impl Default for HttpConfig {
@@ -167,6 +169,7 @@ impl Default for HttpConfig {
             front_end: FrontEnd::Fast,
             rate_limit: None,
             public_url: None,
+            access_log: false,
         }
     }
 }

@@ -145,7 +145,10 @@ fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
         "/readyz" if get => Call::Answer(Box::new(if app.is_ready() {
             Response::text(Status::OK, "ready")
         } else {
-            Response::text(Status::SERVICE_UNAVAILABLE, "recovering")
+            // Recovery not finished, or (postgres) the database unreachable: ask again soon.
+            let mut resp = Response::text(Status::SERVICE_UNAVAILABLE, "recovering");
+            resp.headers.set("retry-after", Value::Static("1"));
+            resp
         })),
         "/healthz" | "/readyz" if head.method == Method::Options => options(PROBE_METHODS),
         "/healthz" | "/readyz" => return Err(method_not_allowed(PROBE_METHODS)),

@@ -11,14 +11,16 @@
 pub mod axum;
 pub mod fast;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::FrontEnd;
+use crate::request::{Method, RequestHead};
+use crate::response::Status;
 use crate::state::AppState;
 
 /// Serves `state` on `listener` with the configured front end until `state.shutdown` turns
@@ -30,6 +32,65 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     match state.config.front_end {
         FrontEnd::Fast => fast::serve(listener, state).await,
         FrontEnd::Axum => axum::serve(listener, state).await,
+    }
+}
+
+/// One request's line in the access log (`DS_HTTP__ACCESS_LOG`): made when its head is
+/// read, written (target `access`, level info) when its response head is, with the time in
+/// between; a streamed body (SSE, long catch-up) goes on after the line.
+#[derive(Debug)]
+pub(crate) struct Access {
+    method: Method,
+    uri: String,
+    peer: Option<IpAddr>,
+    started: Instant,
+}
+
+impl Access {
+    /// The record of `head`, if the access log is on.
+    pub(crate) fn of(app: &AppState, head: &RequestHead<'_>) -> Option<Access> {
+        app.config.access_log.then(|| Access {
+            method: head.method,
+            uri: match head.query {
+                Some(q) => format!("{}?{q}", head.path),
+                None => head.path.to_owned(),
+            },
+            peer: head.peer,
+            started: Instant::now(),
+        })
+    }
+
+    /// The record of a request whose head could not be read as one.
+    pub(crate) fn unreadable(app: &AppState, peer: Option<IpAddr>) -> Option<Access> {
+        app.config.access_log.then(|| Access {
+            method: Method::Other,
+            uri: "-".to_owned(),
+            peer,
+            started: Instant::now(),
+        })
+    }
+
+    /// Writes the line.
+    pub(crate) fn log(self, status: Status) {
+        let method = match self.method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Other => "-",
+        };
+        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let client = self.peer.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        tracing::info!(
+            target: "access",
+            method,
+            uri = %self.uri,
+            status = status.code(),
+            micros,
+            client = %client,
+        );
     }
 }
 

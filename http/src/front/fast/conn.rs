@@ -20,6 +20,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
+use super::super::Access;
 use super::chunked::Decoder;
 use super::head::{self, Framing, Scan};
 use super::write::{self, BodyPlan, Reply};
@@ -118,6 +119,7 @@ struct Conn<'a, T> {
 struct InFlight {
     pending: PendingAppend,
     reply: Reply,
+    access: Option<Access>,
 }
 
 /// What waiting for the next head found.
@@ -155,11 +157,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                 http10: h.http10,
                 keep_alive: h.keep_alive,
             };
-            (protocol::prepare(self.app, &h.request), h.framing, reply, h.expect_continue)
+            let access = Access::of(self.app, &h.request);
+            (protocol::prepare(self.app, &h.request), h.framing, reply, h.expect_continue, access)
         });
         self.rbuf.advance(end);
         self.scanned = 0;
-        let (prepared, framing, reply, expect_continue) = match parsed {
+        let (prepared, framing, reply, expect_continue, access) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => return self.refuse(e).await,
         };
@@ -168,7 +171,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             Ok(read) => read,
             Err(e) => {
                 self.answer_all().await?;
-                self.respond(prepared.refuse(e), reply).await?;
+                self.respond(prepared.refuse(e), reply, access).await?;
                 return Ok(false);
             }
         };
@@ -177,7 +180,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         match prepared {
             Prepared::Append(call) => {
                 let pending = call.begin(self.app, body);
-                self.inflight.push_back(InFlight { pending, reply });
+                self.inflight.push_back(InFlight { pending, reply, access });
                 self.answer_ready().await?;
                 if self.inflight.len() >= PIPELINE_DEPTH_MAX {
                     self.answer_front().await?;
@@ -193,7 +196,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                 let resp = self.until_done(call.run(app, body)).await?;
                 // Shutdown may have begun while the call ran (a long-poll, say).
                 let keep = keep && !self.shutting_down();
-                let closes = self.respond(resp, Reply { keep_alive: keep, ..reply }).await?;
+                let reply = Reply { keep_alive: keep, ..reply };
+                let closes = self.respond(resp, reply, access).await?;
                 Ok(keep && !closes)
             }
         }
@@ -205,7 +209,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     async fn refuse(&mut self, e: ApiError) -> io::Result<bool> {
         self.answer_all().await?;
         let reply = Reply { head_only: false, http10: false, keep_alive: false };
-        self.respond(protocol::refuse(e), reply).await?;
+        let access = Access::unreadable(self.app, self.peer);
+        self.respond(protocol::refuse(e), reply, access).await?;
         Ok(false)
     }
 
@@ -455,12 +460,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     /// Answers the oldest append, waiting for its commit (earlier answers are written
     /// first, so they do not wait with it).
     async fn answer_front(&mut self) -> io::Result<()> {
-        let Some(InFlight { pending, reply }) = self.inflight.pop_front() else { return Ok(()) };
+        let Some(InFlight { pending, reply, access }) = self.inflight.pop_front() else {
+            return Ok(());
+        };
         if pending.is_pending() {
             self.flush().await?;
         }
         let resp = pending.finish().await;
-        let (closes, rest) = self.render(resp, reply);
+        let (closes, rest) = self.render(resp, reply, access);
         self.closing |= closes;
         if let Some((plan, body)) = rest {
             self.send_body(plan, body).await?;
@@ -478,8 +485,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
 
     /// Writes one answer (into the output buffer, or out at once for large and streamed
     /// bodies); `true` if the connection must close after it.
-    async fn respond(&mut self, resp: Response, reply: Reply) -> io::Result<bool> {
-        let (closes, rest) = self.render(resp, reply);
+    async fn respond(
+        &mut self,
+        resp: Response,
+        reply: Reply,
+        access: Option<Access>,
+    ) -> io::Result<bool> {
+        let (closes, rest) = self.render(resp, reply, access);
         if let Some((plan, body)) = rest {
             self.send_body(plan, body).await?;
         }
@@ -489,7 +501,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     /// The synchronous part of [`Conn::respond`]: the head and a small body go into the
     /// output buffer; a large or streamed body is returned to be sent. Kept apart so that the
     /// answer (a header list held in place) is not moved into a future on the common path.
-    fn render(&mut self, resp: Response, reply: Reply) -> (bool, Option<(BodyPlan, Body)>) {
+    fn render(
+        &mut self,
+        resp: Response,
+        reply: Reply,
+        access: Option<Access>,
+    ) -> (bool, Option<(BodyPlan, Body)>) {
+        if let Some(access) = access {
+            access.log(resp.status);
+        }
         let plan = write::head(&mut self.out, &resp, reply);
         let closes = resp.close || !reply.keep_alive || plan.closes();
         let rest = match (plan, resp.body) {
