@@ -24,6 +24,13 @@ DS_TEST_POSTGRES_URL=$(scripts/pg.sh start "$pgdir")
 # The postgres tests fail rather than skip when the cluster is missing.
 export DS_TEST_POSTGRES_URL DS_REQUIRE_POSTGRES=1
 
+step "the Prometheus project's parser, which the metrics test checks /metrics with"
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m pip install --quiet prometheus_client 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages prometheus_client 2>/dev/null \
+    || { apt-get update -qq && apt-get install -y -qq python3-prometheus-client; }
+fi
+
 step "unit, property and integration tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked

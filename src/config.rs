@@ -30,6 +30,25 @@ pub struct Config {
     pub limits: LimitsSection,
     /// `[subscriptions]`
     pub subscriptions: SubscriptionsSection,
+    /// `[metrics]`
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: Prometheus metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Count metrics and serve them at `GET /metrics` (OpenMetrics text).
+    pub enabled: bool,
+    /// An address (`127.0.0.1:9464`) to serve `/metrics` on instead of the main port;
+    /// empty: the main port.
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> MetricsSection {
+        MetricsSection { enabled: true, listen: String::new() }
+    }
 }
 
 /// `[subscriptions]`: webhooks and pull-wake (§6–7).
@@ -430,6 +449,12 @@ impl Config {
                 "http.public_url `{url}` must be an http:// or https:// URL without query or fragment"
             )));
         }
+        let listen = self.metrics.listen.trim();
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(format!(
+                "metrics.listen `{listen}` must be an address and port, like 127.0.0.1:9464"
+            )));
+        }
         if !(100..=600_000).contains(&self.subscriptions.webhook_timeout_ms) {
             return Err(err("subscriptions.webhook_timeout_ms must be from 100 to 600000"));
         }
@@ -556,7 +581,18 @@ impl Config {
             rate_limit: self.rate_limit(),
             public_url: (!self.http.public_url.is_empty()).then(|| self.http.public_url.clone()),
             access_log: self.http.access_log,
+            metrics: self.metrics.enabled,
+            metrics_elsewhere: self.metrics_listen().is_some(),
+            metrics_only: false,
         }
+    }
+
+    /// Where `/metrics` is served apart from the main port, if it is.
+    #[must_use]
+    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        (self.metrics.enabled && !self.metrics.listen.is_empty())
+            .then(|| self.metrics.listen.trim().parse().ok())
+            .flatten()
     }
 }
 
@@ -677,6 +713,8 @@ mod tests {
             ("DS_STORAGE__MODE", "postgres"),
             ("DS_STORAGE__POSTGRES_POOL_SIZE", "1"),
             ("DS_STORAGE__POSTGRES_POOL_SIZE", "1001"),
+            ("DS_METRICS__LISTEN", "nowhere"),
+            ("DS_METRICS__ENABLED", "yes"),
         ] {
             assert!(load(&[], env(&[bad])).is_err(), "{bad:?}");
         }

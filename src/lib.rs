@@ -26,6 +26,8 @@ pub struct RunningServer {
     serve: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
     subscriptions: JoinHandle<()>,
+    /// The metrics listener (`DS_METRICS__LISTEN`) and its task, when there is one.
+    metrics: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     engine: Arc<Engine>,
     engine_failed: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -35,6 +37,12 @@ impl RunningServer {
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's address, when `/metrics` is served apart.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     /// A handle that starts the shutdown when sent `true`.
@@ -58,7 +66,11 @@ impl RunningServer {
     /// # Errors
     /// If the server task failed, recovery failed, or the final sync did.
     pub async fn wait(self) -> std::io::Result<()> {
-        let served = self.serve.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let mut served = self.serve.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Some((_, metrics)) = self.metrics {
+            let metrics = metrics.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            served = served.and(metrics);
+        }
         self.sweeper.abort();
         self.subscriptions.abort();
         let stopped = self.engine.shutdown().await.map_err(std::io::Error::other);
@@ -91,6 +103,15 @@ pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error:
             let _ = tx.send(true);
         }
     };
+    let metrics = match config.metrics_listen() {
+        Some(at) => {
+            let listener = TcpListener::bind(at).await?;
+            let at = listener.local_addr()?;
+            tracing::info!(addr = %at, "metrics listening");
+            Some((at, tokio::spawn(ds_http::serve(listener, state.metrics_only()))))
+        }
+        None => None,
+    };
     let serve = tokio::spawn(ds_http::serve(listener, state));
     tracing::info!(%addr, mode = config.storage.mode, "ds-server listening");
     // Recovery runs in the background (/readyz says when it is done); if it fails, the
@@ -118,5 +139,14 @@ pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error:
             }
         });
     }
-    Ok(RunningServer { addr, shutdown: tx, serve, sweeper, subscriptions, engine, engine_failed })
+    Ok(RunningServer {
+        addr,
+        shutdown: tx,
+        serve,
+        sweeper,
+        subscriptions,
+        metrics,
+        engine,
+        engine_failed,
+    })
 }

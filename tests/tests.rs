@@ -10,6 +10,7 @@ mod cli;
 mod fixtures;
 mod framing;
 mod live;
+mod metrics;
 mod protocol;
 mod rate_limit;
 mod subscriptions;

@@ -150,6 +150,12 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Log every request at info level under target `access` (`DS_HTTP__ACCESS_LOG`).
     pub access_log: bool,
+    /// Count Prometheus metrics and serve them at `GET /metrics` (`DS_METRICS__ENABLED`).
+    pub metrics: bool,
+    /// `/metrics` is served on a listener of its own (`DS_METRICS__LISTEN`), not here.
+    pub metrics_elsewhere: bool,
+    /// This is that listener: it answers `GET /metrics` and nothing else (404).
+    pub metrics_only: bool,
 }
 
 impl Default for HttpConfig {
@@ -170,6 +176,9 @@ impl Default for HttpConfig {
             rate_limit: None,
             public_url: None,
             access_log: false,
+            metrics: true,
+            metrics_elsewhere: false,
+            metrics_only: false,
         }
     }
 }

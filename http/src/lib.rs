@@ -24,6 +24,7 @@ pub mod error;
 pub mod front;
 pub mod headers;
 pub mod io;
+pub mod metrics;
 pub mod name;
 pub mod protocol;
 pub mod query;

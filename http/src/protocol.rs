@@ -9,14 +9,17 @@
 //! request while this one waits for its commit. Every answer passes through the same CORS
 //! and security-header step. Nothing here knows how bytes reach the socket.
 
-use ds_engine::ReadFrom;
+use std::sync::Arc;
+
+use ds_engine::{AppendKind, ReadFrom};
 
 use crate::body::Received;
 use crate::config::CorsOrigins;
 use crate::error::ApiError;
 use crate::headers::visible_ascii;
+use crate::metrics::{Metrics, Outcome};
 use crate::request::{Field, Method, RequestHead, RequestHeaders};
-use crate::response::{Response, Status, Value};
+use crate::response::{Body, Response, Status, Value};
 use crate::routes::append::{Append, Begun};
 use crate::routes::create::Create;
 use crate::routes::read::Read;
@@ -140,7 +143,17 @@ enum Routed {
 
 fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
     let get = matches!(head.method, Method::Get | Method::Head);
+    if app.config.metrics_only && head.path != "/metrics" {
+        return Err(ApiError::not_found("this listener serves /metrics only"));
+    }
     let call = match head.path {
+        "/metrics" if get && app.metrics.is_some() && !app.config.metrics_elsewhere => {
+            let body = app.metrics.as_ref().map(|m| m.encode()).unwrap_or_default();
+            let mut resp = Response::empty(Status::OK);
+            resp.body = Body::Full(bytes::Bytes::from(body));
+            resp.headers.set("content-type", Value::Static(crate::metrics::CONTENT_TYPE));
+            Call::Answer(Box::new(resp))
+        }
         "/healthz" if get => Call::Answer(Box::new(Response::text(Status::OK, "ok"))),
         "/readyz" if get => Call::Answer(Box::new(if app.is_ready() {
             Response::text(Status::OK, "ready")
@@ -250,7 +263,8 @@ impl AppendCall {
     /// [`PendingAppend::finish`] once the append is as durable as the mode promises.
     #[must_use]
     pub fn begin(self, app: &AppState, body: Received) -> PendingAppend {
-        PendingAppend { begun: self.append.begin(app, body), cors: self.cors }
+        let counted = app.metrics.clone().map(|m| (m, body.bytes.len() as u64));
+        PendingAppend { begun: self.append.begin(app, body), cors: self.cors, counted }
     }
 }
 
@@ -259,6 +273,8 @@ impl AppendCall {
 pub struct PendingAppend {
     begun: Result<Begun, ApiError>,
     cors: Cors,
+    /// Where the outcome is counted, and the body's size.
+    counted: Option<(Arc<Metrics>, u64)>,
 }
 
 impl PendingAppend {
@@ -279,10 +295,18 @@ impl PendingAppend {
     /// The answer, once the append is as durable as the mode promises.
     pub async fn finish(self) -> Response {
         let resp = match self.begun {
-            Ok(begun) => begun.finish().await,
+            Ok(begun) => begun.finish_kind().await,
             Err(e) => Err(e),
         };
-        finish(resp, self.cors)
+        if let Some((metrics, bytes)) = self.counted {
+            let outcome = match &resp {
+                Ok((_, AppendKind::Appended | AppendKind::Closed)) => Outcome::appended,
+                Ok((_, AppendKind::Duplicate)) => Outcome::duplicate,
+                Err(_) => Outcome::refused,
+            };
+            metrics.append(outcome, bytes);
+        }
+        finish(resp.map(|(resp, _)| resp), self.cors)
     }
 }
 
@@ -291,7 +315,16 @@ impl OtherCall {
     pub async fn run(self, app: &AppState, body: Received) -> Response {
         let resp = match self.call {
             Call::Create(create) => create.run(app, body).await,
-            Call::Read(read) => read.run(app).await,
+            Call::Read(read) => {
+                let resp = read.run(app).await;
+                if let (Some(metrics), Ok(resp)) = (&app.metrics, &resp)
+                    && resp.status == Status::OK
+                    && let Some(bytes) = resp.body.len()
+                {
+                    metrics.read(bytes);
+                }
+                resp
+            }
             Call::Head(name) => routes::head::head(app, &name).await,
             Call::Delete(name) => routes::delete::delete(app, &name).await,
             Call::Control(control) => Ok(control.run(app, body).await),

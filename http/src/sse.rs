@@ -59,6 +59,7 @@ pub async fn respond(app: AppState, name: String, q: ReadQuery) -> Result<Respon
             }
         })
     };
+    let live = app.metrics.as_ref().map(|m| m.live(crate::metrics::LiveKind::sse));
     let body = SseBody {
         reconnect_at,
         keepalive_every,
@@ -76,6 +77,7 @@ pub async fn respond(app: AppState, name: String, q: ReadQuery) -> Result<Respon
         client_cursor: q.cursor,
         cursor: 0,
         done: false,
+        _live: live,
     };
     let mut resp = Response::empty(Status::OK);
     resp.headers.set("content-type", Value::Static("text/event-stream"));
@@ -117,6 +119,8 @@ pub struct SseBody {
     /// so waiting for an event registers no timer or waiter besides the tail's.
     end: Pin<Box<dyn Future<Output = ()> + Send>>,
     done: bool,
+    /// Counts this response among the live SSE readers while it lives.
+    _live: Option<crate::metrics::LiveGuard>,
 }
 
 impl std::fmt::Debug for SseBody {
@@ -216,6 +220,9 @@ impl SseBody {
             BytesMut::with_capacity(chunk.parts.iter().map(Bytes::len).sum::<usize>() + 160);
         if !chunk.is_empty() {
             let body = chunk.into_body();
+            if let Some(metrics) = &self.app.metrics {
+                metrics.read(body.iter().map(|b| b.len() as u64).sum());
+            }
             data_event(&mut out, &body, self.binary);
         }
         self.next = next;

@@ -25,6 +25,8 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// The subscription service (`None`: the control API answers 404).
     pub subscriptions: Option<Arc<Subscriptions>>,
+    /// The metrics (`None` when `DS_METRICS__ENABLED` is false: `/metrics` answers 404).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AppState {
@@ -41,6 +43,8 @@ impl AppState {
             budget: Arc::new(ByteBudget::new(config.max_pending_body_bytes)),
         };
         let rate_limiter = config.rate_limit.map(|limit| Arc::new(RateLimiter::new(limit)));
+        let metrics =
+            config.metrics.then(|| Arc::new(crate::metrics::Metrics::new(engine.clone())));
         AppState {
             engine,
             config: Arc::new(config),
@@ -48,7 +52,17 @@ impl AppState {
             shutdown,
             rate_limiter,
             subscriptions: None,
+            metrics,
         }
+    }
+
+    /// The state of the metrics listener (`DS_METRICS__LISTEN`): the same metrics, and
+    /// nothing but `GET /metrics` answered.
+    #[must_use]
+    pub fn metrics_only(&self) -> AppState {
+        let config =
+            HttpConfig { metrics_only: true, metrics_elsewhere: false, ..(*self.config).clone() };
+        AppState { config: Arc::new(config), ..self.clone() }
     }
 
     /// The same state serving `subscriptions` under `/v1/stream/__ds/`.

@@ -45,6 +45,11 @@ impl TestServer {
         self.addr
     }
 
+    /// The metrics listener's address (`metrics.listen`), if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(RunningServer::metrics_addr)
+    }
+
     /// A new client connection.
     pub async fn conn(&self) -> Conn {
         Conn::connect(self.addr).await.expect("connect")

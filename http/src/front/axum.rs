@@ -76,7 +76,7 @@ async fn handle(State(app): State<AppState>, req: Request) -> axum::response::Re
         // routes are embedded in an application.
         peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
     };
-    let access = super::Access::of(&app, &head);
+    let observed = crate::metrics::Observed::of(&app, &head);
     let prepared = protocol::prepare(&app, &head);
     let body = if prepared.wants_body() {
         collect(&parts.headers, body, &app.body_limits).await
@@ -87,9 +87,7 @@ async fn handle(State(app): State<AppState>, req: Request) -> axum::response::Re
         Ok(body) => prepared.run(&app, body).await,
         Err(e) => prepared.refuse(e),
     };
-    if let Some(access) = access {
-        access.log(resp.status);
-    }
+    observed.answered(&app, resp.status);
     let head_only = parts.method == axum::http::Method::HEAD;
     into_axum(resp, head_only)
 }

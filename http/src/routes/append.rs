@@ -88,6 +88,14 @@ impl Begun {
     /// # Errors
     /// The commit failed (503 or 500).
     pub async fn finish(self) -> Result<Response, ApiError> {
+        self.finish_kind().await.map(|(resp, _)| resp)
+    }
+
+    /// [`Begun::finish`], and what the append did.
+    ///
+    /// # Errors
+    /// The commit failed (503 or 500).
+    pub async fn finish_kind(self) -> Result<(Response, AppendKind), ApiError> {
         let done = self.ticket.durable().await?;
         let status = match (self.producer, done.kind) {
             (true, AppendKind::Appended) => Status::OK,
@@ -103,6 +111,6 @@ impl Begun {
             h.set(headers::PRODUCER_EPOCH, headers::number(claim.epoch));
             h.set(headers::PRODUCER_SEQ, headers::number(claim.seq));
         }
-        Ok(resp)
+        Ok((resp, done.kind))
     }
 }

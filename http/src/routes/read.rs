@@ -88,6 +88,7 @@ async fn long_poll(app: &AppState, name: &str, q: &ReadQuery) -> Result<Response
     // The client may ask for a shorter wait (§5.7 `timeout`), never a longer one.
     let wait =
         q.timeout.map_or(app.config.long_poll_timeout, |t| t.min(app.config.long_poll_timeout));
+    let _waiting = app.metrics.as_ref().map(|m| m.live(crate::metrics::LiveKind::long_poll));
     let woke = tokio::select! {
         tail = watch.wait_beyond(at) => Some(tail),
         () = tokio::time::sleep(wait) => None,

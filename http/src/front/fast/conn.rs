@@ -20,13 +20,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
-use super::super::Access;
 use super::chunked::Decoder;
 use super::head::{self, Framing, Scan};
 use super::write::{self, BodyPlan, Reply};
 use crate::body::{Received, Share};
 use crate::error::ApiError;
 use crate::io::WriteTimeout;
+use crate::metrics::Observed;
 use crate::protocol::{self, PendingAppend, Prepared};
 use crate::request::Method;
 use crate::response::{Body, Response};
@@ -119,7 +119,7 @@ struct Conn<'a, T> {
 struct InFlight {
     pending: PendingAppend,
     reply: Reply,
-    access: Option<Access>,
+    observed: Observed,
 }
 
 /// What waiting for the next head found.
@@ -157,12 +157,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                 http10: h.http10,
                 keep_alive: h.keep_alive,
             };
-            let access = Access::of(self.app, &h.request);
-            (protocol::prepare(self.app, &h.request), h.framing, reply, h.expect_continue, access)
+            let observed = Observed::of(self.app, &h.request);
+            (protocol::prepare(self.app, &h.request), h.framing, reply, h.expect_continue, observed)
         });
         self.rbuf.advance(end);
         self.scanned = 0;
-        let (prepared, framing, reply, expect_continue, access) = match parsed {
+        let (prepared, framing, reply, expect_continue, observed) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => return self.refuse(e).await,
         };
@@ -171,7 +171,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             Ok(read) => read,
             Err(e) => {
                 self.answer_all().await?;
-                self.respond(prepared.refuse(e), reply, access).await?;
+                self.respond(prepared.refuse(e), reply, observed).await?;
                 return Ok(false);
             }
         };
@@ -180,7 +180,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         match prepared {
             Prepared::Append(call) => {
                 let pending = call.begin(self.app, body);
-                self.inflight.push_back(InFlight { pending, reply, access });
+                self.inflight.push_back(InFlight { pending, reply, observed });
                 self.answer_ready().await?;
                 if self.inflight.len() >= PIPELINE_DEPTH_MAX {
                     self.answer_front().await?;
@@ -197,7 +197,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                 // Shutdown may have begun while the call ran (a long-poll, say).
                 let keep = keep && !self.shutting_down();
                 let reply = Reply { keep_alive: keep, ..reply };
-                let closes = self.respond(resp, reply, access).await?;
+                let closes = self.respond(resp, reply, observed).await?;
                 Ok(keep && !closes)
             }
         }
@@ -209,8 +209,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     async fn refuse(&mut self, e: ApiError) -> io::Result<bool> {
         self.answer_all().await?;
         let reply = Reply { head_only: false, http10: false, keep_alive: false };
-        let access = Access::unreadable(self.app, self.peer);
-        self.respond(protocol::refuse(e), reply, access).await?;
+        let observed = Observed::unreadable(self.app, self.peer);
+        self.respond(protocol::refuse(e), reply, observed).await?;
         Ok(false)
     }
 
@@ -460,14 +460,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     /// Answers the oldest append, waiting for its commit (earlier answers are written
     /// first, so they do not wait with it).
     async fn answer_front(&mut self) -> io::Result<()> {
-        let Some(InFlight { pending, reply, access }) = self.inflight.pop_front() else {
+        let Some(InFlight { pending, reply, observed }) = self.inflight.pop_front() else {
             return Ok(());
         };
         if pending.is_pending() {
             self.flush().await?;
         }
         let resp = pending.finish().await;
-        let (closes, rest) = self.render(resp, reply, access);
+        let (closes, rest) = self.render(resp, reply, observed);
         self.closing |= closes;
         if let Some((plan, body)) = rest {
             self.send_body(plan, body).await?;
@@ -489,9 +489,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         &mut self,
         resp: Response,
         reply: Reply,
-        access: Option<Access>,
+        observed: Observed,
     ) -> io::Result<bool> {
-        let (closes, rest) = self.render(resp, reply, access);
+        let (closes, rest) = self.render(resp, reply, observed);
         if let Some((plan, body)) = rest {
             self.send_body(plan, body).await?;
         }
@@ -505,11 +505,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         &mut self,
         resp: Response,
         reply: Reply,
-        access: Option<Access>,
+        observed: Observed,
     ) -> (bool, Option<(BodyPlan, Body)>) {
-        if let Some(access) = access {
-            access.log(resp.status);
-        }
+        observed.answered(self.app, resp.status);
         let plan = write::head(&mut self.out, &resp, reply);
         let closes = resp.close || !reply.keep_alive || plan.closes();
         let rest = match (plan, resp.body) {
