@@ -37,6 +37,8 @@
 //! - `subs-append-1`, `subs-append-64`: `append-1` and `append-64` against ds-server with
 //!   1,000 pull-wake subscriptions on patterns no appended stream matches, and without any
 //!   (the cost of subscriptions to appends they do not concern; no official server).
+//! - `metrics-append-64`: `append-64` against ds-server with metrics turned off
+//!   (`DS_METRICS__ENABLED=false`) and on (the default): what counting them costs.
 //!
 //! Server CPU per operation is the server's user + system time (`/proc/<pid>/stat`) over
 //! the measured window divided by the operations completed. The client runs on the same two
@@ -145,6 +147,12 @@ fn main() {
                 });
             }
         }
+        if want("metrics-append-64") {
+            let pair = [Target::Ds(mode.clone()), Target::DsNoMetrics(mode.clone())];
+            rates(&rt, "metrics-append-64", &pair, runs, "ops/s", |t| {
+                appends(t, client, 64, 64, d)
+            });
+        }
         if want("create-100k") {
             rates(&rt, "create-100k", &targets, runs, "ops/s", |t| creates_then_heads(t, creates));
         }
@@ -245,6 +253,7 @@ fn rates(
     if let (Some(ours), Some(theirs)) = (medians.first(), medians.get(1)) {
         let ratio = match targets.get(1) {
             Some(Target::Ds(_)) => "with / without subs",
+            Some(Target::DsNoMetrics(_)) => "with / without metrics",
             _ => "ds / official",
         };
         println!(
@@ -307,6 +316,8 @@ enum Target {
     Ds(String),
     /// ds-server with [`BENCH_SUBSCRIPTIONS`] subscriptions no benchmark stream matches.
     DsSubs(String),
+    /// ds-server with `DS_METRICS__ENABLED=false` (what counting metrics costs).
+    DsNoMetrics(String),
     Official(PathBuf, &'static str),
     BareHyper,
 }
@@ -322,6 +333,7 @@ impl Target {
                 _ => "ds-server",
             },
             Target::DsSubs(_) => "ds-server + 1000 subs",
+            Target::DsNoMetrics(_) => "ds-server, no metrics",
             Target::Official(_, "memory") => "official memory",
             Target::Official(..) => "official wal",
             Target::BareHyper => "bare hyper (floor)",
@@ -348,7 +360,7 @@ impl Server {
             std::env::temp_dir().join(format!("ds-bench-{}-{}", std::process::id(), unique()));
         let port = free_port();
         let mut cmd = match target {
-            Target::Ds(mode) | Target::DsSubs(mode) => {
+            Target::Ds(mode) | Target::DsSubs(mode) | Target::DsNoMetrics(mode) => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_ds-server"));
                 c.env("DS_STORAGE__MODE", mode)
                     .env("DS_STORAGE__DATA_DIR", &data_dir)
@@ -361,6 +373,9 @@ impl Server {
                     .env("DS_LOG", "warn");
                 if mode == "postgres" {
                     c.env("DS_STORAGE__POSTGRES_URL", fresh_database());
+                }
+                if matches!(target, Target::DsNoMetrics(_)) {
+                    c.env("DS_METRICS__ENABLED", "false");
                 }
                 c
             }

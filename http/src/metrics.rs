@@ -9,16 +9,17 @@
 //! hold. Read at each scrape: the stream count, memory use, readiness, the process.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use ds_engine::Engine;
@@ -176,16 +177,71 @@ pub struct Metrics {
     /// Every series of the two request families, made at start so that counting a
     /// request takes no lock: by operation, then status class 1xx to 5xx.
     requests: Vec<[Counter; 5]>,
-    duration: Vec<Histogram>,
-    appends: Family<OutcomeLabels, Counter>,
+    duration: Vec<Latency>,
+    /// By [`Outcome`], in declaration order.
+    appends: [Counter; 3],
     appended_bytes: Counter,
     read_bytes: Counter,
     live: Family<LiveLabels, Gauge>,
 }
 
-/// Latency buckets: from 50 µs, doubling 18 times (the last bound is 6.5 s).
-fn latency_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+/// A latency histogram counted with atomics: observing takes no lock (the library's
+/// `Histogram` takes a write lock per observation, which every request would contend on).
+/// Buckets from 50 µs, doubling: the last bound is 50 µs × 2^17 = 6.6 s, then `+Inf`.
+/// Clones count into the same buckets.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Latency(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+pub(crate) struct LatencyCounts {
+    /// Observations per bucket (not cumulative); the last is past every bound.
+    buckets: [AtomicU64; Latency::BOUNDS + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    const BOUNDS: usize = 18;
+    const FIRST_NS: u64 = 50_000;
+
+    /// The bucket of `ns`: the first whose bound is at least `ns`.
+    fn bucket(ns: u64) -> usize {
+        // The smallest i with FIRST_NS * 2^i >= ns, i.e. 2^i >= ceil(ns / FIRST_NS).
+        let q = ns.div_ceil(Latency::FIRST_NS);
+        let i = if q <= 1 { 0 } else { (64 - (q - 1).leading_zeros()) as usize };
+        i.min(Latency::BOUNDS)
+    }
+
+    pub(crate) fn observe(&self, elapsed: std::time::Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.0.buckets[Latency::bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        #[allow(clippy::cast_precision_loss, reason = "seconds as f64, as Prometheus has them")]
+        let seconds = |ns: u64| ns as f64 / 1e9;
+        let buckets: Vec<(f64, u64)> = (0..=Latency::BOUNDS)
+            .map(|i| {
+                let bound =
+                    if i < Latency::BOUNDS { seconds(Latency::FIRST_NS << i) } else { f64::MAX };
+                (bound, self.0.buckets[i].load(Ordering::Relaxed))
+            })
+            .collect();
+        // The count is the buckets' sum, so that the two always agree in one exposition.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = seconds(self.0.sum_ns.load(Ordering::Relaxed));
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 impl Metrics {
@@ -199,9 +255,7 @@ impl Metrics {
             "HTTP requests answered, by operation and status class",
             requests.clone(),
         );
-        let durations = Family::<OperationLabels, Histogram>::new_with_constructor(
-            latency_buckets as fn() -> Histogram,
-        );
+        let durations = Family::<OperationLabels, Latency>::default();
         registry.register_with_unit(
             "ds_http_request_duration",
             "Time from a request's head read to its response head ready, by operation",
@@ -219,8 +273,11 @@ impl Metrics {
             .map(|&operation| durations.get_or_create(&OperationLabels { operation }).clone())
             .collect();
         let requests = Operation::ALL.iter().map(|&op| series(op)).collect();
-        let appends = Family::<OutcomeLabels, Counter>::default();
-        registry.register("ds_appends", "Appends by outcome", appends.clone());
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register("ds_appends", "Appends by outcome", outcomes.clone());
+        let outcome = |outcome| outcomes.get_or_create(&OutcomeLabels { outcome }).clone();
+        let appends =
+            [outcome(Outcome::appended), outcome(Outcome::duplicate), outcome(Outcome::refused)];
         let appended_bytes = Counter::default();
         registry.register_with_unit(
             "ds_appended",
@@ -264,12 +321,12 @@ impl Metrics {
     pub fn answered(&self, operation: Operation, status: Status, started: Instant) {
         let class = usize::from(status.code() / 100).clamp(1, 5) - 1;
         self.requests[operation as usize][class].inc();
-        self.duration[operation as usize].observe(started.elapsed().as_secs_f64());
+        self.duration[operation as usize].observe(started.elapsed());
     }
 
     /// Counts an append's outcome (and its bytes, when it appended).
     pub fn append(&self, outcome: Outcome, bytes: u64) {
-        self.appends.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.appends[outcome as usize].inc();
         if outcome == Outcome::appended {
             self.appended_bytes.inc_by(bytes);
         }
@@ -487,6 +544,22 @@ mod tests {
             (head(Method::Other, s, None), Operation::other),
         ] {
             assert_eq!(Operation::of(&h), op, "{:?} {} {:?}", h.method, h.path, h.query);
+        }
+    }
+
+    #[test]
+    fn latency_buckets_hold_what_their_bounds_say() {
+        for (ns, bucket) in [
+            (0, 0),
+            (50_000, 0),
+            (50_001, 1),
+            (100_000, 1),
+            (100_001, 2),
+            (50_000 << 17, 17),
+            ((50_000 << 17) + 1, 18),
+            (u64::MAX, 18),
+        ] {
+            assert_eq!(Latency::bucket(ns), bucket, "{ns} ns");
         }
     }
 

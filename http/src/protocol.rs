@@ -9,15 +9,13 @@
 //! request while this one waits for its commit. Every answer passes through the same CORS
 //! and security-header step. Nothing here knows how bytes reach the socket.
 
-use std::sync::Arc;
-
 use ds_engine::{AppendKind, ReadFrom};
 
 use crate::body::Received;
 use crate::config::CorsOrigins;
 use crate::error::ApiError;
 use crate::headers::visible_ascii;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Outcome;
 use crate::request::{Field, Method, RequestHead, RequestHeaders};
 use crate::response::{Body, Response, Status, Value};
 use crate::routes::append::{Append, Begun};
@@ -252,7 +250,7 @@ impl Prepared {
     /// Runs the call to its answer.
     pub async fn run(self, app: &AppState, body: Received) -> Response {
         match self {
-            Prepared::Append(append) => append.begin(app, body).finish().await,
+            Prepared::Append(append) => append.begin(app, body).finish(app).await,
             Prepared::Other(other) => other.run(app, body).await,
         }
     }
@@ -263,8 +261,8 @@ impl AppendCall {
     /// [`PendingAppend::finish`] once the append is as durable as the mode promises.
     #[must_use]
     pub fn begin(self, app: &AppState, body: Received) -> PendingAppend {
-        let counted = app.metrics.clone().map(|m| (m, body.bytes.len() as u64));
-        PendingAppend { begun: self.append.begin(app, body), cors: self.cors, counted }
+        let bytes = body.bytes.len() as u64;
+        PendingAppend { begun: self.append.begin(app, body), cors: self.cors, bytes }
     }
 }
 
@@ -273,8 +271,8 @@ impl AppendCall {
 pub struct PendingAppend {
     begun: Result<Begun, ApiError>,
     cors: Cors,
-    /// Where the outcome is counted, and the body's size.
-    counted: Option<(Arc<Metrics>, u64)>,
+    /// The body's size (for the metrics).
+    bytes: u64,
 }
 
 impl PendingAppend {
@@ -292,19 +290,20 @@ impl PendingAppend {
         }
     }
 
-    /// The answer, once the append is as durable as the mode promises.
-    pub async fn finish(self) -> Response {
+    /// The answer, once the append is as durable as the mode promises (counted in `app`'s
+    /// metrics).
+    pub async fn finish(self, app: &AppState) -> Response {
         let resp = match self.begun {
             Ok(begun) => begun.finish_kind().await,
             Err(e) => Err(e),
         };
-        if let Some((metrics, bytes)) = self.counted {
+        if let Some(metrics) = &app.metrics {
             let outcome = match &resp {
                 Ok((_, AppendKind::Appended | AppendKind::Closed)) => Outcome::appended,
                 Ok((_, AppendKind::Duplicate)) => Outcome::duplicate,
                 Err(_) => Outcome::refused,
             };
-            metrics.append(outcome, bytes);
+            metrics.append(outcome, self.bytes);
         }
         finish(resp.map(|(resp, _)| resp), self.cors)
     }

@@ -466,7 +466,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         if pending.is_pending() {
             self.flush().await?;
         }
-        let resp = pending.finish().await;
+        let resp = pending.finish(self.app).await;
         let (closes, rest) = self.render(resp, reply, observed);
         self.closing |= closes;
         if let Some((plan, body)) = rest {
