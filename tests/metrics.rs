@@ -150,3 +150,40 @@ async fn metrics_can_have_a_listener_of_their_own() {
     let elsewhere = conn.request("GET", &stream("x"), &[], b"").await.unwrap();
     assert_eq!(elsewhere.status, 404, "the metrics listener serves nothing else");
 }
+
+/// The engine's series in each persistent mode: commit rounds counted (appends per round,
+/// time to durable), the store not poisoned, the time it took to open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_rounds_and_opening_are_measured_in_the_persistent_modes() {
+    for mode in ["file-fast", "file-durable", "acid"] {
+        let dir = std::env::temp_dir().join(format!(
+            "ds-metrics-{mode}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        let (m, d) = (mode.to_owned(), dir.clone());
+        let server = TestServer::with(move |c| {
+            c.storage.mode = m;
+            c.storage.data_dir = d;
+            c.storage.acid_shard_count = 1;
+        })
+        .await;
+        let s = stream("committed");
+        let text = [("content-type", "text/plain")];
+        assert_eq!(server.req("PUT", &s, &text, b"").await.status, 201);
+        for _ in 0..3 {
+            assert_eq!(server.req("POST", &s, &text, b"abc").await.status, 204);
+        }
+        let samples = scrape(&server).await;
+        let labels = [("mode", mode)];
+        let rounds = value(&samples, "ds_commit_appends_count", &labels);
+        assert!((1.0..=3.0).contains(&rounds), "{mode}: {rounds} rounds for 3 appends");
+        assert_eq!(value(&samples, "ds_commit_appends_sum", &labels), 3.0, "{mode}");
+        assert_eq!(value(&samples, "ds_commit_duration_seconds_count", &labels), rounds, "{mode}");
+        assert!(value(&samples, "ds_commit_duration_seconds_sum", &labels) > 0.0, "{mode}");
+        assert_eq!(value(&samples, "ds_store_poisoned", &[]), 0.0, "{mode}");
+        assert!(value(&samples, "ds_open_duration_seconds", &[]) > 0.0, "{mode}");
+        server.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -22,6 +22,7 @@ use crate::notify::TailWatch;
 use crate::offset::{Offset, ReadFrom, TagCheck};
 use crate::payload::Payload;
 use crate::pg::PgStore;
+use crate::stats::EngineStats;
 use crate::store::{
     AppendRequest, AppendTicket, Appended, CreateRequest, Created, Expiry, ExpiryCheck, ForkLink,
     ForkOf, ForkRequest, ReadChunk, Store, StreamInfo,
@@ -137,6 +138,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     expiry: Arc<ExpiryIndex>,
     config: EngineConfig,
+    /// What the engine counts for the server's metrics.
+    stats: Arc<EngineStats>,
     /// Held while the engine lives: the data directory's exclusive lock.
     _lock: Option<std::fs::File>,
 }
@@ -194,6 +197,7 @@ impl Engine {
             clock,
             expiry: Arc::new(ExpiryIndex::default()),
             config,
+            stats: Arc::default(),
             _lock: None,
         };
         let durability = match engine.config.mode {
@@ -202,6 +206,7 @@ impl Engine {
                 // reuses an ETag a client may hold from before.
                 let seed = engine.clock.now_ms().saturating_mul(1024);
                 let store = MemoryStore::new(engine.config.limits, seed);
+                engine.stats.opened(Duration::ZERO);
                 let _ = engine.ready.backend.set(Backend::Memory(store));
                 return Ok(engine);
             }
@@ -217,6 +222,8 @@ impl Engine {
             let (ready, expiry, config) =
                 (engine.ready.clone(), engine.expiry.clone(), engine.config.clone());
             let now = engine.clock.now_ms();
+            let stats = engine.stats.clone();
+            let started = std::time::Instant::now();
             move || {
                 let opened = match durability {
                     Some(durability) => recovery::open(
@@ -229,6 +236,7 @@ impl Engine {
                             journal_bytes: config.journal_bytes,
                         },
                         now,
+                        stats.commits.clone(),
                     )
                     .map(|(store, expiring, report)| {
                         log_report(&config.data_dir, &report);
@@ -240,6 +248,7 @@ impl Engine {
                         config.limits,
                         config.acid_shard_count,
                         now,
+                        stats.commits.clone(),
                     )
                     .map(|(store, expiring)| {
                         tracing::info!(
@@ -254,6 +263,7 @@ impl Engine {
                 match opened {
                     Ok((backend, expiring)) => {
                         schedule_recovered(&expiry, &expiring);
+                        stats.opened(started.elapsed());
                         let _ = ready.backend.set(backend);
                     }
                     Err(e) => {
@@ -284,13 +294,17 @@ impl Engine {
             .map_err(|_| OpenError::Database("the postgres mode needs a Tokio runtime".into()))?;
         let (ready, expiry, clock) = (self.ready.clone(), self.expiry.clone(), self.clock.clone());
         let limits = self.config.limits;
+        let stats = self.stats.clone();
+        let started = std::time::Instant::now();
         rt.spawn(async move {
             let mut delay = Duration::from_millis(100);
             loop {
-                match crate::pg::open(database.clone(), limits, clock.clone()).await {
+                let commits = stats.commits.clone();
+                match crate::pg::open(database.clone(), limits, clock.clone(), commits).await {
                     Ok((store, expiring)) => {
                         tracing::info!(streams = expiring.len(), "opened the PostgreSQL store");
                         schedule_recovered(&expiry, &expiring);
+                        stats.opened(started.elapsed());
                         let _ = ready.backend.set(Backend::Postgres(store));
                         break;
                     }
@@ -341,6 +355,23 @@ impl Engine {
 
     fn backend(&self) -> Result<&Backend> {
         self.ready.backend()
+    }
+
+    /// What the engine counts for the server's metrics: commit rounds, time to open.
+    #[must_use]
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Whether a failed write or sync stopped every write until a restart (the file and
+    /// acid modes; never the others).
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        match self.ready.backend.get() {
+            Some(Backend::File(store)) => store.is_poisoned(),
+            Some(Backend::Acid(store)) => store.is_poisoned(),
+            _ => false,
+        }
     }
 
     /// Stops cleanly: in the persistent modes, checkpoints every stream and syncs, so the

@@ -53,6 +53,7 @@ pub mod payload;
 pub mod pg;
 pub mod producer;
 pub mod rules;
+pub mod stats;
 pub mod store;
 mod stream_core;
 pub mod subscription;

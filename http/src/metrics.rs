@@ -9,7 +9,7 @@
 //! hold. Read at each scrape: the stream count, memory use, readiness, the process.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use prometheus_client::collector::Collector;
@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
-use ds_engine::Engine;
+use ds_engine::{Engine, stats};
 
 use crate::request::{Method, RequestHead};
 use crate::response::Status;
@@ -185,36 +185,21 @@ pub struct Metrics {
     live: Family<LiveLabels, Gauge>,
 }
 
-/// A latency histogram counted with atomics: observing takes no lock (the library's
-/// `Histogram` takes a write lock per observation, which every request would contend on).
-/// Buckets from 50 µs, doubling: the last bound is 50 µs × 2^17 = 6.6 s, then `+Inf`.
-/// Clones count into the same buckets.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Latency(Arc<LatencyCounts>);
+/// A latency histogram (nanoseconds, shown in seconds) counted with atomics: observing
+/// takes no lock (the library's `Histogram` takes a write lock per observation, which every
+/// request would contend on). Buckets from 50 µs, doubling: the last bound is 6.6 s.
+#[derive(Clone, Debug)]
+pub(crate) struct Latency(Arc<stats::Histogram>);
 
-#[derive(Debug, Default)]
-pub(crate) struct LatencyCounts {
-    /// Observations per bucket (not cumulative); the last is past every bound.
-    buckets: [AtomicU64; Latency::BOUNDS + 1],
-    sum_ns: AtomicU64,
+impl Default for Latency {
+    fn default() -> Latency {
+        Latency(Arc::new(stats::Histogram::new(50_000)))
+    }
 }
 
 impl Latency {
-    const BOUNDS: usize = 18;
-    const FIRST_NS: u64 = 50_000;
-
-    /// The bucket of `ns`: the first whose bound is at least `ns`.
-    fn bucket(ns: u64) -> usize {
-        // The smallest i with FIRST_NS * 2^i >= ns, i.e. 2^i >= ceil(ns / FIRST_NS).
-        let q = ns.div_ceil(Latency::FIRST_NS);
-        let i = if q <= 1 { 0 } else { (64 - (q - 1).leading_zeros()) as usize };
-        i.min(Latency::BOUNDS)
-    }
-
     pub(crate) fn observe(&self, elapsed: std::time::Duration) {
-        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.0.buckets[Latency::bucket(ns)].fetch_add(1, Ordering::Relaxed);
-        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.0.observe(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }
 }
 
@@ -223,25 +208,30 @@ impl TypedMetric for Latency {
 }
 
 impl EncodeMetric for Latency {
-    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        #[allow(clippy::cast_precision_loss, reason = "seconds as f64, as Prometheus has them")]
-        let seconds = |ns: u64| ns as f64 / 1e9;
-        let buckets: Vec<(f64, u64)> = (0..=Latency::BOUNDS)
-            .map(|i| {
-                let bound =
-                    if i < Latency::BOUNDS { seconds(Latency::FIRST_NS << i) } else { f64::MAX };
-                (bound, self.0.buckets[i].load(Ordering::Relaxed))
-            })
-            .collect();
-        // The count is the buckets' sum, so that the two always agree in one exposition.
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = seconds(self.0.sum_ns.load(Ordering::Relaxed));
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encode_histogram(encoder, &self.0, 1e-9)
     }
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+/// Encodes an engine histogram, its values multiplied by `scale` (1e-9: nanoseconds as
+/// seconds).
+fn encode_histogram(
+    mut encoder: MetricEncoder<'_>,
+    histogram: &stats::Histogram,
+    scale: f64,
+) -> Result<(), std::fmt::Error> {
+    #[allow(clippy::cast_precision_loss, reason = "as f64, as Prometheus has them")]
+    let scaled = |v: u64| v as f64 * scale;
+    let (buckets, sum) = histogram.snapshot();
+    let buckets: Vec<(f64, u64)> =
+        buckets.into_iter().map(|(bound, n)| (bound.map_or(f64::MAX, scaled), n)).collect();
+    // The count is the buckets' sum, so that the two always agree in one exposition.
+    let count = buckets.iter().map(|(_, n)| n).sum();
+    encoder.encode_histogram::<NoLabelSet>(scaled(sum), count, &buckets, None)
 }
 
 impl Metrics {
@@ -356,6 +346,12 @@ impl Drop for LiveGuard {
     }
 }
 
+/// The storage mode (the commit histograms' label: fixed for a node's life).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
 /// The engine's state at each scrape.
 #[derive(Debug)]
 struct EngineCollector {
@@ -387,6 +383,40 @@ impl Collector for EngineCollector {
         )?;
         let streams = e.list("").map_or(0, |l| i64::try_from(l.len()).unwrap_or(i64::MAX));
         gauge(&mut encoder, "ds_streams", "Streams this node knows", None, streams)?;
+        let poisoned = i64::from(e.is_poisoned());
+        gauge(
+            &mut encoder,
+            "ds_store_poisoned",
+            "1 once a failed write or sync stopped every write until a restart",
+            None,
+            poisoned,
+        )?;
+        let stats = e.stats();
+        #[allow(clippy::cast_precision_loss, reason = "seconds as f64")]
+        let opened = stats.open_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let g = ConstGauge::new(opened);
+        let m = encoder.encode_descriptor(
+            "ds_open_duration",
+            "Time the store took to open at start (recovery; reaching the database); 0 until open",
+            Some(&Unit::Seconds),
+            g.metric_type(),
+        )?;
+        g.encode(m)?;
+        let mode = ModeLabels { mode: e.config().mode.as_str() };
+        let mut m = encoder.encode_descriptor(
+            "ds_commit_appends",
+            "Appends per commit round",
+            None,
+            MetricType::Histogram,
+        )?;
+        encode_histogram(m.encode_family(&mode)?, &stats.commits.appends, 1.0)?;
+        let mut m = encoder.encode_descriptor(
+            "ds_commit_duration",
+            "Commit round time, from its first write until durable (sync, redb or PostgreSQL commit included)",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        encode_histogram(m.encode_family(&mode)?, &stats.commits.nanos, 1e-9)?;
         if let Some(used) = e.memory_used_bytes() {
             let limit = e.config().limits.max_memory_bytes;
             let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -544,22 +574,6 @@ mod tests {
             (head(Method::Other, s, None), Operation::other),
         ] {
             assert_eq!(Operation::of(&h), op, "{:?} {} {:?}", h.method, h.path, h.query);
-        }
-    }
-
-    #[test]
-    fn latency_buckets_hold_what_their_bounds_say() {
-        for (ns, bucket) in [
-            (0, 0),
-            (50_000, 0),
-            (50_001, 1),
-            (100_000, 1),
-            (100_001, 2),
-            (50_000 << 17, 17),
-            ((50_000 << 17) + 1, 18),
-            (u64::MAX, 18),
-        ] {
-            assert_eq!(Latency::bucket(ns), bucket, "{ns} ns");
         }
     }
 

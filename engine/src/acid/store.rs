@@ -79,6 +79,8 @@ struct Inner {
     shards: Box<[Shard]>,
     next_incarnation: AtomicU64,
     poisoned: AtomicBool,
+    /// Where commit rounds are counted (the server's metrics).
+    stats: Arc<crate::stats::CommitStats>,
 }
 
 struct Shard {
@@ -221,6 +223,7 @@ pub fn open(
     limits: Limits,
     shard_count: u32,
     now: UnixMs,
+    stats: Arc<crate::stats::CommitStats>,
 ) -> io::Result<(AcidStore, Vec<Expiring>)> {
     let dir = layout::acid_dir(data_dir);
     let dbs = layout::open_shards(fs, &dir, shard_count)?;
@@ -260,6 +263,7 @@ pub fn open(
         // recreated under the same name after a wipe do not repeat.
         next_incarnation: AtomicU64::new((max_incarnation + 1).max(now.saturating_mul(1024))),
         poisoned: AtomicBool::new(false),
+        stats,
     });
     inner.link_forks()?;
     let runs: Vec<Box<dyn FnOnce() + Send>> = (0..inner.shards.len())
@@ -541,6 +545,7 @@ impl Inner {
             };
             work.push((stream, batch, waiters));
         }
+        let started = std::time::Instant::now();
         let outcome = if self.poisoned.load(Ordering::Relaxed) {
             Err(Error::Unavailable(POISONED))
         } else {
@@ -549,6 +554,10 @@ impl Inner {
                 Error::Unavailable(POISONED)
             })
         };
+        if outcome.is_ok() {
+            let appends = work.iter().map(|(_, batch, _)| batch.len()).sum();
+            self.stats.round(appends, started.elapsed());
+        }
         for (i, (stream, batch, waiters)) in work.into_iter().enumerate() {
             match &outcome {
                 Err(e) => fail(waiters, e),

@@ -82,9 +82,16 @@ pub fn log_recovery(data: &[u8]) {
     .expect("sim scan");
     let fs: Arc<dyn Fs> = Arc::new(fs);
     let options = recovery::Options { max_open_files: 4, journal_bytes: 64 << 10 };
-    let (_, _, report) =
-        recovery::open(fs.clone(), dir, Durability::PowerLoss, Limits::default(), options, 0)
-            .expect("recovery");
+    let (_, _, report) = recovery::open(
+        fs.clone(),
+        dir,
+        Durability::PowerLoss,
+        Limits::default(),
+        options,
+        0,
+        Arc::default(),
+    )
+    .expect("recovery");
     assert_eq!(report.streams, 1, "the stream is always loaded");
     let after = fs.open(&dir.join(log_name(incarnation)), OpenMode::Read).expect("sim open");
     let mut kept = 0usize;

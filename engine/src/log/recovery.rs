@@ -87,6 +87,7 @@ pub fn open(
     limits: Limits,
     options: Options,
     now: UnixMs,
+    stats: Arc<crate::stats::CommitStats>,
 ) -> io::Result<(FileStore, Vec<Expiring>, Report)> {
     fs.create_dir_all(dir)?;
     check_layout(fs.as_ref(), dir)?;
@@ -204,6 +205,7 @@ pub fn open(
         limits,
         options.max_open_files,
         recovered,
+        stats,
     )?;
     Ok((store, expiring, report))
 }

@@ -43,6 +43,7 @@ use crate::offset::{Offset, ReadFrom};
 use crate::payload::Payload;
 use crate::producer::ProducerClaim;
 use crate::rules::{self, Effect, Plan, WriterState};
+use crate::stats::CommitStats;
 use crate::store::{
     AppendRequest, AppendTicket, Appended, CreateRequest, Created, ExpiryCheck, ForkOf, RangeRead,
     ReadChunk, Store, StreamInfo,
@@ -127,6 +128,8 @@ pub(crate) struct Inner {
     cuts: Mutex<Vec<(u64, u64)>>,
     /// `file-durable` with a journal: what makes commit rounds durable.
     journal: Option<Journal>,
+    /// Where commit rounds are counted (the server's metrics).
+    stats: Arc<CommitStats>,
 }
 
 /// What recovery hands to the store it opens.
@@ -297,6 +300,7 @@ impl FileStore {
         limits: Limits,
         max_open_files: usize,
         recovered: Recovered,
+        stats: Arc<CommitStats>,
     ) -> io::Result<FileStore> {
         let Recovered { streams, next_incarnation, journal } = recovered;
         let inner = Inner {
@@ -311,6 +315,7 @@ impl FileStore {
             poisoned: AtomicBool::new(false),
             committer: CommitQueue::default(),
             cuts: Mutex::new(Vec::new()),
+            stats,
         };
         for stream in streams {
             let shard = inner.shard(&stream.name);
@@ -492,6 +497,8 @@ impl Inner {
         let mut failure: Option<io::Error> = None;
         let mut written: Vec<Arc<dyn FsFile>> = Vec::new();
         let poisoned = self.poisoned.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let appends: usize = work.iter().map(|(_, b)| b.records.len()).sum();
         let mut kept = Vec::with_capacity(work.len());
         for (stream, batch) in work {
             if poisoned || failure.is_some() {
@@ -526,7 +533,11 @@ impl Inner {
         {
             failure = Some(e);
         }
+        let wrote = !written.is_empty();
         drop(written);
+        if failure.is_none() && !poisoned && wrote {
+            self.stats.round(appends, started.elapsed());
+        }
         if let Some(e) = &failure {
             self.poison("appending to stream logs", e);
             // The round's requests are answered as failed: their bytes, which may still
@@ -1434,6 +1445,7 @@ mod tests {
             Limits::default(),
             options,
             0,
+            Arc::default(),
         )
         .unwrap();
         let create = CreateRequest {

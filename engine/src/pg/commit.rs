@@ -90,6 +90,7 @@ async fn round(
     own: &mut Option<deadpool_postgres::Object>,
     batch: Vec<Queued>,
 ) {
+    let started = std::time::Instant::now();
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
@@ -105,6 +106,7 @@ async fn round(
     shared.failing.store(failed, std::sync::atomic::Ordering::Relaxed);
     match outcome {
         Ok(decided) => {
+            shared.stats.round(batch.len(), started.elapsed());
             for (name, incarnation, from, to) in &decided.quiet {
                 shared.quiet.record(name, *incarnation, *from, *to);
             }

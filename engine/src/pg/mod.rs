@@ -286,6 +286,8 @@ pub(crate) struct Shared {
     pub(crate) quiet: Arc<listen::QuietRanges>,
     /// The connection settings (for connections outside the pool).
     pub(crate) config: tokio_postgres::Config,
+    /// Where commit rounds are counted (the server's metrics).
+    pub(crate) stats: Arc<crate::stats::CommitStats>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -418,6 +420,7 @@ pub(crate) async fn open(
     database: Database,
     limits: Limits,
     clock: Arc<dyn crate::clock::Clock>,
+    stats: Arc<crate::stats::CommitStats>,
 ) -> std::result::Result<(PgStore, Vec<Expiring>), OpenFailure> {
     let now = clock.now_ms();
     let db = |e: &dyn std::fmt::Display| OpenFailure::Db(e.to_string());
@@ -449,6 +452,7 @@ pub(crate) async fn open(
         signals: tokio::sync::broadcast::channel(256).0,
         quiet: Arc::default(),
         config: config.clone(),
+        stats,
     });
     let mut expiring = Vec::new();
     for row in &rows {
