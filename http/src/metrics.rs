@@ -358,6 +358,19 @@ struct EngineCollector {
     engine: Arc<Engine>,
 }
 
+/// Encodes one metric without labels, read at this scrape.
+fn one(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let m = encoder.encode_descriptor(name, help, unit, metric.metric_type())?;
+    metric.encode(m)
+}
+
+/// [`one`] for an integer gauge.
 fn gauge(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -365,9 +378,7 @@ fn gauge(
     unit: Option<&Unit>,
     value: i64,
 ) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(value);
-    let m = encoder.encode_descriptor(name, help, unit, g.metric_type())?;
-    g.encode(m)
+    one(encoder, name, help, unit, &ConstGauge::new(value))
 }
 
 impl Collector for EngineCollector {
@@ -394,14 +405,13 @@ impl Collector for EngineCollector {
         let stats = e.stats();
         #[allow(clippy::cast_precision_loss, reason = "seconds as f64")]
         let opened = stats.open_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let g = ConstGauge::new(opened);
-        let m = encoder.encode_descriptor(
+        one(
+            &mut encoder,
             "ds_open_duration",
             "Time the store took to open at start (recovery; reaching the database); 0 until open",
             Some(&Unit::Seconds),
-            g.metric_type(),
+            &ConstGauge::new(opened),
         )?;
-        g.encode(m)?;
         let mode = ModeLabels { mode: e.config().mode.as_str() };
         let mut m = encoder.encode_descriptor(
             "ds_commit_appends",
@@ -447,14 +457,13 @@ struct ProcessCollector;
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(p) = process::sample() else { return Ok(()) };
-        let cpu = ConstCounter::new(p.cpu_seconds);
-        let m = encoder.encode_descriptor(
+        one(
+            &mut encoder,
             "process_cpu",
             "User and system CPU time spent",
             Some(&Unit::Seconds),
-            cpu.metric_type(),
+            &ConstCounter::new(p.cpu_seconds),
         )?;
-        cpu.encode(m)?;
         let rss = i64::try_from(p.resident_bytes).unwrap_or(i64::MAX);
         gauge(
             &mut encoder,
