@@ -77,8 +77,9 @@ struct Server {
     addr: SocketAddr,
 }
 
-/// The database of the `postgres` rounds: `DS_TEST_POSTGRES_URL`'s (scripts/test.sh starts
-/// a throwaway cluster and sets it).
+/// The database of the `postgres` rounds: a fresh one in the cluster of
+/// `DS_TEST_POSTGRES_URL` (scripts/test.sh starts a throwaway cluster and sets it), so that
+/// a second run against the same cluster starts from nothing too.
 static POSTGRES_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn start(mode: &str, dir: &Path) -> Server {
@@ -552,6 +553,21 @@ async fn webhook_load(addr: SocketAddr, stop: Instant) -> Option<String> {
 /// Streams closed under their writers: one per round from here.
 const CLOSING_BASE: usize = 200;
 
+/// Creates a database of its own in the cluster `admin` names; its URL.
+async fn fresh_database(admin: &str) -> String {
+    let (client, connection) =
+        tokio_postgres::connect(admin, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let name = format!("crash_kill_{}_{nanos}", std::process::id());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create a database");
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
 fn main() {
     let rounds = std::env::var("DS_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4);
     let base = std::env::temp_dir().join(format!("ds-crash-kill-{}", std::process::id()));
@@ -561,7 +577,7 @@ fn main() {
     let mut modes = vec!["file-fast", "file-durable", "acid"];
     match std::env::var("DS_TEST_POSTGRES_URL") {
         Ok(url) => {
-            let _ = POSTGRES_URL.set(url);
+            let _ = POSTGRES_URL.set(rt.block_on(fresh_database(&url)));
             modes.push("postgres");
         }
         Err(_) if std::env::var_os("DS_REQUIRE_POSTGRES").is_some() => {
