@@ -449,12 +449,7 @@ impl Config {
                 "http.public_url `{url}` must be an http:// or https:// URL without query or fragment"
             )));
         }
-        let listen = self.metrics.listen.trim();
-        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err(format!(
-                "metrics.listen `{listen}` must be an address and port, like 127.0.0.1:9464"
-            )));
-        }
+        self.metrics_address()?;
         if !(100..=600_000).contains(&self.subscriptions.webhook_timeout_ms) {
             return Err(err("subscriptions.webhook_timeout_ms must be from 100 to 600000"));
         }
@@ -590,9 +585,20 @@ impl Config {
     /// Where `/metrics` is served apart from the main port, if it is.
     #[must_use]
     pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
-        (self.metrics.enabled && !self.metrics.listen.is_empty())
-            .then(|| self.metrics.listen.trim().parse().ok())
-            .flatten()
+        self.metrics_address().ok().flatten().filter(|_| self.metrics.enabled)
+    }
+
+    /// `metrics.listen` as an address (`None`: empty, the main port).
+    fn metrics_address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let listen = self.metrics.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        listen.parse().map(Some).map_err(|_| {
+            err(format!(
+                "metrics.listen `{listen}` must be an address and port, like 127.0.0.1:9464"
+            ))
+        })
     }
 }
 

@@ -14,14 +14,10 @@ const BAD_CONFIGURATION: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = LogFormat::from_env(std::env::var("DS_LOG_FORMAT").ok().as_deref());
-    let loaded = ds_server::config::load(&cli.config, std::env::vars());
-    let (config, log_format) = match (loaded, log_format) {
-        (Ok(config), Ok(format)) => (config, format),
-        (Err(e), _) => {
-            eprintln!("ds-server: {e}");
-            return ExitCode::from(BAD_CONFIGURATION);
-        }
-        (_, Err(e)) => {
+    let loaded = ds_server::config::load(&cli.config, std::env::vars()).map_err(|e| e.to_string());
+    let (config, log_format) = match loaded.and_then(|config| Ok((config, log_format?))) {
+        Ok(both) => both,
+        Err(e) => {
             eprintln!("ds-server: {e}");
             return ExitCode::from(BAD_CONFIGURATION);
         }

@@ -24,6 +24,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use ds_engine::{Engine, stats};
 
+use crate::query::Live;
 use crate::request::{Method, RequestHead};
 use crate::response::Status;
 
@@ -103,10 +104,10 @@ impl Operation {
             Method::Get => {
                 let live =
                     head.query.unwrap_or("").split('&').find_map(|p| p.strip_prefix("live="));
-                match live {
-                    Some("sse") => Operation::sse,
-                    Some("long-poll") => Operation::long_poll,
-                    _ => Operation::read,
+                match live.and_then(Live::named) {
+                    Some(Live::Sse) => Operation::sse,
+                    Some(Live::LongPoll) => Operation::long_poll,
+                    Some(Live::No) | None => Operation::read,
                 }
             }
         }
@@ -182,7 +183,8 @@ pub struct Metrics {
     appends: [Counter; 3],
     appended_bytes: Counter,
     read_bytes: Counter,
-    live: Family<LiveLabels, Gauge>,
+    /// By [`LiveKind`], in declaration order.
+    live: [Gauge; 2],
 }
 
 /// A latency histogram (nanoseconds, shown in seconds) counted with atomics: observing
@@ -288,9 +290,8 @@ impl Metrics {
             "Long-poll and SSE readers connected now",
             live.clone(),
         );
-        for kind in [LiveKind::long_poll, LiveKind::sse] {
-            let _ = live.get_or_create(&LiveLabels { kind });
-        }
+        let kind = |kind| live.get_or_create(&LiveLabels { kind }).clone();
+        let live = [kind(LiveKind::long_poll), kind(LiveKind::sse)];
         registry.register_collector(Box::new(EngineCollector { engine }));
         registry.register_collector(Box::new(ProcessCollector));
         Metrics { registry, requests, duration, appends, appended_bytes, read_bytes, live }
@@ -330,7 +331,7 @@ impl Metrics {
     /// A live reader, counted while the guard lives.
     #[must_use]
     pub fn live(&self, kind: LiveKind) -> LiveGuard {
-        let gauge = self.live.get_or_create(&LiveLabels { kind }).clone();
+        let gauge = self.live[kind as usize].clone();
         gauge.inc();
         LiveGuard(gauge)
     }
@@ -544,7 +545,7 @@ impl Observed {
             metrics.answered(self.operation, status, self.started);
         }
         if let Some(access) = self.access {
-            access.log(status);
+            access.log(status, self.started);
         }
     }
 }

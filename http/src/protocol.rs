@@ -294,7 +294,7 @@ impl PendingAppend {
     /// metrics).
     pub async fn finish(self, app: &AppState) -> Response {
         let resp = match self.begun {
-            Ok(begun) => begun.finish_kind().await,
+            Ok(begun) => begun.finish().await,
             Err(e) => Err(e),
         };
         if let Some(metrics) = &app.metrics {

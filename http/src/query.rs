@@ -19,6 +19,18 @@ pub enum Live {
     Sse,
 }
 
+impl Live {
+    /// The mode a `live` value names (`long-poll` or `sse`).
+    #[must_use]
+    pub fn named(value: &str) -> Option<Live> {
+        match value {
+            "long-poll" => Some(Live::LongPoll),
+            "sse" => Some(Live::Sse),
+            _ => None,
+        }
+    }
+}
+
 /// A parsed read query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadQuery {
@@ -56,11 +68,8 @@ pub fn parse(query: Option<&str>) -> Result<ReadQuery, ApiError> {
                 offset = Some(value);
             }
             "live" => {
-                let mode = match value.as_str() {
-                    "long-poll" => Live::LongPoll,
-                    "sse" => Live::Sse,
-                    _ => return Err(ApiError::bad_request("live must be long-poll or sse")),
-                };
+                let mode = Live::named(&value)
+                    .ok_or_else(|| ApiError::bad_request("live must be long-poll or sse"))?;
                 if live.replace(mode).is_some() {
                     return Err(ApiError::bad_request("live must appear only once"));
                 }

@@ -43,7 +43,6 @@ pub(crate) struct Access {
     method: Method,
     uri: String,
     peer: Option<IpAddr>,
-    started: Instant,
 }
 
 impl Access {
@@ -56,22 +55,16 @@ impl Access {
                 None => head.path.to_owned(),
             },
             peer: head.peer,
-            started: Instant::now(),
         })
     }
 
     /// The record of a request whose head could not be read as one.
     pub(crate) fn unreadable(app: &AppState, peer: Option<IpAddr>) -> Option<Access> {
-        app.config.access_log.then(|| Access {
-            method: Method::Other,
-            uri: "-".to_owned(),
-            peer,
-            started: Instant::now(),
-        })
+        app.config.access_log.then(|| Access { method: Method::Other, uri: "-".to_owned(), peer })
     }
 
-    /// Writes the line.
-    pub(crate) fn log(self, status: Status) {
+    /// Writes the line of a request whose head was read at `started`.
+    pub(crate) fn log(self, status: Status, started: Instant) {
         let method = match self.method {
             Method::Get => "GET",
             Method::Head => "HEAD",
@@ -81,7 +74,7 @@ impl Access {
             Method::Options => "OPTIONS",
             Method::Other => "-",
         };
-        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let client = self.peer.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         tracing::info!(
             target: "access",

@@ -82,20 +82,12 @@ impl Begun {
         self.ticket.settled().await;
     }
 
-    /// Plain appends answer 204; producer appends 200, and 204 for duplicates and
-    /// close-only requests.
+    /// The answer, and what the append did: plain appends answer 204; producer appends
+    /// 200, and 204 for duplicates and close-only requests.
     ///
     /// # Errors
     /// The commit failed (503 or 500).
-    pub async fn finish(self) -> Result<Response, ApiError> {
-        self.finish_kind().await.map(|(resp, _)| resp)
-    }
-
-    /// [`Begun::finish`], and what the append did.
-    ///
-    /// # Errors
-    /// The commit failed (503 or 500).
-    pub async fn finish_kind(self) -> Result<(Response, AppendKind), ApiError> {
+    pub async fn finish(self) -> Result<(Response, AppendKind), ApiError> {
         let done = self.ticket.durable().await?;
         let status = match (self.producer, done.kind) {
             (true, AppendKind::Appended) => Status::OK,
