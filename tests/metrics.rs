@@ -187,3 +187,58 @@ async fn commit_rounds_and_opening_are_measured_in_the_persistent_modes() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Webhook deliveries are counted by outcome and timed: a receiver that answers done, one
+/// that accepts (the worker would call back), one that fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_are_counted_by_outcome() {
+    use crate::support::receiver::{http_answer, receiver};
+    let server = TestServer::with(|c| {
+        c.subscriptions.allow_local_webhooks = true;
+        c.subscriptions.webhook_timeout_ms = 2_000;
+    })
+    .await;
+    let receivers = [
+        ("done", receiver(|_| Some(http_answer("200 OK", "{\"done\":true}"))).await.0),
+        ("accepted", receiver(|_| Some(http_answer("202 Accepted", "{}"))).await.0),
+        ("failed", receiver(|_| Some(http_answer("500 Internal Server Error", "{}"))).await.0),
+    ];
+    let json = [("content-type", "application/json")];
+    for (outcome, url) in &receivers {
+        let config = serde_json::json!({
+            "type": "webhook", "pattern": format!("{outcome}/*"), "lease_ttl_ms": 5000,
+            "webhook": {"url": url},
+        });
+        let path = format!("/v1/stream/__ds/subscriptions/{outcome}");
+        let resp = server.req("PUT", &path, &json, config.to_string().as_bytes()).await;
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        let s = stream(&format!("{outcome}/s"));
+        assert_eq!(
+            server.req("PUT", &s, &[("content-type", "text/plain")], b"x").await.status,
+            201
+        );
+    }
+    let mut samples = scrape(&server).await;
+    for _ in 0..200 {
+        if receivers
+            .iter()
+            .all(|(o, _)| value(&samples, "ds_webhook_deliveries_total", &[("outcome", o)]) >= 1.0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        samples = scrape(&server).await;
+    }
+    for (outcome, _) in &receivers {
+        let n = value(&samples, "ds_webhook_deliveries_total", &[("outcome", outcome)]);
+        assert!(n >= 1.0, "{outcome}: {n} deliveries counted");
+    }
+    let total: f64 = receivers
+        .iter()
+        .map(|(o, _)| value(&samples, "ds_webhook_deliveries_total", &[("outcome", o)]))
+        .sum();
+    let timed = value(&samples, "ds_webhook_delivery_duration_seconds_count", &[]);
+    assert_eq!(timed, total, "every delivery is timed");
+    assert!(value(&samples, "ds_webhook_delivery_duration_seconds_sum", &[]) > 0.0);
+    server.stop().await;
+}

@@ -1,5 +1,6 @@
 //! What the engine counts for the server's metrics: each commit round's size (appends) and
-//! time (writing and making durable), and how long recovery took at start. Atomics only, so
+//! time (writing and making durable), how long recovery took at start, and webhook
+//! deliveries by outcome and time. Atomics only, so
 //! counting costs a committer no lock; the HTTP layer encodes them (`ds_http::metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,11 +84,52 @@ impl CommitStats {
     }
 }
 
+/// Webhook deliveries (§7.1) this node made.
+#[derive(Debug)]
+pub struct WebhookStats {
+    /// Answered 2xx with `{"done": true}`.
+    pub done: AtomicU64,
+    /// Answered 2xx otherwise (the worker calls back).
+    pub accepted: AtomicU64,
+    /// Anything else: no connection, a timeout, a redirect, another status, a body too large.
+    pub failed: AtomicU64,
+    /// Nanoseconds per delivery, whatever its outcome.
+    pub nanos: Histogram,
+}
+
+impl Default for WebhookStats {
+    fn default() -> WebhookStats {
+        // 1 ms to 131 s.
+        WebhookStats {
+            done: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            nanos: Histogram::new(1_000_000),
+        }
+    }
+}
+
+impl WebhookStats {
+    /// Counts one delivery that came to `outcome` after `took`.
+    pub fn delivery(&self, outcome: crate::subscription::state::Delivered, took: Duration) {
+        use crate::subscription::state::Delivered;
+        let counter = match outcome {
+            Delivered::Done => &self.done,
+            Delivered::Accepted => &self.accepted,
+            Delivered::Failed => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.nanos.observe(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+    }
+}
+
 /// Everything the engine counts.
 #[derive(Debug, Default)]
 pub struct EngineStats {
     /// Commit rounds (none in the memory mode).
     pub commits: std::sync::Arc<CommitStats>,
+    /// Webhook deliveries of the subscriptions service.
+    pub webhooks: WebhookStats,
     /// How long opening the store took, in nanoseconds (recovery in the persistent modes,
     /// reaching the database in the postgres mode); 0 until it is open.
     pub open_nanos: AtomicU64,
@@ -135,5 +177,19 @@ mod tests {
         assert_eq!((appends[2], n), ((Some(4), 1), 3));
         let (nanos, total) = c.nanos.snapshot();
         assert_eq!((nanos[1], total), ((Some(20_000), 1), 15_000));
+    }
+
+    #[test]
+    fn deliveries_count_by_outcome() {
+        use crate::subscription::state::Delivered;
+        let w = WebhookStats::default();
+        w.delivery(Delivered::Done, Duration::from_millis(3));
+        w.delivery(Delivered::Failed, Duration::from_millis(1));
+        w.delivery(Delivered::Failed, Duration::from_secs(1));
+        let counts = [&w.done, &w.accepted, &w.failed].map(|c| c.load(Ordering::Relaxed));
+        assert_eq!(counts, [1, 0, 2]);
+        let (nanos, total) = w.nanos.snapshot();
+        assert_eq!((nanos[0].1, nanos[2].1, nanos[10].1), (1, 1, 1));
+        assert_eq!(total, 1_004_000_000);
     }
 }

@@ -156,6 +156,12 @@ struct OutcomeLabels {
     outcome: Outcome,
 }
 
+/// A webhook delivery's outcome (`done`, `accepted`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    outcome: &'static str,
+}
+
 /// A live reader's kind (the `kind` label).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types, reason = "label values are snake_case")]
@@ -428,6 +434,26 @@ impl Collector for EngineCollector {
             MetricType::Histogram,
         )?;
         encode_histogram(m.encode_family(&mode)?, &stats.commits.nanos, 1e-9)?;
+        let hooks = &stats.webhooks;
+        let mut m = encoder.encode_descriptor(
+            "ds_webhook_deliveries",
+            "Webhook deliveries by outcome: done (2xx, done), accepted (other 2xx), failed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, counter) in
+            [("done", &hooks.done), ("accepted", &hooks.accepted), ("failed", &hooks.failed)]
+        {
+            let n = ConstCounter::new(counter.load(Ordering::Relaxed));
+            n.encode(m.encode_family(&DeliveryLabels { outcome })?)?;
+        }
+        let m = encoder.encode_descriptor(
+            "ds_webhook_delivery_duration",
+            "Webhook delivery time, connecting to the end of the answer (or the timeout)",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        encode_histogram(m, &hooks.nanos, 1e-9)?;
         if let Some(used) = e.memory_used_bytes() {
             let limit = e.config().limits.max_memory_bytes;
             let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);

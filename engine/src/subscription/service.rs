@@ -1402,7 +1402,9 @@ impl Subscriptions {
                 allow_local: self.settings.allow_local_webhooks,
             }
         };
+        let sent = std::time::Instant::now();
         let outcome = self.sender.send(request).await;
+        self.engine.stats().webhooks.delivery(outcome, sent.elapsed());
         let now = self.now();
         let mut st = self.lock();
         if Self::current(&st, id, due).is_none() {
