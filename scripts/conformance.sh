@@ -6,6 +6,9 @@
 #   DS_HTTP__FRONT_END=axum scripts/conformance.sh memory   through the axum front end
 #   scripts/conformance.sh postgres      against a throwaway PostgreSQL cluster (scripts/pg.sh),
 #                                        or the database in DS_STORAGE__POSTGRES_URL if set
+#   DS_CONFORMANCE_TLS=1 scripts/conformance.sh file-durable
+#                                        over HTTPS: a certificate made here with openssl (a CA
+#                                        the suite's Node.js trusts through NODE_EXTRA_CA_CERTS)
 #   DS_CONFORMANCE_NODES=2 scripts/conformance.sh postgres
 #                                        two nodes on one database behind nginx (round-robin,
 #                                        installed with apt-get if missing), so consecutive
@@ -69,6 +72,27 @@ if [ "$NODES" -gt 1 ] && [ "$mode" != postgres ]; then
   exit 2
 fi
 
+scheme=http
+if [ -n "${DS_CONFORMANCE_TLS:-}" ]; then
+  if [ "$NODES" -gt 1 ]; then
+    echo "error: HTTPS is tried on one node" >&2
+    exit 2
+  fi
+  # A CA, and a certificate for 127.0.0.1 it signs; Node.js trusts the CA.
+  (cd "$work" && {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+      -out ca.pem -days 2 -subj "/CN=ds-server conformance CA"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem \
+      -out cert.csr -subj "/CN=127.0.0.1"
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+    openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 \
+      -extfile ext.cnf
+  } 2>/dev/null)
+  export DS_SERVER__TLS_CERT_FILE="$work/cert.pem" DS_SERVER__TLS_KEY_FILE="$work/key.pem"
+  export NODE_EXTRA_CA_CERTS="$work/ca.pem"
+  scheme=https
+fi
+
 # Starts node $1 (its log is $work/server-$1.log) and sets $addr to the address it reports.
 start_node() {
   local log="$work/server-$1.log"
@@ -112,7 +136,7 @@ addrs=()
 for n in $(seq 1 "$NODES"); do
   start_node "$n"
   addrs+=("$addr")
-  wait_ready "http://$addr"
+  wait_ready "$scheme://$addr"
 done
 
 if [ "$NODES" -gt 1 ]; then
@@ -160,11 +184,11 @@ if [ "$NODES" -gt 1 ]; then
   echo "==> nginx on $addr, round-robin over ${addrs[*]}"
 fi
 
-echo "==> conformance suite against $mode mode, $NODES node(s) (${DS_HTTP__FRONT_END:-fast} front end) at http://$addr"
+echo "==> conformance suite against $mode mode, $NODES node(s) (${DS_HTTP__FRONT_END:-fast} front end) at $scheme://$addr"
 cd "$conf"
 status=0
 report="$work/report.json"
-DS_CONFORMANCE_URL="http://$addr" npx vitest run --reporter=default --reporter=json --outputFile.json="$report" ${VITEST_ARGS:-} || status=$?
+DS_CONFORMANCE_URL="$scheme://$addr" npx vitest run --reporter=default --reporter=json --outputFile.json="$report" ${VITEST_ARGS:-} || status=$?
 if [ "$status" -ne 0 ]; then
   for n in $(seq 1 "$NODES"); do
     echo "--- server $n log (last 50 lines) ---" >&2

@@ -31,6 +31,13 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
     || { apt-get update -qq && apt-get install -y -qq python3-prometheus-client; }
 fi
 
+step "openssl and curl, which the HTTPS and HTTP/2 tests make certificates and requests with"
+for tool in openssl curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" </dev/null
+  fi
+done
+
 step "unit, property and integration tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked
@@ -51,6 +58,11 @@ DS_CONFORMANCE_NODES=2 DS_STORAGE__POSTGRES_URL=$(scripts/pg.sh createdb "$pgdir
   scripts/conformance.sh postgres
 step "official conformance suite, memory mode (axum front end)"
 DS_HTTP__FRONT_END=axum scripts/conformance.sh memory
+step "official conformance suite over HTTPS, file-durable mode (fast front end)"
+DS_CONFORMANCE_TLS=1 scripts/conformance.sh file-durable
+
+step "a real browser: headless Chromium, 12 EventSource streams over HTTP/2 (HTTPS) and HTTP/1.1"
+scripts/browser.sh
 
 step "crash test: SIGKILL the release server mid-stream (file-fast, file-durable, acid, postgres)"
 cargo test --release --locked --test crash_kill

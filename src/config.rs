@@ -105,6 +105,11 @@ pub struct ServerSection {
     pub max_connections: usize,
     /// Threads of the async runtime; 0 means one per CPU.
     pub worker_threads: usize,
+    /// HTTPS: the certificate chain (PEM, leaf first); with `tls_key_file`. Empty: plain
+    /// HTTP. Reloaded on SIGHUP.
+    pub tls_cert_file: String,
+    /// HTTPS: the certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: String,
 }
 
 /// `[http]`: browser and cache behaviour.
@@ -181,6 +186,8 @@ impl Default for ServerSection {
             write_timeout_secs: 30,
             max_connections: 10_000,
             worker_threads: 0,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -416,6 +423,11 @@ impl Config {
         if !(1..=1_000_000).contains(&s.max_connections) {
             return Err(err("server.max_connections must be from 1 to 1000000"));
         }
+        if s.tls_cert_file.is_empty() != s.tls_key_file.is_empty() {
+            return Err(err(
+                "server.tls_cert_file and server.tls_key_file go together: set both for HTTPS, or neither",
+            ));
+        }
         if s.worker_threads > 1024 {
             return Err(err("server.worker_threads must be from 0 (one per CPU) to 1024"));
         }
@@ -580,6 +592,14 @@ impl Config {
             metrics_elsewhere: self.metrics_listen().is_some(),
             metrics_only: false,
         }
+    }
+
+    /// The certificate and key files, when HTTPS is on.
+    #[must_use]
+    pub fn tls_files(&self) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        let s = &self.server;
+        (!s.tls_cert_file.is_empty())
+            .then(|| (s.tls_cert_file.clone().into(), s.tls_key_file.clone().into()))
     }
 
     /// Where `/metrics` is served apart from the main port, if it is.

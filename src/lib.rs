@@ -30,6 +30,7 @@ pub struct RunningServer {
     metrics: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     engine: Arc<Engine>,
     engine_failed: Arc<std::sync::Mutex<Option<String>>>,
+    tls: Option<Arc<ds_http::tls::Tls>>,
 }
 
 impl RunningServer {
@@ -43,6 +44,20 @@ impl RunningServer {
     #[must_use]
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Whether the server speaks HTTPS.
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// What reads the TLS certificate and key files again (on SIGHUP): new connections
+    /// get what they hold then, open ones keep theirs; nothing to do without TLS. It fails
+    /// if a file cannot be read or the key does not match, and the certificate in use stays.
+    pub fn tls_reloader(&self) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+        let tls = self.tls.clone();
+        move || tls.as_ref().map_or(Ok(()), |tls| tls.reload())
     }
 
     /// A handle that starts the shutdown when sent `true`.
@@ -86,13 +101,21 @@ impl RunningServer {
 /// # Errors
 /// The engine cannot open (an unavailable mode) or the address cannot be bound.
 pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error::Error>> {
+    let tls = match config.tls_files() {
+        Some((cert, key)) => Some(Arc::new(ds_http::tls::Tls::load(&cert, &key)?)),
+        None => None,
+    };
     let engine = Arc::new(Engine::open(config.engine())?);
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let sender = Arc::new(ds_http::webhook::WebhookClient::new()?);
     let subs = Subscriptions::new(engine.clone(), config.subscriptions(), sender);
-    let state = AppState::new(engine.clone(), config.http(), rx).with_subscriptions(subs.clone());
+    let mut state =
+        AppState::new(engine.clone(), config.http(), rx).with_subscriptions(subs.clone());
+    if let Some(tls) = &tls {
+        state = state.with_tls(tls.clone());
+    }
     let sweeper = tokio::spawn(engine.clone().run_sweeper());
     // The subscriptions load once recovery is done, then run their scheduler; if they
     // cannot load (unreadable keys or control database), the server stops.
@@ -113,7 +136,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error:
         None => None,
     };
     let serve = tokio::spawn(ds_http::serve(listener, state));
-    tracing::info!(%addr, mode = config.storage.mode, "ds-server listening");
+    tracing::info!(%addr, mode = config.storage.mode, https = tls.is_some(), "ds-server listening");
     // Recovery runs in the background (/readyz says when it is done); if it fails, the
     // server stops rather than answer 503 forever.
     let engine_failed = Arc::new(std::sync::Mutex::new(None));
@@ -148,5 +171,6 @@ pub async fn start(config: &Config) -> Result<RunningServer, Box<dyn std::error:
         metrics,
         engine,
         engine_failed,
+        tls,
     })
 }

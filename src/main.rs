@@ -69,6 +69,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if server.is_tls() {
+            reload_on_sighup(&server);
+        }
         let shutdown = server.shutdown_handle();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -83,6 +86,30 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Reloads the TLS certificate on every SIGHUP (new connections get it; open ones keep
+/// theirs); a reload that fails is logged and the old certificate stays.
+fn reload_on_sighup(server: &ds_server::RunningServer) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; the TLS certificate will not be reloaded");
+            return;
+        };
+        let reload = server.tls_reloader();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(why) => {
+                        tracing::error!(error = %why, "TLS certificate not reloaded; the old one stays")
+                    }
+                }
+            }
+        });
+    }
 }
 
 async fn wait_for_signal() {

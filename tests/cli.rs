@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::Conn;
 
-fn ds_server() -> Command {
+pub(crate) fn ds_server() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ds-server"));
     // Settings of the environment the tests run in must not leak in.
     for (key, _) in std::env::vars() {
@@ -96,15 +96,15 @@ fn check_config_refuses_a_bad_configuration_with_the_reason() {
 }
 
 /// A running binary whose stderr lines arrive on a channel; killed when dropped.
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Running {
     /// Starts `command` on a free loopback port and waits for its JSON "listening" line.
-    fn start(mut command: Command) -> Running {
+    pub(crate) fn start(mut command: Command) -> Running {
         let mut child = command
             .env("DS_SERVER__HOST", "127.0.0.1")
             .env("DS_SERVER__PORT", "0")
@@ -131,7 +131,10 @@ impl Running {
     }
 
     /// The next log line (every one must be a JSON object) that `wanted` accepts.
-    fn next_line_where(&self, wanted: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub(crate) fn next_line_where(
+        &self,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         loop {
             let line =
                 self.lines.recv_timeout(Duration::from_secs(20)).expect("an awaited log line");

@@ -9,6 +9,7 @@ mod caching;
 mod cli;
 mod fixtures;
 mod framing;
+mod http2;
 mod live;
 mod metrics;
 mod protocol;

@@ -13,6 +13,7 @@
 //!   [`rate`]: per-client rate limits (§12.5), applied by [`protocol::prepare`].
 //!   [`routes::subscriptions`]: the subscription control API under `/v1/stream/__ds/`.
 //! - [`webhook`]: the webhook client (rustls), which subscriptions deliver wakes with.
+//! - [`tls`]: HTTPS (rustls, ALPN `h2` and `http/1.1`, certificate reload).
 //! - Transport: [`front`] holds the front ends ([`front::fast`], hand-written HTTP/1.1, and
 //!   [`front::axum`], axum on hyper); [`body`] the body limits both apply; [`io`] the write
 //!   timeout both use.
@@ -36,6 +37,7 @@ pub mod rfc3339;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod tls;
 pub mod webhook;
 
 pub use config::{CachePolicy, CorsOrigins, FrontEnd, HttpConfig};

@@ -589,6 +589,7 @@ mod tests {
             authority: None,
             headers: RequestHeaders::default(),
             peer: None,
+            secure: false,
         }
     }
 

@@ -221,6 +221,18 @@ pub struct RequestHead<'a> {
     pub headers: RequestHeaders<'a>,
     /// The client's address, when the transport knows it (for rate limits).
     pub peer: Option<std::net::IpAddr>,
+    /// Whether the request came over TLS.
+    pub secure: bool,
+}
+
+impl RequestHead<'_> {
+    /// The scheme the client used: `https` over TLS, or behind a proxy that says so
+    /// (`X-Forwarded-Proto: https`); `http` otherwise.
+    #[must_use]
+    pub fn scheme(&self) -> &'static str {
+        let forwarded = self.headers.get(Field::XForwardedProto).is_some_and(|v| v == b"https");
+        if self.secure || forwarded { "https" } else { "http" }
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct AppState {
     pub subscriptions: Option<Arc<Subscriptions>>,
     /// The metrics (`None` when `DS_METRICS__ENABLED` is false: `/metrics` answers 404).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// HTTPS: every connection starts with a TLS handshake (`None`: plain HTTP).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             rate_limiter,
             subscriptions: None,
             metrics,
+            tls: None,
         }
     }
 
@@ -63,6 +66,13 @@ impl AppState {
         let config =
             HttpConfig { metrics_only: true, metrics_elsewhere: false, ..(*self.config).clone() };
         AppState { config: Arc::new(config), ..self.clone() }
+    }
+
+    /// The same state serving HTTPS with `tls`.
+    #[must_use]
+    pub fn with_tls(mut self, tls: Arc<crate::tls::Tls>) -> AppState {
+        self.tls = Some(tls);
+        self
     }
 
     /// The same state serving `subscriptions` under `/v1/stream/__ds/`.

@@ -93,7 +93,7 @@ fn serve(pieces: &[&[u8]]) -> String {
         let (_shutdown, rx) = tokio::sync::watch::channel(false);
         let app = AppState::new(engine, HttpConfig::default(), rx);
         let (mut client, server) = tokio::io::duplex(1 << 20);
-        let task = tokio::spawn(ds_http::front::fast::conn::serve(app, server, None));
+        let task = tokio::spawn(ds_http::front::fast::conn::serve(app, server, Default::default()));
         for piece in pieces {
             client.write_all(piece).await.unwrap();
             for _ in 0..4 {

@@ -22,14 +22,7 @@ impl TestServer {
 
     /// A server with `tweak` applied to the configuration first.
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::default();
-        config.server.host = "127.0.0.1".into();
-        config.server.port = 0;
-        config.server.long_poll_timeout_ms = Some(500);
-        tweak(&mut config);
-        let server = ds_server::start(&config).await.expect("server starts");
-        let addr = server.addr();
-        let server = TestServer { server: Some(server), addr };
+        let server = TestServer::unready(tweak).await;
         // The persistent modes recover in the background: wait until /readyz says so.
         for _ in 0..500 {
             if server.req("GET", "/readyz", &[], b"").await.status == 200 {
@@ -38,6 +31,19 @@ impl TestServer {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         panic!("server did not become ready");
+    }
+
+    /// A server with `tweak` applied, started but perhaps not ready yet (a persistent mode
+    /// recovering; an HTTPS server, which the plain client cannot ask).
+    pub async fn unready(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::default();
+        config.server.host = "127.0.0.1".into();
+        config.server.port = 0;
+        config.server.long_poll_timeout_ms = Some(500);
+        tweak(&mut config);
+        let server = ds_server::start(&config).await.expect("server starts");
+        let addr = server.addr();
+        TestServer { server: Some(server), addr }
     }
 
     /// The server's address.

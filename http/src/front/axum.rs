@@ -1,7 +1,7 @@
 //! The axum/hyper front end: the protocol mapping ([`crate::protocol`]) as an axum handler,
-//! and hyper's HTTP/1.1 server under it. This is the front end that embeds in an axum
-//! application ([`routes`] merges into any `Router`), and the one that will carry HTTP/2 and
-//! TLS.
+//! and hyper's server under it (HTTP/1.1, and HTTP/2 over TLS or as h2c). This is the front
+//! end that embeds in an axum application ([`routes`] merges into any `Router`), and the
+//! one that carries every HTTP/2 connection, whichever front end is configured.
 //!
 //! The handler only translates: hyper's request head into a [`RequestHead`], hyper's body
 //! into a [`Received`] within the body limits, and the protocol's [`Response`] into axum's.
@@ -11,7 +11,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body as AxumBody;
@@ -21,10 +20,9 @@ use axum::routing::any;
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
@@ -36,8 +34,16 @@ use crate::request::{Method, RequestHead, RequestHeaders};
 use crate::response::{Body, Response, Value};
 use crate::state::AppState;
 
-/// How long in-flight requests get to finish after shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Streams one HTTP/2 connection may have open at once (a browser page's SSE readers and
+/// requests share one connection; 100 is the least RFC 9113 §6.5.2 recommends allowing).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Largest HTTP/2 header list (as the HTTP/1.1 head limit of the fast front end).
+const HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;
+/// HTTP/2 flow-control windows the server grants for request bodies (the default 64 KiB
+/// would take a round trip per 64 KiB of an upload).
+const WINDOW_BYTES: u32 = 1 << 20;
+/// Response bytes buffered per HTTP/2 stream before its body is polled again.
+const SEND_BUFFER_BYTES: usize = 1 << 20;
 
 /// The protocol's routes (`/healthz`, `/readyz`, `/v1/stream/{*name}`, any method), to merge
 /// into an axum application.
@@ -75,6 +81,8 @@ async fn handle(State(app): State<AppState>, req: Request) -> axum::response::Re
         // Set by our `serve`, or by axum's `into_make_service_with_connect_info` when the
         // routes are embedded in an application.
         peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
+        secure: parts.extensions.get::<Secure>().is_some()
+            || parts.uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS),
     };
     let observed = crate::metrics::Observed::of(&app, &head);
     let prepared = protocol::prepare(&app, &head);
@@ -89,7 +97,9 @@ async fn handle(State(app): State<AppState>, req: Request) -> axum::response::Re
     };
     observed.answered(&app, resp.status);
     let head_only = parts.method == axum::http::Method::HEAD;
-    into_axum(resp, head_only)
+    // `Connection` is an HTTP/1.1 header; HTTP/2 has none (RFC 9113 §8.2.2).
+    let http1 = parts.version < axum::http::Version::HTTP_2;
+    into_axum(resp, head_only, http1)
 }
 
 /// Reads the whole body within the limits.
@@ -164,7 +174,7 @@ async fn collect(
 }
 
 /// The protocol's response as axum's.
-fn into_axum(mut resp: Response, head_only: bool) -> axum::response::Response {
+fn into_axum(mut resp: Response, head_only: bool, http1: bool) -> axum::response::Response {
     let standard: Vec<(&str, &str)> = resp.standard_headers().collect();
     let body = match std::mem::take(&mut resp.body) {
         // The answer to a `HEAD` has no body, and its length is not known here (it is what
@@ -203,7 +213,7 @@ fn into_axum(mut resp: Response, head_only: bool) -> axum::response::Response {
     for (name, value) in standard {
         h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
-    if resp.close {
+    if resp.close && http1 {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     out
@@ -239,43 +249,74 @@ impl http_body::Body for PartsBody {
     }
 }
 
-/// Serves `state` with hyper on `listener` until `state.shutdown` turns true, then drains:
-/// header-read timeouts, a cap on connections, write timeouts, and a graceful shutdown that
-/// stops accepting, ends live reads, and lets in-flight writes finish.
-///
-/// # Errors
-/// Never for client behaviour; only if the runtime fails.
-pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    let app = app(state.clone());
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_read_timeout)
-        .keep_alive(true)
-        .pipeline_flush(true);
-    let permits = super::connection_permits(&state);
-    let graceful = GracefulShutdown::new();
-    while let Some((tcp, peer, permit)) = super::accept(&listener, &permits, &state).await {
-        let io = TokioIo::new(WriteTimeout::new(tcp, state.config.write_timeout));
+/// hyper's server over the axum app, one connection at a time: HTTP/1.1 or h2c by what
+/// the client sends first, or HTTP/2 alone (a TLS connection that chose `h2` by ALPN, or an
+/// h2c connection the fast front end handed over).
+pub(crate) struct Hyper {
+    app: Router,
+    auto: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+/// Marks a request that came over TLS (an extension our connections add).
+#[derive(Clone, Copy, Debug)]
+struct Secure;
+
+impl Hyper {
+    /// The server of `state`, with its timeouts: HTTP/1.1 heads within
+    /// `header_read_timeout`; HTTP/2 connections pinged when idle, and closed when a ping
+    /// goes unanswered for as long.
+    pub(crate) fn new(state: &AppState) -> Hyper {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.config.header_read_timeout)
+            .keep_alive(true)
+            .pipeline_flush(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .max_header_list_size(HEADER_LIST_BYTES_MAX)
+            .initial_stream_window_size(WINDOW_BYTES)
+            .initial_connection_window_size(WINDOW_BYTES)
+            .max_send_buf_size(SEND_BUFFER_BYTES)
+            .keep_alive_interval(state.config.header_read_timeout)
+            .keep_alive_timeout(state.config.header_read_timeout);
+        let h2 = auto.clone().http2_only();
+        Hyper { app: app(state.clone()), auto, h2 }
+    }
+
+    /// Serves one connection until it closes, or until shutdown begins and its requests in
+    /// progress are answered (HTTP/2: a GOAWAY, then the open streams finish).
+    pub(crate) async fn serve<I>(
+        &self,
+        io: I,
+        peer: SocketAddr,
+        secure: bool,
+        h2_only: bool,
+        state: &AppState,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(WriteTimeout::new(io, state.config.write_timeout));
         // The client's address travels with each request, as axum's own `serve` does it.
         let service =
-            app.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            self.app.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if secure {
+                    req.extensions_mut().insert(Secure);
+                }
                 req
             });
-        let conn = http.serve_connection(io, TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // A client that disconnects or times out is not an error worth logging.
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::warn!("connections still open after the shutdown grace period");
+        let builder = if h2_only { &self.h2 } else { &self.auto };
+        let conn = builder.serve_connection(io, TowerToHyperService::new(service));
+        tokio::pin!(conn);
+        // A client that disconnects or times out is not an error worth logging.
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = state.shutting_down() => {}
         }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
     }
-    Ok(())
 }

@@ -1,7 +1,11 @@
 //! The front ends: transports over the one protocol mapping in [`crate::protocol`].
 //!
 //! - [`fast`]: a hand-written HTTP/1.1 server on `httparse` (the default).
-//! - [`axum`]: axum on hyper, which embeds in axum applications.
+//! - [`axum`]: axum on hyper, which embeds in axum applications, and serves HTTP/2.
+//!
+//! [`serve`] is the one accept loop: it takes a connection slot, runs the TLS handshake when
+//! HTTPS is on ([`crate::tls`]), and gives the connection to a front end: HTTP/2 (ALPN `h2`,
+//! or the h2c preface) always to hyper, HTTP/1.1 to the configured one.
 //!
 //! A front end parses HTTP its own way, builds a [`crate::request::RequestHead`], calls
 //! [`crate::protocol::prepare`], reads the body within [`crate::body::BodyLimits`], runs the
@@ -23,15 +27,73 @@ use crate::request::{Method, RequestHead};
 use crate::response::Status;
 use crate::state::AppState;
 
-/// Serves `state` on `listener` with the configured front end until `state.shutdown` turns
-/// true, then drains.
+/// How long open connections get to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `state` on `listener` with the configured front end (over TLS when
+/// `state.tls` is set) until `state.shutdown` turns true, then stops accepting and waits
+/// (up to [`SHUTDOWN_GRACE`]) for open connections: idle ones close at once, live reads
+/// end, requests in progress are answered.
 ///
 /// # Errors
 /// Never for client behaviour; only if the runtime fails.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let permits = connection_permits(&state);
+    let hyper = Arc::new(axum::Hyper::new(&state));
+    while let Some((tcp, peer, permit)) = accept(&listener, &permits, &state).await {
+        let (state, hyper) = (state.clone(), hyper.clone());
+        tokio::spawn(async move {
+            connection(&state, &hyper, tcp, peer).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let max = state.config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(all)).await.is_err() {
+        tracing::warn!("connections still open after the shutdown grace period");
+    }
+    Ok(())
+}
+
+/// Serves one accepted connection: the TLS handshake first when HTTPS is on (it must end
+/// within `header_read_timeout`), then the front end its protocol calls for.
+async fn connection(state: &AppState, hyper: &axum::Hyper, tcp: TcpStream, peer: SocketAddr) {
+    let Some(tls) = &state.tls else {
+        return plain(state, hyper, tcp, peer, false).await;
+    };
+    let handshake = tls.acceptor().accept(tcp);
+    let stream = match tokio::time::timeout(state.config.header_read_timeout, handshake).await {
+        Ok(Ok(stream)) => stream,
+        // A failed or slow handshake: nothing was asked, nothing to answer.
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    if crate::tls::is_h2(&stream) {
+        hyper.serve(stream, peer, true, true, state).await;
+    } else {
+        plain(state, hyper, stream, peer, true).await;
+    }
+}
+
+/// Serves a connection that speaks HTTP/1.1 or h2c: the configured front end; the fast one
+/// hands an h2c connection over to hyper.
+async fn plain<T>(state: &AppState, hyper: &axum::Hyper, io: T, peer: SocketAddr, secure: bool)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     match state.config.front_end {
-        FrontEnd::Fast => fast::serve(listener, state).await,
-        FrontEnd::Axum => axum::serve(listener, state).await,
+        FrontEnd::Fast => {
+            let who = fast::conn::Peer { ip: Some(peer.ip()), secure };
+            if let Some(h2c) = fast::conn::serve(state.clone(), io, who).await {
+                let io = crate::io::Prefixed::new(h2c.read, h2c.io);
+                hyper.serve(io, peer, secure, true, state).await;
+            }
+        }
+        FrontEnd::Axum => hyper.serve(io, peer, secure, false, state).await,
     }
 }
 

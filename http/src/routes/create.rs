@@ -4,7 +4,7 @@ use ds_engine::{ContentType, CreateRequest, Created, Expiry, ForkRequest};
 
 use crate::body::Received;
 use crate::error::ApiError;
-use crate::request::{Field, RequestHead};
+use crate::request::RequestHead;
 use crate::response::{Response, Status, Value};
 use crate::state::AppState;
 use crate::{headers, respond};
@@ -77,9 +77,8 @@ impl Create {
 /// The absolute URL of the new stream, from the request's authority (and
 /// `X-Forwarded-Proto` behind a proxy). `None` if it would not be valid header text.
 fn location(head: &RequestHead<'_>) -> Option<String> {
-    let https = head.headers.get(Field::XForwardedProto).is_some_and(|v| v == b"https");
     let url = match head.authority.filter(|a| !a.is_empty()) {
-        Some(host) => format!("{}://{host}{}", if https { "https" } else { "http" }, head.path),
+        Some(host) => format!("{}://{host}{}", head.scheme(), head.path),
         None => head.path.to_owned(),
     };
     url.bytes().all(|b| b.is_ascii_graphic()).then_some(url)

@@ -117,19 +117,18 @@ fn decode(segment: &str) -> Option<String> {
     String::from_utf8(name::percent_decode(segment.as_bytes())?).ok()
 }
 
-/// The stream root's URL: `DS_HTTP__PUBLIC_URL` if set, else the request's scheme
-/// (`X-Forwarded-Proto` behind a proxy) and authority.
+/// The stream root's URL: `DS_HTTP__PUBLIC_URL` if set, else the request's scheme (TLS, or
+/// `X-Forwarded-Proto` behind a proxy) and authority.
 fn base_url(app: &AppState, head: &RequestHead<'_>) -> String {
     let root = STREAM_PREFIX.trim_end_matches('/');
     if let Some(public) = &app.config.public_url {
         return format!("{}{root}", public.trim_end_matches('/'));
     }
-    let https = head.headers.get(Field::XForwardedProto).is_some_and(|v| v == b"https");
     let host = head
         .authority
         .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("localhost");
-    format!("{}://{host}{root}", if https { "https" } else { "http" })
+    format!("{}://{host}{root}", head.scheme())
 }
 
 /// Routes a request under [`CONTROL_ROOT`].

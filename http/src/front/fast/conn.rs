@@ -55,20 +55,40 @@ const OWN_BUFFER_BODY_BYTES_MIN: usize = 64 * 1024;
 /// reset.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 /// An empty SETTINGS frame and a GOAWAY with `HTTP_1_1_REQUIRED` (RFC 9113 §6.5, §6.8): the
-/// answer to an HTTP/2 prior-knowledge preface until this front end speaks HTTP/2.
+/// answer to an HTTP/2 preface sent after HTTP/1.1 requests on the same connection (a
+/// preface that opens the connection is handed over to HTTP/2 instead).
 const HTTP2_REFUSAL: &[u8] = &[
     0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, empty
     0, 0, 8, 7, 0, 0, 0, 0, 0, // GOAWAY, 8 bytes, stream 0
     0, 0, 0, 0, 0, 0, 0, 0x0d, // last stream 0, HTTP_1_1_REQUIRED
 ];
 
-/// Serves one connection (a TCP socket, or any byte stream in tests) until it closes.
-/// `peer` is the client's address, if known (for rate limits).
+/// A connection that opened with the HTTP/2 preface (h2c with prior knowledge, RFC 9113
+/// §3.3), given back untouched for an HTTP/2 server: the socket, and what was read of it.
+#[derive(Debug)]
+pub struct Handover<T> {
+    /// The connection.
+    pub io: T,
+    /// Bytes already read from it (the preface, and whatever followed), to be read first.
+    pub read: BytesMut,
+}
+
+/// Who is at the other end of a connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Peer {
+    /// The client's address, if known (for rate limits and the access log).
+    pub ip: Option<std::net::IpAddr>,
+    /// Whether the connection is TLS (a created stream's `Location` is then `https`).
+    pub secure: bool,
+}
+
+/// Serves one connection (a TCP socket, a TLS stream, or any byte stream in tests) until it
+/// closes; or, if it opens with the HTTP/2 preface, gives it back for an HTTP/2 server.
 pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     app: AppState,
     io: T,
-    peer: Option<std::net::IpAddr>,
-) {
+    peer: Peer,
+) -> Option<Handover<T>> {
     let timeout = app.config.write_timeout;
     let mut conn = Conn {
         io: WriteTimeout::new(io, timeout),
@@ -81,12 +101,18 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         inflight: VecDeque::new(),
         peer_done: false,
         closing: false,
+        served: false,
+        handover: false,
         peer,
     };
     // An I/O error means the client is gone (or stopped reading): nothing left to answer.
     if conn.run().await.is_ok() {
+        if conn.handover {
+            return Some(Handover { io: conn.io.into_inner(), read: conn.rbuf });
+        }
         let _ = conn.close().await;
     }
+    None
 }
 
 struct Conn<'a, T> {
@@ -112,8 +138,12 @@ struct Conn<'a, T> {
     peer_done: bool,
     /// An answer already queued closes the connection: no further request is read.
     closing: bool,
-    /// The client's address.
-    peer: Option<std::net::IpAddr>,
+    /// A request head has been read on this connection.
+    served: bool,
+    /// The connection opened with the HTTP/2 preface: give it back, untouched.
+    handover: bool,
+    /// Who the client is.
+    peer: Peer,
 }
 
 struct InFlight {
@@ -142,6 +172,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             Ok(Wait::Head(end)) => end,
             Ok(Wait::Closed) => return Ok(false),
             Err(Refusal::Io(e)) => return Err(e),
+            Err(Refusal::Http2) if !self.served => {
+                self.handover = true;
+                return Ok(false);
+            }
             Err(Refusal::Http2) => {
                 self.answer_all().await?;
                 self.out.extend_from_slice(HTTP2_REFUSAL);
@@ -149,9 +183,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             }
             Err(Refusal::Api(e)) => return self.refuse(e).await,
         };
+        self.served = true;
         let peer = self.peer;
         let parsed = head::parse(&self.rbuf[..end]).map(|mut h| {
-            h.request.peer = peer;
+            h.request.peer = peer.ip;
+            h.request.secure = peer.secure;
             let reply = Reply {
                 head_only: h.request.method == Method::Head,
                 http10: h.http10,
@@ -209,7 +245,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
     async fn refuse(&mut self, e: ApiError) -> io::Result<bool> {
         self.answer_all().await?;
         let reply = Reply { head_only: false, http10: false, keep_alive: false };
-        let observed = Observed::unreadable(self.app, self.peer);
+        let observed = Observed::unreadable(self.app, self.peer.ip);
         self.respond(protocol::refuse(e), reply, observed).await?;
         Ok(false)
     }

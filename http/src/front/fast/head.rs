@@ -227,6 +227,7 @@ pub fn parse(buf: &[u8]) -> Result<Head<'_>, ApiError> {
             authority,
             headers,
             peer: None,
+            secure: false,
         },
         http10,
         framing,
