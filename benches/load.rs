@@ -28,6 +28,11 @@
 //!   (HTTP/1.1 pipelining; always the raw client: hyper's client does not pipeline).
 //! - `json-batch`: JSON appends of 100 messages each, 1 connection.
 //! - `read-64m`: catch-up reads of a 64 MiB stream from the start to the tail, 1 connection.
+//! - `read-64m-h2`: the same over HTTP/1.1 and over HTTP/2 (h2c with prior knowledge,
+//!   hyper's HTTP/2 client), against ds-server only: what HTTP/2's framing costs.
+//! - `json-64m`: catch-up reads of a 64 MiB JSON stream of token-like messages, uncompressed
+//!   and with `Accept-Encoding` zstd, br and gzip (the client decodes, as users' do);
+//!   the rate counts decoded stream bytes, `wire` is the bytes sent over the bytes read.
 //! - `sse-1000`: 1,000 SSE readers of one stream, a 100-byte append every 10 ms; latency
 //!   from sending the append to a reader parsing it.
 //! - `long-poll-1000`: 1,000 long-poll readers of one stream, same writer; deliveries/s and
@@ -130,6 +135,18 @@ fn main() {
         if want("read-64m") {
             rates(&rt, "read-64m", &targets, runs, "MB/s", |t| catch_up(t, client, d));
         }
+        if want("read-64m-h2") {
+            let pair = [Target::Ds(mode.clone()), Target::DsH2(mode.clone())];
+            rates(&rt, "read-64m-h2", &pair, runs, "MB/s", |t| catch_up(t, client, d));
+        }
+        if want("json-64m") {
+            let mut coded: Vec<Target> = ["identity", "zstd", "br", "gzip"]
+                .into_iter()
+                .map(|coding| Target::DsCoded(mode.clone(), coding))
+                .collect();
+            coded.extend(targets.get(1).cloned());
+            rates(&rt, "json-64m", &coded, runs, "MB/s", |t| json_catch_up(t, d));
+        }
         if want("sse-1000") {
             latencies(&rt, "sse-1000", &targets, runs, |t| live(t, Live::Sse, d));
         }
@@ -193,6 +210,8 @@ struct Rate {
     /// Requests that did not get the expected answer (`create-100k` only; the others
     /// stop at the first).
     failed: u64,
+    /// Bytes on the wire per stream byte read (`json-64m` only).
+    wire: Option<f64>,
 }
 
 #[derive(Clone, Copy)]
@@ -240,6 +259,9 @@ fn rates(
         let mut second = m.second.map(|s| format!(", then {s:.0} HEAD/s")).unwrap_or_default();
         if m.failed > 0 {
             second.push_str(&format!(", {} requests failed", m.failed));
+        }
+        if let Some(wire) = m.wire {
+            second.push_str(&format!(", wire {:.1}% of the bytes", wire * 100.0));
         }
         println!(
             "{:<20} {:<22} {:>9.0} {unit:<5} {:>13}  {}{second}",
@@ -318,6 +340,10 @@ enum Target {
     DsSubs(String),
     /// ds-server with `DS_METRICS__ENABLED=false` (what counting metrics costs).
     DsNoMetrics(String),
+    /// ds-server read over HTTP/2 (h2c with prior knowledge).
+    DsH2(String),
+    /// ds-server read with this `Accept-Encoding`.
+    DsCoded(String, &'static str),
     Official(PathBuf, &'static str),
     BareHyper,
 }
@@ -334,6 +360,11 @@ impl Target {
             },
             Target::DsSubs(_) => "ds-server + 1000 subs",
             Target::DsNoMetrics(_) => "ds-server, no metrics",
+            Target::DsH2(_) => "ds-server HTTP/2 (h2c)",
+            Target::DsCoded(_, "identity") => "ds-server identity",
+            Target::DsCoded(_, "zstd") => "ds-server zstd",
+            Target::DsCoded(_, "br") => "ds-server br",
+            Target::DsCoded(_, _) => "ds-server gzip",
             Target::Official(_, "memory") => "official memory",
             Target::Official(..) => "official wal",
             Target::BareHyper => "bare hyper (floor)",
@@ -360,7 +391,11 @@ impl Server {
             std::env::temp_dir().join(format!("ds-bench-{}-{}", std::process::id(), unique()));
         let port = free_port();
         let mut cmd = match target {
-            Target::Ds(mode) | Target::DsSubs(mode) | Target::DsNoMetrics(mode) => {
+            Target::Ds(mode)
+            | Target::DsSubs(mode)
+            | Target::DsNoMetrics(mode)
+            | Target::DsH2(mode)
+            | Target::DsCoded(mode, _) => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_ds-server"));
                 c.env("DS_STORAGE__MODE", mode)
                     .env("DS_STORAGE__DATA_DIR", &data_dir)
@@ -479,19 +514,23 @@ enum Client {
     Hyper,
     /// Prebuilt requests and a minimal response parser: the least client work possible.
     Raw,
+    /// hyper's HTTP/2 client, h2c with prior knowledge.
+    Hyper2,
 }
 
 /// One keep-alive connection of either client.
 enum Conn {
     Hyper(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Hyper2(hyper::client::conn::http2::SendRequest<Full<Bytes>>, SocketAddr),
     Raw(Raw),
 }
 
-/// A response: status, body, and `Stream-Next-Offset`.
+/// A response: status, body, `Stream-Next-Offset` and `Content-Encoding`.
 struct Answer {
     status: u16,
     body: Bytes,
     next: Option<String>,
+    coding: Option<String>,
 }
 
 impl Conn {
@@ -506,6 +545,13 @@ impl Conn {
                 tokio::spawn(conn);
                 Conn::Hyper(send)
             }
+            Client::Hyper2 => {
+                let builder =
+                    hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let (send, conn) = builder.handshake(TokioIo::new(tcp)).await.unwrap();
+                tokio::spawn(conn);
+                Conn::Hyper2(send, addr)
+            }
         }
     }
 
@@ -513,22 +559,13 @@ impl Conn {
         match self {
             Conn::Hyper(send) => {
                 send.ready().await.unwrap();
-                let mut builder = hyper::Request::builder()
-                    .method(req.method)
-                    .uri(&req.path)
-                    .header("host", "bench");
-                for (k, v) in &req.headers {
-                    builder = builder.header(k.as_str(), v.as_str());
-                }
-                let resp = send.send_request(builder.body(Full::new(req.body.clone())).unwrap());
-                let resp = resp.await.unwrap();
-                let status = resp.status().as_u16();
-                let next = resp
-                    .headers()
-                    .get("stream-next-offset")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                let body = resp.into_body().collect().await.unwrap().to_bytes();
-                Answer { status, body, next }
+                let resp = send.send_request(req.hyper(req.path.clone()));
+                Answer::of(resp.await.unwrap()).await
+            }
+            Conn::Hyper2(send, addr) => {
+                send.ready().await.unwrap();
+                let resp = send.send_request(req.hyper(format!("http://{addr}{}", req.path)));
+                Answer::of(resp.await.unwrap()).await
             }
             Conn::Raw(raw) => {
                 raw.send(&req.encoded).await;
@@ -539,6 +576,16 @@ impl Conn {
 }
 
 /// A request, built once and sent many times.
+impl Answer {
+    async fn of(resp: hyper::Response<hyper::body::Incoming>) -> Answer {
+        let status = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        let (next, coding) = (header("stream-next-offset"), header("content-encoding"));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Answer { status, body, next, coding }
+    }
+}
+
 struct Req {
     method: &'static str,
     path: String,
@@ -548,6 +595,16 @@ struct Req {
 }
 
 impl Req {
+    /// The request for hyper's client, to `uri`.
+    fn hyper(&self, uri: String) -> hyper::Request<Full<Bytes>> {
+        let mut builder =
+            hyper::Request::builder().method(self.method).uri(uri).header("host", "bench");
+        for (k, v) in &self.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        builder.body(Full::new(self.body.clone())).unwrap()
+    }
+
     fn new(method: &'static str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Req {
         let mut head = format!("{method} {path} HTTP/1.1\r\nhost: bench\r\n");
         for (k, v) in headers {
@@ -606,7 +663,7 @@ impl Raw {
                 let body = Bytes::copy_from_slice(&self.buf[end + 4..total]);
                 self.buf.copy_within(total..self.filled, 0);
                 self.filled -= total;
-                return Answer { status, body, next };
+                return Answer { status, body, next, coding: None };
             }
             if self.filled == self.buf.len() {
                 self.buf.resize(self.buf.len() * 2, 0);
@@ -687,6 +744,7 @@ async fn measure(
         cpu_us: (cpu1 - cpu0) as f64 / ops.max(1) as f64,
         second: None,
         failed: 0,
+        wire: None,
     }
 }
 
@@ -815,6 +873,7 @@ fn json_batches(target: &Target, client: Client, duration: Duration) -> Run<Rate
 fn catch_up(target: &Target, client: Client, duration: Duration) -> Run<Rate> {
     const STREAM_BYTES: usize = 64 << 20;
     let target = target.clone();
+    let client = if matches!(target, Target::DsH2(_)) { Client::Hyper2 } else { client };
     Box::pin(async move {
         let server = Server::start(&target);
         let mut conn = Conn::open(server.addr, client).await;
@@ -845,6 +904,84 @@ fn catch_up(target: &Target, client: Client, duration: Duration) -> Run<Rate> {
             cpu_us: (server.cpu_us() - cpu0) as f64 / bytes as f64,
             second: None,
             failed: 0,
+            wire: None,
+        }
+    })
+}
+
+/// `json-64m`: a 64 MiB JSON stream read from the start to the tail, again and again, with
+/// the target's `Accept-Encoding` (none for the official server); the client decodes each
+/// body and checks it is a JSON array.
+fn json_catch_up(target: &Target, duration: Duration) -> Run<Rate> {
+    const STREAM_BYTES: usize = 64 << 20;
+    let target = target.clone();
+    Box::pin(async move {
+        let server = Server::start(&target);
+        let mut conn = Conn::open(server.addr, Client::Hyper).await;
+        create(&mut conn, &server, "json", "application/json").await;
+        // Token-like messages, ~1 MiB per append.
+        let mut batch = String::from("[");
+        let mut i = 0u64;
+        while batch.len() < (1 << 20) - 200 {
+            if i > 0 {
+                batch.push(',');
+            }
+            batch.push_str(&format!(
+                "{{\"seq\":{i},\"role\":\"assistant\",\"token\":\"w{}\",\"logprob\":-{}.{:03}}}",
+                i * 7919 % 50_000,
+                i % 7,
+                i * 31 % 1000
+            ));
+            i += 1;
+        }
+        batch.push(']');
+        let headers = [("content-type", "application/json")];
+        let append = Req::new("POST", "/v1/stream/json", &headers, batch.as_bytes());
+        let mut stored = 0;
+        while stored < STREAM_BYTES {
+            assert_eq!(conn.call(&append).await.status, 204);
+            stored += batch.len() - 2;
+        }
+        let accept = match &target {
+            Target::DsCoded(_, coding) => *coding,
+            _ => "identity",
+        };
+        let (cpu0, t0) = (server.cpu_us(), Instant::now());
+        let (mut bytes, mut wire) = (0usize, 0usize);
+        while t0.elapsed() < duration {
+            let mut offset = "-1".to_owned();
+            loop {
+                let path = format!("/v1/stream/json?offset={offset}");
+                let req = Req::new("GET", &path, &[("accept-encoding", accept)], b"");
+                let answer = conn.call(&req).await;
+                assert_eq!(answer.status, 200);
+                wire += answer.body.len();
+                let body = match answer.coding.as_deref() {
+                    None => answer.body.to_vec(),
+                    Some(coding) => {
+                        let encoding = match coding {
+                            "zstd" => ds_http::compress::Encoding::Zstd,
+                            "br" => ds_http::compress::Encoding::Br,
+                            _ => ds_http::compress::Encoding::Gzip,
+                        };
+                        ds_http::compress::decompress(encoding, &answer.body).unwrap()
+                    }
+                };
+                assert!(body.first() == Some(&b'[') && body.last() == Some(&b']'));
+                if body.len() <= 2 {
+                    break;
+                }
+                bytes += body.len();
+                offset = answer.next.unwrap();
+            }
+        }
+        let elapsed = t0.elapsed();
+        Rate {
+            per_sec: bytes as f64 / elapsed.as_secs_f64(),
+            cpu_us: (server.cpu_us() - cpu0) as f64 / bytes as f64,
+            second: None,
+            failed: 0,
+            wire: Some(wire as f64 / bytes as f64),
         }
     })
 }
@@ -899,6 +1036,7 @@ fn creates_then_heads(target: &Target, count: usize) -> Run<Rate> {
             cpu_us: (cpu1 - cpu0) as f64 / count as f64,
             second: Some(count as f64 / head_secs),
             failed: failed.load(Ordering::Relaxed),
+            wire: None,
         }
     })
 }

@@ -128,6 +128,12 @@ pub struct HttpSection {
     /// Log every request (target `access`, level info): method, target, status, time to
     /// the response head, client address.
     pub access_log: bool,
+    /// Compress catch-up and long-poll answers of 1 KiB or more with zstd, br or gzip as
+    /// the request's `Accept-Encoding` allows.
+    pub compression: bool,
+    /// Where the protocol is mounted: streams under `{base_path}/`, subscriptions under
+    /// `{base_path}/__ds/`.
+    pub base_path: String,
 }
 
 /// `[storage]`: the backend.
@@ -200,6 +206,8 @@ impl Default for HttpSection {
             front_end: "fast".into(),
             public_url: String::new(),
             access_log: false,
+            compression: true,
+            base_path: ds_http::name::DEFAULT_BASE_PATH.into(),
         }
     }
 }
@@ -388,6 +396,8 @@ impl Config {
         self.cache_policy()?;
         self.cors_origins()?;
         self.front_end()?;
+        ds_http::name::BasePath::new(&self.http.base_path)
+            .map_err(|e| err(format!("http.base_path: {e}")))?;
         let s = &self.server;
         let day = 86_400;
         for (name, secs) in [
@@ -591,6 +601,8 @@ impl Config {
             metrics: self.metrics.enabled,
             metrics_elsewhere: self.metrics_listen().is_some(),
             metrics_only: false,
+            compression: self.http.compression,
+            base_path: ds_http::name::BasePath::new(&self.http.base_path).unwrap_or_default(),
         }
     }
 

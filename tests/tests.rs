@@ -7,6 +7,8 @@
 mod bad_input;
 mod caching;
 mod cli;
+mod compression;
+mod embedding;
 mod fixtures;
 mod framing;
 mod http2;

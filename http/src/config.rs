@@ -156,6 +156,11 @@ pub struct HttpConfig {
     pub metrics_elsewhere: bool,
     /// This is that listener: it answers `GET /metrics` and nothing else (404).
     pub metrics_only: bool,
+    /// Compress catch-up and long-poll answers as `Accept-Encoding` allows
+    /// (`DS_HTTP__COMPRESSION`; [`crate::compress`]).
+    pub compression: bool,
+    /// Where the protocol is mounted (`DS_HTTP__BASE_PATH`, `/v1/stream` by default).
+    pub base_path: crate::name::BasePath,
 }
 
 impl Default for HttpConfig {
@@ -179,6 +184,8 @@ impl Default for HttpConfig {
             metrics: true,
             metrics_elsewhere: false,
             metrics_only: false,
+            compression: true,
+            base_path: crate::name::BasePath::default(),
         }
     }
 }

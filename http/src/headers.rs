@@ -223,7 +223,7 @@ pub fn producer(headers: &RequestHeaders<'_>) -> Result<Option<ProducerRequest>,
 }
 
 /// The fork headers of a `PUT` (§4.2): `None` without `Stream-Forked-From`. The source is a
-/// stream path on this server (`/v1/stream/...`); the fork offset a token this server minted;
+/// stream path on this server (under `base`); the fork offset a token this server minted;
 /// the sub-offset a decimal integer without sign or leading zeros.
 ///
 /// # Errors
@@ -231,6 +231,7 @@ pub fn producer(headers: &RequestHeaders<'_>) -> Result<Option<ProducerRequest>,
 pub fn fork(
     headers: &RequestHeaders<'_>,
     content_type_given: bool,
+    base: &crate::name::BasePath,
 ) -> Result<Option<ForkRequest>, ApiError> {
     let from = single(headers, Field::StreamForkedFrom)?;
     let offset = single(headers, Field::StreamForkOffset)?;
@@ -243,12 +244,13 @@ pub fn fork(
         }
         return Ok(None);
     };
-    if !from.starts_with(crate::name::STREAM_PREFIX) {
-        return Err(ApiError::bad_request(
-            "Stream-Forked-From must be the path of a stream on this server, like /v1/stream/name",
-        ));
-    }
-    let source = crate::name::parse(from)?;
+    let Some(source) = base.strip(from) else {
+        return Err(ApiError::bad_request(format!(
+            "Stream-Forked-From must be the path of a stream on this server, like {}name",
+            base.prefix()
+        )));
+    };
+    let source = crate::name::parse(source)?;
     let offset = offset
         .map(|o| {
             ds_engine::Offset::parse(o).ok_or_else(|| {

@@ -1,6 +1,7 @@
 //! # ds-http
 //!
-//! The HTTP surface of ds-server: the Durable Streams protocol mounted at `/v1/stream/{name}`,
+//! The HTTP surface of ds-server: the Durable Streams protocol mounted at `{base}/{name}`
+//! (`/v1/stream/{name}` unless configured otherwise),
 //! mapped onto [`ds_engine::Engine`] once, and served by interchangeable front ends. This
 //! crate never touches a file.
 //!
@@ -11,7 +12,8 @@
 //!   one mapping from errors to problem+json answers. [`headers`], [`query`], [`name`],
 //!   [`rfc3339`], [`cursor`]: strict parsing and §10.1 cursors. [`respond`]: rendering.
 //!   [`rate`]: per-client rate limits (§12.5), applied by [`protocol::prepare`].
-//!   [`routes::subscriptions`]: the subscription control API under `/v1/stream/__ds/`.
+//!   [`compress`]: zstd, br or gzip for catch-up and long-poll answers.
+//!   [`routes::subscriptions`]: the subscription control API under `{base}/__ds/`.
 //! - [`webhook`]: the webhook client (rustls), which subscriptions deliver wakes with.
 //! - [`tls`]: HTTPS (rustls, ALPN `h2` and `http/1.1`, certificate reload).
 //! - Transport: [`front`] holds the front ends ([`front::fast`], hand-written HTTP/1.1, and
@@ -19,6 +21,7 @@
 //!   timeout both use.
 
 pub mod body;
+pub mod compress;
 pub mod config;
 pub mod cursor;
 pub mod error;

@@ -78,9 +78,9 @@ impl Operation {
         Operation::other,
     ];
 
-    /// The operation `head` asks for.
+    /// The operation `head` asks for, the protocol mounted at `base`.
     #[must_use]
-    pub fn of(head: &RequestHead<'_>) -> Operation {
+    pub fn of(head: &RequestHead<'_>, base: &crate::name::BasePath) -> Operation {
         let path = head.path;
         if path == "/metrics" {
             return Operation::metrics;
@@ -88,10 +88,10 @@ impl Operation {
         if path == "/healthz" || path == "/readyz" {
             return Operation::probe;
         }
-        if crate::routes::subscriptions::is_control_path(path) {
+        if crate::routes::subscriptions::is_control_path(base, path) {
             return Operation::subscriptions;
         }
-        if !path.starts_with(crate::name::STREAM_PREFIX) {
+        if base.strip(path).is_none() {
             return Operation::other;
         }
         match head.method {
@@ -547,7 +547,7 @@ impl Observed {
     /// The record of `head`.
     pub(crate) fn of(app: &crate::state::AppState, head: &RequestHead<'_>) -> Observed {
         Observed {
-            operation: Operation::of(head),
+            operation: Operation::of(head, &app.config.base_path),
             started: Instant::now(),
             access: crate::front::Access::of(app, head),
         }
@@ -610,7 +610,14 @@ mod tests {
             (head(Method::Get, "/elsewhere", None), Operation::other),
             (head(Method::Other, s, None), Operation::other),
         ] {
-            assert_eq!(Operation::of(&h), op, "{:?} {} {:?}", h.method, h.path, h.query);
+            assert_eq!(
+                Operation::of(&h, &crate::name::BasePath::default()),
+                op,
+                "{:?} {} {:?}",
+                h.method,
+                h.path,
+                h.query
+            );
         }
     }
 

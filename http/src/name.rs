@@ -1,16 +1,87 @@
-//! Stream names: the part of the path after `/v1/stream/`, percent-decoded and checked before
-//! anything is created (§12.2).
+//! Stream names: the part of the path after the base path (`/v1/stream/` by default),
+//! percent-decoded and checked before anything is created (§12.2); and [`BasePath`], where
+//! the protocol is mounted.
 
 use crate::error::ApiError;
 
-/// Where the protocol is mounted.
-pub const STREAM_PREFIX: &str = "/v1/stream/";
+/// The default base path.
+pub const DEFAULT_BASE_PATH: &str = "/v1/stream";
+
+/// Where the protocol is mounted (`DS_HTTP__BASE_PATH`): streams live under `{base}/`, the
+/// subscription control API under `{base}/__ds/`. One or more `/`-led segments of URL
+/// path characters, no trailing `/`, no `.` or `..` segment, no percent-encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasePath {
+    /// `{base}/`.
+    prefix: String,
+    /// `{base}/__ds`.
+    control: String,
+}
+
+impl Default for BasePath {
+    fn default() -> BasePath {
+        BasePath::new(DEFAULT_BASE_PATH).unwrap_or_else(|_| unreachable!("a valid default"))
+    }
+}
+
+impl BasePath {
+    /// The base path `path` (`/v1/stream`, `/api/streams`).
+    ///
+    /// # Errors
+    /// Why `path` cannot be one.
+    pub fn new(path: &str) -> Result<BasePath, String> {
+        let Some(rest) = path.strip_prefix('/') else {
+            return Err(format!("base path {path:?} must start with '/'"));
+        };
+        for segment in rest.split('/') {
+            if segment.is_empty() || segment == "." || segment == ".." {
+                return Err(format!(
+                    "base path {path:?} must be '/'-led segments, none empty, '.' or '..',                      and no trailing '/'"
+                ));
+            }
+            let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+            if !segment.bytes().all(allowed) {
+                return Err(format!(
+                    "base path {path:?} may hold letters, digits and -._~!$&'()*+,;=:@ only"
+                ));
+            }
+        }
+        if ["/healthz", "/readyz", "/metrics"].contains(&path) {
+            return Err(format!("base path {path:?} is one of the server's own paths"));
+        }
+        Ok(BasePath { prefix: format!("{path}/"), control: format!("{path}/{RESERVED_SEGMENT}") })
+    }
+
+    /// The base path itself (`/v1/stream`).
+    #[must_use]
+    pub fn root(&self) -> &str {
+        &self.prefix[..self.prefix.len() - 1]
+    }
+
+    /// `{base}/`.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The root of the subscription control API (`{base}/__ds`).
+    #[must_use]
+    pub fn control(&self) -> &str {
+        &self.control
+    }
+
+    /// The still-encoded stream name of a path under the base (`None`: not under it).
+    #[must_use]
+    pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
+        path.strip_prefix(self.prefix.as_str())
+    }
+}
 /// Longest accepted stream name, in decoded bytes.
 pub const MAX_NAME_BYTES: usize = 1024;
 /// First path segment reserved for subscription control APIs (§6).
 pub const RESERVED_SEGMENT: &str = "__ds";
 
-/// Extracts and validates the stream name from a request path.
+/// Decodes and validates a stream name: the part of a request path after the base path.
 ///
 /// A name is one or more `/`-separated segments of UTF-8 without control characters, with no
 /// empty, `.` or `..` segment, at most [`MAX_NAME_BYTES`] long. Percent-encoding must be
@@ -18,8 +89,7 @@ pub const RESERVED_SEGMENT: &str = "__ds";
 ///
 /// # Errors
 /// 400 for a name breaking these rules; 404 for the reserved `__ds` namespace.
-pub fn parse(path: &str) -> Result<String, ApiError> {
-    let raw = path.strip_prefix(STREAM_PREFIX).unwrap_or(path);
+pub fn parse(raw: &str) -> Result<String, ApiError> {
     if raw.len() > MAX_NAME_BYTES * 3 {
         return Err(ApiError::bad_request("stream name is too long"));
     }
@@ -94,33 +164,63 @@ mod tests {
 
     #[test]
     fn accepts_nested_and_encoded_names() {
-        assert_eq!(parse("/v1/stream/a").unwrap(), "a");
-        assert_eq!(parse("/v1/stream/chats/42/tokens").unwrap(), "chats/42/tokens");
-        assert_eq!(parse("/v1/stream/a%20b").unwrap(), "a b");
-        assert_eq!(parse("/v1/stream/caf%C3%A9").unwrap(), "café");
-        assert_eq!(parse("/v1/stream/a%2Fb").unwrap(), "a/b");
+        assert_eq!(parse("a").unwrap(), "a");
+        assert_eq!(parse("chats/42/tokens").unwrap(), "chats/42/tokens");
+        assert_eq!(parse("a%20b").unwrap(), "a b");
+        assert_eq!(parse("caf%C3%A9").unwrap(), "café");
+        assert_eq!(parse("a%2Fb").unwrap(), "a/b");
     }
 
     #[test]
     fn rejects_hostile_names() {
-        let long = format!("/v1/stream/{}", "x".repeat(MAX_NAME_BYTES + 1));
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
         for bad in [
-            "/v1/stream/a%00b",
-            "/v1/stream/a%0Ab",
-            "/v1/stream/a%7Fb",
-            "/v1/stream/%zz",
-            "/v1/stream/%4",
-            "/v1/stream/a/../b",
-            "/v1/stream/..",
-            "/v1/stream/./a",
-            "/v1/stream/a//b",
-            "/v1/stream/a/",
-            "/v1/stream/%2e%2e/x",
-            "/v1/stream/%FF",
+            "a%00b",
+            "a%0Ab",
+            "a%7Fb",
+            "%zz",
+            "%4",
+            "a/../b",
+            "..",
+            "./a",
+            "a//b",
+            "a/",
+            "%2e%2e/x",
+            "%FF",
             long.as_str(),
         ] {
             assert_eq!(parse(bad).unwrap_err().status(), 400, "{bad:?}");
         }
-        assert_eq!(parse("/v1/stream/__ds/subscriptions/x").unwrap_err().status(), 404);
+        assert_eq!(parse("__ds/subscriptions/x").unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn base_paths_are_plain_segments() {
+        let b = BasePath::new("/api/streams").unwrap();
+        assert_eq!(
+            (b.root(), b.prefix(), b.control()),
+            ("/api/streams", "/api/streams/", "/api/streams/__ds")
+        );
+        assert_eq!(b.strip("/api/streams/a/b"), Some("a/b"));
+        assert_eq!(b.strip("/api/streamsx/a"), None);
+        assert_eq!(b.strip("/v1/stream/a"), None);
+        assert_eq!(BasePath::default().root(), "/v1/stream");
+        assert!(BasePath::new("/s").is_ok());
+        for bad in [
+            "",
+            "/",
+            "v1/stream",
+            "/v1/stream/",
+            "/v1//stream",
+            "/v1/../x",
+            "/a b",
+            "/a%20b",
+            "/a?b",
+            "/a#b",
+            "/healthz",
+            "/metrics",
+        ] {
+            assert!(BasePath::new(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -163,24 +163,24 @@ fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
         })),
         "/healthz" | "/readyz" if head.method == Method::Options => options(PROBE_METHODS),
         "/healthz" | "/readyz" => return Err(method_not_allowed(PROBE_METHODS)),
-        path if routes::subscriptions::is_control_path(path) => {
+        path if routes::subscriptions::is_control_path(&app.config.base_path, path) => {
             match routes::subscriptions::parse(app, head) {
                 Ok(control) => Call::Control(Box::new(control)),
                 Err(resp) => Call::Answer(Box::new(resp)),
             }
         }
-        path if path.starts_with(name::STREAM_PREFIX) => {
+        path if app.config.base_path.strip(path).is_some() => {
             if head.method == Method::Other {
                 return Err(method_not_allowed(STREAM_METHODS));
             }
-            let name = name::parse(path)?;
+            let name = name::parse(app.config.base_path.strip(path).unwrap_or_default())?;
             if head.method == Method::Options {
                 // A plain OPTIONS (not a CORS preflight) asks what the resource supports.
                 return Ok(Routed::Call(options(STREAM_METHODS)));
             }
             match head.method {
                 Method::Post => return Ok(Routed::Append(Append::parse(name, &head.headers)?)),
-                Method::Put => Call::Create(Create::parse(name, head)?),
+                Method::Put => Call::Create(Create::parse(name, head, &app.config.base_path)?),
                 Method::Get => {
                     let q = query::parse(head.query)?;
                     let if_none_match = match q.from {
@@ -191,13 +191,22 @@ fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
                             .and_then(visible_ascii)
                             .map(str::to_owned),
                     };
-                    Call::Read(Read::new(name, q, if_none_match))
+                    let read = Read::new(name, q, if_none_match);
+                    Call::Read(if app.config.compression {
+                        let accept = head.headers.get(Field::AcceptEncoding);
+                        read.compressed(crate::compress::negotiate(accept))
+                    } else {
+                        read
+                    })
                 }
                 Method::Head => Call::Head(name),
                 _ => Call::Delete(name),
             }
         }
-        _ => return Err(ApiError::not_found("no such route; streams live under /v1/stream/")),
+        _ => {
+            let base = app.config.base_path.prefix();
+            return Err(ApiError::not_found(format!("no such route; streams live under {base}")));
+        }
     };
     Ok(Routed::Call(call))
 }
@@ -315,12 +324,16 @@ impl OtherCall {
         let resp = match self.call {
             Call::Create(create) => create.run(app, body).await,
             Call::Read(read) => {
-                let resp = read.run(app).await;
+                let encoding = read.encoding();
+                let mut resp = read.run(app).await;
                 if let (Some(metrics), Ok(resp)) = (&app.metrics, &resp)
                     && resp.status == Status::OK
                     && let Some(bytes) = resp.body.len()
                 {
                     metrics.read(bytes);
+                }
+                if let (Some(encoding), Ok(resp)) = (encoding, &mut resp) {
+                    crate::compress::apply(resp, encoding).await;
                 }
                 resp
             }

@@ -79,10 +79,12 @@ pub enum Field {
     AccessControlRequestHeaders,
     /// `Authorization` (subscription callbacks, acks, releases and claims).
     Authorization,
+    /// `Accept-Encoding` (compressed reads).
+    AcceptEncoding,
 }
 
 /// Number of [`Field`]s.
-const FIELD_COUNT: usize = 18;
+const FIELD_COUNT: usize = 19;
 
 impl Field {
     /// Every field, in declaration order.
@@ -105,6 +107,7 @@ impl Field {
         Field::AccessControlRequestMethod,
         Field::AccessControlRequestHeaders,
         Field::Authorization,
+        Field::AcceptEncoding,
     ];
 
     /// The header's name in lower case.
@@ -129,6 +132,7 @@ impl Field {
             Field::AccessControlRequestMethod => "access-control-request-method",
             Field::AccessControlRequestHeaders => "access-control-request-headers",
             Field::Authorization => "authorization",
+            Field::AcceptEncoding => "accept-encoding",
         }
     }
 
@@ -145,6 +149,7 @@ impl Field {
             12 => &[Field::ContentType, Field::ProducerSeq],
             13 => &[Field::StreamClosed, Field::IfNoneMatch, Field::Authorization],
             14 => &[Field::ProducerEpoch],
+            15 => &[Field::AcceptEncoding],
             17 => &[Field::StreamExpiresAt, Field::XForwardedProto],
             18 => &[Field::StreamForkedFrom, Field::StreamForkOffset],
             22 => &[Field::StreamForkSubOffset],

@@ -75,7 +75,7 @@ impl AppState {
         self
     }
 
-    /// The same state serving `subscriptions` under `/v1/stream/__ds/`.
+    /// The same state serving `subscriptions` under `{base}/__ds/`.
     #[must_use]
     pub fn with_subscriptions(mut self, subscriptions: Arc<Subscriptions>) -> AppState {
         self.subscriptions = Some(subscriptions);

@@ -45,23 +45,43 @@ const WINDOW_BYTES: u32 = 1 << 20;
 /// Response bytes buffered per HTTP/2 stream before its body is polled again.
 const SEND_BUFFER_BYTES: usize = 1 << 20;
 
-/// The protocol's routes (`/healthz`, `/readyz`, `/v1/stream/{*name}`, any method), to merge
-/// into an axum application.
+/// The protocol's routes, to merge into an axum application: every method on
+/// `{base}/{*name}`, the streams and the subscription control API under the configured base
+/// path (`state.config.base_path`, `/v1/stream` by default). The application's other routes
+/// stay its own: the server's `/healthz`, `/readyz` and `/metrics` are not among these.
+///
+/// ```no_run
+/// # async fn mount(engine: std::sync::Arc<ds_engine::Engine>) {
+/// use ds_http::{AppState, HttpConfig};
+/// let config = HttpConfig {
+///     base_path: ds_http::name::BasePath::new("/api/streams").unwrap(),
+///     ..HttpConfig::default()
+/// };
+/// let (_stop, stopped) = tokio::sync::watch::channel(false);
+/// let state = AppState::new(engine, config, stopped);
+/// let app = axum::Router::new()
+///     .route("/hello", axum::routing::get(|| async { "hello" }))
+///     .merge(ds_http::front::axum::routes(state));
+/// # }
+/// ```
+///
+/// Merge rather than `nest`: the protocol builds `Location` and subscription URLs from the
+/// paths it is asked for, so the base path is the whole prefix.
 pub fn routes(state: AppState) -> Router {
-    unrouted().with_state(state)
+    let stream = format!("{}{{*name}}", state.config.base_path.prefix());
+    Router::new().route(&stream, any(handle)).with_state(state)
 }
 
-/// The whole server as an axum `Router`: [`routes`], with every other path answered by the
-/// protocol too (a problem+json 404).
+/// The whole server as an axum `Router`: [`routes`], `/healthz`, `/readyz`, `/metrics`, and
+/// every other path answered by the protocol too (a problem+json 404).
 pub fn app(state: AppState) -> Router {
-    unrouted().fallback(handle).with_state(state)
-}
-
-fn unrouted() -> Router<AppState> {
+    let stream = format!("{}{{*name}}", state.config.base_path.prefix());
     Router::new()
         .route("/healthz", any(handle))
         .route("/readyz", any(handle))
-        .route("/v1/stream/{*name}", any(handle))
+        .route(&stream, any(handle))
+        .fallback(handle)
+        .with_state(state)
 }
 
 /// The one handler: translate, prepare, read the body, run, translate back.

@@ -4,6 +4,7 @@ use ds_engine::{ContentType, CreateRequest, Created, Expiry, ForkRequest};
 
 use crate::body::Received;
 use crate::error::ApiError;
+use crate::name::BasePath;
 use crate::request::RequestHead;
 use crate::response::{Response, Status, Value};
 use crate::state::AppState;
@@ -25,10 +26,14 @@ impl Create {
     ///
     /// # Errors
     /// 400 for malformed headers.
-    pub fn parse(name: String, head: &RequestHead<'_>) -> Result<Create, ApiError> {
+    pub fn parse(
+        name: String,
+        head: &RequestHead<'_>,
+        base: &BasePath,
+    ) -> Result<Create, ApiError> {
         let h = &head.headers;
         let content_type = headers::content_type(h)?;
-        let fork = headers::fork(h, content_type.is_some())?;
+        let fork = headers::fork(h, content_type.is_some(), base)?;
         let content_type =
             content_type.unwrap_or_else(|| ContentType::new(headers::DEFAULT_CONTENT_TYPE));
         let expiry = headers::expiry(h)?;

@@ -2,6 +2,7 @@
 
 use ds_engine::{Expiry, ReadChunk, ReadFrom, StreamInfo, Tail};
 
+use crate::compress::Encoding;
 use crate::error::ApiError;
 use crate::query::{Live, ReadQuery};
 use crate::response::{Response, Status};
@@ -14,13 +15,30 @@ pub struct Read {
     name: String,
     query: ReadQuery,
     if_none_match: Option<String>,
+    encoding: Option<Option<Encoding>>,
 }
 
 impl Read {
     /// A read of `name` as `query` asks, with the request's `If-None-Match`.
     #[must_use]
     pub fn new(name: String, query: ReadQuery, if_none_match: Option<String>) -> Read {
-        Read { name, query, if_none_match }
+        Read { name, query, if_none_match, encoding: None }
+    }
+
+    /// What [`Read::compressed`] set: `None` if the answer is sent as it is, unmarked.
+    #[must_use]
+    pub fn encoding(&self) -> Option<Option<Encoding>> {
+        self.encoding
+    }
+
+    /// The same read answered compressed in `encoding` when worth it (`None`: identity),
+    /// and marked `Vary: Accept-Encoding`; SSE reads are never compressed.
+    #[must_use]
+    pub fn compressed(mut self, encoding: Option<Encoding>) -> Read {
+        if self.query.live != Live::Sse {
+            self.encoding = Some(encoding);
+        }
+        self
     }
 
     /// Reads from the query's offset, in the mode `live` asks for.
@@ -28,7 +46,7 @@ impl Read {
     /// # Errors
     /// 404, 410, 400 for an offset the stream does not have.
     pub async fn run(self, app: &AppState) -> Result<Response, ApiError> {
-        let Read { name, query, if_none_match } = self;
+        let Read { name, query, if_none_match, .. } = self;
         match query.live {
             Live::No => catch_up(app, &name, &query, if_none_match.as_deref()).await,
             Live::LongPoll => long_poll(app, &name, &query).await,

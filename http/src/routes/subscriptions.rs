@@ -19,18 +19,15 @@ use ds_engine::subscription::keys::Use;
 use serde_json::{Value, json};
 
 use crate::body::Received;
-use crate::name::{self, STREAM_PREFIX};
+use crate::name::{self, BasePath};
 use crate::request::{Field, Method, RequestHead};
 use crate::response::{Body, Response, Status, Value as Header};
 use crate::state::AppState;
 
-/// The control prefix.
-pub const CONTROL_ROOT: &str = "/v1/stream/__ds";
-
-/// Whether `path` (still percent-encoded) is under the control prefix.
+/// Whether `path` (still percent-encoded) is under the control prefix (`{base}/__ds`).
 #[must_use]
-pub fn is_control_path(path: &str) -> bool {
-    path.strip_prefix(CONTROL_ROOT).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+pub fn is_control_path(base: &BasePath, path: &str) -> bool {
+    path.strip_prefix(base.control()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[derive(Debug)]
@@ -120,7 +117,7 @@ fn decode(segment: &str) -> Option<String> {
 /// The stream root's URL: `DS_HTTP__PUBLIC_URL` if set, else the request's scheme (TLS, or
 /// `X-Forwarded-Proto` behind a proxy) and authority.
 fn base_url(app: &AppState, head: &RequestHead<'_>) -> String {
-    let root = STREAM_PREFIX.trim_end_matches('/');
+    let root = app.config.base_path.root();
     if let Some(public) = &app.config.public_url {
         return format!("{}{root}", public.trim_end_matches('/'));
     }
@@ -131,13 +128,13 @@ fn base_url(app: &AppState, head: &RequestHead<'_>) -> String {
     format!("{}://{host}{root}", head.scheme())
 }
 
-/// Routes a request under [`CONTROL_ROOT`].
+/// Routes a request under the control prefix (`{base}/__ds`).
 ///
 /// # Errors
 /// The answer for a path that names nothing (404), a wrong method (405) or a malformed
 /// percent-encoding (400).
 pub fn parse(app: &AppState, head: &RequestHead<'_>) -> Result<Control, Response> {
-    let rest = head.path.strip_prefix(CONTROL_ROOT).unwrap_or_default();
+    let rest = head.path.strip_prefix(app.config.base_path.control()).unwrap_or_default();
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     let method = head.method;
     let (route, allow) = if rest == "jwks.json" {
