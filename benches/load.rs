@@ -276,6 +276,8 @@ fn rates(
         let ratio = match targets.get(1) {
             Some(Target::Ds(_)) => "with / without subs",
             Some(Target::DsNoMetrics(_)) => "with / without metrics",
+            Some(Target::DsH2(_)) => "HTTP/1.1 / HTTP/2",
+            Some(Target::DsCoded(..)) => "identity / zstd",
             _ => "ds / official",
         };
         println!(

@@ -19,14 +19,16 @@ use crate::response::{Body, Response, Status, Value};
 pub const MIN_BYTES: usize = 1024;
 /// Bodies at least this large are compressed on a blocking thread, not the runtime's.
 const BLOCKING_BYTES: usize = 64 * 1024;
-/// zstd's level: its default, fast with a good ratio.
+/// zstd's level: its default (7.5% of the bytes at 1.4 ms/MiB on `json-64m`; 1 is no
+/// smaller and barely cheaper, 6 costs four times as much for nothing).
 const ZSTD_LEVEL: i32 = 3;
-/// Brotli's quality: the fastest levels that still beat gzip on text.
-const BROTLI_QUALITY: u32 = 4;
+/// Brotli's quality: on token-like JSON (`json-64m`), 2 makes smaller output than 4 at half
+/// the CPU (6.9% of the bytes at 3.8 ms/MiB, against 7.7% at 7.3 ms/MiB).
+const BROTLI_QUALITY: u32 = 2;
 /// Brotli's window (log2 bytes).
 const BROTLI_WINDOW: u32 = 22;
-/// gzip's level.
-const GZIP_LEVEL: u32 = 5;
+/// gzip's level: 1 sends 16.8% of the bytes at 1.9 ms/MiB, where 5 sends 14.8% at 8.3.
+const GZIP_LEVEL: u32 = 1;
 
 /// A content coding this server produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
