@@ -501,7 +501,10 @@ impl Config {
             signing_key_file: (!s.signing_key_file.is_empty())
                 .then(|| PathBuf::from(&s.signing_key_file)),
             webhook_timeout: Duration::from_millis(s.webhook_timeout_ms),
-            public_base: (!public.is_empty()).then(|| format!("{public}/v1/stream")),
+            public_base: (!public.is_empty()).then(|| {
+                let base = ds_http::name::BasePath::new(&self.http.base_path).unwrap_or_default();
+                format!("{public}{}", base.root())
+            }),
         }
     }
 

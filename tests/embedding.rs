@@ -95,6 +95,24 @@ async fn the_server_follows_its_base_path_on_both_front_ends() {
     }
 }
 
+/// Regression: with a public URL set, subscription URLs said `/v1/stream` whatever the base
+/// path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_urls_follow_the_base_path_under_a_public_url() {
+    let server = TestServer::with(|c| {
+        c.http.base_path = "/s".into();
+        c.http.public_url = "https://streams.example".into();
+        c.subscriptions.allow_local_webhooks = true;
+    })
+    .await;
+    let config = r#"{"type":"webhook","pattern":"a","webhook":{"url":"http://127.0.0.1:9/hook"}}"#;
+    let json = [("content-type", "application/json")];
+    let sub = server.req("PUT", "/s/__ds/subscriptions/one", &json, config.as_bytes()).await;
+    assert_eq!(sub.status, 201, "{}", sub.text());
+    assert!(sub.text().contains("https://streams.example/s/__ds/jwks.json"), "{}", sub.text());
+    server.stop().await;
+}
+
 #[test]
 fn a_bad_base_path_is_a_configuration_error() {
     for bad in ["v1", "/v1/", "/a b", "/healthz", "/x/../y"] {

@@ -422,6 +422,80 @@ async fn a_silent_or_plain_client_on_the_https_port_is_closed() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Idle connections close, as HTTP/1.1 keep-alive ones do: an HTTP/2 connection with no
+/// request in progress for the head timeout gets a GOAWAY; one with a live SSE reader stays
+/// and keeps serving. On the plain port of the axum front end, a client that says nothing,
+/// or half of the HTTP/2 preface, is closed within the head timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_silent_connections_close_within_the_head_timeout() {
+    for front_end in ["fast", "axum"] {
+        let fe = front_end.to_owned();
+        let server = TestServer::with(move |c| {
+            c.http.front_end = fe;
+            c.server.header_read_timeout_secs = 1;
+        })
+        .await;
+        let idle = h2(server.addr(), None).await.unwrap();
+        assert_eq!(idle.req("GET", "/healthz", &[], b"").await.0, 200);
+        let busy = h2(server.addr(), None).await.unwrap();
+        assert_eq!(busy.req("PUT", "/v1/stream/idle", &[TEXT], b"").await.0, 201);
+        let mut reader =
+            busy.start("GET", "/v1/stream/idle?offset=-1&live=sse", &[], b"").await.into_body();
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let mut send = idle.send.clone();
+        let gone = send.ready().await.is_err() || send.is_closed();
+        assert!(gone, "{front_end}: the idle HTTP/2 connection was closed");
+        assert_eq!(
+            busy.req("POST", "/v1/stream/idle", &[TEXT], b"still").await.0,
+            204,
+            "{front_end}"
+        );
+        let mut seen = String::new();
+        assert!(
+            sse_until(&mut reader, &mut seen, "still", Duration::from_secs(3)).await,
+            "{front_end}"
+        );
+        for opening in [&b""[..], &b"PRI * HTTP/2.0\r\n"[..]] {
+            let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, opening).await.unwrap();
+            let mut got = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(4), tcp.read_to_end(&mut got)).await;
+            assert!(closed.is_ok(), "{front_end}: {opening:?} closed within the head timeout");
+        }
+        server.stop().await;
+    }
+}
+
+/// Over TLS, HTTP/2 is chosen by ALPN (RFC 9113 §3.3): a client that agreed on HTTP/1.1 and
+/// sends the HTTP/2 preface anyway gets a GOAWAY, not an HTTP/2 server. The metrics listener
+/// stays plain HTTP beside an HTTPS main port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_needs_alpn_and_metrics_stay_plain() {
+    let dir = temp_dir("tls-alpn");
+    let certs = Certs::make(&dir, "n");
+    let server = https_server(&certs, "fast", |c| c.metrics.listen = "127.0.0.1:0".into()).await;
+    let mut config = (*client_tls(&certs.ca)).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls =
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tls, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut got)).await;
+    assert!(got.len() >= 26, "{got:?}");
+    assert_eq!((got[3], got[12]), (4, 7), "SETTINGS, then GOAWAY");
+    assert_eq!(&got[22..26], &[0, 0, 0, 0x0d], "HTTP_1_1_REQUIRED");
+    let metrics = server.metrics_addr().expect("a metrics listener");
+    let mut plain = crate::support::Conn::connect(metrics).await.unwrap();
+    assert_eq!(plain.request("GET", "/metrics", &[], b"").await.unwrap().status, 200);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// TLS files that cannot serve stop the start with the reason and the file: a missing
 /// certificate, a file with no certificate, a key of another certificate. Half a pair is a
 /// configuration error.

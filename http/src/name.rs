@@ -36,13 +36,16 @@ impl BasePath {
         for segment in rest.split('/') {
             if segment.is_empty() || segment == "." || segment == ".." {
                 return Err(format!(
-                    "base path {path:?} must be '/'-led segments, none empty, '.' or '..',                      and no trailing '/'"
+                    "base path {path:?} must be '/'-led segments, none empty, '.' or '..', \
+                     and no trailing '/'"
                 ));
             }
             let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
-            if !segment.bytes().all(allowed) {
+            // axum reads a segment led by ':' or '*' as a parameter (and refuses it).
+            if !segment.bytes().all(allowed) || segment.starts_with([':', '*']) {
                 return Err(format!(
-                    "base path {path:?} may hold letters, digits and -._~!$&'()*+,;=:@ only"
+                    "base path {path:?} may hold letters, digits and -._~!$&'()*+,;=:@ only, \
+                     and no segment may start with ':' or '*'"
                 ));
             }
         }
@@ -219,6 +222,8 @@ mod tests {
             "/a#b",
             "/healthz",
             "/metrics",
+            "/:v1",
+            "/api/*x",
         ] {
             assert!(BasePath::new(bad).is_err(), "{bad:?}");
         }

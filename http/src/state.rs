@@ -60,12 +60,13 @@ impl AppState {
     }
 
     /// The state of the metrics listener (`DS_METRICS__LISTEN`): the same metrics, and
-    /// nothing but `GET /metrics` answered.
+    /// nothing but `GET /metrics` answered, over plain HTTP (scrapers on an internal
+    /// address; HTTPS is the main port's).
     #[must_use]
     pub fn metrics_only(&self) -> AppState {
         let config =
             HttpConfig { metrics_only: true, metrics_elsewhere: false, ..(*self.config).clone() };
-        AppState { config: Arc::new(config), ..self.clone() }
+        AppState { config: Arc::new(config), tls: None, ..self.clone() }
     }
 
     /// The same state serving HTTPS with `tls`.

@@ -1,7 +1,8 @@
 //! The axum/hyper front end: the protocol mapping ([`crate::protocol`]) as an axum handler,
-//! and hyper's server under it (HTTP/1.1, and HTTP/2 over TLS or as h2c). This is the front
-//! end that embeds in an axum application ([`routes`] merges into any `Router`), and the
-//! one that carries every HTTP/2 connection, whichever front end is configured.
+//! served by hyper ([`super::hyper_server`]: HTTP/1.1, and HTTP/2 over TLS or as h2c). This
+//! is the front end that embeds in an axum application ([`routes`] merges into any
+//! `Router`), and the one that carries every HTTP/2 connection, whichever front end is
+//! configured.
 //!
 //! The handler only translates: hyper's request head into a [`RequestHead`], hyper's body
 //! into a [`Received`] within the body limits, and the protocol's [`Response`] into axum's.
@@ -20,30 +21,14 @@ use axum::routing::any;
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::time::Instant;
-use tower::ServiceExt as _;
 
 use crate::body::{BodyLimits, Received};
 use crate::error::ApiError;
-use crate::io::WriteTimeout;
 use crate::protocol;
 use crate::request::{Method, RequestHead, RequestHeaders};
 use crate::response::{Body, Response, Value};
 use crate::state::AppState;
-
-/// Streams one HTTP/2 connection may have open at once (a browser page's SSE readers and
-/// requests share one connection; 100 is the least RFC 9113 §6.5.2 recommends allowing).
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
-/// Largest HTTP/2 header list (as the HTTP/1.1 head limit of the fast front end).
-const HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;
-/// HTTP/2 flow-control windows the server grants for request bodies (the default 64 KiB
-/// would take a round trip per 64 KiB of an upload).
-const WINDOW_BYTES: u32 = 1 << 20;
-/// Response bytes buffered per HTTP/2 stream before its body is polled again.
-const SEND_BUFFER_BYTES: usize = 1 << 20;
 
 /// The protocol's routes, to merge into an axum application: every method on
 /// `{base}/{*name}`, the streams and the subscription control API under the configured base
@@ -101,7 +86,7 @@ async fn handle(State(app): State<AppState>, req: Request) -> axum::response::Re
         // Set by our `serve`, or by axum's `into_make_service_with_connect_info` when the
         // routes are embedded in an application.
         peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
-        secure: parts.extensions.get::<Secure>().is_some()
+        secure: parts.extensions.get::<super::hyper_server::Secure>().is_some()
             || parts.uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS),
     };
     let observed = crate::metrics::Observed::of(&app, &head);
@@ -266,77 +251,5 @@ impl http_body::Body for PartsBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
-    }
-}
-
-/// hyper's server over the axum app, one connection at a time: HTTP/1.1 or h2c by what
-/// the client sends first, or HTTP/2 alone (a TLS connection that chose `h2` by ALPN, or an
-/// h2c connection the fast front end handed over).
-pub(crate) struct Hyper {
-    app: Router,
-    auto: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
-}
-
-/// Marks a request that came over TLS (an extension our connections add).
-#[derive(Clone, Copy, Debug)]
-struct Secure;
-
-impl Hyper {
-    /// The server of `state`, with its timeouts: HTTP/1.1 heads within
-    /// `header_read_timeout`; HTTP/2 connections pinged when idle, and closed when a ping
-    /// goes unanswered for as long.
-    pub(crate) fn new(state: &AppState) -> Hyper {
-        let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.config.header_read_timeout)
-            .keep_alive(true)
-            .pipeline_flush(true);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-            .max_header_list_size(HEADER_LIST_BYTES_MAX)
-            .initial_stream_window_size(WINDOW_BYTES)
-            .initial_connection_window_size(WINDOW_BYTES)
-            .max_send_buf_size(SEND_BUFFER_BYTES)
-            .keep_alive_interval(state.config.header_read_timeout)
-            .keep_alive_timeout(state.config.header_read_timeout);
-        let h2 = auto.clone().http2_only();
-        Hyper { app: app(state.clone()), auto, h2 }
-    }
-
-    /// Serves one connection until it closes, or until shutdown begins and its requests in
-    /// progress are answered (HTTP/2: a GOAWAY, then the open streams finish).
-    pub(crate) async fn serve<I>(
-        &self,
-        io: I,
-        peer: SocketAddr,
-        secure: bool,
-        h2_only: bool,
-        state: &AppState,
-    ) where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let io = TokioIo::new(WriteTimeout::new(io, state.config.write_timeout));
-        // The client's address travels with each request, as axum's own `serve` does it.
-        let service =
-            self.app.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                if secure {
-                    req.extensions_mut().insert(Secure);
-                }
-                req
-            });
-        let builder = if h2_only { &self.h2 } else { &self.auto };
-        let conn = builder.serve_connection(io, TowerToHyperService::new(service));
-        tokio::pin!(conn);
-        // A client that disconnects or times out is not an error worth logging.
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            () = state.shutting_down() => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod axum;
 pub mod fast;
+pub(crate) mod hyper_server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use self::hyper_server::{Hyper, Speaks};
 use crate::config::FrontEnd;
 use crate::request::{Method, RequestHead};
 use crate::response::Status;
@@ -39,7 +41,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Never for client behaviour; only if the runtime fails.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let permits = connection_permits(&state);
-    let hyper = Arc::new(axum::Hyper::new(&state));
+    let hyper = Arc::new(Hyper::new(&state));
     while let Some((tcp, peer, permit)) = accept(&listener, &permits, &state).await {
         let (state, hyper) = (state.clone(), hyper.clone());
         tokio::spawn(async move {
@@ -58,7 +60,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
 
 /// Serves one accepted connection: the TLS handshake first when HTTPS is on (it must end
 /// within `header_read_timeout`), then the front end its protocol calls for.
-async fn connection(state: &AppState, hyper: &axum::Hyper, tcp: TcpStream, peer: SocketAddr) {
+async fn connection(state: &AppState, hyper: &Hyper, tcp: TcpStream, peer: SocketAddr) {
     let Some(tls) = &state.tls else {
         return plain(state, hyper, tcp, peer, false).await;
     };
@@ -73,15 +75,15 @@ async fn connection(state: &AppState, hyper: &axum::Hyper, tcp: TcpStream, peer:
         Err(_) => return,
     };
     if crate::tls::is_h2(&stream) {
-        hyper.serve(stream, peer, true, true, state).await;
+        hyper.serve(stream, peer, true, Speaks::Http2, state).await;
     } else {
         plain(state, hyper, stream, peer, true).await;
     }
 }
 
-/// Serves a connection that speaks HTTP/1.1 or h2c: the configured front end; the fast one
-/// hands an h2c connection over to hyper.
-async fn plain<T>(state: &AppState, hyper: &axum::Hyper, io: T, peer: SocketAddr, secure: bool)
+/// Serves a connection that speaks HTTP/1.1, or (not over TLS) h2c: the configured front
+/// end; the fast one hands an h2c connection over to hyper.
+async fn plain<T>(state: &AppState, hyper: &Hyper, io: T, peer: SocketAddr, secure: bool)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -90,10 +92,13 @@ where
             let who = fast::conn::Peer { ip: Some(peer.ip()), secure };
             if let Some(h2c) = fast::conn::serve(state.clone(), io, who).await {
                 let io = crate::io::Prefixed::new(h2c.read, h2c.io);
-                hyper.serve(io, peer, secure, true, state).await;
+                hyper.serve(io, peer, secure, Speaks::Http2, state).await;
             }
         }
-        FrontEnd::Axum => hyper.serve(io, peer, secure, false, state).await,
+        FrontEnd::Axum => {
+            let speaks = if secure { Speaks::Http1 } else { Speaks::Plain };
+            hyper.serve(io, peer, secure, speaks, state).await;
+        }
     }
 }
 

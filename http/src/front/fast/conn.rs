@@ -55,8 +55,9 @@ const OWN_BUFFER_BODY_BYTES_MIN: usize = 64 * 1024;
 /// reset.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 /// An empty SETTINGS frame and a GOAWAY with `HTTP_1_1_REQUIRED` (RFC 9113 §6.5, §6.8): the
-/// answer to an HTTP/2 preface sent after HTTP/1.1 requests on the same connection (a
-/// preface that opens the connection is handed over to HTTP/2 instead).
+/// answer to an HTTP/2 preface sent after HTTP/1.1 requests on the same connection, or over
+/// TLS that did not choose `h2` (a preface that opens a plain connection is handed over to
+/// HTTP/2 instead).
 const HTTP2_REFUSAL: &[u8] = &[
     0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, empty
     0, 0, 8, 7, 0, 0, 0, 0, 0, // GOAWAY, 8 bytes, stream 0
@@ -172,7 +173,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
             Ok(Wait::Head(end)) => end,
             Ok(Wait::Closed) => return Ok(false),
             Err(Refusal::Io(e)) => return Err(e),
-            Err(Refusal::Http2) if !self.served => {
+            // Over TLS, HTTP/2 is chosen by ALPN or not at all (RFC 9113 §3.3).
+            Err(Refusal::Http2) if !self.served && !self.peer.secure => {
                 self.handover = true;
                 return Ok(false);
             }
