@@ -18,18 +18,9 @@ if [ ! -x "$chromium" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2 </dev/null
 fi
 
+source "$root/scripts/lib.sh"
 dir="$root/tests/browser"
-if [ ! -d "$dir/node_modules/playwright-core" ]; then
-  echo "==> installing the pinned browser driver (playwright-core)"
-  cp "$dir/package-lock.json" "$dir/.package-lock.before"
-  (cd "$dir" && npm install --no-save --no-audit --no-fund --loglevel=error)
-  if ! cmp -s "$dir/package-lock.json" "$dir/.package-lock.before"; then
-    echo "error: npm changed tests/browser/package-lock.json" >&2
-    mv "$dir/.package-lock.before" "$dir/package-lock.json"
-    exit 1
-  fi
-  rm -f "$dir/.package-lock.before"
-fi
+npm_pinned "$dir" playwright-core "the pinned browser driver (playwright-core)"
 
 cargo build --release --bin ds-server --quiet
 
@@ -42,15 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-(cd "$work" && {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-    -out ca.pem -days 2 -subj "/CN=ds-server browser test CA"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem \
-    -out cert.csr -subj "/CN=127.0.0.1"
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-  openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 \
-    -extfile ext.cnf
-} 2>/dev/null)
+test_certificate "$work" "browser test"
 
 # Starts a server (log $work/$1.log, further settings in the environment) and sets $addr.
 start() {

@@ -34,20 +34,9 @@ else
   EXPECTED_PASSED=${DS_CONFORMANCE_EXPECT_PASSED:-338}
 fi
 
+source "$root/scripts/lib.sh"
 conf="$root/tests/conformance"
-if [ ! -d "$conf/node_modules/@durable-streams/server-conformance-tests" ]; then
-  echo "==> installing the pinned conformance suite"
-  cp "$conf/package-lock.json" "$conf/.package-lock.before"
-  # `npm ci` refuses this lock on Linux (a Windows-only optional dependency of vite is
-  # missing from it); `npm install --no-save` installs the same versions from the same lock.
-  (cd "$conf" && npm install --no-save --no-audit --no-fund --loglevel=error)
-  if ! cmp -s "$conf/package-lock.json" "$conf/.package-lock.before"; then
-    echo "error: npm changed tests/conformance/package-lock.json" >&2
-    mv "$conf/.package-lock.before" "$conf/package-lock.json"
-    exit 1
-  fi
-  rm -f "$conf/.package-lock.before"
-fi
+npm_pinned "$conf" @durable-streams/server-conformance-tests "the pinned conformance suite"
 
 cargo build --release --bin ds-server --quiet
 
@@ -79,15 +68,7 @@ if [ -n "${DS_CONFORMANCE_TLS:-}" ]; then
     exit 2
   fi
   # A CA, and a certificate for 127.0.0.1 it signs; Node.js trusts the CA.
-  (cd "$work" && {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-      -out ca.pem -days 2 -subj "/CN=ds-server conformance CA"
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem \
-      -out cert.csr -subj "/CN=127.0.0.1"
-    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-    openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 \
-      -extfile ext.cnf
-  } 2>/dev/null)
+  test_certificate "$work" conformance
   export DS_SERVER__TLS_CERT_FILE="$work/cert.pem" DS_SERVER__TLS_KEY_FILE="$work/key.pem"
   export NODE_EXTRA_CA_CERTS="$work/ca.pem"
   scheme=https
