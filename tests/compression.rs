@@ -169,6 +169,26 @@ async fn curl_decodes_what_it_is_sent() {
     server.stop().await;
 }
 
+/// `HEAD` carries the `Vary` a `GET` would (RFC 9110 §9.3.2); differing `Accept-Encoding`
+/// lines, which would have to be read as one list, get identity rather than a guess from
+/// the first line.
+#[tokio::test]
+async fn head_varies_too_and_split_accept_encoding_gets_identity() {
+    let server = TestServer::start().await;
+    let plain = json_stream(&server, "split", 2_000).await;
+    let head = server.req("HEAD", &stream("split"), &[], b"").await;
+    assert_eq!(head.header("vary"), Some("Accept-Encoding"));
+    let url = format!("{}?offset=-1", stream("split"));
+    let split = [("accept-encoding", "gzip"), ("accept-encoding", "*;q=0")];
+    let resp = server.req("GET", &url, &split, b"").await;
+    assert!(resp.header("content-encoding").is_none(), "no guess from the first line");
+    assert_eq!(resp.body.to_vec(), plain);
+    let same = [("accept-encoding", "gzip"), ("accept-encoding", "gzip")];
+    let resp = server.req("GET", &url, &same, b"").await;
+    assert_eq!(resp.header("content-encoding"), Some("gzip"), "repeated, not differing");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn compression_can_be_turned_off() {
     let server = TestServer::with(|c| c.http.compression = false).await;
@@ -184,5 +204,7 @@ async fn compression_can_be_turned_off() {
     assert!(resp.header("content-encoding").is_none());
     assert!(resp.header("vary").is_none());
     assert_eq!(resp.body.to_vec(), plain);
+    let head = server.req("HEAD", &stream("off"), &[], b"").await;
+    assert!(head.header("vary").is_none());
     server.stop().await;
 }

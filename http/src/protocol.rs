@@ -193,7 +193,10 @@ fn route(app: &AppState, head: &RequestHead<'_>) -> Result<Routed, ApiError> {
                     };
                     let read = Read::new(name, q, if_none_match);
                     Call::Read(if app.config.compression {
-                        let accept = head.headers.get(Field::AcceptEncoding);
+                        // Several differing `Accept-Encoding` lines would have to be read
+                        // as one list (RFC 9110 §5.3); identity is acceptable to all.
+                        let slot = head.headers.slot(Field::AcceptEncoding);
+                        let accept = if slot.differs { None } else { slot.first };
                         read.compressed(crate::compress::negotiate(accept))
                     } else {
                         read
@@ -337,7 +340,14 @@ impl OtherCall {
                 }
                 resp
             }
-            Call::Head(name) => routes::head::head(app, &name).await,
+            Call::Head(name) => {
+                let mut resp = routes::head::head(app, &name).await;
+                if let (true, Ok(resp)) = (app.config.compression, &mut resp) {
+                    // The fields a GET would carry (RFC 9110 §9.3.2).
+                    resp.headers.append("vary", Value::Static("Accept-Encoding"));
+                }
+                resp
+            }
             Call::Delete(name) => routes::delete::delete(app, &name).await,
             Call::Control(control) => Ok(control.run(app, body).await),
             Call::Answer(resp) => Ok(*resp),
