@@ -136,6 +136,41 @@ async fn appends_waiting_on_a_shard_share_one_commit() {
     }
 }
 
+/// Regression: a producer's retry that arrives while its original is being committed waits
+/// for a round of its own that writes nothing (the transaction is aborted); that round was
+/// counted in the commit metrics as a commit of no appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_of_only_duplicates_is_not_counted_as_a_commit() {
+    let (sim, clock) = (SimFs::new(), ManualClock::new(1_000));
+    let engine = Arc::new(open(1, &sim, &clock).await);
+    engine.create("s", create(Expiry::Never)).await.unwrap();
+    let rounds = |engine: &Engine| {
+        let (buckets, sum) = engine.stats().commits.appends.snapshot();
+        (buckets.iter().map(|(_, n)| n).sum::<u64>(), sum)
+    };
+    let before = rounds(&engine);
+    sim.hold_syncs();
+    let _release = Release(sim.clone());
+    let append = || {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let request = AppendRequest::data("text/plain", "once").with_producer("p", 0, 0);
+            engine.append("s", request).await
+        })
+    };
+    let original = append();
+    until(|| sim.syncs_waiting() == 1).await;
+    let retry = append();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    sim.release_syncs();
+    original.await.unwrap().unwrap();
+    retry.await.unwrap().unwrap();
+    let after = rounds(&engine);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1), "one round of one append");
+    let chunk = engine.read("s", ReadFrom::Start).await.unwrap();
+    assert_eq!(chunk.parts.concat(), b"aonce");
+}
+
 /// A delete or an expiry removes every row of the stream in one transaction: nothing is left
 /// behind after a power cut, and a stream recreated under the same name starts empty.
 #[tokio::test]

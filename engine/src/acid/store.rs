@@ -554,9 +554,18 @@ impl Inner {
                 Error::Unavailable(POISONED)
             })
         };
-        if outcome.is_ok() {
-            let appends = work.iter().map(|(_, batch, _)| batch.len()).sum();
-            self.stats.round(appends, started.elapsed());
+        if let Ok(skipped) = &outcome {
+            // Appends written; a round of only duplicates, or of removed streams, wrote
+            // nothing and is no commit.
+            let appends: usize = work
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !skipped.contains(i))
+                .map(|(_, (_, batch, _))| batch.len())
+                .sum();
+            if appends > 0 {
+                self.stats.round(appends, started.elapsed());
+            }
         }
         for (i, (stream, batch, waiters)) in work.into_iter().enumerate() {
             match &outcome {
