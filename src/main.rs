@@ -23,6 +23,13 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        // The certificate and key are read as the server would read them at start.
+        if let Some((cert, key)) = config.tls_files()
+            && let Err(e) = ds_http::tls::Tls::load(&cert, &key)
+        {
+            eprintln!("ds-server: {e}");
+            return ExitCode::from(BAD_CONFIGURATION);
+        }
         #[allow(clippy::print_stdout, reason = "--check-config prints the settings")]
         {
             print!("{}", config.redacted_toml());

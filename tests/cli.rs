@@ -93,6 +93,14 @@ fn check_config_refuses_a_bad_configuration_with_the_reason() {
     let format = run(ds_server().arg("--check-config").env("DS_LOG_FORMAT", "yaml"));
     assert_eq!(format.status.code(), Some(2));
     assert!(text(&format.stderr).contains("DS_LOG_FORMAT"));
+    // TLS files are read as at start: one that is not there is named.
+    let tls = run(ds_server()
+        .arg("--check-config")
+        .env("DS_SERVER__TLS_CERT_FILE", "/nonexistent/cert.pem")
+        .env("DS_SERVER__TLS_KEY_FILE", "/nonexistent/key.pem"));
+    assert_eq!(tls.status.code(), Some(2));
+    assert!(text(&tls.stderr).contains("/nonexistent/cert.pem"), "{}", text(&tls.stderr));
+    assert!(tls.stdout.is_empty());
 }
 
 /// A running binary whose stderr lines arrive on a channel; killed when dropped.
