@@ -244,18 +244,33 @@ impl Subscription {
             base_url: String::new(),
             config,
         };
-        for path in sub.config.streams.clone() {
-            let at = tails.tail(&path).unwrap_or(Offset::ZERO);
-            sub.link(&path, true, at);
-        }
+        let explicit: Vec<(String, Offset)> = (sub.config.streams.iter())
+            .map(|path| (path.clone(), tails.tail(path).unwrap_or(Offset::ZERO)))
+            .collect();
+        sub.link_all(explicit.iter().map(|(path, at)| (path.as_str(), true, *at)));
         if let Some(pattern) = sub.config.pattern.clone() {
-            for (path, tail) in existing {
-                if pattern.matches(&path) {
-                    sub.link(&path, false, tail);
-                }
-            }
+            let matched: Vec<(String, Offset)> =
+                existing.into_iter().filter(|(path, _)| pattern.matches(path)).collect();
+            sub.link_all(matched.iter().map(|(path, tail)| (path.as_str(), false, *tail)));
         }
         sub
+    }
+
+    /// [`Subscription::link`] for many paths, with an index of the links made once: a
+    /// pattern can link up to [`MAX_LINKS`] existing streams at creation, and a scan of the
+    /// links per path would be quadratic in them.
+    fn link_all<'p>(&mut self, paths: impl IntoIterator<Item = (&'p str, bool, Offset)>) {
+        let mut index: std::collections::HashMap<String, usize> =
+            self.links.iter().enumerate().map(|(i, l)| (l.path.clone(), i)).collect();
+        for (path, explicit, at) in paths {
+            if let Some(&i) = index.get(path) {
+                let link = &mut self.links[i];
+                link.explicit |= explicit;
+                link.glob |= !explicit;
+            } else if self.push_link(path, explicit, at) {
+                index.insert(path.to_owned(), self.links.len() - 1);
+            }
+        }
     }
 
     fn find(&self, path: &str) -> Option<usize> {
@@ -276,7 +291,13 @@ impl Subscription {
             link.glob |= !explicit;
             return true;
         }
-        if self.links.len() >= MAX_LINKS {
+        self.push_link(path, explicit, at)
+    }
+
+    /// Links `path`, known not to be linked yet, unless it is the subscription's own wake
+    /// stream or the link limit is reached (`false` then).
+    fn push_link(&mut self, path: &str, explicit: bool, at: Offset) -> bool {
+        if self.is_own_wake_stream(path) || self.links.len() >= MAX_LINKS {
             return false;
         }
         self.links.push(Link {
@@ -301,14 +322,16 @@ impl Subscription {
         if paths.iter().any(|p| self.is_own_wake_stream(p)) {
             return Err(Refusal::Invalid("a subscription cannot link its own wake_stream"));
         }
-        let new = paths.iter().filter(|p| self.find(p).is_none()).count();
-        if self.links.len() + new > MAX_LINKS {
+        let linked: std::collections::HashSet<&str> =
+            self.links.iter().map(|l| l.path.as_str()).collect();
+        let new: std::collections::HashSet<&str> =
+            paths.iter().map(String::as_str).filter(|p| !linked.contains(p)).collect();
+        if self.links.len() + new.len() > MAX_LINKS {
             return Err(Refusal::Invalid("too many streams in one subscription"));
         }
-        for path in paths {
-            let at = tails.tail(path).unwrap_or(Offset::ZERO);
-            self.link(path, true, at);
-        }
+        let at: Vec<Offset> =
+            paths.iter().map(|path| tails.tail(path).unwrap_or(Offset::ZERO)).collect();
+        self.link_all(paths.iter().zip(at).map(|(path, at)| (path.as_str(), true, at)));
         Ok(())
     }
 
@@ -726,6 +749,50 @@ mod tests {
         let existing: Vec<(String, Offset)> =
             world.0.iter().map(|(p, t)| (p.clone(), *t)).collect();
         Subscription::new("s".into(), 7, config(delivery, pattern, streams), 0, world, existing)
+    }
+
+    /// Creation links explicit streams first, then the pattern's, merging the flags of a
+    /// stream that is both, up to [`MAX_LINKS`]; adding streams later merges the same way
+    /// and counts a path named twice once.
+    #[test]
+    fn many_links_merge_in_order_up_to_the_limit() {
+        let mut streams: Vec<(String, u64)> =
+            (0..MAX_LINKS + 5).map(|i| (format!("p/{i:05}"), 3)).collect();
+        streams.push(("x".into(), 9));
+        let world = World(streams.iter().map(|(p, t)| (p.clone(), at(*t))).collect());
+        let mut existing: Vec<(String, Offset)> =
+            streams.iter().map(|(p, t)| (p.clone(), at(*t))).collect();
+        existing.sort();
+        let s = Subscription::new(
+            "s".into(),
+            7,
+            config(webhook(), Some("p/*"), &["p/00001", "x", "y"]),
+            0,
+            &world,
+            existing,
+        );
+        assert_eq!(s.links.len(), MAX_LINKS);
+        let first: Vec<(&str, bool, bool)> =
+            s.links[..4].iter().map(|l| (l.path.as_str(), l.explicit, l.glob)).collect();
+        assert_eq!(
+            first,
+            [
+                ("p/00001", true, true),
+                ("x", true, false),
+                ("y", true, false),
+                ("p/00000", false, true)
+            ]
+        );
+        assert_eq!(s.links[3].acked, at(3), "at the stream's tail");
+        assert_eq!(s.links[2].acked, Offset::ZERO, "y does not exist yet");
+        assert_eq!(s.links.iter().filter(|l| l.path == "p/00001").count(), 1);
+
+        let mut small = sub(webhook(), None, &["a"], &World::with(&[("a", 1), ("b", 2)]));
+        let paths = ["b".to_owned(), "b".to_owned(), "a".to_owned()];
+        small.add_streams(&paths, &World::with(&[("a", 1), ("b", 2)])).unwrap();
+        let got: Vec<(&str, Offset)> =
+            small.links.iter().map(|l| (l.path.as_str(), l.acked)).collect();
+        assert_eq!(got, [("a", at(1)), ("b", at(2))]);
     }
 
     fn fence(s: &Subscription) -> Fence<'_> {
