@@ -396,8 +396,7 @@ impl Config {
         self.cache_policy()?;
         self.cors_origins()?;
         self.front_end()?;
-        ds_http::name::BasePath::new(&self.http.base_path)
-            .map_err(|e| err(format!("http.base_path: {e}")))?;
+        self.base_path()?;
         let s = &self.server;
         let day = 86_400;
         for (name, secs) in [
@@ -502,7 +501,7 @@ impl Config {
                 .then(|| PathBuf::from(&s.signing_key_file)),
             webhook_timeout: Duration::from_millis(s.webhook_timeout_ms),
             public_base: (!public.is_empty()).then(|| {
-                let base = ds_http::name::BasePath::new(&self.http.base_path).unwrap_or_default();
+                let base = self.base_path().unwrap_or_default();
                 format!("{public}{}", base.root())
             }),
         }
@@ -530,6 +529,11 @@ impl Config {
                 self.storage.mode
             ))
         })
+    }
+
+    fn base_path(&self) -> Result<ds_http::name::BasePath, ConfigError> {
+        ds_http::name::BasePath::new(&self.http.base_path)
+            .map_err(|e| err(format!("http.base_path: {e}")))
     }
 
     fn cache_policy(&self) -> Result<CachePolicy, ConfigError> {
@@ -605,7 +609,7 @@ impl Config {
             metrics_elsewhere: self.metrics_listen().is_some(),
             metrics_only: false,
             compression: self.http.compression,
-            base_path: ds_http::name::BasePath::new(&self.http.base_path).unwrap_or_default(),
+            base_path: self.base_path().unwrap_or_default(),
         }
     }
 

@@ -53,20 +53,23 @@ use crate::state::AppState;
 /// Merge rather than `nest`: the protocol builds `Location` and subscription URLs from the
 /// paths it is asked for, so the base path is the whole prefix.
 pub fn routes(state: AppState) -> Router {
-    let stream = format!("{}{{*name}}", state.config.base_path.prefix());
-    Router::new().route(&stream, any(handle)).with_state(state)
+    Router::new().route(&stream_route(&state), any(handle)).with_state(state)
 }
 
 /// The whole server as an axum `Router`: [`routes`], `/healthz`, `/readyz`, `/metrics`, and
 /// every other path answered by the protocol too (a problem+json 404).
 pub fn app(state: AppState) -> Router {
-    let stream = format!("{}{{*name}}", state.config.base_path.prefix());
     Router::new()
         .route("/healthz", any(handle))
         .route("/readyz", any(handle))
-        .route(&stream, any(handle))
+        .route(&stream_route(&state), any(handle))
         .fallback(handle)
         .with_state(state)
+}
+
+/// The route of every path under the base path: `{base}/{*name}`.
+fn stream_route(state: &AppState) -> String {
+    format!("{}{{*name}}", state.config.base_path.prefix())
 }
 
 /// The one handler: translate, prepare, read the body, run, translate back.

@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
+use super::fast::head::HTTP2_PREFACE as PREFACE;
 use crate::io::{Prefixed, WriteTimeout};
 use crate::state::AppState;
 
@@ -44,8 +45,6 @@ const HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;
 const WINDOW_BYTES: u32 = 1 << 20;
 /// Response bytes buffered per HTTP/2 stream before its body is polled again.
 const SEND_BUFFER_BYTES: usize = 1 << 20;
-/// What an HTTP/2 client sends first (RFC 9113 §3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Marks a request that came over TLS (an extension our connections add).
 #[derive(Clone, Copy, Debug)]
