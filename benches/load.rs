@@ -961,11 +961,7 @@ fn json_catch_up(target: &Target, duration: Duration) -> Run<Rate> {
                 let body = match answer.coding.as_deref() {
                     None => answer.body.to_vec(),
                     Some(coding) => {
-                        let encoding = match coding {
-                            "zstd" => ds_http::compress::Encoding::Zstd,
-                            "br" => ds_http::compress::Encoding::Br,
-                            _ => ds_http::compress::Encoding::Gzip,
-                        };
+                        let encoding = ds_http::compress::Encoding::from_token(coding).unwrap();
                         ds_http::compress::decompress(encoding, &answer.body).unwrap()
                     }
                 };

@@ -30,12 +30,8 @@ fn decoded(resp: &Response) -> Vec<u8> {
     match resp.header("content-encoding") {
         None => resp.body.to_vec(),
         Some(coding) => {
-            let encoding = match coding {
-                "zstd" => Encoding::Zstd,
-                "br" => Encoding::Br,
-                "gzip" => Encoding::Gzip,
-                other => panic!("unexpected coding {other}"),
-            };
+            let encoding = Encoding::from_token(coding)
+                .unwrap_or_else(|| panic!("unexpected coding {coding}"));
             decompress(encoding, &resp.body).expect("a valid body in its coding")
         }
     }

@@ -55,6 +55,12 @@ impl Encoding {
         }
     }
 
+    /// The coding a `Content-Encoding` of ours names (`None` for any other value).
+    #[must_use]
+    pub fn from_token(token: &str) -> Option<Encoding> {
+        Encoding::PREFERENCE.into_iter().find(|e| e.token() == token)
+    }
+
     fn matches(self, token: &str) -> bool {
         token.eq_ignore_ascii_case(self.token())
             || (self == Encoding::Gzip && token.eq_ignore_ascii_case("x-gzip"))
